@@ -1,0 +1,3 @@
+from costinfer.cli.app import main
+
+main()

@@ -1,0 +1,109 @@
+"""``costinfer run``: run a dataset through a model, paying once per distinct request, never past the budget."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Optional
+
+import orjson
+import typer
+
+from costinfer.cli.app import app, err_console, handled, out_console
+from costinfer.cli.render import make_progress, stop_progress, summary_table
+from costinfer.core.errors import ConfigError
+from costinfer.core.runner import DEFAULT_MAX_TOKENS, DEFAULT_MODEL, RunOptions, run
+
+
+def parse_budget(text: str | None) -> Decimal | None:
+    if text is None:
+        return None
+    try:
+        value = Decimal(text.strip().lstrip("$"))
+    except InvalidOperation:
+        raise ConfigError(f"--budget must be a number of dollars, got '{text}'") from None
+    if not value.is_finite() or value < 0:
+        raise ConfigError(f"--budget must be zero or more dollars, got '{text}'")
+    return value
+
+
+@app.command("run")
+def run_command(
+    path: Path = typer.Argument(..., help="The dataset: .jsonl, .csv or .parquet.", show_default=False),
+    provider: str = typer.Option("simulate", help="openai, vllm, simulate (the built-in rehearsal server), or a plugin."),
+    base_url: Optional[str] = typer.Option(None, help="The server's base URL, e.g. http://127.0.0.1:8000/v1."),
+    model: str = typer.Option(DEFAULT_MODEL, help="The model for rows that do not name one."),
+    budget: Optional[str] = typer.Option(None, help="Dollars this run may spend at most; calls stop before passing it."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Results file (.jsonl or .parquet). Default: ./<input name>.results.jsonl"
+    ),
+    rejects: Optional[Path] = typer.Option(None, help="Where bad rows go. Default: beside the results, .rejects.jsonl"),
+    store: Optional[Path] = typer.Option(
+        None, help="The DuckDB store. Default: $COSTINFER_STORE, else ~/.local/share/costinfer/store.duckdb"
+    ),
+    store_wait: float = typer.Option(0.0, help="Seconds to wait for another process to release the store."),
+    concurrency: int = typer.Option(16, "--concurrency", "-c", help="Calls in flight at once."),
+    input_format: Optional[str] = typer.Option(None, "--format", help="jsonl, csv or parquet; default: by extension."),
+    prompt_field: str = typer.Option("prompt", help="The column that holds the prompt text."),
+    id_field: str = typer.Option("id", help="The column that holds the row id; without one, the row position."),
+    template: Optional[str] = typer.Option(None, help='Build the prompt from columns, e.g. "Classify: {text}".'),
+    system: Optional[str] = typer.Option(None, help="A system prompt for rows that do not carry one."),
+    max_tokens: int = typer.Option(
+        DEFAULT_MAX_TOKENS, help="The output cap for rows that do not set max_tokens; the budget reserves it."
+    ),
+    on_bad_row: str = typer.Option(
+        "fail", help="fail: stop before any call if a row is bad (the safe default in CI); skip: run the rest."
+    ),
+    timeout: float = typer.Option(60.0, help="Seconds to wait for one answer."),
+    max_attempts: int = typer.Option(4, help="Attempts per request for errors that may pass (429, 5xx, timeouts)."),
+    prices: Optional[Path] = typer.Option(None, help="A price catalog in LiteLLM's JSON format."),
+    sim_latency_ms: float = typer.Option(0.0, help="With --provider simulate: the simulated answer latency."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+) -> None:
+    """Run every row of a dataset and write one result per row."""
+    with handled():
+        if on_bad_row not in ("fail", "skip"):
+            raise ConfigError(f"--on-bad-row must be fail or skip, got '{on_bad_row}'")
+        opts = RunOptions(
+            input_path=path,
+            provider=provider,
+            model=model,
+            base_url=base_url,
+            budget_usd=parse_budget(budget),
+            output=output,
+            rejects=rejects,
+            store=store,
+            store_wait_s=store_wait,
+            concurrency=concurrency,
+            input_format=input_format,
+            prompt_field=prompt_field,
+            id_field=id_field,
+            template=template,
+            system=system,
+            max_tokens=max_tokens,
+            on_bad_row="skip" if on_bad_row == "skip" else "fail",
+            timeout_s=timeout,
+            max_attempts=max_attempts,
+            prices=prices,
+            simulator_latency_ms=sim_latency_ms,
+        )
+        progress = make_progress(err_console, quiet)
+        try:
+            summary = run(opts, progress)
+        finally:
+            stop_progress(progress)
+        data = summary.as_dict()
+        if json_out:
+            typer.echo(orjson.dumps(data).decode())
+        elif not quiet:
+            out_console.print(summary_table(data))
+        for note in summary.notes:
+            err_console.print(f"note: {note}", markup=False)
+        if summary.stop_reason == "budget" and summary.not_run:
+            err_console.print(
+                f"budget: {summary.not_run} rows were not run: the budget could not cover their worst case", markup=False
+            )
+        if summary.failed:
+            err_console.print(f"{summary.failed} rows failed; rerun the same command to retry them", markup=False)
+        raise typer.Exit(int(summary.exit_code))

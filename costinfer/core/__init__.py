@@ -1,0 +1,1 @@
+"""The pipeline: read, key, dedupe, count and price, plan, execute, store, write. Never imports typer or rich."""

@@ -1,0 +1,167 @@
+"""Drive a backend over the pending requests: concurrently, within the budget, with retries, durably.
+
+Workers take requests in input order, reserve each call's worst-case cost, send it (retrying what may succeed later),
+settle the billed cost and hand the outcome to a single writer. The writer commits outcomes to the store in small
+groups (every ``commit_interval_s``) and only then counts them as done: a result is durable before it counts.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+
+import anyio
+import anyio.to_thread
+
+from costinfer.backends.base import Backend
+from costinfer.core.budget import BudgetGuard
+from costinfer.core.errors import AuthError, BackendError
+from costinfer.core.prices import ModelPrice
+from costinfer.core.progress import NullProgress, ProgressSink
+from costinfer.core.store import Outcome, Pending, Store
+
+
+@dataclass(frozen=True, slots=True)
+class ExecConfig:
+    concurrency: int = 16
+    max_attempts: int = 4
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    commit_interval_s: float = 0.02
+
+
+class Executor:
+    def __init__(
+        self,
+        store: Store,
+        run_id: str,
+        backend: Backend,
+        prices: dict[str, ModelPrice],
+        budget: BudgetGuard,
+        cfg: ExecConfig,
+        progress: ProgressSink | None = None,
+    ) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.backend = backend
+        self.prices = prices
+        self.budget = budget
+        self.cfg = cfg
+        self.progress = progress or NullProgress()
+        self.stop_reason: str | None = None
+        self.auth_error: AuthError | None = None
+        self.calls_done = 0  # durable outcomes of this invocation
+        self.cost_done = Decimal(0)  # durable billed dollars of this invocation
+        self._buffer: list[Outcome] = []
+        self._stopping = anyio.Event()
+        self._workers_left = 0
+
+    def request_stop(self, reason: str) -> None:
+        """Stop dispatching: calls in flight finish (and are saved); nothing new starts."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def run(self, pages: Iterator[list[Pending]]) -> None:
+        send, receive = anyio.create_memory_object_stream[Pending](max_buffer_size=self.cfg.concurrency * 2)
+        cursor = self.store.con.cursor()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._produce, pages, send)
+                self._workers_left = self.cfg.concurrency
+                for _ in range(self.cfg.concurrency):
+                    tg.start_soon(self._work, receive.clone())
+                receive.close()
+                tg.start_soon(self._write, cursor)
+        finally:
+            cursor.close()
+        if self.auth_error is not None:
+            raise self.auth_error
+
+    async def _produce(self, pages: Iterator[list[Pending]], send: anyio.abc.ObjectSendStream[Pending]) -> None:
+        async with send:
+            while not self.stopping:
+                page = await anyio.to_thread.run_sync(next, pages, None)
+                if page is None:
+                    return
+                for item in page:
+                    if self.stopping:
+                        return
+                    await send.send(item)
+
+    async def _work(self, receive: anyio.abc.ObjectReceiveStream[Pending]) -> None:
+        try:
+            async with receive:
+                async for item in receive:
+                    if self.stopping:
+                        return
+                    price = self.prices[item.model]
+                    worst = price.worst_case(item.input_tokens, item.max_tokens)
+                    if not self.budget.try_reserve(worst):
+                        self.request_stop("budget")
+                        return
+                    outcome = await self._call(item, price)
+                    if outcome is None:
+                        self.budget.release(worst)
+                        continue
+                    self.budget.settle(worst, outcome.cost_usd)
+                    self._buffer.append(outcome)
+        finally:
+            self._workers_left -= 1
+
+    async def _call(self, item: Pending, price: ModelPrice) -> Outcome | None:
+        """One request with its retries. None when a stop came before it could finish (it stays pending)."""
+        provider = self.backend.name
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.perf_counter()
+            try:
+                done = await self.backend.complete(item.body)
+            except AuthError as exc:
+                self.auth_error = exc
+                self.request_stop("auth")
+                return None
+            except BackendError as exc:
+                if not exc.retryable or attempt >= self.cfg.max_attempts:
+                    return Outcome(
+                        key=item.key, provider=provider, model=item.model, attempts=attempt, http_status=exc.status,
+                        error_class=exc.error_class, error_message=str(exc),
+                        latency_ms=(time.perf_counter() - started) * 1000,
+                    )
+                delay = random.uniform(0, min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2 ** (attempt - 1)))
+                if exc.retry_after is not None:
+                    delay = max(delay, min(exc.retry_after, self.cfg.backoff_max_s))
+                with anyio.move_on_after(delay):
+                    await self._stopping.wait()
+                if self.stopping:
+                    return None
+                continue
+            latency = (time.perf_counter() - started) * 1000
+            return Outcome(
+                key=item.key, provider=provider, model=item.model, attempts=attempt, response=done.text,
+                finish_reason=done.finish_reason, input_tokens=done.input_tokens, output_tokens=done.output_tokens,
+                cached_tokens=done.cached_tokens, latency_ms=latency, http_status=done.http_status,
+                cost_usd=price.cost(done.input_tokens, done.output_tokens, done.cached_tokens),
+            )
+
+    async def _write(self, cursor: object) -> None:
+        while True:
+            finished = self._workers_left == 0
+            batch, self._buffer = self._buffer, []
+            if batch:
+                with anyio.CancelScope(shield=True):  # a commit under way is never cut in half
+                    await anyio.to_thread.run_sync(self.store.record, self.run_id, batch, cursor)
+                self.calls_done += len(batch)
+                self.cost_done += sum((o.cost_usd for o in batch), Decimal(0))
+                self.progress.advance(self.calls_done, self.cost_done)
+            if finished and not self._buffer:
+                return
+            await anyio.sleep(self.cfg.commit_interval_s)

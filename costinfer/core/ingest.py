@@ -1,0 +1,160 @@
+"""Read a dataset into the store, chunk by chunk: items, distinct request bodies and rejects.
+
+Memory stays bounded by one chunk plus the set of keys and ids seen (needed to find duplicates), so a dataset larger
+than memory ingests fine. Each distinct request is counted and priced once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+
+from costinfer.core.errors import ConfigError
+from costinfer.core.keys import request_key
+from costinfer.core.prices import Catalog, ModelPrice
+from costinfer.core.progress import ProgressSink
+from costinfer.core.reader import read_chunks
+from costinfer.core.request import Reject, Request
+from costinfer.core.rows import RowSpec, build
+from costinfer.core.store import Store
+from costinfer.core.tokens import TokenCounter
+
+
+@dataclass
+class Ingest:
+    store: Store
+    run_id: str
+    path: Path
+    fmt: str
+    spec: RowSpec
+    endpoint: str
+    provider: str
+    catalog: Catalog
+    counter: TokenCounter = field(default_factory=TokenCounter)
+    prices: dict[str, ModelPrice] = field(default_factory=dict)
+    _ids: set[str] = field(default_factory=set)
+    _keys: dict[str, Reject | None] = field(default_factory=dict)  # key -> the reject its first row got, if any
+    _unpriced: dict[str, str] = field(default_factory=dict)
+
+    def run(self, progress: ProgressSink) -> None:
+        progress.phase("reading", None)
+        row_idx = 0
+        for chunk in read_chunks(self.path, self.fmt):
+            items: list[Request] = []
+            new: list[Request] = []
+            rejects: list[Reject] = []
+            for raw in chunk:
+                if raw.error is not None or raw.data is None:
+                    fld, reason = raw.error or ("(line)", "unreadable")
+                    rejects.append(Reject(row_idx, raw.line, fld, reason))
+                else:
+                    outcome = self._row(row_idx, raw.line, raw.data)
+                    if isinstance(outcome, Reject):
+                        rejects.append(outcome)
+                    else:
+                        items.append(outcome)
+                        if outcome.extra.get("new"):
+                            new.append(outcome)
+                row_idx += 1
+            self.store.add_chunk(self._items(items), self._requests(new), self._rejects(rejects))
+            progress.advance(row_idx, Decimal(0))
+
+    def _row(self, row_idx: int, line: int, data: dict[str, object]) -> Request | Reject:
+        req = build(row_idx, line, data, self.spec)
+        if isinstance(req, Reject):
+            return req
+        if req.row_id in self._ids:
+            return Reject(row_idx, line, self.spec.id_field, f"duplicate id '{req.row_id}'", req.row_id)
+        self._ids.add(req.row_id)
+        price = self._price(req.model)
+        if price is None:
+            return Reject(row_idx, line, "model", self._unpriced[req.model], req.row_id)
+        key = request_key(req.body, self.endpoint)
+        req.key = key
+        if key in self._keys:
+            earlier = self._keys[key]
+            if earlier is not None:
+                return Reject(row_idx, line, earlier.field, earlier.reason, req.row_id)
+            return req
+        req.input_tokens = self.counter.count_body(req.body)
+        problem = self._limits(req, price)
+        self._keys[key] = problem
+        if problem is not None:
+            return problem
+        req.extra["new"] = True
+        return req
+
+    def _price(self, model: str) -> ModelPrice | None:
+        if model in self.prices:
+            return self.prices[model]
+        if model in self._unpriced:
+            return None
+        try:
+            price = self.catalog.lookup(model, self.provider)
+        except ConfigError as exc:
+            self._unpriced[model] = str(exc)
+            return None
+        self.prices[model] = price
+        return price
+
+    def _limits(self, req: Request, price: ModelPrice) -> Reject | None:
+        field_name = self.spec.prompt_field if len(req.body["messages"]) <= 2 else "messages"
+        limit = price.max_input_tokens
+        if limit is not None and req.input_tokens > limit:
+            return Reject(
+                req.row_idx, req.line, field_name,
+                f"the prompt is {req.input_tokens} tokens; {req.model} accepts at most {limit}", req.row_id,
+            )
+        out_limit = price.max_output_tokens
+        if out_limit is not None and req.max_tokens > out_limit:
+            return Reject(
+                req.row_idx, req.line, "max_tokens",
+                f"{req.max_tokens} is more than {req.model} can write ({out_limit})", req.row_id,
+            )
+        return None
+
+    def _items(self, items: list[Request]) -> pa.Table:
+        return pa.table(
+            {
+                "run_id": pa.array([self.run_id] * len(items), pa.string()),
+                "row_idx": pa.array([r.row_idx for r in items], pa.int64()),
+                "line": pa.array([r.line for r in items], pa.int64()),
+                "row_id": pa.array([r.row_id for r in items], pa.string()),
+                "key": pa.array([r.key for r in items], pa.string()),
+                "metadata": pa.array(
+                    [orjson.dumps(r.metadata).decode() if r.metadata is not None else None for r in items], pa.string()
+                ),
+            }
+        )
+
+    def _requests(self, new: list[Request]) -> pa.Table | None:
+        if not new:
+            return None
+        return pa.table(
+            {
+                "key": pa.array([r.key for r in new], pa.string()),
+                "endpoint": pa.array([self.endpoint] * len(new), pa.string()),
+                "model": pa.array([r.model for r in new], pa.string()),
+                "body": pa.array([orjson.dumps(r.body).decode() for r in new], pa.string()),
+                "input_tokens": pa.array([r.input_tokens for r in new], pa.int32()),
+                "max_tokens": pa.array([r.max_tokens for r in new], pa.int32()),
+            }
+        )
+
+    def _rejects(self, rejects: list[Reject]) -> pa.Table | None:
+        if not rejects:
+            return None
+        return pa.table(
+            {
+                "run_id": pa.array([self.run_id] * len(rejects), pa.string()),
+                "row_idx": pa.array([r.row_idx for r in rejects], pa.int64()),
+                "line": pa.array([r.line for r in rejects], pa.int64()),
+                "row_id": pa.array([r.row_id for r in rejects], pa.string()),
+                "field": pa.array([r.field for r in rejects], pa.string()),
+                "reason": pa.array([r.reason for r in rejects], pa.string()),
+            }
+        )

@@ -1,0 +1,109 @@
+"""Model prices in LiteLLM's ``model_prices_and_context_window.json`` format, as exact decimals.
+
+The packaged snapshot is ``costinfer/data/model_prices.json`` (source and date in ``model_prices.source.json``).
+Prices are read with ``parse_float=Decimal`` so that ``1.5e-07`` stays exactly 0.00000015 dollars per token.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from costinfer.core.errors import ConfigError
+
+ZERO = Decimal(0)
+# Providers whose models run on the user's own hardware: a model missing from the catalog costs nothing per token.
+SELF_HOSTED = frozenset({"vllm"})
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPrice:
+    model: str
+    provider: str
+    input: Decimal
+    output: Decimal
+    cached_input: Decimal
+    batch_input: Decimal
+    batch_output: Decimal
+    max_input_tokens: int | None
+    max_output_tokens: int | None
+
+    def cost(self, input_tokens: int, output_tokens: int, cached_tokens: int = 0, *, batch: bool = False) -> Decimal:
+        """Exact dollars for billed usage. ``cached_tokens`` are the part of ``input_tokens`` read from a prompt cache."""
+        in_price, out_price = (self.batch_input, self.batch_output) if batch else (self.input, self.output)
+        fresh = max(input_tokens - cached_tokens, 0)
+        return fresh * in_price + min(cached_tokens, input_tokens) * self.cached_input + output_tokens * out_price
+
+    def worst_case(self, input_tokens: int, max_tokens: int) -> Decimal:
+        """The most a call can cost: every input token at the full price, and every allowed output token."""
+        return input_tokens * self.input + max_tokens * self.output
+
+
+def _dec(entry: dict[str, Any], name: str, default: Decimal = ZERO) -> Decimal:
+    value = entry.get(name)
+    if value is None:
+        return default
+    return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+def _int(entry: dict[str, Any], name: str) -> int | None:
+    value = entry.get(name)
+    return int(value) if isinstance(value, (int, Decimal)) else None
+
+
+class Catalog:
+    """Model name to price. ``lookup`` raises ``ConfigError`` naming the fix for a model it does not know."""
+
+    def __init__(self, entries: dict[str, dict[str, Any]], source: str) -> None:
+        self.source = source
+        self._entries = {name: e for name, e in entries.items() if isinstance(e, dict) and "input_cost_per_token" in e}
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Catalog:
+        if path is None:
+            text = resources.files("costinfer.data").joinpath("model_prices.json").read_text("utf-8")
+            source = "packaged snapshot"
+        else:
+            try:
+                text = path.read_text("utf-8")
+            except OSError as exc:
+                raise ConfigError(f"{path}: cannot read the price catalog: {exc.strerror}") from exc
+            source = str(path)
+        try:
+            data = json.loads(text, parse_float=Decimal)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{source}: the price catalog is not valid JSON: {exc.msg} at line {exc.lineno}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: the price catalog must be a JSON object of model name to prices")
+        return cls(data, source)
+
+    def __contains__(self, model: str) -> bool:
+        return model in self._entries
+
+    def models(self) -> list[str]:
+        return sorted(self._entries)
+
+    def lookup(self, model: str, provider: str) -> ModelPrice:
+        entry = self._entries.get(model) or self._entries.get(f"{provider}/{model}")
+        if entry is None:
+            if provider in SELF_HOSTED:
+                return ModelPrice(model, provider, ZERO, ZERO, ZERO, ZERO, ZERO, None, None)
+            raise ConfigError(
+                f"no price for model '{model}' in the catalog ({self.source}); add it to a price file in LiteLLM's "
+                f"format and pass --prices FILE, or pick a model that `costinfer prices list` shows"
+            )
+        return ModelPrice(
+            model=model,
+            provider=str(entry.get("litellm_provider", provider)),
+            input=_dec(entry, "input_cost_per_token"),
+            output=_dec(entry, "output_cost_per_token"),
+            cached_input=_dec(entry, "cache_read_input_token_cost", _dec(entry, "input_cost_per_token")),
+            batch_input=_dec(entry, "input_cost_per_token_batches", _dec(entry, "input_cost_per_token")),
+            batch_output=_dec(entry, "output_cost_per_token_batches", _dec(entry, "output_cost_per_token")),
+            max_input_tokens=_int(entry, "max_input_tokens"),
+            max_output_tokens=_int(entry, "max_output_tokens"),
+        )

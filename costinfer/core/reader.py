@@ -1,0 +1,177 @@
+"""Stream JSONL, CSV and Parquet datasets as raw rows, chunk by chunk, with the line each came from.
+
+Nothing here holds more than one chunk in memory, so a file larger than memory reads fine. A row that cannot be
+parsed at all (malformed JSON, bytes that are not UTF-8) comes out as a ``RawRow`` with ``error`` set; turning good
+raw rows into requests is ``rows.py``'s job.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from costinfer.core.errors import InputError
+
+FORMATS = ("jsonl", "csv", "parquet")
+_EXTENSIONS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+CHUNK_ROWS = 4096
+
+
+@dataclass(slots=True)
+class RawRow:
+    """One row as read. ``line`` is 1-based; ``error`` is ``(field, reason)`` when the row could not be parsed."""
+
+    line: int
+    data: dict[str, Any] | None
+    error: tuple[str, str] | None = None
+
+
+def detect_format(path: Path, override: str | None = None) -> str:
+    if override:
+        if override not in FORMATS:
+            raise InputError(f"{path}: unknown --format '{override}'; use one of {', '.join(FORMATS)}")
+        return override
+    fmt = _EXTENSIONS.get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(
+            f"{path}: cannot tell the format from the extension '{path.suffix or '(none)'}'; "
+            f"use .jsonl, .csv or .parquet, or pass --format {'|'.join(FORMATS)}"
+        )
+    return fmt
+
+
+def row_kind(fmt: str) -> str:
+    """What a position in this format is called in messages: a Parquet file has rows, text files have lines."""
+    return "row" if fmt == "parquet" else "line"
+
+
+def read_chunks(path: Path, fmt: str, chunk_rows: int = CHUNK_ROWS) -> Iterator[list[RawRow]]:
+    """Yield lists of at most ``chunk_rows`` raw rows. Raises ``InputError`` for a file that cannot be read at all."""
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a dataset file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty: no rows to run")
+    readers = {"jsonl": _jsonl_rows, "csv": _csv_rows, "parquet": _parquet_rows}
+    chunk: list[RawRow] = []
+    seen_any = False
+    for row in readers[fmt](path):
+        seen_any = True
+        chunk.append(row)
+        if len(chunk) >= chunk_rows:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+    if not seen_any:
+        raise InputError(f"{path}: the file holds no rows")
+
+
+def _jsonl_rows(path: Path) -> Iterator[RawRow]:
+    loads = orjson.loads
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue  # blank lines (a trailing newline, a spacer) are not rows
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield RawRow(lineno, None, ("(line)", f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at column {exc.start + 1}"))
+                continue
+            try:
+                value = loads(raw)
+            except orjson.JSONDecodeError as exc:
+                yield RawRow(lineno, None, ("(line)", f"malformed JSON: {exc.msg} at column {exc.colno}"))
+                continue
+            if not isinstance(value, dict):
+                yield RawRow(lineno, None, ("(line)", f"expected a JSON object, got {_json_kind(value)}"))
+                continue
+            yield RawRow(lineno, value)
+
+
+def _json_kind(value: object) -> str:
+    return {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
+        type(value), "null"
+    )
+
+
+class _BadBytes(Exception):
+    def __init__(self, lineno: int, reason: str) -> None:
+        self.lineno = lineno
+        self.reason = reason
+
+
+def _decoded_lines(fh: io.BufferedReader, counter: list[int]) -> Iterator[str]:
+    for raw in fh:
+        counter[0] += 1
+        try:
+            yield raw.decode("utf-8-sig" if counter[0] == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise _BadBytes(counter[0], f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at column {exc.start + 1}") from None
+
+
+def _csv_rows(path: Path) -> Iterator[RawRow]:
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    counter = [0]
+    with path.open("rb") as fh:
+        lines = _decoded_lines(fh, counter)
+        reader = csv.reader(lines, delimiter=delimiter)
+        try:
+            header = next(reader)
+        except StopIteration:
+            return
+        except _BadBytes as exc:
+            raise InputError(f"{path}:line {exc.lineno}: the header is {exc.reason}") from None
+        header = [name.strip() for name in header]
+        width = len(header)
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except _BadBytes as exc:
+                yield RawRow(exc.lineno, None, ("(line)", exc.reason))
+                continue
+            except csv.Error as exc:
+                yield RawRow(counter[0], None, ("(line)", f"malformed CSV: {exc}"))
+                continue
+            lineno = counter[0]
+            if not cells or (len(cells) == 1 and not cells[0].strip()):
+                continue
+            if len(cells) > width:
+                yield RawRow(lineno, None, ("(line)", f"{len(cells)} cells but the header names {width} columns"))
+                continue
+            yield RawRow(lineno, {name: (cells[i] if i < len(cells) else None) for i, name in enumerate(header)})
+
+
+def _parquet_rows(path: Path) -> Iterator[RawRow]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{path}: not a readable Parquet file: {exc}") from exc
+    position = 0
+    try:
+        for batch in pf.iter_batches(batch_size=CHUNK_ROWS):
+            for record in batch.to_pylist():
+                position += 1
+                yield RawRow(position, record)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{path}:row {position + 1}: cannot read the Parquet data: {exc}") from exc

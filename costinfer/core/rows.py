@@ -1,0 +1,244 @@
+"""Turn raw dataset rows into chat requests, or into rejects that name the field and the reason.
+
+A row carries ``prompt`` (text) or ``messages`` (OpenAI chat format), and optionally ``id``, ``system``, ``model``,
+``max_tokens``, ``temperature``, ``top_p``, ``stop``, ``seed``, ``response_format``, ``tools``, ``tool_choice`` and
+``metadata``. CSV cells are text: numbers are parsed, and JSON-valued fields (``messages``, ``stop`` as a list,
+``response_format``, ``tools``, ``metadata``) are parsed from JSON text.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from costinfer.core.request import Reject, Request
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+_JSON_FIELDS = ("messages", "response_format", "tools", "tool_choice", "metadata", "stop")
+
+
+@dataclass(frozen=True, slots=True)
+class RowSpec:
+    """How to read a dataset's columns, and the defaults a row may override."""
+
+    model: str
+    max_tokens: int
+    prompt_field: str = "prompt"
+    id_field: str = "id"
+    template: str | None = None
+    system: str | None = None
+    text_cells: bool = False  # CSV: every cell is a string
+
+    def template_fields(self) -> list[str]:
+        if not self.template:
+            return []
+        return [name for _, name, _, _ in string.Formatter().parse(self.template) if name]
+
+
+class _Bad(Exception):
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+
+
+def build(row_idx: int, line: int, data: dict[str, Any], spec: RowSpec) -> Request | Reject:
+    """One raw row to a ``Request``, or a ``Reject`` naming the first bad field."""
+    row_id: str | None = None
+    try:
+        row_id = _row_id(data, spec, row_idx)
+        data = _parse_cells(data, spec.text_cells)
+        body: dict[str, Any] = {"model": _opt_str(data, "model") or spec.model}
+        body["messages"] = _messages(data, spec)
+        body["max_tokens"] = _opt_int(data, "max_tokens", minimum=1) or spec.max_tokens
+        for name, low, high in (("temperature", 0.0, 2.0), ("top_p", 0.0, 1.0)):
+            value = _opt_float(data, name, low, high)
+            if value is not None:
+                body[name] = value
+        for name in ("frequency_penalty", "presence_penalty"):
+            value = _opt_float(data, name, -2.0, 2.0)
+            if value is not None:
+                body[name] = value
+        seed = _opt_int(data, "seed")
+        if seed is not None:
+            body["seed"] = seed
+        stop = _stop(data)
+        if stop is not None:
+            body["stop"] = stop
+        for name in ("response_format",):
+            value = _opt_dict(data, name)
+            if value is not None:
+                if not isinstance(value.get("type"), str):
+                    raise _Bad(name, "must be an object with a 'type' such as \"json_object\"")
+                body[name] = value
+        tools = data.get("tools")
+        if tools is not None:
+            if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+                raise _Bad("tools", f"must be a list of objects, got {_kind(tools)}")
+            body["tools"] = tools
+        if data.get("tool_choice") is not None:
+            body["tool_choice"] = data["tool_choice"]
+        metadata = _opt_dict(data, "metadata")
+    except _Bad as bad:
+        return Reject(row_idx, line, bad.field, bad.reason, row_id)
+    return Request(row_idx=row_idx, line=line, row_id=row_id, body=body, metadata=metadata)
+
+
+def _row_id(data: dict[str, Any], spec: RowSpec, row_idx: int) -> str:
+    value = data.get(spec.id_field)
+    if value is None or value == "":
+        return str(row_idx)
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise _Bad(spec.id_field, f"must be a string or an integer, got {_kind(value)}")
+    return str(value)
+
+
+def _parse_cells(data: dict[str, Any], text_cells: bool) -> dict[str, Any]:
+    """JSON-valued fields may arrive as JSON text (CSV cells, Parquet string columns); CSV's empty cells are absent."""
+    out = data
+    for name in _JSON_FIELDS:
+        value = data.get(name)
+        if not isinstance(value, str) or value.lstrip()[:1] not in ("[", "{") or (name == "stop" and not text_cells):
+            continue
+        if out is data:
+            out = dict(data)
+        try:
+            out[name] = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise _Bad(name, f"is not valid JSON: {exc.msg}") from None
+    if text_cells:
+        out = {name: (None if value == "" else value) for name, value in out.items()}
+    return out
+
+
+def _messages(data: dict[str, Any], spec: RowSpec) -> list[dict[str, Any]]:
+    system = _opt_str(data, "system") or spec.system
+    messages = data.get("messages")
+    if spec.template:
+        prompt: str | None = _render(spec.template, data)
+    else:
+        raw = data.get(spec.prompt_field)
+        if raw is not None and not isinstance(raw, str):
+            raise _Bad(spec.prompt_field, f"must be text, got {_kind(raw)}")
+        prompt = raw
+    if messages is not None and prompt is not None:
+        raise _Bad(spec.prompt_field, "give either a prompt or messages, not both")
+    if messages is None:
+        if prompt is None:
+            raise _Bad(spec.prompt_field, f"missing: the row needs '{spec.prompt_field}' (text) or 'messages'")
+        if not prompt.strip():
+            raise _Bad(spec.prompt_field, "is empty")
+        out = [{"role": "user", "content": prompt}]
+    else:
+        out = _check_messages(messages)
+    if system is not None:
+        if out[0]["role"] == "system":
+            raise _Bad("system", "the messages already start with a system message")
+        out = [{"role": "system", "content": system}, *out]
+    return out
+
+
+def _check_messages(messages: Any) -> list[dict[str, Any]]:
+    if not isinstance(messages, list) or not messages:
+        raise _Bad("messages", f"must be a non-empty list of {{role, content}} objects, got {_kind(messages)}")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise _Bad(f"messages[{i}]", f"must be an object, got {_kind(message)}")
+        role = message.get("role")
+        if role not in ROLES:
+            raise _Bad(f"messages[{i}].role", f"must be one of {', '.join(sorted(ROLES))}, got {role!r}")
+        content = message.get("content")
+        if content is None and not message.get("tool_calls"):
+            raise _Bad(f"messages[{i}].content", "missing")
+        if content is not None and not isinstance(content, (str, list)):
+            raise _Bad(f"messages[{i}].content", f"must be text or a list of parts, got {_kind(content)}")
+    return messages
+
+
+def _render(template: str, data: dict[str, Any]) -> str:
+    values: dict[str, Any] = {}
+    for _, name, _, _ in string.Formatter().parse(template):
+        if not name:
+            continue
+        column = name.split(".")[0].split("[")[0]
+        if data.get(column) is None:
+            raise _Bad(column, "missing: the template needs this column")
+        values[column] = data[column]
+    try:
+        return template.format_map(values)
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        raise _Bad("(template)", f"cannot fill the template: {exc}") from None
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "text", list: "a list", dict: "an object"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _opt_str(data: dict[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _Bad(name, f"must be text, got {_kind(value)}")
+    return value
+
+
+def _opt_int(data: dict[str, Any], name: str, minimum: int | None = None) -> int | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise _Bad(name, f"must be an integer, got {value!r}") from None
+    elif isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Bad(name, f"must be an integer, got {_kind(value)}")
+    if minimum is not None and value < minimum:
+        raise _Bad(name, f"must be at least {minimum}, got {value}")
+    return value
+
+
+def _opt_float(data: dict[str, Any], name: str, low: float, high: float) -> float | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise _Bad(name, f"must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise _Bad(name, f"must be a number, got {_kind(value)}")
+    if not low <= value <= high:
+        raise _Bad(name, f"must be between {low:g} and {high:g}, got {value:g}")
+    return float(value)
+
+
+def _opt_dict(data: dict[str, Any], name: str) -> dict[str, Any] | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _Bad(name, f"must be an object, got {_kind(value)}")
+    return value
+
+
+def _stop(data: dict[str, Any]) -> str | list[str] | None:
+    value = data.get("stop")
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(v, str) for v in value) and 1 <= len(value) <= 4:
+        return value
+    raise _Bad("stop", "must be text or a list of 1 to 4 strings")

@@ -1,0 +1,352 @@
+"""The main job: read a dataset, pay once per distinct request, run the rest, write every row's result, resume.
+
+``run(options)`` is what ``costinfer run`` calls; it is usable as a library. A run is identified by a fingerprint of
+its input file and the options that shape its requests: running the same command again after a crash or a stop
+resumes that run (nothing already answered is paid again); running it again after it completed starts a new run whose
+rows are answered from the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import orjson
+
+from costinfer.backends.base import Backend, BackendConfig, backend_class
+from costinfer.core.budget import BudgetGuard
+from costinfer.core.errors import ConfigError, ExitCode, InputError
+from costinfer.core.executor import ExecConfig, Executor
+from costinfer.core.ingest import Ingest
+from costinfer.core.prices import Catalog, ModelPrice
+from costinfer.core.progress import NullProgress, ProgressSink
+from costinfer.core.reader import detect_format, row_kind
+from costinfer.core.rows import RowSpec
+from costinfer.core.store import Store
+
+DEFAULT_MODEL = "gpt-4o-mini"
+DEFAULT_MAX_TOKENS = 512
+
+
+@dataclass
+class RunOptions:
+    input_path: Path
+    provider: str = "simulate"
+    model: str = DEFAULT_MODEL
+    base_url: str | None = None
+    budget_usd: Decimal | None = None
+    output: Path | None = None
+    rejects: Path | None = None
+    store: Path | None = None
+    store_wait_s: float = 0.0
+    concurrency: int = 16
+    input_format: str | None = None
+    prompt_field: str = "prompt"
+    id_field: str = "id"
+    template: str | None = None
+    system: str | None = None
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    on_bad_row: Literal["fail", "skip"] = "fail"
+    timeout_s: float = 60.0
+    max_attempts: int = 4
+    prices: Path | None = None
+    simulator_latency_ms: float = 0.0
+
+    def output_path(self) -> Path:
+        if self.output is not None:
+            return self.output
+        return Path.cwd() / f"{self.input_path.stem}.results.jsonl"
+
+    def rejects_path(self) -> Path:
+        if self.rejects is not None:
+            return self.rejects
+        out = self.output_path()
+        return out.with_name(f"{out.stem}.rejects.jsonl")
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    resumed: bool
+    rows: int
+    rejects: int
+    distinct: int
+    calls: int  # calls this invocation made and saved
+    fresh: int
+    duplicates: int
+    cache_hits: int
+    failed: int
+    not_run: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: Decimal  # billed by this invocation
+    run_cost_usd: Decimal  # billed by the whole run, with earlier attempts before a resume
+    budget_usd: Decimal | None
+    stop_reason: str | None
+    output: str
+    rejects_file: str | None
+    elapsed_s: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.stop_reason == "interrupted":
+            return ExitCode.INTERRUPTED
+        if self.stop_reason == "budget" and self.not_run:
+            return ExitCode.BUDGET
+        if self.failed:
+            return ExitCode.ROWS_FAILED
+        return ExitCode.OK
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            out[name] = money_text(value) if isinstance(value, Decimal) else value
+        out["exit_code"] = int(self.exit_code)
+        return out
+
+
+def money_text(value: Decimal) -> str:
+    """Exact dollars as plain decimal text: no exponent, no trailing zeros."""
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "0") else text
+
+
+def fingerprint(opts: RunOptions, fmt: str, endpoint: str) -> str:
+    st = opts.input_path.stat()
+    parts = {
+        "path": str(opts.input_path.resolve()),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "format": fmt,
+        "endpoint": endpoint,
+        "model": opts.model,
+        "max_tokens": opts.max_tokens,
+        "prompt_field": opts.prompt_field,
+        "id_field": opts.id_field,
+        "template": opts.template,
+        "system": opts.system,
+        "on_bad_row": opts.on_bad_row,
+    }
+    return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def validate(opts: RunOptions) -> None:
+    if opts.concurrency < 1:
+        raise ConfigError(f"--concurrency must be at least 1, got {opts.concurrency}")
+    if opts.budget_usd is not None and opts.budget_usd < 0:
+        raise ConfigError(f"--budget must be zero or more dollars, got {opts.budget_usd}")
+    if opts.max_tokens < 1:
+        raise ConfigError(f"--max-tokens must be at least 1, got {opts.max_tokens}")
+    if opts.on_bad_row not in ("fail", "skip"):
+        raise ConfigError(f"--on-bad-row must be fail or skip, got {opts.on_bad_row}")
+    out = opts.output_path()
+    if out.suffix.lower() not in (".jsonl", ".parquet"):
+        raise ConfigError(f"--output {out}: the results file must end in .jsonl or .parquet")
+
+
+def run(opts: RunOptions, progress: ProgressSink | None = None) -> RunSummary:
+    """Run a dataset end to end. Raises ``CostinferError`` subclasses for user errors."""
+    progress = progress or NullProgress()
+    started = time.monotonic()
+    validate(opts)
+    fmt = detect_format(opts.input_path, opts.input_format)
+    if not opts.input_path.exists():
+        raise InputError(f"{opts.input_path}: no such file")
+    catalog = Catalog.load(opts.prices)
+    cls = backend_class(opts.provider)
+    catalog.lookup(opts.model, cls.name)  # an unknown default model fails before anything is read or sent
+    with contextlib.ExitStack() as stack:
+        base_url = opts.base_url
+        if cls.name == "simulate" and base_url is None:
+            from costinfer.simulator import SimulatorConfig, running_in_thread
+
+            sim = stack.enter_context(running_in_thread(SimulatorConfig(latency_ms=opts.simulator_latency_ms)))
+            base_url = sim.url
+        backend = cls(BackendConfig(base_url=base_url, timeout_s=opts.timeout_s, concurrency=opts.concurrency))
+        if hasattr(backend, "api_key"):
+            backend.api_key()  # a missing key fails now, naming its variable
+        store = stack.enter_context(Store.open(opts.store, wait_seconds=opts.store_wait_s))
+        return _run(opts, fmt, catalog, backend, store, progress, started)
+
+
+def _run(
+    opts: RunOptions,
+    fmt: str,
+    catalog: Catalog,
+    backend: Backend,
+    store: Store,
+    progress: ProgressSink,
+    started: float,
+) -> RunSummary:
+    endpoint = backend.endpoint
+    fp = fingerprint(opts, fmt, endpoint)
+    previous = store.find_unfinished_run(fp)
+    resumed = previous is not None
+    if previous is not None:
+        run_id = str(previous["run_id"])
+        progress.note(f"resuming run {run_id}: rows already answered are not paid again")
+        store.set_run(run_id, status="running", stop_reason=None)
+    else:
+        run_id = uuid.uuid4().hex
+        store.create_run(
+            run_id,
+            fp,
+            {
+                "input_path": str(opts.input_path.resolve()),
+                "input_format": fmt,
+                "provider": backend.name,
+                "endpoint": endpoint,
+                "model": opts.model,
+                "budget_usd": opts.budget_usd,
+                "options": orjson.dumps(_options_record(opts)).decode(),
+            },
+        )
+    spec = RowSpec(
+        model=opts.model,
+        max_tokens=opts.max_tokens,
+        prompt_field=opts.prompt_field,
+        id_field=opts.id_field,
+        template=opts.template,
+        system=opts.system,
+        text_cells=(fmt == "csv"),
+    )
+    ingest = Ingest(store, run_id, opts.input_path, fmt, spec, endpoint, backend.name, catalog)
+    if previous is None or not previous["ingested"]:
+        store.reset_ingest(run_id)
+        ingest.run(progress)
+        counts = store.finish_ingest(run_id)
+    else:
+        row = store.run(run_id) or {}
+        counts = {"rows": int(row["rows"]), "rejects": int(row["rejects"]), "distinct": int(row["distinct_keys"])}
+    input_path = str(opts.input_path)
+    rejects_file: str | None = None
+    if counts["rejects"]:
+        rejects_path = opts.rejects_path()
+        store.write_rejects(run_id, rejects_path, input_path)
+        rejects_file = str(rejects_path)
+        if opts.on_bad_row == "fail":
+            first = store.first_rejects(run_id, 1)[0]
+            store.set_run(run_id, status="rejected", finished_at=_now(), stop_reason="bad_input")
+            more = counts["rejects"] - 1
+            tail = f" (and {more} more bad row{'s' if more != 1 else ''})" if more else ""
+            raise InputError(
+                f"{input_path}:{row_kind(fmt)} {first['line']}: field '{first['field']}': {first['reason']}{tail}; "
+                f"nothing was sent. All bad rows are in {rejects_path}; fix them or pass --on-bad-row skip"
+            )
+        progress.note(f"{counts['rejects']} bad rows skipped; see {rejects_path}")
+    prices = _prices_for_run(store, run_id, catalog, backend.name, ingest.prices)
+    plan = store.plan_counts(run_id)
+    spent_before = store.run_spend(run_id)
+    guard = BudgetGuard(opts.budget_usd, spent_before)
+    executor = Executor(
+        store,
+        run_id,
+        backend,
+        prices,
+        guard,
+        ExecConfig(concurrency=opts.concurrency, max_attempts=opts.max_attempts),
+        progress,
+    )
+    progress.phase("calling", plan["pending_keys"])
+    try:
+        if plan["pending_keys"]:
+            anyio.run(_execute, executor, store.pending(run_id))
+    finally:
+        stop_reason = executor.stop_reason
+        not_run_reason = {"budget": "not_run: budget", "interrupted": "not_run: interrupted"}.get(
+            stop_reason or "", "not_run"
+        )
+        out = opts.output_path()
+        store.write_results(run_id, out, "parquet" if out.suffix.lower() == ".parquet" else "jsonl", not_run_reason)
+        status = "completed" if stop_reason is None else "stopped"
+        store.set_run(run_id, status=status, finished_at=_now(), stop_reason=stop_reason)
+    summary = store.summary(run_id)
+    notes = ingest.counter.notes()
+    if guard.overruns:
+        notes.append(f"{guard.overruns} calls were billed more than their reserved worst case")
+    if stop_reason == "interrupted":
+        notes.append("stopped: rerun the same command to resume; answered rows will not be paid again")
+    return RunSummary(
+        run_id=run_id,
+        resumed=resumed,
+        rows=int(summary["rows"]),
+        rejects=int(summary["rejects"]),
+        distinct=counts["distinct"],
+        calls=executor.calls_done,
+        fresh=int(summary["fresh"]),
+        duplicates=int(summary["duplicates"]),
+        cache_hits=int(summary["cache_hits"]),
+        failed=int(summary["failed"]),
+        not_run=int(summary["not_run"]),
+        input_tokens=int(summary["input_tokens"]),
+        output_tokens=int(summary["output_tokens"]),
+        cost_usd=executor.cost_done,
+        run_cost_usd=Decimal(summary["run_cost_usd"]),
+        budget_usd=opts.budget_usd,
+        stop_reason=stop_reason,
+        output=str(opts.output_path()),
+        rejects_file=rejects_file,
+        elapsed_s=round(time.monotonic() - started, 3),
+        notes=notes,
+    )
+
+
+async def _execute(executor: Executor, pages: Iterator[Any]) -> None:
+    async with executor.backend:
+        async with anyio.create_task_group() as tg:
+            if _can_handle_signals():
+                tg.start_soon(_watch_signals, executor, tg.cancel_scope)
+            await executor.run(pages)
+            tg.cancel_scope.cancel()
+
+
+def _can_handle_signals() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+async def _watch_signals(executor: Executor, scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            if executor.stopping:
+                scope.cancel()  # a second signal: stop waiting for calls in flight
+                return
+            executor.request_stop("interrupted")
+
+
+def _prices_for_run(
+    store: Store, run_id: str, catalog: Catalog, provider: str, known: dict[str, ModelPrice]
+) -> dict[str, ModelPrice]:
+    rows = store.con.execute(
+        "SELECT DISTINCT q.model FROM run_keys rk JOIN requests q ON q.key = rk.key WHERE rk.run_id = ?", [run_id]
+    ).fetchall()
+    prices = dict(known)
+    for (model,) in rows:
+        if model not in prices:
+            prices[model] = catalog.lookup(model, provider)
+    return prices
+
+
+def _options_record(opts: RunOptions) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in vars(opts).items():
+        out[name] = str(value) if isinstance(value, (Path, Decimal)) else value
+    return out
+
+
+def _now() -> Any:
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc)

@@ -1,0 +1,486 @@
+"""The DuckDB store: runs, their rows, the request bodies, the response cache and the ledger of calls.
+
+One file, queryable with plain SQL (``docs/store.md`` lists the tables). The schema is versioned: each migration is a
+named function, applied once, in order, and recorded in ``schema_migrations``. DuckDB lets one process at a time open a
+file for writing; a second costinfer process waits up to ``wait_seconds`` and then stops with ``StoreBusyError``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from costinfer.core.errors import StoreBusyError, StoreError
+
+ENV_STORE = "COSTINFER_STORE"
+MONEY = pa.decimal128(38, 12)
+_QUANTUM = Decimal("1e-12")
+
+
+def default_store_path() -> Path:
+    """``$COSTINFER_STORE``, else ``$XDG_DATA_HOME/costinfer/store.duckdb`` (``~/.local/share`` without XDG)."""
+    env = os.environ.get(ENV_STORE)
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "costinfer" / "store.duckdb"
+
+
+def money(value: Decimal) -> Decimal:
+    return value.quantize(_QUANTUM)
+
+
+# --- migrations -------------------------------------------------------------------------------------------------
+
+
+def _m1_initial(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE TABLE runs (
+            run_id VARCHAR PRIMARY KEY, fingerprint VARCHAR NOT NULL, status VARCHAR NOT NULL,
+            input_path VARCHAR, input_format VARCHAR, provider VARCHAR, endpoint VARCHAR, model VARCHAR,
+            budget_usd DECIMAL(38,12), options JSON, rows BIGINT, rejects BIGINT, distinct_keys BIGINT,
+            ingested BOOLEAN NOT NULL DEFAULT false,
+            started_at TIMESTAMPTZ NOT NULL DEFAULT now(), finished_at TIMESTAMPTZ, stop_reason VARCHAR);
+        CREATE TABLE items (
+            run_id VARCHAR NOT NULL, row_idx BIGINT NOT NULL, line BIGINT NOT NULL, row_id VARCHAR NOT NULL,
+            key VARCHAR NOT NULL, metadata JSON);
+        CREATE TABLE rejects (
+            run_id VARCHAR NOT NULL, row_idx BIGINT NOT NULL, line BIGINT NOT NULL, row_id VARCHAR,
+            field VARCHAR NOT NULL, reason VARCHAR NOT NULL);
+        CREATE TABLE requests (
+            key VARCHAR PRIMARY KEY, endpoint VARCHAR NOT NULL, model VARCHAR NOT NULL, body JSON NOT NULL,
+            input_tokens INTEGER NOT NULL, max_tokens INTEGER NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now());
+        CREATE TABLE run_keys (
+            run_id VARCHAR NOT NULL, key VARCHAR NOT NULL, first_idx BIGINT NOT NULL, n_rows BIGINT NOT NULL);
+        CREATE TABLE responses (
+            key VARCHAR PRIMARY KEY, run_id VARCHAR NOT NULL, provider VARCHAR NOT NULL, model VARCHAR NOT NULL,
+            response VARCHAR, finish_reason VARCHAR, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
+            cached_tokens INTEGER NOT NULL, cost_usd DECIMAL(38,12) NOT NULL, latency_ms DOUBLE,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now());
+        CREATE TABLE calls (
+            run_id VARCHAR NOT NULL, key VARCHAR NOT NULL, provider VARCHAR NOT NULL, model VARCHAR NOT NULL,
+            status VARCHAR NOT NULL, attempts INTEGER NOT NULL, http_status INTEGER, error_class VARCHAR,
+            error_message VARCHAR, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
+            cached_tokens INTEGER NOT NULL, cost_usd DECIMAL(38,12) NOT NULL, latency_ms DOUBLE,
+            finished_at TIMESTAMPTZ NOT NULL DEFAULT now());
+        """
+    )
+
+
+MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
+    (1, "initial schema: runs, items, rejects, requests, run_keys, responses, calls", _m1_initial),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+# --- values -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The final result of one distinct request in a run: an answer, or an error after the retries."""
+
+    key: str
+    provider: str
+    model: str
+    attempts: int
+    response: str | None = None
+    finish_reason: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    latency_ms: float | None = None
+    http_status: int | None = None
+    error_class: str | None = None
+    error_message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error_class is None
+
+
+@dataclass(slots=True)
+class Pending:
+    key: str
+    body: dict[str, Any]
+    input_tokens: int
+    max_tokens: int
+    model: str
+
+
+_BUSY = re.compile(r"lock", re.IGNORECASE)
+
+
+class Store:
+    def __init__(self, path: Path, con: duckdb.DuckDBPyConnection) -> None:
+        self.path = path
+        self.con = con
+
+    # --- opening ----------------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path | None = None, *, wait_seconds: float = 0.0, read_only: bool = False) -> Store:
+        path = (path or default_store_path()).expanduser()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot create the store's folder: {exc.strerror}") from exc
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                con = duckdb.connect(str(path), read_only=read_only)
+                break
+            except duckdb.IOException as exc:
+                if not _BUSY.search(str(exc)):
+                    raise StoreError(f"{path}: cannot open the store: {exc}") from exc
+                if time.monotonic() >= deadline:
+                    holder = re.search(r"PID (\d+)", str(exc))
+                    who = f" (pid {holder.group(1)})" if holder else ""
+                    raise StoreBusyError(
+                        f"{path}: the store is in use by another process{who}; wait for it to finish, pass "
+                        f"--store-wait SECONDS to wait for it, or use another --store"
+                    ) from exc
+                time.sleep(0.2)
+            except duckdb.Error as exc:
+                raise StoreError(f"{path}: not a DuckDB file costinfer can open: {exc}") from exc
+        store = cls(path, con)
+        if not read_only:
+            store.migrate()
+        return store
+
+    def migrate(self) -> None:
+        self.con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, "
+            "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        row = self.con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+        current = int(row[0]) if row else 0
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: the store's schema is version {current}, newer than this costinfer knows "
+                f"({SCHEMA_VERSION}); upgrade costinfer"
+            )
+        for version, name, apply in MIGRATIONS:
+            if version <= current:
+                continue
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                apply(self.con)
+                self.con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, name])
+                self.con.execute("COMMIT")
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+
+    def schema_version(self) -> int:
+        row = self.con.execute("SELECT max(version) FROM schema_migrations").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- runs -------------------------------------------------------------------------------------------------
+
+    def find_unfinished_run(self, fingerprint: str) -> dict[str, Any] | None:
+        rel = self.con.execute(
+            "SELECT * FROM runs WHERE fingerprint = ? AND status IN ('running', 'stopped') "
+            "ORDER BY started_at DESC LIMIT 1",
+            [fingerprint],
+        )
+        return _one_dict(rel)
+
+    def create_run(self, run_id: str, fingerprint: str, fields: dict[str, Any]) -> None:
+        cols = ["run_id", "fingerprint", "status", *fields]
+        marks = ", ".join("?" for _ in cols)
+        self.con.execute(
+            f"INSERT INTO runs ({', '.join(cols)}) VALUES ({marks})", [run_id, fingerprint, "running", *fields.values()]
+        )
+
+    def reset_ingest(self, run_id: str) -> None:
+        """Forget a half-ingested run's rows so that ingestion can start over; responses and calls are kept."""
+        for table in ("items", "rejects", "run_keys"):
+            self.con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+
+    def set_run(self, run_id: str, **fields: Any) -> None:
+        sets = ", ".join(f"{name} = ?" for name in fields)
+        self.con.execute(f"UPDATE runs SET {sets} WHERE run_id = ?", [*fields.values(), run_id])
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        return _one_dict(self.con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]))
+
+    # --- ingest -----------------------------------------------------------------------------------------------
+
+    def add_chunk(self, items: pa.Table, requests: pa.Table | None, rejects: pa.Table | None) -> None:
+        """Store one chunk of rows in one transaction: its items, its new request bodies and its rejects."""
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            if items.num_rows:
+                con.register("chunk_items", items)
+                con.execute("INSERT INTO items SELECT run_id, row_idx, line, row_id, key, metadata FROM chunk_items")
+                con.unregister("chunk_items")
+            if requests is not None and requests.num_rows:
+                con.register("chunk_requests", requests)
+                con.execute(
+                    "INSERT INTO requests (key, endpoint, model, body, input_tokens, max_tokens) "
+                    "SELECT key, endpoint, model, body, input_tokens, max_tokens FROM chunk_requests "
+                    "ON CONFLICT DO NOTHING"
+                )
+                con.unregister("chunk_requests")
+            if rejects is not None and rejects.num_rows:
+                con.register("chunk_rejects", rejects)
+                con.execute("INSERT INTO rejects SELECT run_id, row_idx, line, row_id, field, reason FROM chunk_rejects")
+                con.unregister("chunk_rejects")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def finish_ingest(self, run_id: str) -> dict[str, int]:
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        con.execute(
+            "INSERT INTO run_keys SELECT run_id, key, min(row_idx), count(*) FROM items WHERE run_id = ? "
+            "GROUP BY run_id, key",
+            [run_id],
+        )
+        counts = con.execute(
+            "SELECT (SELECT count(*) FROM items WHERE run_id = $1), (SELECT count(*) FROM rejects WHERE run_id = $1), "
+            "(SELECT count(*) FROM run_keys WHERE run_id = $1)",
+            [run_id],
+        ).fetchone()
+        assert counts is not None
+        rows, rejects, distinct = (int(c) for c in counts)
+        con.execute(
+            "UPDATE runs SET rows = ?, rejects = ?, distinct_keys = ?, ingested = true WHERE run_id = ?",
+            [rows, rejects, distinct, run_id],
+        )
+        con.execute("COMMIT")
+        return {"rows": rows, "rejects": rejects, "distinct": distinct}
+
+    def first_rejects(self, run_id: str, limit: int) -> list[dict[str, Any]]:
+        rel = self.con.execute(
+            "SELECT row_idx, line, row_id, field, reason FROM rejects WHERE run_id = ? ORDER BY row_idx LIMIT ?",
+            [run_id, limit],
+        )
+        cols = [d[0] for d in rel.description]
+        return [dict(zip(cols, r, strict=True)) for r in rel.fetchall()]
+
+    def write_rejects(self, run_id: str, path: Path, input_path: str) -> int:
+        """Write the run's rejects as JSONL (file, line, id, field, reason); returns how many."""
+        row = self.con.execute("SELECT count(*) FROM rejects WHERE run_id = ?", [run_id]).fetchone()
+        n = int(row[0]) if row else 0
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        query = (
+            f"SELECT {_sql_str(input_path)} AS file, line, row_id AS id, field, reason FROM rejects "
+            f"WHERE run_id = {_sql_str(run_id)} ORDER BY row_idx"
+        )
+        self.con.execute(f"COPY ({query}) TO {_sql_str(str(tmp))} (FORMAT JSON)")
+        os.replace(tmp, path)
+        return n
+
+    # --- planning and execution -------------------------------------------------------------------------------
+
+    def plan_counts(self, run_id: str) -> dict[str, Any]:
+        """Rows, distinct requests, how many are answered already (cache, or earlier in this run) and what is left."""
+        row = self.con.execute(
+            """
+            SELECT count(*) AS distinct_keys,
+                   sum(rk.n_rows) AS rows,
+                   count(r.key) FILTER (WHERE r.run_id <> $1) AS cache_keys,
+                   coalesce(sum(rk.n_rows) FILTER (WHERE r.run_id <> $1), 0) AS cache_rows,
+                   count(r.key) FILTER (WHERE r.run_id = $1) AS done_keys,
+                   count(*) FILTER (WHERE r.key IS NULL) AS pending_keys,
+                   coalesce(sum(q.input_tokens) FILTER (WHERE r.key IS NULL), 0) AS pending_input_tokens,
+                   coalesce(sum(q.max_tokens) FILTER (WHERE r.key IS NULL), 0) AS pending_max_output_tokens
+            FROM run_keys rk
+            JOIN requests q ON q.key = rk.key
+            LEFT JOIN responses r ON r.key = rk.key
+            WHERE rk.run_id = $1
+            """,
+            [run_id],
+        )
+        out = _one_dict(row) or {}
+        return {k: int(v or 0) for k, v in out.items()}
+
+    def pending(self, run_id: str, page: int = 2000) -> Iterator[list[Pending]]:
+        """The run's distinct requests with no answer yet, in input order, a page at a time (bounded memory)."""
+        import orjson
+
+        cur = self.con.cursor()
+        try:
+            last = -1
+            while True:
+                rows = cur.execute(
+                    """
+                    SELECT rk.first_idx, q.key, q.body, q.input_tokens, q.max_tokens, q.model
+                    FROM run_keys rk JOIN requests q ON q.key = rk.key
+                    WHERE rk.run_id = ? AND rk.first_idx > ?
+                      AND NOT EXISTS (SELECT 1 FROM responses r WHERE r.key = rk.key)
+                    ORDER BY rk.first_idx LIMIT ?
+                    """,
+                    [run_id, last, page],
+                ).fetchall()
+                if not rows:
+                    return
+                last = int(rows[-1][0])
+                yield [Pending(r[1], orjson.loads(r[2]), int(r[3]), int(r[4]), str(r[5])) for r in rows]
+        finally:
+            cur.close()
+
+    def record(self, run_id: str, outcomes: list[Outcome], cursor: duckdb.DuckDBPyConnection | None = None) -> None:
+        """Make a group of outcomes durable in one transaction: answers enter the cache, every call the ledger."""
+        if not outcomes:
+            return
+        con = cursor or self.con
+        calls = pa.table(
+            {
+                "run_id": pa.array([run_id] * len(outcomes), pa.string()),
+                "key": [o.key for o in outcomes],
+                "provider": [o.provider for o in outcomes],
+                "model": [o.model for o in outcomes],
+                "status": ["ok" if o.ok else "error" for o in outcomes],
+                "attempts": pa.array([o.attempts for o in outcomes], pa.int32()),
+                "http_status": pa.array([o.http_status for o in outcomes], pa.int32()),
+                "error_class": pa.array([o.error_class for o in outcomes], pa.string()),
+                "error_message": pa.array([o.error_message for o in outcomes], pa.string()),
+                "input_tokens": pa.array([o.input_tokens for o in outcomes], pa.int32()),
+                "output_tokens": pa.array([o.output_tokens for o in outcomes], pa.int32()),
+                "cached_tokens": pa.array([o.cached_tokens for o in outcomes], pa.int32()),
+                "cost_usd": pa.array([money(o.cost_usd) for o in outcomes], MONEY),
+                "latency_ms": pa.array([o.latency_ms for o in outcomes], pa.float64()),
+            }
+        )
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.register("batch_calls", calls)
+            con.execute(
+                "INSERT INTO calls (run_id, key, provider, model, status, attempts, http_status, error_class, "
+                "error_message, input_tokens, output_tokens, cached_tokens, cost_usd, latency_ms) "
+                "SELECT * FROM batch_calls"
+            )
+            text = pa.table(
+                {
+                    "key": [o.key for o in outcomes if o.ok],
+                    "response": pa.array([o.response for o in outcomes if o.ok], pa.string()),
+                    "finish_reason": pa.array([o.finish_reason for o in outcomes if o.ok], pa.string()),
+                }
+            )
+            if text.num_rows:
+                con.register("batch_text", text)
+                con.execute(
+                    "INSERT INTO responses (key, run_id, provider, model, response, finish_reason, input_tokens, "
+                    "output_tokens, cached_tokens, cost_usd, latency_ms) "
+                    "SELECT c.key, c.run_id, c.provider, c.model, t.response, t.finish_reason, c.input_tokens, "
+                    "c.output_tokens, c.cached_tokens, c.cost_usd, c.latency_ms "
+                    "FROM batch_calls c JOIN batch_text t ON t.key = c.key WHERE c.status = 'ok' "
+                    "ON CONFLICT DO NOTHING"
+                )
+                con.unregister("batch_text")
+            con.unregister("batch_calls")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def run_spend(self, run_id: str) -> Decimal:
+        row = self.con.execute("SELECT coalesce(sum(cost_usd), 0) FROM calls WHERE run_id = ?", [run_id]).fetchone()
+        return Decimal(row[0]) if row else Decimal(0)
+
+    # --- results ----------------------------------------------------------------------------------------------
+
+    def results_query(self, run_id: str, not_run_reason: str) -> str:
+        rid = _sql_str(run_id)
+        return f"""
+            WITH last_error AS (
+                SELECT key, arg_max(error_class || ': ' || coalesce(error_message, ''), finished_at) AS error
+                FROM calls WHERE run_id = {rid} AND status = 'error' GROUP BY key),
+            rows AS (
+                SELECT i.row_idx, i.row_id, i.line, i.key, i.metadata, rk.first_idx, q.model AS requested_model,
+                       r.run_id AS answered_by, r.response, r.model, r.provider, r.finish_reason, r.input_tokens,
+                       r.output_tokens, r.cost_usd, r.latency_ms, e.error
+                FROM items i
+                JOIN run_keys rk ON rk.run_id = i.run_id AND rk.key = i.key
+                JOIN requests q ON q.key = i.key
+                LEFT JOIN responses r ON r.key = i.key
+                LEFT JOIN last_error e ON e.key = i.key
+                WHERE i.run_id = {rid})
+            SELECT row_id AS id, row_idx AS "row", response, coalesce(model, requested_model) AS model, provider,
+                   CASE WHEN answered_by IS NULL THEN NULL
+                        WHEN answered_by <> {rid} THEN 'cache'
+                        WHEN row_idx = first_idx THEN 'fresh' ELSE 'duplicate' END AS source,
+                   input_tokens, output_tokens,
+                   CASE WHEN answered_by = {rid} AND row_idx = first_idx THEN cost_usd
+                        WHEN answered_by IS NULL THEN NULL ELSE 0 END::DECIMAL(38,12) AS cost_usd,
+                   CASE WHEN answered_by = {rid} THEN latency_ms WHEN answered_by IS NULL THEN NULL ELSE 0 END
+                       AS latency_ms,
+                   finish_reason,
+                   CASE WHEN answered_by IS NOT NULL THEN NULL
+                        ELSE coalesce(error, {_sql_str(not_run_reason)}) END AS error,
+                   metadata, key
+            FROM rows ORDER BY row_idx
+        """
+
+    def write_results(self, run_id: str, path: Path, fmt: str, not_run_reason: str) -> None:
+        """Write one row per good input row, in input order, atomically (a temporary file, then a rename)."""
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        options = "FORMAT PARQUET" if fmt == "parquet" else "FORMAT JSON"
+        query = self.results_query(run_id, not_run_reason)
+        try:
+            self.con.execute(f"COPY ({query}) TO {_sql_str(str(tmp))} ({options})")
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    def summary(self, run_id: str) -> dict[str, Any]:
+        rid = _sql_str(run_id)
+        row = self.con.execute(
+            f"""
+            WITH res AS ({self.results_query(run_id, "not_run")})
+            SELECT count(*) AS rows,
+                   count(*) FILTER (WHERE source = 'fresh') AS fresh,
+                   count(*) FILTER (WHERE source = 'duplicate') AS duplicates,
+                   count(*) FILTER (WHERE source = 'cache') AS cache_hits,
+                   count(*) FILTER (WHERE error IS NOT NULL AND error <> 'not_run') AS failed,
+                   count(*) FILTER (WHERE error = 'not_run') AS not_run,
+                   (SELECT count(*) FROM rejects WHERE run_id = {rid}) AS rejects,
+                   (SELECT count(*) FROM calls WHERE run_id = {rid}) AS run_calls,
+                   (SELECT coalesce(sum(input_tokens), 0) FROM calls WHERE run_id = {rid}) AS input_tokens,
+                   (SELECT coalesce(sum(output_tokens), 0) FROM calls WHERE run_id = {rid}) AS output_tokens,
+                   (SELECT coalesce(sum(cost_usd), 0) FROM calls WHERE run_id = {rid}) AS run_cost_usd,
+                   coalesce(sum(CASE WHEN source = 'cache' THEN 1 ELSE 0 END), 0) AS cache_rows
+            FROM res
+            """
+        )
+        out = _one_dict(row) or {}
+        return out
+
+
+def _one_dict(rel: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
+    row = rel.fetchone()
+    if row is None:
+        return None
+    return dict(zip([d[0] for d in rel.description], row, strict=True))
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"

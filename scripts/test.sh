@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Run the test suite (after scripts/setup.sh). pytest's exit code 5 means no test ran: that is a failure here.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export NO_COLOR=1 COLUMNS=120 HF_HUB_OFFLINE=1
+.venv/bin/python -m pytest -q "$@"
+rc=$?
+if [ "$rc" -eq 5 ]; then
+  echo "scripts/test.sh: pytest collected no tests; treating that as a failure" >&2
+  exit 1
+fi
+exit "$rc"
