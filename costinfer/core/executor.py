@@ -8,6 +8,7 @@ groups (every ``commit_interval_s``) and only then counts them as done: a result
 from __future__ import annotations
 
 import random
+from collections import deque
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -56,6 +57,10 @@ class Executor:
         self.calls_done = 0  # durable outcomes of this invocation
         self.cost_done = Decimal(0)  # durable billed dollars of this invocation
         self._buffer: list[Outcome] = []
+        self._queue: deque[Pending] = deque()
+        self._ready = anyio.Event()
+        self._refill = anyio.Event()
+        self._exhausted = False
         self._stopping = anyio.Event()
         self._workers_left = 0
 
@@ -64,55 +69,72 @@ class Executor:
         if self.stop_reason is None:
             self.stop_reason = reason
         self._stopping.set()
+        self._ready.set()
+        self._refill.set()
 
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
     async def run(self, pages: Iterator[list[Pending]]) -> None:
-        send, receive = anyio.create_memory_object_stream[Pending](max_buffer_size=self.cfg.concurrency * 2)
         cursor = self.store.con.cursor()
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._produce, pages, send)
+                tg.start_soon(self._produce, pages)
                 self._workers_left = self.cfg.concurrency
                 for _ in range(self.cfg.concurrency):
-                    tg.start_soon(self._work, receive.clone())
-                receive.close()
+                    tg.start_soon(self._work)
                 tg.start_soon(self._write, cursor)
         finally:
             cursor.close()
         if self.auth_error is not None:
             raise self.auth_error
 
-    async def _produce(self, pages: Iterator[list[Pending]], send: anyio.abc.ObjectSendStream[Pending]) -> None:
-        async with send:
+    async def _produce(self, pages: Iterator[list[Pending]]) -> None:
+        """Keep the queue at least a page ahead of the workers; pages come from the store in a thread."""
+        try:
             while not self.stopping:
+                if len(self._queue) >= self.cfg.concurrency * 4:
+                    self._refill = anyio.Event()
+                    await self._refill.wait()
+                    continue
                 page = await anyio.to_thread.run_sync(next, pages, None)
                 if page is None:
                     return
-                for item in page:
-                    if self.stopping:
-                        return
-                    await send.send(item)
+                self._queue.extend(page)
+                self._ready.set()
+        finally:
+            self._exhausted = True
+            self._ready.set()
 
-    async def _work(self, receive: anyio.abc.ObjectReceiveStream[Pending]) -> None:
+    async def _next(self) -> Pending | None:
+        while not self.stopping:
+            if self._queue:
+                item = self._queue.popleft()
+                if len(self._queue) < self.cfg.concurrency * 2:
+                    self._refill.set()
+                return item
+            if self._exhausted:
+                return None
+            if self._ready.is_set():
+                self._ready = anyio.Event()
+            await self._ready.wait()
+        return None
+
+    async def _work(self) -> None:
         try:
-            async with receive:
-                async for item in receive:
-                    if self.stopping:
-                        return
-                    price = self.prices[item.model]
-                    worst = price.worst_case(item.input_tokens, item.max_tokens)
-                    if not self.budget.try_reserve(worst):
-                        self.request_stop("budget")
-                        return
-                    outcome = await self._call(item, price)
-                    if outcome is None:
-                        self.budget.release(worst)
-                        continue
-                    self.budget.settle(worst, outcome.cost_usd)
-                    self._buffer.append(outcome)
+            while (item := await self._next()) is not None:
+                price = self.prices[item.model]
+                worst = price.worst_case(item.input_tokens, item.max_tokens)
+                if not self.budget.try_reserve(worst):
+                    self.request_stop("budget")
+                    return
+                outcome = await self._call(item, price)
+                if outcome is None:
+                    self.budget.release(worst)
+                    continue
+                self.budget.settle(worst, outcome.cost_usd)
+                self._buffer.append(outcome)
         finally:
             self._workers_left -= 1
 

@@ -351,13 +351,14 @@ class Store:
         if not outcomes:
             return
         con = cursor or self.con
-        calls = pa.table(
+        n = len(outcomes)
+        batch = pa.table(
             {
-                "run_id": pa.array([run_id] * len(outcomes), pa.string()),
-                "key": [o.key for o in outcomes],
-                "provider": [o.provider for o in outcomes],
-                "model": [o.model for o in outcomes],
-                "status": ["ok" if o.ok else "error" for o in outcomes],
+                "run_id": pa.array([run_id] * n, pa.string()),
+                "key": pa.array([o.key for o in outcomes], pa.string()),
+                "provider": pa.array([o.provider for o in outcomes], pa.string()),
+                "model": pa.array([o.model for o in outcomes], pa.string()),
+                "ok": pa.array([o.error_class is None for o in outcomes], pa.bool_()),
                 "attempts": pa.array([o.attempts for o in outcomes], pa.int32()),
                 "http_status": pa.array([o.http_status for o in outcomes], pa.int32()),
                 "error_class": pa.array([o.error_class for o in outcomes], pa.string()),
@@ -365,37 +366,31 @@ class Store:
                 "input_tokens": pa.array([o.input_tokens for o in outcomes], pa.int32()),
                 "output_tokens": pa.array([o.output_tokens for o in outcomes], pa.int32()),
                 "cached_tokens": pa.array([o.cached_tokens for o in outcomes], pa.int32()),
-                "cost_usd": pa.array([money(o.cost_usd) for o in outcomes], MONEY),
+                # exact: Decimal -> text here, text -> DECIMAL(38,12) in SQL
+                "cost_usd": pa.array([str(o.cost_usd) for o in outcomes], pa.string()),
                 "latency_ms": pa.array([o.latency_ms for o in outcomes], pa.float64()),
+                "response": pa.array([o.response for o in outcomes], pa.string()),
+                "finish_reason": pa.array([o.finish_reason for o in outcomes], pa.string()),
             }
         )
         con.execute("BEGIN TRANSACTION")
         try:
-            con.register("batch_calls", calls)
+            con.register("outcome_batch", batch)
             con.execute(
                 "INSERT INTO calls (run_id, key, provider, model, status, attempts, http_status, error_class, "
                 "error_message, input_tokens, output_tokens, cached_tokens, cost_usd, latency_ms) "
-                "SELECT * FROM batch_calls"
+                "SELECT run_id, key, provider, model, CASE WHEN ok THEN 'ok' ELSE 'error' END, attempts, http_status, "
+                "error_class, error_message, input_tokens, output_tokens, cached_tokens, "
+                "cost_usd::DECIMAL(38,12), latency_ms FROM outcome_batch"
             )
-            text = pa.table(
-                {
-                    "key": [o.key for o in outcomes if o.ok],
-                    "response": pa.array([o.response for o in outcomes if o.ok], pa.string()),
-                    "finish_reason": pa.array([o.finish_reason for o in outcomes if o.ok], pa.string()),
-                }
+            con.execute(
+                "INSERT INTO responses (key, run_id, provider, model, response, finish_reason, input_tokens, "
+                "output_tokens, cached_tokens, cost_usd, latency_ms) "
+                "SELECT key, run_id, provider, model, response, finish_reason, input_tokens, output_tokens, "
+                "cached_tokens, cost_usd::DECIMAL(38,12), latency_ms FROM outcome_batch WHERE ok "
+                "ON CONFLICT DO NOTHING"
             )
-            if text.num_rows:
-                con.register("batch_text", text)
-                con.execute(
-                    "INSERT INTO responses (key, run_id, provider, model, response, finish_reason, input_tokens, "
-                    "output_tokens, cached_tokens, cost_usd, latency_ms) "
-                    "SELECT c.key, c.run_id, c.provider, c.model, t.response, t.finish_reason, c.input_tokens, "
-                    "c.output_tokens, c.cached_tokens, c.cost_usd, c.latency_ms "
-                    "FROM batch_calls c JOIN batch_text t ON t.key = c.key WHERE c.status = 'ok' "
-                    "ON CONFLICT DO NOTHING"
-                )
-                con.unregister("batch_text")
-            con.unregister("batch_calls")
+            con.unregister("outcome_batch")
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")

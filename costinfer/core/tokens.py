@@ -85,6 +85,7 @@ class TokenCounter:
 
     def __init__(self) -> None:
         self._encoders: dict[str, Encoder] = {}
+        self._roles: dict[str, int] = {}  # every encoding here spells each role name in one token
 
     def encoder(self, model: str) -> Encoder:
         enc = self._encoders.get(model)
@@ -97,9 +98,13 @@ class TokenCounter:
 
     def count_body(self, body: dict[str, Any]) -> int:
         count = self.encoder(str(body["model"])).count
+        roles = self._roles
         total = REPLY_PRIMING
         for message in body["messages"]:
-            total += TOKENS_PER_MESSAGE + count(str(message.get("role", "")))
+            role = str(message.get("role", ""))
+            if role not in roles:
+                roles[role] = count(role)
+            total += TOKENS_PER_MESSAGE + roles[role]
             content = message.get("content")
             if isinstance(content, str):
                 total += count(content)
