@@ -87,8 +87,6 @@ class Executor:
                 tg.start_soon(self._write, cursor)
         finally:
             cursor.close()
-        if self.auth_error is not None:
-            raise self.auth_error
 
     async def _produce(self, pages: Iterator[list[Pending]]) -> None:
         """Keep the queue at least a page ahead of the workers; pages come from the store in a thread."""

@@ -24,7 +24,7 @@ import orjson
 
 from costinfer.backends.base import Backend, BackendConfig, backend_class
 from costinfer.core.budget import BudgetGuard
-from costinfer.core.errors import ConfigError, ExitCode, InputError
+from costinfer.core.errors import AuthError, ConfigError, ExitCode, InputError
 from costinfer.core.executor import ExecConfig, Executor
 from costinfer.core.ingest import Ingest
 from costinfer.core.prices import Catalog, ModelPrice
@@ -245,7 +245,6 @@ def _run(
                 f"{input_path}:{row_kind(fmt)} {first['line']}: field '{first['field']}': {first['reason']}{tail}; "
                 f"nothing was sent. All bad rows are in {rejects_path}; fix them or pass --on-bad-row skip"
             )
-        progress.note(f"{counts['rejects']} bad rows skipped; see {rejects_path}")
     prices = _prices_for_run(store, run_id, catalog, backend.name, ingest.prices)
     plan = store.plan_counts(run_id)
     spent_before = store.run_spend(run_id)
@@ -264,6 +263,9 @@ def _run(
     try:
         if plan["pending_keys"]:
             anyio.run(_execute, executor, store.pending(run_id), backend_options=_loop_options())
+        if executor.auth_error is not None:
+            hint = f"; check {backend.api_key_env}" if backend.api_key_env else ""
+            raise AuthError(f"the server refused the credentials ({executor.auth_error}){hint}; the run stopped early")
     finally:
         stop_reason = executor.stop_reason
         calls_elapsed = time.monotonic() - calls_started
@@ -276,6 +278,8 @@ def _run(
         store.set_run(run_id, status=status, finished_at=_now(), stop_reason=stop_reason)
     summary = store.summary(run_id)
     notes = ingest.counter.notes()
+    if rejects_file:
+        notes.append(f"{counts['rejects']} bad rows skipped; see {rejects_file}")
     if guard.overruns:
         notes.append(f"{guard.overruns} calls were billed more than their reserved worst case")
     if stop_reason == "interrupted":

@@ -1,0 +1,81 @@
+"""Shared fixtures: a real simulator on loopback, a temp store, the CLI through Typer's runner and as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from costinfer.cli.app import app, main  # noqa: F401  (main registers the commands)
+from costinfer.simulator import Simulator, SimulatorConfig, running_in_thread
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "sample_data" / "prompts.jsonl"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+import costinfer.cli.run  # noqa: E402,F401
+import costinfer.cli.simulate  # noqa: E402,F401
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[Simulator]:
+    """A simulator in a background thread of the test process, logging every answered request."""
+    with running_in_thread(SimulatorConfig(log_path=tmp_path / "sim-requests.jsonl")) as server:
+        yield server
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    return tmp_path / "store.duckdb"
+
+
+def sim_log(server: Simulator) -> list[dict[str, Any]]:
+    path = server.cfg.log_path
+    assert path is not None
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class Cli:
+    """The real CLI in-process, through Typer's runner. ``.run`` returns the click Result."""
+
+    def __init__(self) -> None:
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, env: dict[str, str] | None = None) -> Any:
+        return self.runner.invoke(app, [str(a) for a in args], env=env, catch_exceptions=False)
+
+
+@pytest.fixture
+def cli() -> Cli:
+    return Cli()
+
+
+def subprocess_cli(*args: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.Popen[str]:
+    """The CLI as a separate process (``python -m costinfer``), for signals and locks."""
+    full_env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "120", **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "costinfer", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full_env,
+        **kw,
+    )
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path

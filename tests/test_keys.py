@@ -1,0 +1,58 @@
+from costinfer.core.keys import canonical, request_key
+from costinfer.core.rows import RowSpec, build
+
+SPEC = RowSpec(model="gpt-4o-mini", max_tokens=64)
+
+
+def body(**row: object) -> dict[str, object]:
+    req = build(0, 1, {"prompt": "What is the refund policy?", **row}, SPEC)
+    assert not hasattr(req, "reason"), req
+    return req.body  # type: ignore[union-attr]
+
+
+def test_key_ignores_row_id_and_metadata() -> None:
+    a = request_key(body(id="a", metadata={"x": 1}), "openai")
+    b = request_key(body(id="b", metadata={"x": 2}), "openai")
+    assert a == b
+
+
+def test_key_changes_with_everything_that_changes_the_answer() -> None:
+    base = request_key(body(), "openai")
+    variants = [
+        body(temperature=0.5),
+        body(top_p=0.9),
+        body(max_tokens=65),
+        body(seed=1),
+        body(stop=["\n"]),
+        body(model="gpt-4o"),
+        body(system="Be brief."),
+        body(response_format={"type": "json_object"}),
+        body(tools=[{"type": "function", "function": {"name": "f"}}]),
+    ]
+    keys = {request_key(v, "openai") for v in variants}
+    assert base not in keys
+    assert len(keys) == len(variants)
+    # the same request on another server is another answer
+    assert request_key(body(), "vllm:http://127.0.0.1:8000/v1") != base
+
+
+def test_system_field_equals_a_leading_system_message() -> None:
+    with_field = body(system="Be brief.")
+    as_messages = build(
+        0, 1,
+        {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is the refund policy?"}]},
+        SPEC,
+    )
+    assert request_key(with_field, "openai") == request_key(as_messages.body, "openai")  # type: ignore[union-attr]
+
+
+def test_integer_and_float_temperature_are_the_same_request() -> None:
+    assert request_key(body(temperature=1), "openai") == request_key(body(temperature=1.0), "openai")
+
+
+def test_canonical_form_is_documented_shape() -> None:
+    text = canonical({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "id": "x"}, "openai")
+    assert text == (
+        b'{"body":{"max_tokens":5,"messages":[{"content":"hi","role":"user"}],"model":"m"},"endpoint":"openai","v":1}'
+    )
+    assert b"api_key" not in text and b'"id"' not in text

@@ -1,0 +1,119 @@
+"""Kill a real `costinfer run` process midway and resume it: nothing durable is paid twice, the output completes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from costinfer.core.errors import ExitCode
+from costinfer.simulator import SimulatorConfig, body_digest, running_in_thread
+from tests.conftest import read_jsonl, subprocess_cli, write_jsonl
+
+N = 400
+CONCURRENCY = 8
+
+
+def dataset(tmp_path: Path) -> Path:
+    rows = [{"id": f"r{i}", "prompt": f"Summarize ticket {i % 360} in one line."} for i in range(N)]
+    return write_jsonl(tmp_path / "tickets.jsonl", rows)  # rows 360..399 repeat earlier prompts
+
+
+def log_digests(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    return [json.loads(line)["digest"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def wait_for_log(path: Path, n: int, proc: object, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while len(log_digests(path)) < n:
+        assert proc.poll() is None, proc.communicate()  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "the run made too few calls"
+        time.sleep(0.02)
+
+
+def durable_digests(store: Path) -> set[str]:
+    with duckdb.connect(str(store), read_only=True) as con:
+        bodies = con.execute("SELECT q.body FROM responses r JOIN requests q ON q.key = r.key").fetchall()
+    return {body_digest(json.loads(b)) for (b,) in bodies}
+
+
+def args(data: Path, url: str, tmp_path: Path) -> list[object]:
+    return ["run", data, "--base-url", url, "--store", tmp_path / "store.duckdb", "--output", tmp_path / "out.jsonl",
+            "--concurrency", CONCURRENCY, "--json"]
+
+
+@pytest.mark.parametrize("kill_after", [60, 150])
+def test_sigkill_then_rerun_pays_nothing_twice(tmp_path: Path, kill_after: int) -> None:
+    log = tmp_path / "requests.jsonl"
+    data = dataset(tmp_path)
+    with running_in_thread(SimulatorConfig(latency_ms=15, jitter_ms=10, log_path=log)) as sim:
+        proc = subprocess_cli(*args(data, sim.url, tmp_path))
+        wait_for_log(log, kill_after, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        time.sleep(0.3)  # calls the server was still answering finish and are logged
+        before = log_digests(log)
+        saved = durable_digests(tmp_path / "store.duckdb")
+        assert 0 < len(saved) <= len(set(before))
+
+        rerun = subprocess_cli(*args(data, sim.url, tmp_path))
+        out, err = rerun.communicate(timeout=120)
+        assert rerun.returncode == 0, err
+        after = log_digests(log)[len(before):]
+
+    # no call whose answer was durable before the kill is made again
+    assert not saved & set(after)
+    # the repeats are exactly the calls that were in flight or answered but not yet committed at the kill
+    repeated = set(before) & set(after)
+    assert repeated == set(before) - saved
+    assert len(repeated) <= 8 * CONCURRENCY  # in flight, plus a few 20 ms commit groups at ~400 calls/s
+    # every distinct request was answered, and the output is complete
+    assert set(before) | set(after) == durable_digests(tmp_path / "store.duckdb")
+    assert len(set(before) | set(after)) == 360
+    summary = json.loads(out)
+    assert summary["resumed"] is True
+    assert summary["calls"] == len(after)
+    rows = read_jsonl(tmp_path / "out.jsonl")
+    assert [r["id"] for r in rows] == [f"r{i}" for i in range(N)]
+    assert all(r["error"] is None and r["response"] for r in rows)
+    assert {r["source"] for r in rows} == {"fresh", "duplicate"}  # paid by this run, before or after the kill
+    assert "resuming run" in err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_ctrl_c_stop_cleanly_and_resume(tmp_path: Path, sig: signal.Signals) -> None:
+    log = tmp_path / "requests.jsonl"
+    data = dataset(tmp_path)
+    with running_in_thread(SimulatorConfig(latency_ms=30, log_path=log)) as sim:
+        proc = subprocess_cli(*args(data, sim.url, tmp_path))
+        wait_for_log(log, 50, proc)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == ExitCode.INTERRUPTED, err
+        assert "rerun the same command to resume" in err
+        assert "Traceback" not in err
+        time.sleep(0.2)
+        before = log_digests(log)
+        saved = durable_digests(tmp_path / "store.duckdb")
+        # calls in flight at the signal were allowed to finish and were saved: nothing answered was lost
+        assert saved == set(before)
+        summary = json.loads(out)
+        assert summary["stop_reason"] == "interrupted" and summary["not_run"] > 0
+        rows = read_jsonl(tmp_path / "out.jsonl")
+        assert len(rows) == N
+        assert sum(r["error"] == "not_run: interrupted" for r in rows) == summary["not_run"]
+        answered = [r for r in rows if r["response"]]
+        assert len({r["key"] for r in answered}) == len(saved)
+
+        rerun = subprocess_cli(*args(data, sim.url, tmp_path))
+        out2, err2 = rerun.communicate(timeout=120)
+        assert rerun.returncode == 0, err2
+        after = log_digests(log)[len(before):]
+    assert not set(before) & set(after)
+    assert all(r["error"] is None for r in read_jsonl(tmp_path / "out.jsonl"))
