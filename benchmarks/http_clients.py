@@ -18,8 +18,8 @@ import httpx
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import simulator_process, write_prompts  # noqa: E402
-from throughput import bare_loop  # noqa: E402
+from _common import simulator_process, write_prompts
+from throughput import bare_loop
 
 
 async def httpx_loop(url: str, bodies: list[dict[str, object]], concurrency: int) -> int:
@@ -31,8 +31,9 @@ async def httpx_loop(url: str, bodies: list[dict[str, object]], concurrency: int
         async def one(body: dict[str, object]) -> None:
             nonlocal ok
             async with sem:
-                resp = await client.post(f"{url}/chat/completions", content=orjson.dumps(body),
-                                         headers={"content-type": "application/json"})
+                resp = await client.post(
+                    f"{url}/chat/completions", content=orjson.dumps(body), headers={"content-type": "application/json"}
+                )
                 ok += bool(orjson.loads(resp.content)["choices"][0]["message"]["content"])
 
         await asyncio.gather(*(one(b) for b in bodies))

@@ -23,7 +23,7 @@ import aiohttp
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import simulator_process, write_prompts  # noqa: E402
+from _common import simulator_process, write_prompts
 
 
 async def bare_loop(url: str, bodies: list[dict[str, object]], concurrency: int) -> int:
@@ -33,8 +33,12 @@ async def bare_loop(url: str, bodies: list[dict[str, object]], concurrency: int)
 
         async def one(body: dict[str, object]) -> None:
             nonlocal ok
-            async with sem, session.post(f"{url}/chat/completions", data=orjson.dumps(body),
-                                         headers={"content-type": "application/json"}) as resp:
+            async with (
+                sem,
+                session.post(
+                    f"{url}/chat/completions", data=orjson.dumps(body), headers={"content-type": "application/json"}
+                ) as resp,
+            ):
                 data = orjson.loads(await resp.read())
                 ok += bool(data["choices"][0]["message"]["content"])
 
@@ -54,9 +58,27 @@ def main() -> None:
         ok = asyncio.run(bare_loop(url, bodies, args.concurrency))
         bare_s = time.perf_counter() - t0
         assert ok == args.n, f"bare loop: {ok} answers of {args.n}"
-        cmd = [sys.executable, "-m", "costinfer", "run", str(data), "--provider", "simulate", "--base-url", url,
-               "--store", str(Path(tmp) / "store.duckdb"), "--output", str(Path(tmp) / "out.jsonl"),
-               "--concurrency", str(args.concurrency), "--budget", "100", "--json", "--quiet"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "costinfer",
+            "run",
+            str(data),
+            "--provider",
+            "simulate",
+            "--base-url",
+            url,
+            "--store",
+            str(Path(tmp) / "store.duckdb"),
+            "--output",
+            str(Path(tmp) / "out.jsonl"),
+            "--concurrency",
+            str(args.concurrency),
+            "--budget",
+            "100",
+            "--json",
+            "--quiet",
+        ]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         ci_s = time.perf_counter() - t0

@@ -26,10 +26,49 @@ from aiohttp import web
 from costinfer.core.tokens import TokenCounter
 
 # Common English words that are one token each in both cl100k_base and o200k_base (with their leading space).
-_WORDS = (
-    "the answer is that this request was handled by a simple model which can give good short replies about many "
-    "topics such as money time work people data and more so you may use it to test your pipeline before paying"
-).split()
+_WORDS = [
+    "the",
+    "answer",
+    "is",
+    "that",
+    "this",
+    "request",
+    "was",
+    "handled",
+    "by",
+    "a",
+    "simple",
+    "model",
+    "which",
+    "can",
+    "give",
+    "good",
+    "short",
+    "replies",
+    "about",
+    "many",
+    "topics",
+    "such",
+    "as",
+    "money",
+    "time",
+    "work",
+    "people",
+    "data",
+    "and",
+    "more",
+    "so",
+    "you",
+    "may",
+    "use",
+    "it",
+    "to",
+    "test",
+    "your",
+    "pipeline",
+    "before",
+    "paying",
+]
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1-nano")
 
 
@@ -40,6 +79,12 @@ class SimulatorConfig:
     log_path: Path | None = None
     min_output_tokens: int = 4
     max_output_tokens: int = 48
+
+
+def _error(status: int, kind: str, message: str) -> web.Response:
+    """An error in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
+    payload = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json")
 
 
 def body_digest(body: dict[str, Any]) -> str:
@@ -104,7 +149,12 @@ class Simulator:
             "created": int(received),
             "model": body["model"],
             "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": None}
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": finish,
+                    "logprobs": None,
+                }
             ],
             "usage": {
                 "prompt_tokens": prompt_tokens,
@@ -115,8 +165,7 @@ class Simulator:
         }
         if self._log is not None:
             self._log.write(
-                orjson.dumps({"t": received, "digest": digest, "model": body["model"], "status": 200})
-                + b"\n"
+                orjson.dumps({"t": received, "digest": digest, "model": body["model"], "status": 200}) + b"\n"
             )
         return web.Response(body=orjson.dumps(payload), content_type="application/json")
 
@@ -127,8 +176,10 @@ class Simulator:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, backlog=1024)
         await site.start()
-        sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
-        bound = sockets[0].getsockname()[1] if sockets else port
+        bound = port
+        for address in self._runner.addresses:
+            bound = int(address[1])
+            break
         self.url = f"http://{host}:{bound}/v1"
         return self.url
 

@@ -43,7 +43,7 @@ def main() -> None:
         rows.append({**r, "id": f"b77-dup-{j:03d}"})
     arena = [json.loads(line) for line in (SHARED / "arena_hard" / "question_v2.0.jsonl").open(encoding="utf-8")]
     short = [a for a in arena if len(a["prompt"]) < 1500]
-    for k, a in enumerate(rng.sample(short, 40)):
+    for a in rng.sample(short, 40):
         rows.append(
             {
                 "id": f"arena-{a['uid']}",

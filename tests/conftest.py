@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data" / "prompts.jsonl"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
-import costinfer.cli.run  # noqa: E402,F401
+import costinfer.cli.run  # noqa: E402
 import costinfer.cli.simulate  # noqa: E402,F401
 
 

@@ -39,7 +39,7 @@ def only_line(text: str) -> str:
         (b'{"prompt": "x", "temperature": 7}', "temperature", "must be between 0 and 2"),
         (b'{"prompt": "x", "messages": [{"role": "user", "content": "y"}]}', "prompt", "not both"),
         (b'{"messages": [{"role": "robot", "content": "y"}]}', "messages[0].role", "must be one of"),
-        (b'[1, 2]', "(line)", "expected a JSON object"),
+        (b"[1, 2]", "(line)", "expected a JSON object"),
         (b'{"prompt": "x", "model": "no-such-model-9"}', "model", "no price for model 'no-such-model-9'"),
     ],
 )
@@ -55,18 +55,22 @@ def test_bad_jsonl_row_fails_before_any_call(
     assert reason in line
     assert "nothing was sent" in line
     rejects = read_jsonl(tmp_path / "out.rejects.jsonl")
-    assert rejects == [{"file": str(data), "line": 2, "id": rejects[0]["id"], "field": field, "reason": rejects[0]["reason"]}]
+    assert rejects == [
+        {"file": str(data), "line": 2, "id": rejects[0]["id"], "field": field, "reason": rejects[0]["reason"]}
+    ]
     assert reason in rejects[0]["reason"]
     assert not (tmp_path / "out.jsonl").exists()
     assert sim.requests == 0  # type: ignore[attr-defined]
 
 
-def test_skip_keeps_the_invariant_rows_in_equals_results_plus_rejects(cli: Cli, tmp_path: Path, store_path: Path) -> None:
+def test_skip_keeps_the_invariant_rows_in_equals_results_plus_rejects(
+    cli: Cli, tmp_path: Path, store_path: Path
+) -> None:
     data = tmp_path / "data.jsonl"
     data.write_bytes(
         b'{"id": "a", "prompt": "one"}\n'
         b'{"id": "b", "prompt": \n'
-        b'\n'
+        b"\n"
         b'{"id": "a", "prompt": "duplicate id"}\n'
         b'{"id": "c", "prompt": "three"}\n'
         b'{"id": "d"}\n'
@@ -122,9 +126,20 @@ def test_missing_file(cli: Cli, tmp_path: Path, store_path: Path) -> None:
 
 def test_prompt_longer_than_the_models_context(cli: Cli, tmp_path: Path, store_path: Path) -> None:
     prices = tmp_path / "prices.json"
-    prices.write_text(json.dumps({"tiny-ctx": {
-        "input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6, "max_input_tokens": 40,
-        "max_output_tokens": 100, "litellm_provider": "openai", "mode": "chat"}}))
+    prices.write_text(
+        json.dumps(
+            {
+                "tiny-ctx": {
+                    "input_cost_per_token": 1e-6,
+                    "output_cost_per_token": 2e-6,
+                    "max_input_tokens": 40,
+                    "max_output_tokens": 100,
+                    "litellm_provider": "openai",
+                    "mode": "chat",
+                }
+            }
+        )
+    )
     data = write_jsonl(tmp_path / "data.jsonl", [GOOD, {"prompt": "word " * 200}])
     result = run(cli, data, store_path, "--prices", prices, "--model", "tiny-ctx", "--max-tokens", "50")
     assert result.exit_code == ExitCode.BAD_INPUT

@@ -39,8 +39,14 @@ def test_key_changes_with_everything_that_changes_the_answer() -> None:
 def test_system_field_equals_a_leading_system_message() -> None:
     with_field = body(system="Be brief.")
     as_messages = build(
-        0, 1,
-        {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is the refund policy?"}]},
+        0,
+        1,
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "What is the refund policy?"},
+            ]
+        },
         SPEC,
     )
     assert request_key(with_field, "openai") == request_key(as_messages.body, "openai")  # type: ignore[union-attr]
@@ -51,7 +57,9 @@ def test_integer_and_float_temperature_are_the_same_request() -> None:
 
 
 def test_canonical_form_is_documented_shape() -> None:
-    text = canonical({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "id": "x"}, "openai")
+    text = canonical(
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "id": "x"}, "openai"
+    )
     assert text == (
         b'{"body":{"max_tokens":5,"messages":[{"content":"hi","role":"user"}],"model":"m"},"endpoint":"openai","v":1}'
     )

@@ -44,8 +44,19 @@ def durable_digests(store: Path) -> set[str]:
 
 
 def args(data: Path, url: str, tmp_path: Path) -> list[object]:
-    return ["run", data, "--base-url", url, "--store", tmp_path / "store.duckdb", "--output", tmp_path / "out.jsonl",
-            "--concurrency", CONCURRENCY, "--json"]
+    return [
+        "run",
+        data,
+        "--base-url",
+        url,
+        "--store",
+        tmp_path / "store.duckdb",
+        "--output",
+        tmp_path / "out.jsonl",
+        "--concurrency",
+        CONCURRENCY,
+        "--json",
+    ]
 
 
 @pytest.mark.parametrize("kill_after", [60, 150])
@@ -65,7 +76,7 @@ def test_sigkill_then_rerun_pays_nothing_twice(tmp_path: Path, kill_after: int) 
         rerun = subprocess_cli(*args(data, sim.url, tmp_path))
         out, err = rerun.communicate(timeout=120)
         assert rerun.returncode == 0, err
-        after = log_digests(log)[len(before):]
+        after = log_digests(log)[len(before) :]
 
     # no call whose answer was durable before the kill is made again
     assert not saved & set(after)
@@ -112,8 +123,8 @@ def test_sigterm_and_ctrl_c_stop_cleanly_and_resume(tmp_path: Path, sig: signal.
         assert len({r["key"] for r in answered}) == len(saved)
 
         rerun = subprocess_cli(*args(data, sim.url, tmp_path))
-        out2, err2 = rerun.communicate(timeout=120)
+        _, err2 = rerun.communicate(timeout=120)
         assert rerun.returncode == 0, err2
-        after = log_digests(log)[len(before):]
+        after = log_digests(log)[len(before) :]
     assert not set(before) & set(after)
     assert all(r["error"] is None for r in read_jsonl(tmp_path / "out.jsonl"))

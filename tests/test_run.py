@@ -29,7 +29,9 @@ def test_sample_run_pays_once_per_distinct_request_and_rerun_is_free(
     cli: Cli, sim: Simulator, tmp_path: Path, store_path: Path
 ) -> None:
     out = tmp_path / "out.jsonl"
-    code, summary, _ = run_json(cli, SAMPLE, "--base-url", sim.url, "--budget", "1", "--output", out, "--store", store_path)
+    code, summary, _ = run_json(
+        cli, SAMPLE, "--base-url", sim.url, "--budget", "1", "--output", out, "--store", store_path
+    )
     assert code == 0
     rows = read_jsonl(out)
     inputs = read_jsonl(SAMPLE)
@@ -53,7 +55,9 @@ def test_sample_run_pays_once_per_distinct_request_and_rerun_is_free(
         assert all(r["cost_usd"] == 0 for r in group[1:])
     # the same command again: zero calls, zero dollars, every row from the cache
     before = sim.requests
-    code, again, _ = run_json(cli, SAMPLE, "--base-url", sim.url, "--budget", "1", "--output", out, "--store", store_path)
+    code, again, _ = run_json(
+        cli, SAMPLE, "--base-url", sim.url, "--budget", "1", "--output", out, "--store", store_path
+    )
     assert code == 0
     assert again["calls"] == 0 and Decimal(again["cost_usd"]) == 0 and sim.requests == before
     assert again["cache_hits"] == len(inputs)
@@ -68,8 +72,17 @@ def test_in_process_simulator_and_parquet_in_and_out(cli: Cli, tmp_path: Path, s
     assert code == 0
     table = pq.read_table(out)
     assert table.num_rows == summary["rows"] == 500
-    for column in ("id", "response", "model", "input_tokens", "output_tokens", "cost_usd", "source", "error",
-                   "latency_ms"):
+    for column in (
+        "id",
+        "response",
+        "model",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "source",
+        "error",
+        "latency_ms",
+    ):
         assert column in table.column_names
     assert str(table.schema.field("cost_usd").type) == "decimal128(38, 12)"
 
@@ -79,8 +92,18 @@ def test_csv_with_template_and_id_field(cli: Cli, sim: Simulator, tmp_path: Path
     data.write_text("ticket,text,lang\nT1,my card is lost,en\nT2,refund please,en\nT3,my card is lost,en\n")
     out = tmp_path / "out.jsonl"
     code, summary, _ = run_json(
-        cli, data, "--base-url", sim.url, "--template", "Classify ({lang}): {text}", "--id-field", "ticket",
-        "--output", out, "--store", store_path,
+        cli,
+        data,
+        "--base-url",
+        sim.url,
+        "--template",
+        "Classify ({lang}): {text}",
+        "--id-field",
+        "ticket",
+        "--output",
+        out,
+        "--store",
+        store_path,
     )
     assert code == 0
     rows = read_jsonl(out)
@@ -89,15 +112,28 @@ def test_csv_with_template_and_id_field(cli: Cli, sim: Simulator, tmp_path: Path
     assert summary["calls"] == 2
     with duckdb.connect(str(store_path), read_only=True) as con:
         bodies = [json.loads(b) for (b,) in con.execute("SELECT body FROM requests ORDER BY created_at").fetchall()]
-    assert {b["messages"][0]["content"] for b in bodies} == {"Classify (en): my card is lost", "Classify (en): refund please"}
+    assert {b["messages"][0]["content"] for b in bodies} == {
+        "Classify (en): my card is lost",
+        "Classify (en): refund please",
+    }
 
 
 def test_prompt_field_maps_another_column(cli: Cli, sim: Simulator, tmp_path: Path, store_path: Path) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", [{"question": "why?", "uid": 7}])
     out = tmp_path / "o.jsonl"
     code, _, _ = run_json(
-        cli, data, "--base-url", sim.url, "--prompt-field", "question", "--id-field", "uid", "--output", out,
-        "--store", store_path,
+        cli,
+        data,
+        "--base-url",
+        sim.url,
+        "--prompt-field",
+        "question",
+        "--id-field",
+        "uid",
+        "--output",
+        out,
+        "--store",
+        store_path,
     )
     assert code == 0
     assert read_jsonl(out)[0]["id"] == "7"
@@ -137,7 +173,7 @@ def test_server_errors_become_row_errors(cli: Cli, tmp_path: Path, store_path: P
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Refuse(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers["content-length"]))
             body = b'{"error": {"message": "Invalid value for temperature", "type": "invalid_request_error"}}'
             self.send_response(400)
@@ -173,7 +209,7 @@ def test_auth_failure_stops_the_run_early(cli: Cli, tmp_path: Path, store_path: 
     hits = []
 
     class Deny(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             hits.append(1)
             self.rfile.read(int(self.headers["content-length"]))
             body = b'{"error": {"message": "Incorrect API key provided: sk-xx", "type": "invalid_request_error"}}'
@@ -190,8 +226,19 @@ def test_auth_failure_stops_the_run_early(cli: Cli, tmp_path: Path, store_path: 
     try:
         data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"q{i}"} for i in range(300)])
         result = cli(
-            "run", data, "--provider", "openai", "--base-url", f"http://127.0.0.1:{server.server_port}/v1",
-            "--output", tmp_path / "o.jsonl", "--store", store_path, "-c", "4", "--quiet",
+            "run",
+            data,
+            "--provider",
+            "openai",
+            "--base-url",
+            f"http://127.0.0.1:{server.server_port}/v1",
+            "--output",
+            tmp_path / "o.jsonl",
+            "--store",
+            store_path,
+            "-c",
+            "4",
+            "--quiet",
             env={"OPENAI_API_KEY": "sk-wrong"},
         )
     finally:

@@ -76,7 +76,7 @@ def registry() -> dict[str, type[Backend]]:
         try:
             found[ep.name] = ep.load()
         except Exception as exc:  # a broken plugin must not break the built-in backends
-            found.setdefault(f"{ep.name} (broken: {exc})", Backend)
+            raise ConfigError(f"the backend plugin '{ep.name}' ({ep.value}) cannot be loaded: {exc}") from exc
     if "openai" not in found:  # running from a source tree that was never installed
         from costinfer.backends.openai import OpenAIBackend, SimulateBackend, VLLMBackend
 
@@ -88,6 +88,6 @@ def registry() -> dict[str, type[Backend]]:
 def backend_class(name: str) -> type[Backend]:
     backends = registry()
     if name not in backends:
-        known = ", ".join(sorted(n for n in backends if "(" not in n))
+        known = ", ".join(sorted(backends))
         raise ConfigError(f"unknown provider '{name}'; known providers: {known}")
     return backends[name]

@@ -7,7 +7,6 @@ requests per second than httpx's default transport against the same local server
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Any, ClassVar
 
@@ -44,7 +43,9 @@ class OpenAIBackend(Backend):
     def api_key(self) -> str | None:
         key = self.config.api_key or (os.environ.get(self.api_key_env) if self.api_key_env else None)
         if not key and self.key_required:
-            raise ConfigError(f"provider '{self.name}' needs an API key: set the environment variable {self.api_key_env}")
+            raise ConfigError(
+                f"provider '{self.name}' needs an API key: set the environment variable {self.api_key_env}"
+            )
         return key or None
 
     def headers(self) -> dict[str, str]:
@@ -77,7 +78,7 @@ class OpenAIBackend(Backend):
                 raw = await resp.read()
                 status = resp.status
                 retry_after = _retry_after(resp.headers)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise BackendError(
                 f"no answer within {self.config.timeout_s:g}s", error_class="timeout", retryable=True
             ) from exc
@@ -113,7 +114,9 @@ def parse_chat_completion(raw: bytes) -> Completion:
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
         snippet = raw[:120].decode("utf-8", "replace")
         raise BackendError(
-            f"malformed answer ({exc.__class__.__name__}): {snippet!r}", error_class="malformed_response", retryable=True
+            f"malformed answer ({exc.__class__.__name__}): {snippet!r}",
+            error_class="malformed_response",
+            retryable=True,
         ) from exc
 
 
@@ -148,7 +151,11 @@ def _http_error(status: int, raw: bytes, retry_after: float | None) -> BackendEr
     retryable = status in RETRYABLE_STATUS or status >= 500
     error_class = "rate_limited" if status == 429 else ("server_error" if status >= 500 else "bad_request")
     return BackendError(
-        f"HTTP {status}: {message}", error_class=error_class, status=status, retryable=retryable, retry_after=retry_after
+        f"HTTP {status}: {message}",
+        error_class=error_class,
+        status=status,
+        retryable=retryable,
+        retry_after=retry_after,
     )
 
 

@@ -30,10 +30,14 @@ def parse_budget(text: str | None) -> Decimal | None:
 @app.command("run")
 def run_command(
     path: Path = typer.Argument(..., help="The dataset: .jsonl, .csv or .parquet.", show_default=False),
-    provider: str = typer.Option("simulate", help="openai, vllm, simulate (the built-in rehearsal server), or a plugin."),
+    provider: str = typer.Option(
+        "simulate", help="openai, vllm, simulate (the built-in rehearsal server), or a plugin."
+    ),
     base_url: Optional[str] = typer.Option(None, help="The server's base URL, e.g. http://127.0.0.1:8000/v1."),
     model: str = typer.Option(DEFAULT_MODEL, help="The model for rows that do not name one."),
-    budget: Optional[str] = typer.Option(None, help="Dollars this run may spend at most; calls stop before passing it."),
+    budget: Optional[str] = typer.Option(
+        None, help="Dollars this run may spend at most; calls stop before passing it."
+    ),
     output: Optional[Path] = typer.Option(
         None, "--output", "-o", help="Results file (.jsonl or .parquet). Default: ./<input name>.results.jsonl"
     ),
@@ -102,7 +106,8 @@ def run_command(
             err_console.print(f"note: {note}", markup=False)
         if summary.stop_reason == "budget" and summary.not_run:
             err_console.print(
-                f"budget: {summary.not_run} rows were not run: the budget could not cover their worst case", markup=False
+                f"budget: {summary.not_run} rows were not run: the budget could not cover their worst case",
+                markup=False,
             )
         if summary.failed:
             err_console.print(f"{summary.failed} rows failed; rerun the same command to retry them", markup=False)

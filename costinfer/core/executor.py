@@ -8,14 +8,15 @@ groups (every ``commit_interval_s``) and only then counts them as done: a result
 from __future__ import annotations
 
 import random
-from collections import deque
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
 import anyio
 import anyio.to_thread
+import duckdb
 
 from costinfer.backends.base import Backend
 from costinfer.core.budget import BudgetGuard
@@ -152,8 +153,13 @@ class Executor:
             except BackendError as exc:
                 if not exc.retryable or attempt >= self.cfg.max_attempts:
                     return Outcome(
-                        key=item.key, provider=provider, model=item.model, attempts=attempt, http_status=exc.status,
-                        error_class=exc.error_class, error_message=str(exc),
+                        key=item.key,
+                        provider=provider,
+                        model=item.model,
+                        attempts=attempt,
+                        http_status=exc.status,
+                        error_class=exc.error_class,
+                        error_message=str(exc),
                         latency_ms=(time.perf_counter() - started) * 1000,
                     )
                 delay = random.uniform(0, min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2 ** (attempt - 1)))
@@ -166,13 +172,21 @@ class Executor:
                 continue
             latency = (time.perf_counter() - started) * 1000
             return Outcome(
-                key=item.key, provider=provider, model=item.model, attempts=attempt, response=done.text,
-                finish_reason=done.finish_reason, input_tokens=done.input_tokens, output_tokens=done.output_tokens,
-                cached_tokens=done.cached_tokens, latency_ms=latency, http_status=done.http_status,
+                key=item.key,
+                provider=provider,
+                model=item.model,
+                attempts=attempt,
+                response=done.text,
+                finish_reason=done.finish_reason,
+                input_tokens=done.input_tokens,
+                output_tokens=done.output_tokens,
+                cached_tokens=done.cached_tokens,
+                latency_ms=latency,
+                http_status=done.http_status,
                 cost_usd=price.cost(done.input_tokens, done.output_tokens, done.cached_tokens),
             )
 
-    async def _write(self, cursor: object) -> None:
+    async def _write(self, cursor: duckdb.DuckDBPyConnection) -> None:
         while True:
             finished = self._workers_left == 0
             batch, self._buffer = self._buffer, []

@@ -106,14 +106,20 @@ class Ingest:
         limit = price.max_input_tokens
         if limit is not None and req.input_tokens > limit:
             return Reject(
-                req.row_idx, req.line, field_name,
-                f"the prompt is {req.input_tokens} tokens; {req.model} accepts at most {limit}", req.row_id,
+                req.row_idx,
+                req.line,
+                field_name,
+                f"the prompt is {req.input_tokens} tokens; {req.model} accepts at most {limit}",
+                req.row_id,
             )
         out_limit = price.max_output_tokens
         if out_limit is not None and req.max_tokens > out_limit:
             return Reject(
-                req.row_idx, req.line, "max_tokens",
-                f"{req.max_tokens} is more than {req.model} can write ({out_limit})", req.row_id,
+                req.row_idx,
+                req.line,
+                "max_tokens",
+                f"{req.max_tokens} is more than {req.model} can write ({out_limit})",
+                req.row_id,
             )
         return None
 

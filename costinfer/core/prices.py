@@ -33,7 +33,7 @@ class ModelPrice:
     max_output_tokens: int | None
 
     def cost(self, input_tokens: int, output_tokens: int, cached_tokens: int = 0, *, batch: bool = False) -> Decimal:
-        """Exact dollars for billed usage. ``cached_tokens`` are the part of ``input_tokens`` read from a prompt cache."""
+        """Exact dollars for billed usage; ``cached_tokens`` is the part of ``input_tokens`` read from a cache."""
         in_price, out_price = (self.batch_input, self.batch_output) if batch else (self.input, self.output)
         fresh = max(input_tokens - cached_tokens, 0)
         return fresh * in_price + min(cached_tokens, input_tokens) * self.cached_input + output_tokens * out_price

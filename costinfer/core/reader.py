@@ -91,7 +91,9 @@ def _jsonl_rows(path: Path) -> Iterator[RawRow]:
             try:
                 raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                yield RawRow(lineno, None, ("(line)", f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at column {exc.start + 1}"))
+                yield RawRow(
+                    lineno, None, ("(line)", f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at column {exc.start + 1}")
+                )
                 continue
             try:
                 value = loads(raw)
@@ -122,7 +124,9 @@ def _decoded_lines(fh: io.BufferedReader, counter: list[int]) -> Iterator[str]:
         try:
             yield raw.decode("utf-8-sig" if counter[0] == 1 else "utf-8")
         except UnicodeDecodeError as exc:
-            raise _BadBytes(counter[0], f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at column {exc.start + 1}") from None
+            raise _BadBytes(
+                counter[0], f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at column {exc.start + 1}"
+            ) from None
 
 
 def _csv_rows(path: Path) -> Iterator[RawRow]:

@@ -68,12 +68,11 @@ def build(row_idx: int, line: int, data: dict[str, Any], spec: RowSpec) -> Reque
         stop = _stop(data)
         if stop is not None:
             body["stop"] = stop
-        for name in ("response_format",):
-            value = _opt_dict(data, name)
-            if value is not None:
-                if not isinstance(value.get("type"), str):
-                    raise _Bad(name, "must be an object with a 'type' such as \"json_object\"")
-                body[name] = value
+        response_format = _opt_dict(data, "response_format")
+        if response_format is not None:
+            if not isinstance(response_format.get("type"), str):
+                raise _Bad("response_format", "must be an object with a 'type' such as \"json_object\"")
+            body["response_format"] = response_format
         tools = data.get("tools")
         if tools is not None:
             if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):

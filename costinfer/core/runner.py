@@ -320,12 +320,11 @@ def _loop_options() -> dict[str, Any]:
 
 
 async def _execute(executor: Executor, pages: Iterator[Any]) -> None:
-    async with executor.backend:
-        async with anyio.create_task_group() as tg:
-            if _can_handle_signals():
-                tg.start_soon(_watch_signals, executor, tg.cancel_scope)
-            await executor.run(pages)
-            tg.cancel_scope.cancel()
+    async with executor.backend, anyio.create_task_group() as tg:
+        if _can_handle_signals():
+            tg.start_soon(_watch_signals, executor, tg.cancel_scope)
+        await executor.run(pages)
+        tg.cancel_scope.cancel()
 
 
 def _can_handle_signals() -> bool:
@@ -366,4 +365,4 @@ def _options_record(opts: RunOptions) -> dict[str, Any]:
 def _now() -> Any:
     import datetime
 
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)

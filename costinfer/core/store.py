@@ -247,7 +247,9 @@ class Store:
                 con.unregister("chunk_requests")
             if rejects is not None and rejects.num_rows:
                 con.register("chunk_rejects", rejects)
-                con.execute("INSERT INTO rejects SELECT run_id, row_idx, line, row_id, field, reason FROM chunk_rejects")
+                con.execute(
+                    "INSERT INTO rejects SELECT run_id, row_idx, line, row_id, field, reason FROM chunk_rejects"
+                )
                 con.unregister("chunk_rejects")
             con.execute("COMMIT")
         except BaseException:
