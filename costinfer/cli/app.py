@@ -58,7 +58,8 @@ def handled() -> Iterator[None]:
 
 
 def main() -> None:
-    from costinfer.cli import run as _run  # noqa: F401  (registers the command)
+    from costinfer.cli import prices as _prices  # noqa: F401  (registers the commands)
+    from costinfer.cli import run as _run  # noqa: F401
     from costinfer.cli import simulate as _simulate  # noqa: F401
 
     app()

@@ -124,7 +124,7 @@ class Executor:
         try:
             while (item := await self._next()) is not None:
                 price = self.prices[item.model]
-                worst = price.worst_case(item.input_tokens, item.max_tokens)
+                worst = price.worst_case(item.input_bound, item.max_tokens)
                 if not self.budget.try_reserve(worst):
                     self.request_stop("budget")
                     return

@@ -81,6 +81,7 @@ class Ingest:
                 return Reject(row_idx, line, earlier.field, earlier.reason, req.row_id)
             return req
         req.input_tokens = self.counter.count_body(req.body)
+        req.input_bound = self.counter.input_bound(req.body, req.input_tokens)
         problem = self._limits(req, price)
         self._keys[key] = problem
         if problem is not None:
@@ -134,6 +135,7 @@ class Ingest:
                 "metadata": pa.array(
                     [orjson.dumps(r.metadata).decode() if r.metadata is not None else None for r in items], pa.string()
                 ),
+                "priority": pa.array([r.priority for r in items], pa.int32()),
             }
         )
 
@@ -148,6 +150,7 @@ class Ingest:
                 "body": pa.array([orjson.dumps(r.body).decode() for r in new], pa.string()),
                 "input_tokens": pa.array([r.input_tokens for r in new], pa.int32()),
                 "max_tokens": pa.array([r.max_tokens for r in new], pa.int32()),
+                "input_bound": pa.array([r.input_bound for r in new], pa.int32()),
             }
         )
 

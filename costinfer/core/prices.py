@@ -7,13 +7,18 @@ Prices are read with ``parse_float=Decimal`` so that ``1.5e-07`` stays exactly 0
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from costinfer.core.config import Config
 from costinfer.core.errors import ConfigError
+
+ENV_PRICES = "COSTINFER_PRICES"
 
 ZERO = Decimal(0)
 # Providers whose models run on the user's own hardware: a model missing from the catalog costs nothing per token.
@@ -43,6 +48,28 @@ class ModelPrice:
         return input_tokens * self.input + max_tokens * self.output
 
 
+def parse_catalog(text: str, source: str) -> dict[str, dict[str, Any]]:
+    """Parse and check a catalog in LiteLLM's format: an object of model name to an object of prices."""
+    try:
+        data = json.loads(text, parse_float=Decimal)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{source}: the price catalog is not valid JSON: {exc.msg} at line {exc.lineno}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the price catalog must be a JSON object of model name to prices")
+    priced = {k: v for k, v in data.items() if isinstance(v, dict) and "input_cost_per_token" in v}
+    if not priced:
+        raise ConfigError(f"{source}: no model in it has input_cost_per_token: not a LiteLLM price catalog")
+    return priced
+
+
+def _sidecar_date(path: Path) -> date | None:
+    side = path.with_name(path.stem + ".source.json")
+    try:
+        return date.fromisoformat(json.loads(side.read_text("utf-8"))["snapshot_date"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _dec(entry: dict[str, Any], name: str, default: Decimal = ZERO) -> Decimal:
     value = entry.get(name)
     if value is None:
@@ -55,31 +82,64 @@ def _int(entry: dict[str, Any], name: str) -> int | None:
     return int(value) if isinstance(value, (int, Decimal)) else None
 
 
+def data_dir() -> Path:
+    """Where costinfer keeps per-user files: ``$XDG_DATA_HOME/costinfer`` (``~/.local/share/costinfer``)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "costinfer"
+
+
+def updated_catalog_path() -> Path:
+    """Where ``costinfer prices update`` writes the catalog it fetched."""
+    return data_dir() / "model_prices.json"
+
+
 class Catalog:
     """Model name to price. ``lookup`` raises ``ConfigError`` naming the fix for a model it does not know."""
 
-    def __init__(self, entries: dict[str, dict[str, Any]], source: str) -> None:
+    def __init__(self, entries: dict[str, dict[str, Any]], source: str, snapshot_date: date | None = None) -> None:
         self.source = source
+        self.snapshot_date = snapshot_date
         self._entries = {name: e for name, e in entries.items() if isinstance(e, dict) and "input_cost_per_token" in e}
 
     @classmethod
-    def load(cls, path: Path | None = None) -> Catalog:
+    def load(cls, path: Path | None = None, config: Config | None = None) -> Catalog:
+        """The catalog in force: ``path``, else ``$COSTINFER_PRICES``, else the one ``prices update`` wrote, else the
+        packaged snapshot; then the config file's overrides and custom models on top."""
+        if path is None and os.environ.get(ENV_PRICES):
+            path = Path(os.environ[ENV_PRICES])
+        if path is None and updated_catalog_path().exists():
+            path = updated_catalog_path()
         if path is None:
-            text = resources.files("costinfer.data").joinpath("model_prices.json").read_text("utf-8")
-            source = "packaged snapshot"
+            pkg = resources.files("costinfer.data")
+            text = pkg.joinpath("model_prices.json").read_text("utf-8")
+            meta = json.loads(pkg.joinpath("model_prices.source.json").read_text("utf-8"))
+            source = f"packaged snapshot of {meta['snapshot_date']}"
+            snapshot = date.fromisoformat(meta["snapshot_date"])
         else:
             try:
                 text = path.read_text("utf-8")
             except OSError as exc:
                 raise ConfigError(f"{path}: cannot read the price catalog: {exc.strerror}") from exc
             source = str(path)
-        try:
-            data = json.loads(text, parse_float=Decimal)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{source}: the price catalog is not valid JSON: {exc.msg} at line {exc.lineno}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: the price catalog must be a JSON object of model name to prices")
-        return cls(data, source)
+            snapshot = _sidecar_date(path)
+        catalog = cls(parse_catalog(text, source), source, snapshot)
+        if config is not None:
+            for name, fields in config.models.items():
+                catalog._entries[name] = {**catalog._entries.get(name, {}), **fields}
+            if config.models:
+                catalog.source += f" + {config.path}"
+        return catalog
+
+    def age_warning(self, max_age_days: int, today: date | None = None) -> str | None:
+        if self.snapshot_date is None:
+            return None
+        age = ((today or date.today()) - self.snapshot_date).days
+        if age <= max_age_days:
+            return None
+        return (
+            f"the price catalog is {age} days old ({self.source}); prices may have changed: run "
+            f"`costinfer prices update`"
+        )
 
     def __contains__(self, model: str) -> bool:
         return model in self._entries
@@ -87,14 +147,17 @@ class Catalog:
     def models(self) -> list[str]:
         return sorted(self._entries)
 
+    def entry(self, model: str) -> dict[str, Any] | None:
+        return self._entries.get(model)
     def lookup(self, model: str, provider: str) -> ModelPrice:
         entry = self._entries.get(model) or self._entries.get(f"{provider}/{model}")
         if entry is None:
             if provider in SELF_HOSTED:
                 return ModelPrice(model, provider, ZERO, ZERO, ZERO, ZERO, ZERO, None, None)
             raise ConfigError(
-                f"no price for model '{model}' in the catalog ({self.source}); add it to a price file in LiteLLM's "
-                f"format and pass --prices FILE, or pick a model that `costinfer prices list` shows"
+                f"no price for model '{model}' in the catalog ({self.source}); add it under [models.\"{model}\"] in "
+                f"costinfer.toml (or [self_hosted.\"{model}\"] for your own GPU), pass --prices FILE, or pick a "
+                f"model that `costinfer prices list` shows"
             )
         return ModelPrice(
             model=model,

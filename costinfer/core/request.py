@@ -22,6 +22,8 @@ class Request:
     metadata: dict[str, Any] | None = None
     key: str = ""
     input_tokens: int = 0
+    input_bound: int = 0
+    priority: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -1,8 +1,8 @@
 """Turn raw dataset rows into chat requests, or into rejects that name the field and the reason.
 
 A row carries ``prompt`` (text) or ``messages`` (OpenAI chat format), and optionally ``id``, ``system``, ``model``,
-``max_tokens``, ``temperature``, ``top_p``, ``stop``, ``seed``, ``response_format``, ``tools``, ``tool_choice`` and
-``metadata``. CSV cells are text: numbers are parsed, and JSON-valued fields (``messages``, ``stop`` as a list,
+``max_tokens``, ``temperature``, ``top_p``, ``stop``, ``seed``, ``response_format``, ``tools``, ``tool_choice``,
+``metadata`` and ``priority`` (an integer; with ``--on-over-budget partial`` higher priorities run first). CSV cells are text: numbers are parsed, and JSON-valued fields (``messages``, ``stop`` as a list,
 ``response_format``, ``tools``, ``metadata``) are parsed from JSON text.
 """
 
@@ -81,9 +81,10 @@ def build(row_idx: int, line: int, data: dict[str, Any], spec: RowSpec) -> Reque
         if data.get("tool_choice") is not None:
             body["tool_choice"] = data["tool_choice"]
         metadata = _opt_dict(data, "metadata")
+        priority = _opt_int(data, "priority") or 0
     except _Bad as bad:
         return Reject(row_idx, line, bad.field, bad.reason, row_id)
-    return Request(row_idx=row_idx, line=line, row_id=row_id, body=body, metadata=metadata)
+    return Request(row_idx=row_idx, line=line, row_id=row_id, body=body, metadata=metadata, priority=priority)
 
 
 def _row_id(data: dict[str, Any], spec: RowSpec, row_idx: int) -> str:

@@ -78,8 +78,22 @@ def _m1_initial(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _m2_bounds_and_priority(con: duckdb.DuckDBPyConnection) -> None:
+    # input_bound: the most input tokens a request can be billed for (the budget reserves it);
+    # priority: with --on-over-budget partial, higher-priority rows run first.
+    con.execute(
+        """
+        ALTER TABLE requests ADD COLUMN input_bound INTEGER;
+        UPDATE requests SET input_bound = input_tokens;
+        ALTER TABLE items ADD COLUMN priority INTEGER DEFAULT 0;
+        ALTER TABLE run_keys ADD COLUMN priority INTEGER DEFAULT 0;
+        """
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     (1, "initial schema: runs, items, rejects, requests, run_keys, responses, calls", _m1_initial),
+    (2, "requests.input_bound for the budget's worst case; row priority", _m2_bounds_and_priority),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -115,7 +129,7 @@ class Outcome:
 class Pending:
     key: str
     body: dict[str, Any]
-    input_tokens: int
+    input_bound: int  # the most input tokens this request can be billed for
     max_tokens: int
     model: str
 
@@ -235,13 +249,16 @@ class Store:
         try:
             if items.num_rows:
                 con.register("chunk_items", items)
-                con.execute("INSERT INTO items SELECT run_id, row_idx, line, row_id, key, metadata FROM chunk_items")
+                con.execute(
+                    "INSERT INTO items (run_id, row_idx, line, row_id, key, metadata, priority) "
+                    "SELECT run_id, row_idx, line, row_id, key, metadata, priority FROM chunk_items"
+                )
                 con.unregister("chunk_items")
             if requests is not None and requests.num_rows:
                 con.register("chunk_requests", requests)
                 con.execute(
-                    "INSERT INTO requests (key, endpoint, model, body, input_tokens, max_tokens) "
-                    "SELECT key, endpoint, model, body, input_tokens, max_tokens FROM chunk_requests "
+                    "INSERT INTO requests (key, endpoint, model, body, input_tokens, max_tokens, input_bound) "
+                    "SELECT key, endpoint, model, body, input_tokens, max_tokens, input_bound FROM chunk_requests "
                     "ON CONFLICT DO NOTHING"
                 )
                 con.unregister("chunk_requests")
@@ -260,8 +277,8 @@ class Store:
         con = self.con
         con.execute("BEGIN TRANSACTION")
         con.execute(
-            "INSERT INTO run_keys SELECT run_id, key, min(row_idx), count(*) FROM items WHERE run_id = ? "
-            "GROUP BY run_id, key",
+            "INSERT INTO run_keys (run_id, key, first_idx, n_rows, priority) "
+            "SELECT run_id, key, min(row_idx), count(*), max(priority) FROM items WHERE run_id = ? GROUP BY run_id, key",
             [run_id],
         )
         counts = con.execute(
@@ -329,22 +346,23 @@ class Store:
 
         cur = self.con.cursor()
         try:
-            last = -1
+            last_priority, last_idx = 2**31, -1
             while True:
                 rows = cur.execute(
                     """
-                    SELECT rk.first_idx, q.key, q.body, q.input_tokens, q.max_tokens, q.model
+                    SELECT rk.priority, rk.first_idx, q.key, q.body, coalesce(q.input_bound, q.input_tokens),
+                           q.max_tokens, q.model
                     FROM run_keys rk JOIN requests q ON q.key = rk.key
-                    WHERE rk.run_id = ? AND rk.first_idx > ?
+                    WHERE rk.run_id = ? AND (rk.priority < ? OR (rk.priority = ? AND rk.first_idx > ?))
                       AND NOT EXISTS (SELECT 1 FROM responses r WHERE r.key = rk.key)
-                    ORDER BY rk.first_idx LIMIT ?
+                    ORDER BY rk.priority DESC, rk.first_idx LIMIT ?
                     """,
-                    [run_id, last, page],
+                    [run_id, last_priority, last_priority, last_idx, page],
                 ).fetchall()
                 if not rows:
                     return
-                last = int(rows[-1][0])
-                yield [Pending(r[1], orjson.loads(r[2]), int(r[3]), int(r[4]), str(r[5])) for r in rows]
+                last_priority, last_idx = int(rows[-1][0]), int(rows[-1][1])
+                yield [Pending(r[2], orjson.loads(r[3]), int(r[4]), int(r[5]), str(r[6])) for r in rows]
         finally:
             cur.close()
 
@@ -369,7 +387,7 @@ class Store:
                 "output_tokens": pa.array([o.output_tokens for o in outcomes], pa.int32()),
                 "cached_tokens": pa.array([o.cached_tokens for o in outcomes], pa.int32()),
                 # exact: Decimal -> text here, text -> DECIMAL(38,12) in SQL
-                "cost_usd": pa.array([str(o.cost_usd) for o in outcomes], pa.string()),
+                "cost_usd": pa.array([str(money(o.cost_usd)) for o in outcomes], pa.string()),
                 "latency_ms": pa.array([o.latency_ms for o in outcomes], pa.float64()),
                 "response": pa.array([o.response for o in outcomes], pa.string()),
                 "finish_reason": pa.array([o.finish_reason for o in outcomes], pa.string()),

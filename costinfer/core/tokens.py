@@ -171,6 +171,24 @@ class TokenCounter:
     def notes(self) -> list[str]:
         return sorted({e.note for e in self._encoders.values() if e.note})
 
+    def input_bound(self, body: dict[str, Any], counted: int) -> int:
+        """The most input tokens the provider can bill for this request: what the budget reserves.
+
+        With the model's own encoding and plain text messages, the count is exact; a slack of 8 tokens covers a
+        change of the chat format's overhead. Otherwise (another provider's tokenizer, tools, response formats,
+        content parts) the bound is the UTF-8 length of everything sent plus the per-message overhead: a token of a
+        byte-level BPE spans at least one byte, so no tokenizer of that family can bill more.
+        """
+        messages = body["messages"]
+        plain = all(isinstance(m.get("content"), str) and len(m) == 2 for m in messages)
+        if plain and not body.get("tools") and not body.get("response_format") and not self.encoder(
+            str(body["model"])
+        ).approximate:
+            return counted + 8
+        sent = len(orjson.dumps(messages)) + len(orjson.dumps(body.get("tools") or []))
+        sent += len(orjson.dumps(body.get("response_format") or {}))
+        return max(counted, sent + (TOKENS_PER_MESSAGE + 1) * len(messages) + REPLY_PRIMING)
+
     def count_body(self, body: dict[str, Any]) -> int:
         count = self.encoder(str(body["model"])).count
         roles = self._roles
