@@ -23,7 +23,9 @@ MILLION = Decimal(1_000_000)
 prices_app = typer.Typer(help="The price catalog (LiteLLM's model_prices_and_context_window.json format).")
 app.add_typer(prices_app, name="prices")
 
-ConfigOpt = typer.Option(None, "--config", help="costinfer.toml with overrides. Default: $COSTINFER_CONFIG or ./costinfer.toml")
+ConfigOpt = typer.Option(
+    None, "--config", help="costinfer.toml with overrides. Default: $COSTINFER_CONFIG or ./costinfer.toml"
+)
 PricesOpt = typer.Option(None, "--prices", help="A catalog file instead of the one in force.")
 
 
@@ -54,9 +56,13 @@ def list_prices(
             table.add_column(col, justify="left" if col in ("model", "provider") else "right", no_wrap=True)
         for model, e in rows:
             table.add_row(
-                model, str(e.get("litellm_provider", "")), _per_million(e, "input_cost_per_token"),
-                _per_million(e, "output_cost_per_token"), _per_million(e, "cache_read_input_token_cost"),
-                _per_million(e, "input_cost_per_token_batches"), _per_million(e, "output_cost_per_token_batches"),
+                model,
+                str(e.get("litellm_provider", "")),
+                _per_million(e, "input_cost_per_token"),
+                _per_million(e, "output_cost_per_token"),
+                _per_million(e, "cache_read_input_token_cost"),
+                _per_million(e, "input_cost_per_token_batches"),
+                _per_million(e, "output_cost_per_token_batches"),
                 str(e.get("max_input_tokens", "-")),
             )
         out_console.print(table)
@@ -76,8 +82,13 @@ def show_price(
             catalog.lookup(model, "openai")  # raises the error that names the fix
             return
         per_m = {k: _per_million(entry, k) for k in entry if k.endswith("_cost_per_token") or k.endswith("token_cost")}
-        typer.echo(json.dumps({"model": model, "source": catalog.source, "entry": entry,
-                               "usd_per_million_tokens": per_m}, indent=2, default=float))
+        typer.echo(
+            json.dumps(
+                {"model": model, "source": catalog.source, "entry": entry, "usd_per_million_tokens": per_m},
+                indent=2,
+                default=float,
+            )
+        )
 
 
 @prices_app.command("update")

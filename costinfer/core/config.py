@@ -60,7 +60,7 @@ class Config:
         models: dict[str, dict[str, Any]] = {}
         for name, entry in (data.get("models") or {}).items():
             if not isinstance(entry, dict):
-                raise ConfigError(f"{path}: [models.\"{name}\"] must be a table of LiteLLM price fields")
+                raise ConfigError(f'{path}: [models."{name}"] must be a table of LiteLLM price fields')
             models[name] = dict(entry)
         for name, entry in (data.get("self_hosted") or {}).items():
             models[name] = {**models.get(name, {}), **_self_hosted(path, name, entry)}
@@ -72,7 +72,7 @@ class Config:
 
 def _self_hosted(path: Path, name: str, entry: Any) -> dict[str, Any]:
     """Per-token prices of a model on one's own GPU: what an hour costs, spread over the tokens it serves in it."""
-    where = f"{path}: [self_hosted.\"{name}\"]"
+    where = f'{path}: [self_hosted."{name}"]'
     if not isinstance(entry, dict):
         raise ConfigError(f"{where} must be a table")
     try:

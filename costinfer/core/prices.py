@@ -149,6 +149,7 @@ class Catalog:
 
     def entry(self, model: str) -> dict[str, Any] | None:
         return self._entries.get(model)
+
     def lookup(self, model: str, provider: str) -> ModelPrice:
         entry = self._entries.get(model) or self._entries.get(f"{provider}/{model}")
         if entry is None:
@@ -156,7 +157,7 @@ class Catalog:
                 return ModelPrice(model, provider, ZERO, ZERO, ZERO, ZERO, ZERO, None, None)
             raise ConfigError(
                 f"no price for model '{model}' in the catalog ({self.source}); add it under [models.\"{model}\"] in "
-                f"costinfer.toml (or [self_hosted.\"{model}\"] for your own GPU), pass --prices FILE, or pick a "
+                f'costinfer.toml (or [self_hosted."{model}"] for your own GPU), pass --prices FILE, or pick a '
                 f"model that `costinfer prices list` shows"
             )
         return ModelPrice(

@@ -2,7 +2,8 @@
 
 A row carries ``prompt`` (text) or ``messages`` (OpenAI chat format), and optionally ``id``, ``system``, ``model``,
 ``max_tokens``, ``temperature``, ``top_p``, ``stop``, ``seed``, ``response_format``, ``tools``, ``tool_choice``,
-``metadata`` and ``priority`` (an integer; with ``--on-over-budget partial`` higher priorities run first). CSV cells are text: numbers are parsed, and JSON-valued fields (``messages``, ``stop`` as a list,
+``metadata`` and ``priority`` (an integer; with ``--on-over-budget partial`` higher priorities run first).
+CSV cells are text: numbers are parsed, and JSON-valued fields (``messages``, ``stop`` as a list,
 ``response_format``, ``tools``, ``metadata``) are parsed from JSON text.
 """
 

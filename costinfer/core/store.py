@@ -278,7 +278,8 @@ class Store:
         con.execute("BEGIN TRANSACTION")
         con.execute(
             "INSERT INTO run_keys (run_id, key, first_idx, n_rows, priority) "
-            "SELECT run_id, key, min(row_idx), count(*), max(priority) FROM items WHERE run_id = ? GROUP BY run_id, key",
+            "SELECT run_id, key, min(row_idx), count(*), max(priority) FROM items WHERE run_id = ? "
+            "GROUP BY run_id, key",
             [run_id],
         )
         counts = con.execute(

@@ -181,9 +181,12 @@ class TokenCounter:
         """
         messages = body["messages"]
         plain = all(isinstance(m.get("content"), str) and len(m) == 2 for m in messages)
-        if plain and not body.get("tools") and not body.get("response_format") and not self.encoder(
-            str(body["model"])
-        ).approximate:
+        if (
+            plain
+            and not body.get("tools")
+            and not body.get("response_format")
+            and not self.encoder(str(body["model"])).approximate
+        ):
             return counted + 8
         sent = len(orjson.dumps(messages)) + len(orjson.dumps(body.get("tools") or []))
         sent += len(orjson.dumps(body.get("response_format") or {}))
