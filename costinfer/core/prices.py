@@ -109,6 +109,7 @@ class Catalog:
             path = Path(os.environ[ENV_PRICES])
         if path is None and updated_catalog_path().exists():
             path = updated_catalog_path()
+        snapshot: date | None
         if path is None:
             pkg = resources.files("costinfer.data")
             text = pkg.joinpath("model_prices.json").read_text("utf-8")
