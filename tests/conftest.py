@@ -13,15 +13,14 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from costinfer.cli.app import app, main  # noqa: F401  (main registers the commands)
+from costinfer.cli.app import load_commands
 from costinfer.simulator import Simulator, SimulatorConfig, running_in_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data" / "prompts.jsonl"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
-import costinfer.cli.run  # noqa: E402
-import costinfer.cli.simulate  # noqa: E402,F401
+app = load_commands()
 
 
 @pytest.fixture

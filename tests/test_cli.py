@@ -7,7 +7,7 @@ from typing import Any
 
 import typer.main
 
-from costinfer.cli.app import app
+from tests.conftest import app
 from tests.conftest import ROOT, Cli
 
 
@@ -29,7 +29,14 @@ def all_commands() -> list[tuple[str, Any]]:
 def test_every_command_has_help_and_is_in_the_readme(cli: Cli) -> None:
     readme = (ROOT / "README.md").read_text()
     commands = all_commands()
-    assert {name for name, _ in commands} >= {"run", "simulate serve"}
+    assert {name for name, _ in commands} >= {
+        "run",
+        "plan",
+        "prices list",
+        "prices show",
+        "prices update",
+        "simulate serve",
+    }
     for name, cmd in commands:
         assert cmd.help, name
         result = cli(*name.split(), "--help")

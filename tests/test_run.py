@@ -152,7 +152,20 @@ def test_budget_stops_dispatch_and_says_so(cli: Cli, sim: Simulator, tmp_path: P
     # each call reserves ~20 input + 512 output tokens of gpt-4o-mini ($0.00031) and settles at ~$0.00002:
     # the whole file would cost ~$0.0036, so $0.001 stops it part way
     code, summary, err = run_json(
-        cli, data, "--base-url", sim.url, "--budget", "0.001", "--output", out, "--store", store_path, "-c", "4"
+        cli,
+        data,
+        "--base-url",
+        sim.url,
+        "--budget",
+        "0.001",
+        "--output",
+        out,
+        "--store",
+        store_path,
+        "-c",
+        "4",
+        "--on-over-budget",
+        "partial",
     )
     assert code == ExitCode.BUDGET
     assert summary["stop_reason"] == "budget"

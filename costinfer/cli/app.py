@@ -57,12 +57,18 @@ def handled() -> Iterator[None]:
         raise typer.Exit(int(ExitCode.INTERNAL)) from None
 
 
-def main() -> None:
-    from costinfer.cli import prices as _prices  # noqa: F401  (registers the commands)
+def load_commands() -> typer.Typer:
+    """Import every command module (each registers itself on ``app``) and return the app."""
+    from costinfer.cli import plan as _plan  # noqa: F401
+    from costinfer.cli import prices as _prices  # noqa: F401
     from costinfer.cli import run as _run  # noqa: F401
     from costinfer.cli import simulate as _simulate  # noqa: F401
 
-    app()
+    return app
+
+
+def main() -> None:
+    load_commands()()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -126,3 +126,51 @@ def summary_table(data: dict[str, Any]) -> Table:
     for name, value in rows:
         table.add_row(name, str(value))
     return table
+
+
+def plan_table(plan: dict[str, Any]) -> Table:
+    """The plan as people read it: per model, then totals, then whether it fits."""
+    table = Table(title="costinfer plan", box=None, pad_edge=False)
+    for col in ("model", "requests", "input", "output exp.", "output worst", "$ exp.", "$ worst", "output basis"):
+        left = col in ("model", "output basis")
+        table.add_column(col, justify="left" if left else "right", overflow="fold", no_wrap=not left)
+    for m in plan["models"]:
+        table.add_row(
+            m["model"],
+            str(m["requests"]),
+            str(m["input_tokens"]),
+            str(m["expected_output_tokens"]),
+            str(m["worst_output_tokens"]),
+            f"${Decimal(m['expected_cost_usd']):.4f}",
+            f"${Decimal(m['worst_cost_usd']):.4f}",
+            m["output_basis"],
+        )
+    table.add_row(
+        "total",
+        str(plan["to_call"]),
+        str(plan["input_tokens"]),
+        str(plan["expected_output_tokens"]),
+        str(plan["worst_output_tokens"]),
+        f"${Decimal(plan['expected_cost_usd']):.4f}",
+        f"${Decimal(plan['worst_cost_usd']):.4f}",
+        "",
+        style="bold",
+    )
+    budget = plan["budget_usd"]
+    fits = (
+        "no budget set"
+        if budget is None
+        else (
+            f"fits: expected ${Decimal(plan['expected_cost_usd']):.4f} of ${Decimal(plan['left_usd']):.4f} left"
+            if plan["fits"]
+            else f"DOES NOT FIT: expected ${Decimal(plan['expected_cost_usd']):.4f} > ${Decimal(plan['left_usd']):.4f} left"
+        )
+    )
+    table.caption = (
+        f"{plan['rows']} rows, {plan['rejects']} rejected, {plan['distinct']} distinct requests, "
+        f"{plan['duplicates']} duplicates, {plan['cache_hits']} rows from the cache, "
+        f"{plan['answered_in_run']} answered earlier in this run, {plan['to_call']} to call. {fits}"
+        + ("" if plan["fits_worst_case"] or budget is None else "; the worst case does not fit: the guard will stop")
+    )
+    table.caption_justify = "left"
+    return table

@@ -10,7 +10,8 @@ import orjson
 import typer
 
 from costinfer.cli.app import app, err_console, handled, out_console
-from costinfer.cli.render import make_progress, stop_progress, summary_table
+from costinfer.cli.render import make_progress, plan_table, stop_progress, summary_table
+from costinfer.core.plan import Plan
 from costinfer.core.errors import ConfigError
 from costinfer.core.runner import DEFAULT_MAX_TOKENS, DEFAULT_MODEL, RunOptions, run
 
@@ -60,13 +61,19 @@ def run_command(
     ),
     timeout: float = typer.Option(60.0, help="Seconds to wait for one answer."),
     max_attempts: int = typer.Option(4, help="Attempts per request for errors that may pass (429, 5xx, timeouts)."),
+    on_over_budget: str = typer.Option(
+        "fail", help="When the plan's expected cost does not fit: fail (send nothing) or partial (run what fits)."
+    ),
     prices: Optional[Path] = typer.Option(None, help="A price catalog in LiteLLM's JSON format."),
+    config: Optional[Path] = typer.Option(None, help="costinfer.toml. Default: $COSTINFER_CONFIG or ./costinfer.toml"),
     sim_latency_ms: float = typer.Option(0.0, help="With --provider simulate: the simulated answer latency."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Run every row of a dataset and write one result per row."""
     with handled():
+        if on_over_budget not in ("fail", "partial"):
+            raise ConfigError(f"--on-over-budget must be fail or partial, got '{on_over_budget}'")
         if on_bad_row not in ("fail", "skip"):
             raise ConfigError(f"--on-bad-row must be fail or skip, got '{on_bad_row}'")
         opts = RunOptions(
@@ -90,11 +97,18 @@ def run_command(
             timeout_s=timeout,
             max_attempts=max_attempts,
             prices=prices,
+            config=config,
+            on_over_budget="partial" if on_over_budget == "partial" else "fail",
             simulator_latency_ms=sim_latency_ms,
         )
         progress = make_progress(err_console, quiet)
+
+        def show_plan(plan: Plan) -> None:
+            if not quiet:
+                err_console.print(plan_table(plan.as_dict()))
+
         try:
-            summary = run(opts, progress)
+            summary = run(opts, progress, on_plan=show_plan)
         finally:
             stop_progress(progress)
         data = summary.as_dict()

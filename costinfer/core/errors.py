@@ -53,6 +53,12 @@ class BadRowError(InputError):
         super().__init__(f"{path}:{row_kind} {line}: field '{field}': {reason}")
 
 
+class BudgetError(CostinferError):
+    """The plan's expected cost does not fit the budget, and the user asked not to run part of it."""
+
+    exit_code = ExitCode.BUDGET
+
+
 class StoreError(CostinferError):
     """The store cannot be opened or is not a costinfer store."""
 

@@ -13,7 +13,7 @@ import hashlib
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -24,9 +24,12 @@ import orjson
 
 from costinfer.backends.base import Backend, BackendConfig, backend_class
 from costinfer.core.budget import BudgetGuard
-from costinfer.core.errors import AuthError, ConfigError, ExitCode, InputError
+from costinfer.core.config import Config
+from costinfer.core.errors import AuthError, BudgetError, ConfigError, ExitCode, InputError
 from costinfer.core.executor import ExecConfig, Executor
 from costinfer.core.ingest import Ingest
+from costinfer.core.plan import Plan
+from costinfer.core.plan import compute as compute_plan
 from costinfer.core.prices import Catalog, ModelPrice
 from costinfer.core.progress import NullProgress, ProgressSink
 from costinfer.core.reader import detect_format, row_kind
@@ -59,6 +62,8 @@ class RunOptions:
     timeout_s: float = 60.0
     max_attempts: int = 4
     prices: Path | None = None
+    config: Path | None = None
+    on_over_budget: Literal["fail", "partial"] = "fail"
     simulator_latency_ms: float = 0.0
 
     def output_path(self) -> Path:
@@ -97,6 +102,7 @@ class RunSummary:
     elapsed_s: float
     calls_elapsed_s: float  # the part of elapsed_s spent sending calls
     notes: list[str] = field(default_factory=list)
+    plan: dict[str, Any] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -149,6 +155,8 @@ def validate(opts: RunOptions) -> None:
         raise ConfigError(f"--budget must be zero or more dollars, got {opts.budget_usd}")
     if opts.max_tokens < 1:
         raise ConfigError(f"--max-tokens must be at least 1, got {opts.max_tokens}")
+    if opts.on_over_budget not in ("fail", "partial"):
+        raise ConfigError(f"--on-over-budget must be fail or partial, got {opts.on_over_budget}")
     if opts.on_bad_row not in ("fail", "skip"):
         raise ConfigError(f"--on-bad-row must be fail or skip, got {opts.on_bad_row}")
     out = opts.output_path()
@@ -156,48 +164,99 @@ def validate(opts: RunOptions) -> None:
         raise ConfigError(f"--output {out}: the results file must end in .jsonl or .parquet")
 
 
-def run(opts: RunOptions, progress: ProgressSink | None = None) -> RunSummary:
-    """Run a dataset end to end. Raises ``CostinferError`` subclasses for user errors."""
-    progress = progress or NullProgress()
-    started = time.monotonic()
+@dataclass
+class Prepared:
+    """A run ready to call: its rows are in the store and its plan is known."""
+
+    run_id: str
+    resumed: bool  # an earlier attempt of this same run had started calling
+    counts: dict[str, int]
+    prices: dict[str, ModelPrice]
+    rejects_file: str | None
+    notes: list[str]
+    plan: Plan
+
+
+@dataclass
+class _Setup:
+    fmt: str
+    config: Config
+    catalog: Catalog
+    backend_cls: type[Backend]
+
+
+def _setup(opts: RunOptions) -> _Setup:
     validate(opts)
     fmt = detect_format(opts.input_path, opts.input_format)
     if not opts.input_path.exists():
         raise InputError(f"{opts.input_path}: no such file")
-    catalog = Catalog.load(opts.prices)
+    config = Config.load(opts.config)
+    catalog = Catalog.load(opts.prices, config)
     cls = backend_class(opts.provider)
     catalog.lookup(opts.model, cls.name)  # an unknown default model fails before anything is read or sent
+    return _Setup(fmt, config, catalog, cls)
+
+
+def plan(opts: RunOptions, progress: ProgressSink | None = None) -> Prepared:
+    """Read, key, count and price a dataset, and plan its run: no network, nothing spent.
+
+    The run is kept in the store as 'planned': ``run`` with the same options picks it up without reading again.
+    """
+    progress = progress or NullProgress()
+    setup = _setup(opts)
+    backend = setup.backend_cls(BackendConfig(base_url=opts.base_url or "http://plan.invalid"))
+    with Store.open(opts.store, wait_seconds=opts.store_wait_s) as store:
+        return _prepare(opts, setup, backend.name, backend.endpoint, store, progress, planning=True)
+
+
+def run(
+    opts: RunOptions, progress: ProgressSink | None = None, on_plan: Callable[[Plan], None] | None = None
+) -> RunSummary:
+    """Run a dataset end to end. Raises ``CostinferError`` subclasses for user errors.
+
+    ``on_plan`` sees the plan before anything is sent; when its expected cost does not fit the budget, the run stops
+    there (``--on-over-budget fail``) or runs rows in priority, then input, order until the budget stops it.
+    """
+    progress = progress or NullProgress()
+    started = time.monotonic()
+    setup = _setup(opts)
     with contextlib.ExitStack() as stack:
         base_url = opts.base_url
-        if cls.name == "simulate" and base_url is None:
+        if setup.backend_cls.name == "simulate" and base_url is None:
             from costinfer.simulator import SimulatorConfig, running_in_thread
 
             sim = stack.enter_context(running_in_thread(SimulatorConfig(latency_ms=opts.simulator_latency_ms)))
             base_url = sim.url
-        backend = cls(BackendConfig(base_url=base_url, timeout_s=opts.timeout_s, concurrency=opts.concurrency))
+        backend = setup.backend_cls(
+            BackendConfig(base_url=base_url, timeout_s=opts.timeout_s, concurrency=opts.concurrency)
+        )
         if hasattr(backend, "api_key"):
             backend.api_key()  # a missing key fails now, naming its variable
         store = stack.enter_context(Store.open(opts.store, wait_seconds=opts.store_wait_s))
-        return _run(opts, fmt, catalog, backend, store, progress, started)
+        prepared = _prepare(opts, setup, backend.name, backend.endpoint, store, progress, planning=False)
+        if on_plan is not None:
+            on_plan(prepared.plan)
+        _check_budget(opts, prepared, store)
+        return _execute_run(opts, backend, store, prepared, progress, started)
 
 
-def _run(
+def _prepare(
     opts: RunOptions,
-    fmt: str,
-    catalog: Catalog,
-    backend: Backend,
+    setup: _Setup,
+    provider: str,
+    endpoint: str,
     store: Store,
     progress: ProgressSink,
-    started: float,
-) -> RunSummary:
-    endpoint = backend.endpoint
-    fp = fingerprint(opts, fmt, endpoint)
+    *,
+    planning: bool,
+) -> Prepared:
+    fp = fingerprint(opts, setup.fmt, endpoint)
     previous = store.find_unfinished_run(fp)
-    resumed = previous is not None
+    resumed = previous is not None and previous["status"] in ("running", "stopped")
     if previous is not None:
         run_id = str(previous["run_id"])
-        progress.note(f"resuming run {run_id}: rows already answered are not paid again")
-        store.set_run(run_id, status="running", stop_reason=None)
+        if resumed:
+            progress.note(f"resuming run {run_id}: rows already answered are not paid again")
     else:
         run_id = uuid.uuid4().hex
         store.create_run(
@@ -205,14 +264,15 @@ def _run(
             fp,
             {
                 "input_path": str(opts.input_path.resolve()),
-                "input_format": fmt,
-                "provider": backend.name,
+                "input_format": setup.fmt,
+                "provider": provider,
                 "endpoint": endpoint,
                 "model": opts.model,
                 "budget_usd": opts.budget_usd,
                 "options": orjson.dumps(_options_record(opts)).decode(),
             },
         )
+    store.set_run(run_id, status="planned" if planning or not resumed else "running", stop_reason=None)
     spec = RowSpec(
         model=opts.model,
         max_tokens=opts.max_tokens,
@@ -220,9 +280,9 @@ def _run(
         id_field=opts.id_field,
         template=opts.template,
         system=opts.system,
-        text_cells=(fmt == "csv"),
+        text_cells=(setup.fmt == "csv"),
     )
-    ingest = Ingest(store, run_id, opts.input_path, fmt, spec, endpoint, backend.name, catalog)
+    ingest = Ingest(store, run_id, opts.input_path, setup.fmt, spec, endpoint, provider, setup.catalog)
     if previous is None or not previous["ingested"]:
         store.reset_ingest(run_id)
         ingest.run(progress)
@@ -231,37 +291,61 @@ def _run(
         row = store.run(run_id) or {}
         counts = {"rows": int(row["rows"]), "rejects": int(row["rejects"]), "distinct": int(row["distinct_keys"])}
     input_path = str(opts.input_path)
+    notes = ingest.counter.notes()
+    warning = setup.catalog.age_warning(setup.config.max_age_days)
+    if warning:
+        notes.append(warning)
     rejects_file: str | None = None
     if counts["rejects"]:
         rejects_path = opts.rejects_path()
         store.write_rejects(run_id, rejects_path, input_path)
         rejects_file = str(rejects_path)
-        if opts.on_bad_row == "fail":
+        if opts.on_bad_row == "fail" and not planning:
             first = store.first_rejects(run_id, 1)[0]
             store.set_run(run_id, status="rejected", finished_at=_now(), stop_reason="bad_input")
             more = counts["rejects"] - 1
             tail = f" (and {more} more bad row{'s' if more != 1 else ''})" if more else ""
             raise InputError(
-                f"{input_path}:{row_kind(fmt)} {first['line']}: field '{first['field']}': {first['reason']}{tail}; "
-                f"nothing was sent. All bad rows are in {rejects_path}; fix them or pass --on-bad-row skip"
+                f"{input_path}:{row_kind(setup.fmt)} {first['line']}: field '{first['field']}': {first['reason']}"
+                f"{tail}; nothing was sent. All bad rows are in {rejects_path}; fix them or pass --on-bad-row skip"
             )
-    prices = _prices_for_run(store, run_id, catalog, backend.name, ingest.prices)
-    plan = store.plan_counts(run_id)
-    spent_before = store.run_spend(run_id)
-    guard = BudgetGuard(opts.budget_usd, spent_before)
+        notes.append(f"{counts['rejects']} bad rows {'found' if planning else 'skipped'}; see {rejects_file}")
+    prices = _prices_for_run(store, run_id, setup.catalog, provider, ingest.prices)
+    the_plan = compute_plan(store, run_id, prices, opts.budget_usd, str(opts.input_path.resolve()), notes)
+    return Prepared(run_id, resumed, counts, prices, rejects_file, notes, the_plan)
+
+
+def _check_budget(opts: RunOptions, prepared: Prepared, store: Store) -> None:
+    the_plan = prepared.plan
+    if the_plan.fits or opts.on_over_budget == "partial":
+        return
+    store.set_run(prepared.run_id, status="planned")
+    raise BudgetError(
+        f"the expected cost ${the_plan.expected_cost_usd:.4f} (worst case ${the_plan.worst_cost_usd:.4f}) is more "
+        f"than the budget left (${the_plan.left_usd:.4f}); nothing was sent. Raise --budget, or pass "
+        f"--on-over-budget partial to run rows in priority, then input, order until the budget stops them"
+    )
+
+
+def _execute_run(
+    opts: RunOptions, backend: Backend, store: Store, prepared: Prepared, progress: ProgressSink, started: float
+) -> RunSummary:
+    run_id = prepared.run_id
+    store.set_run(run_id, status="running")
+    guard = BudgetGuard(opts.budget_usd, prepared.plan.spent_usd)
     executor = Executor(
         store,
         run_id,
         backend,
-        prices,
+        prepared.prices,
         guard,
         ExecConfig(concurrency=opts.concurrency, max_attempts=opts.max_attempts),
         progress,
     )
-    progress.phase("calling", plan["pending_keys"])
+    progress.phase("calling", prepared.plan.to_call)
     calls_started = time.monotonic()
     try:
-        if plan["pending_keys"]:
+        if prepared.plan.to_call:
             anyio.run(_execute, executor, store.pending(run_id), backend_options=_loop_options())
         if executor.auth_error is not None:
             hint = f"; check {backend.api_key_env}" if backend.api_key_env else ""
@@ -277,19 +361,17 @@ def _run(
         status = "completed" if stop_reason is None else "stopped"
         store.set_run(run_id, status=status, finished_at=_now(), stop_reason=stop_reason)
     summary = store.summary(run_id)
-    notes = ingest.counter.notes()
-    if rejects_file:
-        notes.append(f"{counts['rejects']} bad rows skipped; see {rejects_file}")
+    notes = list(prepared.notes)
     if guard.overruns:
         notes.append(f"{guard.overruns} calls were billed more than their reserved worst case")
     if stop_reason == "interrupted":
         notes.append("stopped: rerun the same command to resume; answered rows will not be paid again")
     return RunSummary(
         run_id=run_id,
-        resumed=resumed,
+        resumed=prepared.resumed,
         rows=int(summary["rows"]),
         rejects=int(summary["rejects"]),
-        distinct=counts["distinct"],
+        distinct=prepared.counts["distinct"],
         calls=executor.calls_done,
         fresh=int(summary["fresh"]),
         duplicates=int(summary["duplicates"]),
@@ -303,10 +385,11 @@ def _run(
         budget_usd=opts.budget_usd,
         stop_reason=stop_reason,
         output=str(opts.output_path()),
-        rejects_file=rejects_file,
+        rejects_file=prepared.rejects_file,
         elapsed_s=round(time.monotonic() - started, 3),
         calls_elapsed_s=round(calls_elapsed, 3),
         notes=notes,
+        plan=prepared.plan.as_dict(),
     )
 
 

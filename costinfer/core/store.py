@@ -215,7 +215,7 @@ class Store:
 
     def find_unfinished_run(self, fingerprint: str) -> dict[str, Any] | None:
         rel = self.con.execute(
-            "SELECT * FROM runs WHERE fingerprint = ? AND status IN ('running', 'stopped') "
+            "SELECT * FROM runs WHERE fingerprint = ? AND status IN ('planned', 'running', 'stopped') "
             "ORDER BY started_at DESC LIMIT 1",
             [fingerprint],
         )
@@ -295,6 +295,10 @@ class Store:
         )
         con.execute("COMMIT")
         return {"rows": rows, "rejects": rejects, "distinct": distinct}
+
+    def rejects_count(self, run_id: str) -> int:
+        row = self.con.execute("SELECT count(*) FROM rejects WHERE run_id = ?", [run_id]).fetchone()
+        return int(row[0]) if row else 0
 
     def first_rejects(self, run_id: str, limit: int) -> list[dict[str, Any]]:
         rel = self.con.execute(

@@ -1,0 +1,71 @@
+"""``costinfer plan``: what a run will cost, before anything is spent. No network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import orjson
+import typer
+
+from costinfer.cli.app import app, err_console, handled, out_console
+from costinfer.cli.render import plan_table
+from costinfer.cli.run import parse_budget
+from costinfer.core.errors import ExitCode
+from costinfer.core.runner import DEFAULT_MAX_TOKENS, DEFAULT_MODEL, RunOptions
+from costinfer.core.runner import plan as make_plan
+
+
+@app.command("plan")
+def plan_command(
+    path: Path = typer.Argument(..., help="The dataset: .jsonl, .csv or .parquet.", show_default=False),
+    budget: Optional[str] = typer.Option(None, help="Dollars the run may spend; the plan says whether it fits."),
+    model: str = typer.Option(DEFAULT_MODEL, help="The model for rows that do not name one."),
+    provider: str = typer.Option("simulate", help="The provider the run will use (it shapes the request keys)."),
+    base_url: Optional[str] = typer.Option(None, help="The server's base URL, as the run will use it."),
+    store: Optional[Path] = typer.Option(None, help="The DuckDB store (its cache counts as free)."),
+    input_format: Optional[str] = typer.Option(None, "--format", help="jsonl, csv or parquet; default: by extension."),
+    prompt_field: str = typer.Option("prompt", help="The column that holds the prompt text."),
+    id_field: str = typer.Option("id", help="The column that holds the row id."),
+    template: Optional[str] = typer.Option(None, help='Build the prompt from columns, e.g. "Classify: {text}".'),
+    system: Optional[str] = typer.Option(None, help="A system prompt for rows that do not carry one."),
+    max_tokens: int = typer.Option(DEFAULT_MAX_TOKENS, help="The output cap for rows that do not set max_tokens."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where the run will write (names rejects)."),
+    prices: Optional[Path] = typer.Option(None, help="A price catalog in LiteLLM's JSON format."),
+    config: Optional[Path] = typer.Option(None, help="costinfer.toml. Default: $COSTINFER_CONFIG or ./costinfer.toml"),
+    json_out: bool = typer.Option(False, "--json", help="Print the plan as one JSON object on stdout."),
+) -> None:
+    """Count, price and plan a dataset's run against a budget, without touching the network.
+
+    Exits 0 when the expected cost fits the budget, 4 when it does not, 3 when rows are bad.
+    """
+    with handled():
+        opts = RunOptions(
+            input_path=path,
+            provider=provider,
+            model=model,
+            base_url=base_url,
+            budget_usd=parse_budget(budget),
+            store=store,
+            input_format=input_format,
+            prompt_field=prompt_field,
+            id_field=id_field,
+            template=template,
+            system=system,
+            max_tokens=max_tokens,
+            output=output,
+            prices=prices,
+            config=config,
+        )
+        prepared = make_plan(opts)
+        data = prepared.plan.as_dict()
+        if json_out:
+            typer.echo(orjson.dumps(data).decode())
+        else:
+            out_console.print(plan_table(data))
+        for note in prepared.notes:
+            err_console.print(f"note: {note}", markup=False)
+        if prepared.counts["rejects"]:
+            raise typer.Exit(int(ExitCode.BAD_INPUT))
+        if not prepared.plan.fits:
+            raise typer.Exit(int(ExitCode.BUDGET))
