@@ -7,8 +7,7 @@ from typing import Any
 
 import typer.main
 
-from tests.conftest import app
-from tests.conftest import ROOT, Cli
+from tests.conftest import ROOT, Cli, app
 
 
 def all_commands() -> list[tuple[str, Any]]:

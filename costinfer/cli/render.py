@@ -163,7 +163,8 @@ def plan_table(plan: dict[str, Any]) -> Table:
         else (
             f"fits: expected ${Decimal(plan['expected_cost_usd']):.4f} of ${Decimal(plan['left_usd']):.4f} left"
             if plan["fits"]
-            else f"DOES NOT FIT: expected ${Decimal(plan['expected_cost_usd']):.4f} > ${Decimal(plan['left_usd']):.4f} left"
+            else f"DOES NOT FIT: expected ${Decimal(plan['expected_cost_usd']):.4f} > "
+            f"${Decimal(plan['left_usd']):.4f} left"
         )
     )
     table.caption = (

@@ -11,8 +11,8 @@ import typer
 
 from costinfer.cli.app import app, err_console, handled, out_console
 from costinfer.cli.render import make_progress, plan_table, stop_progress, summary_table
-from costinfer.core.plan import Plan
 from costinfer.core.errors import ConfigError
+from costinfer.core.plan import Plan
 from costinfer.core.runner import DEFAULT_MAX_TOKENS, DEFAULT_MODEL, RunOptions, run
 
 
