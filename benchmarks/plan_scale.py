@@ -1,0 +1,85 @@
+"""Plan a generated N-row JSONL dataset and compare with tiktoken alone encoding the same prompts.
+
+    .venv/bin/python benchmarks/plan_scale.py [--rows 1000000]
+
+Prompts are real sentences (STS-B and banking77, from ../shared/data) combined into varied, mostly distinct prompts.
+In one invocation: (1) tiktoken's o200k_base encodes every prompt (`encode_ordinary` in a loop), (2) `costinfer plan`
+runs as a subprocess with a fresh store. Prints `plan time / tiktoken time` (target <= 2.0) and the plan process's
+peak resident memory (target < 1.5 GB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def sentences() -> list[str]:
+    out: list[str] = []
+    for name in ("sts-train.csv", "sts-dev.csv", "sts-test.csv"):
+        with (SHARED / "stsb" / name).open(encoding="utf-8") as fh:
+            for row in csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):
+                if len(row) >= 7:
+                    out += [row[5], row[6]]
+    with (SHARED / "banking77" / "train.csv").open(encoding="utf-8", newline="") as fh:
+        out += [r["text"] for r in csv.DictReader(fh)]
+    return out
+
+
+def generate(path: Path, rows: int, seed: int = 7) -> list[str]:
+    rng = random.Random(seed)
+    pool = sentences()
+    prompts = []
+    with path.open("w", encoding="utf-8") as fh:
+        for i in range(rows):
+            prompt = f"Classify the intent of this message: {rng.choice(pool)} {rng.choice(pool)}"
+            prompts.append(prompt)
+            fh.write(json.dumps({"id": f"row-{i}", "prompt": prompt, "max_tokens": 16}) + "\n")
+    return prompts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    args = parser.parse_args()
+    if not SHARED.exists():
+        sys.exit(f"needs the reference data in {SHARED}")
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "big.jsonl"
+        prompts = generate(data, args.rows)
+        import tiktoken
+
+        from costinfer.core.tokens import seed_tiktoken_cache
+
+        seed_tiktoken_cache("o200k_base")
+        enc = tiktoken.get_encoding("o200k_base")
+        t0 = time.perf_counter()
+        tokens = sum(len(enc.encode_ordinary(p)) for p in prompts)
+        tik_s = time.perf_counter() - t0
+        del prompts
+        cmd = [sys.executable, "-m", "costinfer", "plan", str(data), "--store", str(Path(tmp) / "s.duckdb"), "--json"]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        plan_s = time.perf_counter() - t0
+        if proc.returncode != 0:
+            sys.exit(f"plan failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        plan = json.loads(proc.stdout)
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"rows = {args.rows}, distinct = {plan['distinct']}, prompt tokens (tiktoken) = {tokens}")
+    print(f"tiktoken alone: {tik_s:.2f} s; costinfer plan: {plan_s:.2f} s")
+    print(f"plan time / tiktoken time = {plan_s / tik_s:.2f}")
+    print(f"peak memory of costinfer plan = {peak_mb:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
