@@ -93,8 +93,12 @@ def seed_tiktoken_cache(name: str) -> bool:
     if not cache_dir:
         return False  # caching disabled by the user
     path = os.path.join(cache_dir, hashlib.sha1(url.encode()).hexdigest())
-    if os.path.exists(path):
-        return True
+    try:
+        with open(path, "rb") as fh:
+            if hashlib.sha256(fh.read()).hexdigest() == sha256:
+                return True  # already there, and intact; a damaged file is rebuilt below
+    except OSError:
+        pass
     try:
         import quicktok
 
