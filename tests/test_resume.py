@@ -128,3 +128,35 @@ def test_sigterm_and_ctrl_c_stop_cleanly_and_resume(tmp_path: Path, sig: signal.
         after = log_digests(log)[len(before) :]
     assert not set(before) & set(after)
     assert all(r["error"] is None for r in read_jsonl(tmp_path / "out.jsonl"))
+
+
+@pytest.mark.parametrize("seed", [3, 17, 29, 41])
+def test_random_signals_at_random_moments(tmp_path: Path, seed: int) -> None:
+    """SIGTERM or SIGKILL at a random point of the run, then a rerun: no lost results, no double payment."""
+    import random
+
+    rng = random.Random(seed)
+    sig = rng.choice([signal.SIGTERM, signal.SIGKILL])
+    kill_after = rng.randint(10, 300)
+    log = tmp_path / "requests.jsonl"
+    data = dataset(tmp_path)
+    with running_in_thread(SimulatorConfig(latency_ms=10, jitter_ms=8, log_path=log)) as sim:
+        proc = subprocess_cli(*args(data, sim.url, tmp_path))
+        wait_for_log(log, kill_after, proc)
+        proc.send_signal(sig)
+        proc.communicate(timeout=60)
+        assert proc.returncode in (ExitCode.INTERRUPTED, -signal.SIGKILL)
+        time.sleep(0.3)
+        before = log_digests(log)
+        saved = durable_digests(tmp_path / "store.duckdb")
+        if sig == signal.SIGTERM:
+            assert saved == set(before)  # a clean stop saves every answer it received
+        rerun = subprocess_cli(*args(data, sim.url, tmp_path))
+        _, err = rerun.communicate(timeout=120)
+        assert rerun.returncode == 0, err
+        after = log_digests(log)[len(before) :]
+    assert not saved & set(after)  # nothing durable was paid again
+    assert len(after) == len(set(after))
+    assert set(before) | set(after) == durable_digests(tmp_path / "store.duckdb")
+    rows = read_jsonl(tmp_path / "out.jsonl")
+    assert len(rows) == N and all(r["response"] and r["error"] is None for r in rows)

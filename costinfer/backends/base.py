@@ -26,6 +26,7 @@ class Completion:
     finish_reason: str | None = None
     model: str | None = None
     http_status: int = 200
+    headers: dict[str, str] | None = None  # the rate-limit headers of the answer
 
 
 @dataclass(frozen=True, slots=True)

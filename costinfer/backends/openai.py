@@ -17,6 +17,7 @@ from costinfer.backends.base import Backend, Completion
 from costinfer.core.errors import AuthError, BackendError, ConfigError
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+QUOTA_CODES = frozenset({"insufficient_quota", "enforced_spend_limit_reached", "billing_hard_limit_reached"})
 
 
 class OpenAIBackend(Backend):
@@ -78,6 +79,7 @@ class OpenAIBackend(Backend):
                 raw = await resp.read()
                 status = resp.status
                 retry_after = _retry_after(resp.headers)
+                headers = rate_headers(resp.headers)
         except TimeoutError as exc:
             raise BackendError(
                 f"no answer within {self.config.timeout_s:g}s", error_class="timeout", retryable=True
@@ -89,8 +91,12 @@ class OpenAIBackend(Backend):
                 f"connection failed: {exc.__class__.__name__}: {exc}", error_class="connection_error", retryable=True
             ) from exc
         if status != 200:
-            raise _http_error(status, raw, retry_after)
-        return parse_chat_completion(raw)
+            error = _http_error(status, raw, retry_after)
+            error.headers = headers
+            raise error
+        done = parse_chat_completion(raw)
+        done.headers = headers
+        return done
 
 
 def parse_chat_completion(raw: bytes) -> Completion:
@@ -120,6 +126,14 @@ def parse_chat_completion(raw: bytes) -> Completion:
         ) from exc
 
 
+def rate_headers(headers: Any) -> dict[str, str] | None:
+    """The headers the rate limiter reads (x-ratelimit-*, anthropic-ratelimit-*, retry-after)."""
+    found = {
+        k.lower(): v for k, v in headers.items() if "ratelimit" in k.lower() or k.lower().startswith("retry-after")
+    }
+    return found or None
+
+
 def _retry_after(headers: Any) -> float | None:
     ms = headers.get("retry-after-ms")
     if ms:
@@ -138,16 +152,21 @@ def _retry_after(headers: Any) -> float | None:
 
 def _http_error(status: int, raw: bytes, retry_after: float | None) -> BackendError:
     message = raw[:300].decode("utf-8", "replace")
+    code = ""
     try:
         err = orjson.loads(raw).get("error")
         if isinstance(err, dict) and err.get("message"):
             message = str(err["message"])
+            code = str(err.get("code") or (err.get("details") or {}).get("error_code") or "")
         elif isinstance(err, str):
             message = err
     except (orjson.JSONDecodeError, AttributeError):
         pass
     if status in (401, 403):
         return AuthError(f"HTTP {status}: {message}", status=status)
+    if status == 429 and code in QUOTA_CODES:
+        # money ran out, not a rate: retrying cannot help, and every other call would fail the same way
+        return BackendError(f"HTTP 429: {message}", error_class="quota_exhausted", status=429, fatal=True)
     retryable = status in RETRYABLE_STATUS or status >= 500
     error_class = "rate_limited" if status == 429 else ("server_error" if status >= 500 else "bad_request")
     return BackendError(

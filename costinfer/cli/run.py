@@ -66,7 +66,19 @@ def run_command(
     ),
     prices: Optional[Path] = typer.Option(None, help="A price catalog in LiteLLM's JSON format."),
     config: Optional[Path] = typer.Option(None, help="costinfer.toml. Default: $COSTINFER_CONFIG or ./costinfer.toml"),
+    rpm: Optional[float] = typer.Option(
+        None, help="The provider's requests-per-minute limit: calls are paced under it."
+    ),
+    tpm: Optional[float] = typer.Option(None, help="The provider's tokens-per-minute limit (prompt + max_tokens)."),
     sim_latency_ms: float = typer.Option(0.0, help="With --provider simulate: the simulated answer latency."),
+    sim_faults: Optional[str] = typer.Option(
+        None, help='With --provider simulate: faults to rehearse, e.g. "429=0.05,5xx=0.1,timeout=0.02,malformed=0.01".'
+    ),
+    sim_rpm: Optional[int] = typer.Option(
+        None, help="With --provider simulate: a requests-per-minute limit to enforce."
+    ),
+    sim_tpm: Optional[int] = typer.Option(None, help="With --provider simulate: a tokens-per-minute limit to enforce."),
+    sim_seed: Optional[int] = typer.Option(None, help="With --provider simulate: the seed of the injected faults."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
@@ -100,6 +112,12 @@ def run_command(
             config=config,
             on_over_budget="partial" if on_over_budget == "partial" else "fail",
             simulator_latency_ms=sim_latency_ms,
+            simulator_faults=sim_faults,
+            simulator_rpm=sim_rpm,
+            simulator_tpm=sim_tpm,
+            simulator_seed=sim_seed,
+            rpm=rpm,
+            tpm=tpm,
         )
         progress = make_progress(err_console, quiet)
 

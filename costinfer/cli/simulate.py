@@ -8,7 +8,9 @@ from typing import Optional
 import typer
 
 from costinfer.cli.app import app, err_console, handled
+from costinfer.core.errors import ConfigError
 from costinfer.simulator import SimulatorConfig, serve_forever
+from costinfer.simulator.faults import parse_faults
 
 simulate_app = typer.Typer(help="The built-in OpenAI-compatible simulator.", no_args_is_help=True)
 app.add_typer(simulate_app, name="simulate")
@@ -20,11 +22,26 @@ def serve(
     port: int = typer.Option(8099, help="Port to listen on; 0 picks a free one."),
     latency_ms: float = typer.Option(0.0, help="Mean answer latency in milliseconds."),
     jitter_ms: float = typer.Option(0.0, help="Uniform jitter around the latency, in milliseconds."),
-    log: Optional[Path] = typer.Option(None, help="Append one JSON line per answered request to this file."),
+    log: Optional[Path] = typer.Option(None, help="Append one JSON line per request (with its status) to this file."),
+    faults: Optional[str] = typer.Option(
+        None, help='Faults to inject, e.g. "429=0.05,5xx=0.1,timeout=0.02,malformed=0.01,drop=0.01,truncated=0.01".'
+    ),
+    rpm: Optional[int] = typer.Option(None, help="Enforce a requests-per-minute limit (429 past it, OpenAI headers)."),
+    tpm: Optional[int] = typer.Option(None, help="Enforce a tokens-per-minute limit (prompt + max_tokens)."),
+    retry_after: float = typer.Option(1.0, help="Seconds an injected 429 asks the client to wait."),
+    slow_s: float = typer.Option(120.0, help="How long an injected timeout keeps the client waiting."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the fault draws, for repeatable rehearsals."),
 ) -> None:
-    """Serve chat completions with deterministic answers and realistic usage until SIGINT or SIGTERM."""
+    """Serve OpenAI chat completions (/v1/chat/completions) and Anthropic messages (/v1/messages) with
+    deterministic answers and realistic usage until SIGINT or SIGTERM."""
     with handled():
-        cfg = SimulatorConfig(latency_ms=latency_ms, jitter_ms=jitter_ms, log_path=log)
+        try:
+            injected = parse_faults(faults, seed, retry_after, slow_s)
+        except ValueError as exc:
+            raise ConfigError(f"--faults: {exc}") from None
+        cfg = SimulatorConfig(
+            latency_ms=latency_ms, jitter_ms=jitter_ms, log_path=log, faults=injected, rpm=rpm, tpm=tpm
+        )
 
         def ready(url: str) -> None:
             err_console.print(f"simulator listening on {url}", markup=False)

@@ -87,8 +87,10 @@ class BackendError(CostinferError):
         retryable: bool = False,
         fatal: bool = False,
         retry_after: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
+        self.headers = headers
         self.error_class = error_class
         self.status = status
         self.retryable = retryable

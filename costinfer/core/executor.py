@@ -19,10 +19,12 @@ import anyio.to_thread
 import duckdb
 
 from costinfer.backends.base import Backend
+from costinfer.core.breaker import CircuitBreaker
 from costinfer.core.budget import BudgetGuard
 from costinfer.core.errors import AuthError, BackendError
 from costinfer.core.prices import ModelPrice
 from costinfer.core.progress import NullProgress, ProgressSink
+from costinfer.core.ratelimit import RateLimiter
 from costinfer.core.store import Outcome, Pending, Store
 
 
@@ -33,6 +35,8 @@ class ExecConfig:
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
     commit_interval_s: float = 0.02
+    rpm: float | None = None
+    tpm: float | None = None
 
 
 class Executor:
@@ -55,6 +59,9 @@ class Executor:
         self.progress = progress or NullProgress()
         self.stop_reason: str | None = None
         self.auth_error: AuthError | None = None
+        self.fatal_error: BackendError | None = None
+        self.limiter = RateLimiter(cfg.rpm, cfg.tpm)
+        self.breaker = CircuitBreaker()
         self.calls_done = 0  # durable outcomes of this invocation
         self.cost_done = Decimal(0)  # durable billed dollars of this invocation
         self._buffer: list[Outcome] = []
@@ -143,6 +150,10 @@ class Executor:
         attempt = 0
         while True:
             attempt += 1
+            await self.breaker.wait()
+            await self.limiter.acquire(item.input_bound + item.max_tokens)
+            if self.stopping:
+                return None
             started = time.perf_counter()
             try:
                 done = await self.backend.complete(item.body)
@@ -151,6 +162,15 @@ class Executor:
                 self.request_stop("auth")
                 return None
             except BackendError as exc:
+                self.limiter.observe(exc.headers)
+                if exc.fatal:
+                    self.fatal_error = exc
+                    self.request_stop(exc.error_class)
+                    return None
+                if exc.status == 429:
+                    self.limiter.pause(exc.retry_after if exc.retry_after is not None else 1.0)
+                elif exc.retryable:
+                    self.breaker.failure()
                 if not exc.retryable or attempt >= self.cfg.max_attempts:
                     return Outcome(
                         key=item.key,
@@ -171,6 +191,8 @@ class Executor:
                     return None
                 continue
             latency = (time.perf_counter() - started) * 1000
+            self.limiter.observe(done.headers)
+            self.breaker.success()
             return Outcome(
                 key=item.key,
                 provider=provider,

@@ -65,6 +65,12 @@ class RunOptions:
     config: Path | None = None
     on_over_budget: Literal["fail", "partial"] = "fail"
     simulator_latency_ms: float = 0.0
+    simulator_faults: str | None = None  # e.g. "429=0.05,5xx=0.1": a rehearsal against faults
+    simulator_rpm: int | None = None
+    simulator_tpm: int | None = None
+    simulator_seed: int | None = None
+    rpm: float | None = None  # the provider's limits, to pace calls within
+    tpm: float | None = None
 
     def output_path(self) -> Path:
         if self.output is not None:
@@ -155,6 +161,9 @@ def validate(opts: RunOptions) -> None:
         raise ConfigError(f"--budget must be zero or more dollars, got {opts.budget_usd}")
     if opts.max_tokens < 1:
         raise ConfigError(f"--max-tokens must be at least 1, got {opts.max_tokens}")
+    for name, value in (("--rpm", opts.rpm), ("--tpm", opts.tpm)):
+        if value is not None and value <= 0:
+            raise ConfigError(f"{name} must be more than 0, got {value}")
     if opts.on_over_budget not in ("fail", "partial"):
         raise ConfigError(f"--on-over-budget must be fail or partial, got {opts.on_over_budget}")
     if opts.on_bad_row not in ("fail", "skip"):
@@ -224,8 +233,16 @@ def run(
         base_url = opts.base_url
         if setup.backend_cls.name == "simulate" and base_url is None:
             from costinfer.simulator import SimulatorConfig, running_in_thread
+            from costinfer.simulator.faults import parse_faults
 
-            sim = stack.enter_context(running_in_thread(SimulatorConfig(latency_ms=opts.simulator_latency_ms)))
+            try:
+                faults = parse_faults(opts.simulator_faults, opts.simulator_seed, slow_s=opts.timeout_s * 2)
+            except ValueError as exc:
+                raise ConfigError(f"--sim-faults: {exc}") from None
+            sim_cfg = SimulatorConfig(
+                latency_ms=opts.simulator_latency_ms, faults=faults, rpm=opts.simulator_rpm, tpm=opts.simulator_tpm
+            )
+            sim = stack.enter_context(running_in_thread(sim_cfg))
             base_url = sim.url
         backend = setup.backend_cls(
             BackendConfig(base_url=base_url, timeout_s=opts.timeout_s, concurrency=opts.concurrency)
@@ -339,7 +356,7 @@ def _execute_run(
         backend,
         prepared.prices,
         guard,
-        ExecConfig(concurrency=opts.concurrency, max_attempts=opts.max_attempts),
+        ExecConfig(concurrency=opts.concurrency, max_attempts=opts.max_attempts, rpm=opts.rpm, tpm=opts.tpm),
         progress,
     )
     progress.phase("calling", prepared.plan.to_call)
@@ -350,12 +367,15 @@ def _execute_run(
         if executor.auth_error is not None:
             hint = f"; check {backend.api_key_env}" if backend.api_key_env else ""
             raise AuthError(f"the server refused the credentials ({executor.auth_error}){hint}; the run stopped early")
+        if executor.fatal_error is not None:
+            raise BudgetError(
+                f"the provider says the account's quota is used up ({executor.fatal_error}); the run stopped early. "
+                f"Rerun the same command once the account has credit: answered rows will not be paid again"
+            )
     finally:
         stop_reason = executor.stop_reason
         calls_elapsed = time.monotonic() - calls_started
-        not_run_reason = {"budget": "not_run: budget", "interrupted": "not_run: interrupted"}.get(
-            stop_reason or "", "not_run"
-        )
+        not_run_reason = f"not_run: {stop_reason}" if stop_reason else "not_run"
         out = opts.output_path()
         store.write_results(run_id, out, "parquet" if out.suffix.lower() == ".parquet" else "jsonl", not_run_reason)
         status = "completed" if stop_reason is None else "stopped"

@@ -1,0 +1,146 @@
+"""A long run meets 429s, 5xx, timeouts, malformed bodies and dropped connections, and still ends well."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from costinfer.core.errors import ExitCode
+from costinfer.simulator import Faults, SimulatorConfig, running_in_thread
+from tests.conftest import Cli, read_jsonl, sim_log, write_jsonl
+
+MIX = dict(rate_5xx=0.10, rate_429=0.05, rate_timeout=0.02, rate_malformed=0.01, rate_drop=0.01)
+
+
+def test_two_thousand_rows_through_faults_end_answered_or_with_an_error(cli: Cli, tmp_path: Path) -> None:
+    rows = [{"id": f"r{i}", "prompt": f"Fault test question {i}", "max_tokens": 32} for i in range(2000)]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    out = tmp_path / "o.jsonl"
+    faults = Faults(**MIX, retry_after_s=0.05, slow_s=3.0, seed=11)  # type: ignore[arg-type]
+    cfg = SimulatorConfig(faults=faults, log_path=tmp_path / "log.jsonl")
+    args = [
+        "run",
+        data,
+        "--store",
+        tmp_path / "s.duckdb",
+        "--output",
+        out,
+        "--timeout",
+        "1",
+        "-c",
+        "32",
+        "--max-attempts",
+        "3",
+        "--json",
+    ]
+    with running_in_thread(cfg) as sim:
+        first = cli(*args, "--base-url", sim.url)
+        log = sim_log(sim)
+        statuses = Counter(str(e["status"]) for e in log)
+        # every fault kind really happened
+        assert {"429", "500", "timeout", "malformed", "drop"} <= set(statuses) | {"502", "503"}
+        summary = json.loads(first.stdout)
+        results = read_jsonl(out)
+        assert len(results) == 2000
+        assert all((r["response"] is None) != (r["error"] is None) for r in results)  # answered xor an error
+        assert not any(r["error"] and r["error"].startswith("not_run") for r in results)
+        failed = [r for r in results if r["error"]]
+        assert len(failed) == summary["failed"]
+        assert first.exit_code == (ExitCode.ROWS_FAILED if failed else ExitCode.OK)
+        for r in failed:  # the error class and the provider's message are kept
+            assert r["error"].split(":")[0] in {
+                "server_error",
+                "rate_limited",
+                "timeout",
+                "malformed_response",
+                "connection_error",
+            }
+        # no good answer was paid twice
+        paid = [e["digest"] for e in log if e["status"] == 200]
+        assert len(paid) == len(set(paid)) == 2000 - len(failed)
+
+        second = cli(*args, "--base-url", sim.url)  # the rerun retries only what failed
+        again = json.loads(second.stdout)
+        assert again["cache_hits"] == 2000 - len(failed)
+        log2 = sim_log(sim)[len(log) :]
+        assert {e["digest"] for e in log2 if e["status"] == 200}.isdisjoint(paid)
+    assert again["calls"] == len(failed)  # exactly the failed rows were sent again
+    final = read_jsonl(out)
+    assert again["fresh"] + again["cache_hits"] + again["failed"] == 2000
+    assert sum(r["response"] is not None for r in final) == 2000 - again["failed"]
+
+
+def test_quota_exhausted_stops_the_run_instead_of_retrying(cli: Cli, tmp_path: Path) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hits = []
+
+    class NoMoney(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            hits.append(1)
+            self.rfile.read(int(self.headers["content-length"]))
+            body = (
+                b'{"error": {"message": "You exceeded your current quota, please check your plan and billing '
+                b'details.", "type": "insufficient_quota", "param": null, "code": "insufficient_quota"}}'
+            )
+            self.send_response(429)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NoMoney)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"q{i}"} for i in range(200)])
+        result = cli(
+            "run",
+            data,
+            "--base-url",
+            f"http://127.0.0.1:{server.server_port}/v1",
+            "--store",
+            tmp_path / "s.duckdb",
+            "--output",
+            tmp_path / "o.jsonl",
+            "-c",
+            "4",
+            "--quiet",
+        )
+    finally:
+        server.shutdown()
+    assert result.exit_code == ExitCode.BUDGET
+    assert "quota is used up" in result.stderr
+    assert len(hits) <= 8
+    assert all(r["error"] == "not_run: quota_exhausted" for r in read_jsonl(tmp_path / "o.jsonl"))
+
+
+@pytest.mark.parametrize("rpm", [600])
+def test_the_client_paces_under_an_enforced_limit(cli: Cli, tmp_path: Path, rpm: int) -> None:
+    """A short version of benchmarks/rate_limits.py: 60 calls at 600/min take about 6 s and earn no 429."""
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"q{i}", "max_tokens": 8} for i in range(60)])
+    with running_in_thread(SimulatorConfig(rpm=rpm, log_path=tmp_path / "log.jsonl")) as sim:
+        result = cli(
+            "run",
+            data,
+            "--base-url",
+            sim.url,
+            "--rpm",
+            str(rpm),
+            "--store",
+            tmp_path / "s.duckdb",
+            "--output",
+            tmp_path / "o.jsonl",
+            "-c",
+            "16",
+            "--json",
+        )
+        statuses = Counter(e["status"] for e in sim_log(sim))
+    assert result.exit_code == 0
+    assert statuses[429] == 0 and statuses[200] == 60
+    assert 5.0 < json.loads(result.stdout)["calls_elapsed_s"] < 8.0
