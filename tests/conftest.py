@@ -78,3 +78,16 @@ def subprocess_cli(*args: str, env: dict[str, str] | None = None, **kw: Any) -> 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+PROTOCOLS = ["openai", "anthropic"]
+
+
+def provider_args(protocol: str, sim_url: str) -> tuple[list[str], dict[str, str]]:
+    """CLI arguments and environment that point a run at the simulator through one protocol's backend."""
+    if protocol == "anthropic":
+        return (
+            ["--provider", "anthropic", "--base-url", sim_url.removesuffix("/v1"), "--model", "claude-haiku-4-5"],
+            {"ANTHROPIC_API_KEY": "sk-ant-test"},
+        )
+    return ["--provider", "openai", "--base-url", sim_url], {"OPENAI_API_KEY": "sk-test"}

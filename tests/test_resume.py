@@ -12,9 +12,10 @@ import pytest
 
 from costinfer.core.errors import ExitCode
 from costinfer.simulator import SimulatorConfig, body_digest, running_in_thread
-from tests.conftest import read_jsonl, subprocess_cli, write_jsonl
+from tests.conftest import provider_args, read_jsonl, subprocess_cli, write_jsonl
 
 N = 400
+OPENAI_ENV = {"OPENAI_API_KEY": "sk-test"}
 CONCURRENCY = 8
 
 
@@ -37,43 +38,42 @@ def wait_for_log(path: Path, n: int, proc: object, timeout: float = 60) -> None:
         time.sleep(0.02)
 
 
-def durable_digests(store: Path) -> set[str]:
+def durable_digests(store: Path, protocol: str = "openai") -> set[str]:
+    """Digests, as the simulator logs them, of the requests whose answers are durable in the store."""
+    from costinfer.backends.anthropic import to_messages_request
+
     with duckdb.connect(str(store), read_only=True) as con:
-        bodies = con.execute("SELECT q.body FROM responses r JOIN requests q ON q.key = r.key").fetchall()
-    return {body_digest(json.loads(b)) for (b,) in bodies}
+        bodies = [
+            json.loads(b)
+            for (b,) in con.execute("SELECT q.body FROM responses r JOIN requests q ON q.key = r.key").fetchall()
+        ]
+    if protocol == "anthropic":
+        bodies = [to_messages_request(b) for b in bodies]
+    return {body_digest(b) for b in bodies}
 
 
-def args(data: Path, url: str, tmp_path: Path) -> list[object]:
-    return [
-        "run",
-        data,
-        "--base-url",
-        url,
-        "--store",
-        tmp_path / "store.duckdb",
-        "--output",
-        tmp_path / "out.jsonl",
-        "--concurrency",
-        CONCURRENCY,
-        "--json",
-    ]
+def args(data: Path, url: str, tmp_path: Path, protocol: str = "openai") -> list[object]:
+    target, _ = provider_args(protocol, url)
+    out = tmp_path / "out.jsonl"
+    return ["run", data, *target, "--store", tmp_path / "store.duckdb", "--output", out, "-c", CONCURRENCY, "--json"]
 
 
-@pytest.mark.parametrize("kill_after", [60, 150])
-def test_sigkill_then_rerun_pays_nothing_twice(tmp_path: Path, kill_after: int) -> None:
+@pytest.mark.parametrize(("kill_after", "protocol"), [(60, "openai"), (150, "openai"), (100, "anthropic")])
+def test_sigkill_then_rerun_pays_nothing_twice(tmp_path: Path, kill_after: int, protocol: str) -> None:
     log = tmp_path / "requests.jsonl"
     data = dataset(tmp_path)
+    env = provider_args(protocol, "x")[1]
     with running_in_thread(SimulatorConfig(latency_ms=15, jitter_ms=10, log_path=log)) as sim:
-        proc = subprocess_cli(*args(data, sim.url, tmp_path))
+        proc = subprocess_cli(*args(data, sim.url, tmp_path, protocol), env=env)
         wait_for_log(log, kill_after, proc)
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
         time.sleep(0.3)  # calls the server was still answering finish and are logged
         before = log_digests(log)
-        saved = durable_digests(tmp_path / "store.duckdb")
+        saved = durable_digests(tmp_path / "store.duckdb", protocol)
         assert 0 < len(saved) <= len(set(before))
 
-        rerun = subprocess_cli(*args(data, sim.url, tmp_path))
+        rerun = subprocess_cli(*args(data, sim.url, tmp_path, protocol), env=env)
         out, err = rerun.communicate(timeout=120)
         assert rerun.returncode == 0, err
         after = log_digests(log)[len(before) :]
@@ -85,7 +85,7 @@ def test_sigkill_then_rerun_pays_nothing_twice(tmp_path: Path, kill_after: int) 
     assert repeated == set(before) - saved
     assert len(repeated) <= 8 * CONCURRENCY  # in flight, plus a few 20 ms commit groups at ~400 calls/s
     # every distinct request was answered, and the output is complete
-    assert set(before) | set(after) == durable_digests(tmp_path / "store.duckdb")
+    assert set(before) | set(after) == durable_digests(tmp_path / "store.duckdb", protocol)
     assert len(set(before) | set(after)) == 360
     summary = json.loads(out)
     assert summary["resumed"] is True
@@ -102,7 +102,7 @@ def test_sigterm_and_ctrl_c_stop_cleanly_and_resume(tmp_path: Path, sig: signal.
     log = tmp_path / "requests.jsonl"
     data = dataset(tmp_path)
     with running_in_thread(SimulatorConfig(latency_ms=30, log_path=log)) as sim:
-        proc = subprocess_cli(*args(data, sim.url, tmp_path))
+        proc = subprocess_cli(*args(data, sim.url, tmp_path), env=OPENAI_ENV)
         wait_for_log(log, 50, proc)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
@@ -122,7 +122,7 @@ def test_sigterm_and_ctrl_c_stop_cleanly_and_resume(tmp_path: Path, sig: signal.
         answered = [r for r in rows if r["response"]]
         assert len({r["key"] for r in answered}) == len(saved)
 
-        rerun = subprocess_cli(*args(data, sim.url, tmp_path))
+        rerun = subprocess_cli(*args(data, sim.url, tmp_path), env=OPENAI_ENV)
         _, err2 = rerun.communicate(timeout=120)
         assert rerun.returncode == 0, err2
         after = log_digests(log)[len(before) :]
@@ -141,7 +141,7 @@ def test_random_signals_at_random_moments(tmp_path: Path, seed: int) -> None:
     log = tmp_path / "requests.jsonl"
     data = dataset(tmp_path)
     with running_in_thread(SimulatorConfig(latency_ms=10, jitter_ms=8, log_path=log)) as sim:
-        proc = subprocess_cli(*args(data, sim.url, tmp_path))
+        proc = subprocess_cli(*args(data, sim.url, tmp_path), env=OPENAI_ENV)
         wait_for_log(log, kill_after, proc)
         proc.send_signal(sig)
         proc.communicate(timeout=60)
@@ -151,7 +151,7 @@ def test_random_signals_at_random_moments(tmp_path: Path, seed: int) -> None:
         saved = durable_digests(tmp_path / "store.duckdb")
         if sig == signal.SIGTERM:
             assert saved == set(before)  # a clean stop saves every answer it received
-        rerun = subprocess_cli(*args(data, sim.url, tmp_path))
+        rerun = subprocess_cli(*args(data, sim.url, tmp_path), env=OPENAI_ENV)
         _, err = rerun.communicate(timeout=120)
         assert rerun.returncode == 0, err
         after = log_digests(log)[len(before) :]

@@ -8,15 +8,16 @@ from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
+import pytest
 
 from costinfer.core.errors import ExitCode
 from costinfer.core.store import SCHEMA_VERSION, Store
 from costinfer.simulator import Simulator
-from tests.conftest import SAMPLE, Cli, read_jsonl, sim_log, subprocess_cli, write_jsonl
+from tests.conftest import PROTOCOLS, SAMPLE, Cli, provider_args, read_jsonl, sim_log, subprocess_cli, write_jsonl
 
 
-def run_json(cli: Cli, *args: object) -> tuple[int, dict, str]:
-    result = cli("run", *map(str, args), "--json")
+def run_json(cli: Cli, *args: object, env: dict[str, str] | None = None) -> tuple[int, dict, str]:
+    result = cli("run", *map(str, args), "--json", env=env)
     return result.exit_code, (json.loads(result.stdout) if result.stdout.strip() else {}), result.stderr
 
 
@@ -25,13 +26,13 @@ def distinct_sample_keys() -> int:
     return len({json.dumps({k: v for k, v in r.items() if k not in ("id", "metadata")}, sort_keys=True) for r in rows})
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_sample_run_pays_once_per_distinct_request_and_rerun_is_free(
-    cli: Cli, sim: Simulator, tmp_path: Path, store_path: Path
+    cli: Cli, sim: Simulator, tmp_path: Path, store_path: Path, protocol: str
 ) -> None:
     out = tmp_path / "out.jsonl"
-    code, summary, _ = run_json(
-        cli, SAMPLE, "--base-url", sim.url, "--budget", "1", "--output", out, "--store", store_path
-    )
+    target, env = provider_args(protocol, sim.url)
+    code, summary, _ = run_json(cli, SAMPLE, *target, "--budget", "1", "--output", out, "--store", store_path, env=env)
     assert code == 0
     rows = read_jsonl(out)
     inputs = read_jsonl(SAMPLE)
@@ -55,9 +56,7 @@ def test_sample_run_pays_once_per_distinct_request_and_rerun_is_free(
         assert all(r["cost_usd"] == 0 for r in group[1:])
     # the same command again: zero calls, zero dollars, every row from the cache
     before = sim.requests
-    code, again, _ = run_json(
-        cli, SAMPLE, "--base-url", sim.url, "--budget", "1", "--output", out, "--store", store_path
-    )
+    code, again, _ = run_json(cli, SAMPLE, *target, "--budget", "1", "--output", out, "--store", store_path, env=env)
     assert code == 0
     assert again["calls"] == 0 and Decimal(again["cost_usd"]) == 0 and sim.requests == before
     assert again["cache_hits"] == len(inputs)

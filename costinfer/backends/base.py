@@ -22,7 +22,8 @@ class Completion:
     text: str | None
     input_tokens: int
     output_tokens: int
-    cached_tokens: int = 0
+    cached_tokens: int = 0  # input tokens read from the provider's prompt cache (part of input_tokens)
+    cache_write_tokens: int = 0  # input tokens written to it (part of input_tokens; Anthropic bills them higher)
     finish_reason: str | None = None
     model: str | None = None
     http_status: int = 200
@@ -79,9 +80,10 @@ def registry() -> dict[str, type[Backend]]:
         except Exception as exc:  # a broken plugin must not break the built-in backends
             raise ConfigError(f"the backend plugin '{ep.name}' ({ep.value}) cannot be loaded: {exc}") from exc
     if "openai" not in found:  # running from a source tree that was never installed
+        from costinfer.backends.anthropic import AnthropicBackend
         from costinfer.backends.openai import OpenAIBackend, SimulateBackend, VLLMBackend
 
-        for cls in (OpenAIBackend, VLLMBackend, SimulateBackend):
+        for cls in (OpenAIBackend, VLLMBackend, SimulateBackend, AnthropicBackend):
             found.setdefault(cls.name, cls)
     return found
 

@@ -205,7 +205,7 @@ class Executor:
                 cached_tokens=done.cached_tokens,
                 latency_ms=latency,
                 http_status=done.http_status,
-                cost_usd=price.cost(done.input_tokens, done.output_tokens, done.cached_tokens),
+                cost_usd=price.cost(done.input_tokens, done.output_tokens, done.cached_tokens, done.cache_write_tokens),
             )
 
     async def _write(self, cursor: duckdb.DuckDBPyConnection) -> None:

@@ -32,20 +32,32 @@ class ModelPrice:
     input: Decimal
     output: Decimal
     cached_input: Decimal
+    cache_write: Decimal
     batch_input: Decimal
     batch_output: Decimal
     max_input_tokens: int | None
     max_output_tokens: int | None
 
-    def cost(self, input_tokens: int, output_tokens: int, cached_tokens: int = 0, *, batch: bool = False) -> Decimal:
-        """Exact dollars for billed usage; ``cached_tokens`` is the part of ``input_tokens`` read from a cache."""
+    def cost(
+        self,
+        input_tokens: int,
+        output_tokens: int,
+        cached_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        *,
+        batch: bool = False,
+    ) -> Decimal:
+        """Exact dollars for billed usage. ``cached_tokens`` (read from a prompt cache) and ``cache_write_tokens``
+        (written to it) are parts of ``input_tokens``, each at its own price."""
         in_price, out_price = (self.batch_input, self.batch_output) if batch else (self.input, self.output)
-        fresh = max(input_tokens - cached_tokens, 0)
-        return fresh * in_price + min(cached_tokens, input_tokens) * self.cached_input + output_tokens * out_price
+        cached = min(cached_tokens, input_tokens)
+        written = min(cache_write_tokens, input_tokens - cached)
+        fresh = input_tokens - cached - written
+        return fresh * in_price + cached * self.cached_input + written * self.cache_write + output_tokens * out_price
 
     def worst_case(self, input_tokens: int, max_tokens: int) -> Decimal:
-        """The most a call can cost: every input token at the full price, and every allowed output token."""
-        return input_tokens * self.input + max_tokens * self.output
+        """The most a call can cost: every input token at its dearest input price, and every allowed output token."""
+        return input_tokens * max(self.input, self.cache_write) + max_tokens * self.output
 
 
 def parse_catalog(text: str, source: str) -> dict[str, dict[str, Any]]:
@@ -155,7 +167,7 @@ class Catalog:
         entry = self._entries.get(model) or self._entries.get(f"{provider}/{model}")
         if entry is None:
             if provider in SELF_HOSTED:
-                return ModelPrice(model, provider, ZERO, ZERO, ZERO, ZERO, ZERO, None, None)
+                return ModelPrice(model, provider, ZERO, ZERO, ZERO, ZERO, ZERO, ZERO, None, None)
             raise ConfigError(
                 f"no price for model '{model}' in the catalog ({self.source}); add it under [models.\"{model}\"] in "
                 f'costinfer.toml (or [self_hosted."{model}"] for your own GPU), pass --prices FILE, or pick a '
@@ -167,6 +179,7 @@ class Catalog:
             input=_dec(entry, "input_cost_per_token"),
             output=_dec(entry, "output_cost_per_token"),
             cached_input=_dec(entry, "cache_read_input_token_cost", _dec(entry, "input_cost_per_token")),
+            cache_write=_dec(entry, "cache_creation_input_token_cost", _dec(entry, "input_cost_per_token")),
             batch_input=_dec(entry, "input_cost_per_token_batches", _dec(entry, "input_cost_per_token")),
             batch_output=_dec(entry, "output_cost_per_token_batches", _dec(entry, "output_cost_per_token")),
             max_input_tokens=_int(entry, "max_input_tokens"),

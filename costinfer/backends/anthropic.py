@@ -1,0 +1,165 @@
+"""Anthropic's native Messages API: ``x-api-key`` and ``anthropic-version`` headers, a top-level ``system``, a
+required ``max_tokens``, and usage that reports cache reads and cache writes apart from ``input_tokens``.
+
+The provider-neutral request (OpenAI's chat shape) is translated here: system messages become ``system``, ``stop``
+becomes ``stop_sequences``, function tools become Anthropic tools. ``seed`` has no Anthropic counterpart and is not
+sent; ``response_format`` and tool-result messages are refused with a clear error rather than sent wrongly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import aiohttp
+import orjson
+
+from costinfer.backends.base import Completion
+from costinfer.backends.openai import OpenAIBackend, _http_error, _retry_after, rate_headers
+from costinfer.core.errors import BackendError
+
+ANTHROPIC_VERSION = "2023-06-01"
+_STOP = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls"}
+
+
+class AnthropicBackend(OpenAIBackend):
+    name: ClassVar[str] = "anthropic"
+    default_base_url: ClassVar[str | None] = "https://api.anthropic.com"
+    api_key_env: ClassVar[str | None] = "ANTHROPIC_API_KEY"
+    key_required: ClassVar[bool] = True
+
+    @property
+    def base_url(self) -> str:
+        url = super().base_url
+        return url[: -len("/v1")] if url.endswith("/v1") else url
+
+    @property
+    def endpoint(self) -> str:
+        if self.config.base_url and self.base_url != self.default_base_url:
+            return f"{self.name}:{self.base_url}"
+        return self.name
+
+    def headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION}
+        key = self.api_key()
+        if key:
+            headers["x-api-key"] = key
+        return headers
+
+    async def complete(self, body: dict[str, Any]) -> Completion:
+        if self._session is None:
+            await self.start()
+        assert self._session is not None
+        payload = to_messages_request(body)
+        try:
+            async with self._session.post(f"{self.base_url}/v1/messages", data=orjson.dumps(payload)) as resp:
+                raw = await resp.read()
+                status = resp.status
+                retry_after = _retry_after(resp.headers)
+                headers = rate_headers(resp.headers)
+        except TimeoutError as exc:
+            raise BackendError(
+                f"no answer within {self.config.timeout_s:g}s", error_class="timeout", retryable=True
+            ) from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise BackendError(f"truncated answer: {exc}", error_class="malformed_response", retryable=True) from exc
+        except aiohttp.ClientError as exc:
+            raise BackendError(
+                f"connection failed: {exc.__class__.__name__}: {exc}", error_class="connection_error", retryable=True
+            ) from exc
+        if status != 200:
+            error = _http_error(status, raw, retry_after)
+            error.headers = headers
+            raise error
+        done = parse_message(raw)
+        done.headers = headers
+        return done
+
+
+def to_messages_request(body: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's chat shape to Anthropic's Messages shape."""
+    system: list[str] = []
+    messages: list[dict[str, Any]] = []
+    for message in body["messages"]:
+        role = message["role"]
+        if role in ("system", "developer"):
+            system.append(_text(message["content"]))
+        elif role in ("user", "assistant"):
+            messages.append({"role": role, "content": _content(message["content"])})
+        else:
+            raise BackendError(
+                f"the anthropic backend does not translate '{role}' messages yet", error_class="bad_request"
+            )
+    if body.get("response_format"):
+        raise BackendError("the anthropic backend does not support response_format", error_class="bad_request")
+    out: dict[str, Any] = {"model": body["model"], "max_tokens": body["max_tokens"], "messages": messages}
+    if system:
+        out["system"] = "\n\n".join(system)
+    for name in ("temperature", "top_p"):
+        if body.get(name) is not None:
+            out[name] = body[name]
+    stop = body.get("stop")
+    if stop is not None:
+        out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if body.get("tools"):
+        out["tools"] = [_tool(t) for t in body["tools"]]
+        choice = body.get("tool_choice")
+        if choice == "required":
+            out["tool_choice"] = {"type": "any"}
+        elif isinstance(choice, dict) and choice.get("function"):
+            out["tool_choice"] = {"type": "tool", "name": choice["function"]["name"]}
+        elif choice in ("auto", None):
+            out["tool_choice"] = {"type": "auto"}
+    return out
+
+
+def parse_message(raw: bytes) -> Completion:
+    try:
+        data = orjson.loads(raw)
+        usage = data["usage"]
+        text_parts = [b["text"] for b in data["content"] if b.get("type") == "text"]
+        tool_uses = [b for b in data["content"] if b.get("type") == "tool_use"]
+        cache_read = int(usage.get("cache_read_input_tokens") or 0)
+        cache_write = int(usage.get("cache_creation_input_tokens") or 0)
+        return Completion(
+            text=orjson.dumps(tool_uses).decode() if tool_uses and not text_parts else "".join(text_parts),
+            # Anthropic's input_tokens leave out the tokens read from or written to the cache: add them back
+            input_tokens=int(usage["input_tokens"]) + cache_read + cache_write,
+            output_tokens=int(usage["output_tokens"]),
+            cached_tokens=cache_read,
+            cache_write_tokens=cache_write,
+            finish_reason=_STOP.get(str(data.get("stop_reason")), data.get("stop_reason")),
+            model=data.get("model"),
+        )
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        snippet = raw[:120].decode("utf-8", "replace")
+        raise BackendError(
+            f"malformed answer ({exc.__class__.__name__}): {snippet!r}",
+            error_class="malformed_response",
+            retryable=True,
+        ) from exc
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+
+
+def _content(content: Any) -> Any:
+    if isinstance(content, str):
+        return content
+    parts = []
+    for part in content:
+        if isinstance(part, dict) and part.get("type") == "text":
+            parts.append({"type": "text", "text": part["text"]})
+        else:
+            raise BackendError("the anthropic backend translates text parts only", error_class="bad_request")
+    return parts
+
+
+def _tool(tool: dict[str, Any]) -> dict[str, Any]:
+    fn = tool.get("function") or {}
+    out = {"name": fn.get("name"), "input_schema": fn.get("parameters") or {"type": "object", "properties": {}}}
+    if fn.get("description"):
+        out["description"] = fn["description"]
+    return out

@@ -1,0 +1,85 @@
+"""The rate limiter's pacing and header adaptation, and the circuit breaker."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import anyio
+
+from costinfer.core.breaker import CircuitBreaker
+from costinfer.core.ratelimit import SAFETY, RateLimiter, parse_reset
+from costinfer.simulator import RateWindow
+
+
+def test_parse_reset_formats() -> None:
+    assert parse_reset("6m0s") == 360 and parse_reset("1s") == 1 and parse_reset("20ms") == 0.02
+    assert parse_reset("2026-11-27T19:12:00Z", now=parse_reset_epoch("2026-11-27T19:11:30Z")) == 30
+    assert parse_reset("soon") is None
+
+
+def parse_reset_epoch(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def test_pacing_is_even_and_under_the_limit() -> None:
+    limiter = RateLimiter(rpm=1200)  # 20/s: 50 ms apart (at 97%: 51.5 ms)
+    starts: list[float] = []
+
+    async def go() -> None:
+        async with anyio.create_task_group() as tg:
+            for _ in range(20):
+                tg.start_soon(one)
+
+    async def one() -> None:
+        await limiter.acquire(10)
+        starts.append(time.monotonic())
+
+    anyio.run(go)
+    starts.sort()
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= 60 / (1200 * SAFETY) * 0.9
+    assert starts[-1] - starts[0] >= 19 * 60 / (1200 * SAFETY) * 0.95
+
+
+def test_headers_teach_limits_and_pause_on_an_empty_window() -> None:
+    limiter = RateLimiter()
+    limiter.observe(
+        {
+            "x-ratelimit-limit-requests": "500",
+            "x-ratelimit-remaining-requests": "0",
+            "x-ratelimit-reset-requests": "2s",
+            "x-ratelimit-limit-tokens": "30000",
+        }
+    )
+    assert limiter.rpm == 500 and limiter.tpm == 30000 and limiter.learned
+    assert limiter.pauses == 1
+    limiter.observe({"anthropic-ratelimit-requests-remaining": "3", "anthropic-ratelimit-requests-reset": "1s"})
+    assert limiter.pauses == 1
+
+
+def test_the_simulator_window_matches_what_the_client_reads() -> None:
+    window = RateWindow(rpm=2, tpm=None)
+    assert window.admit(5) is None and window.admit(5) is None
+    wait = window.admit(5)
+    assert wait is not None and 59 < wait <= 60
+    headers = window.headers()
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+    assert 59 < (parse_reset(headers["x-ratelimit-reset-requests"]) or 0) <= 60
+
+
+def test_breaker_opens_after_a_run_of_failures_and_backs_off() -> None:
+    breaker = CircuitBreaker(threshold=3, cooldown_s=0.05, max_cooldown_s=0.2)
+    for _ in range(3):
+        breaker.failure()
+    assert breaker.is_open and breaker.opened == 1
+    t0 = time.monotonic()
+    anyio.run(breaker.wait)
+    assert time.monotonic() - t0 >= 0.04
+    for _ in range(3):
+        breaker.failure()
+    assert breaker.opened == 2 and breaker.cooldown_s == 0.2  # doubled twice, capped
+    breaker.success()
+    assert breaker.cooldown_s == 0.05 and breaker.failures == 0
