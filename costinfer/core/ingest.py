@@ -15,7 +15,7 @@ import orjson
 import pyarrow as pa
 
 from costinfer.core.errors import ConfigError
-from costinfer.core.keys import request_key
+from costinfer.core.keys import normalized_key, request_key, semantic_parts
 from costinfer.core.prices import Catalog, ModelPrice
 from costinfer.core.progress import ProgressSink
 from costinfer.core.reader import RawRow, read_chunks
@@ -91,6 +91,9 @@ class Ingest:
         counts = self.counter.count_bodies([r.body for r in new])
         accepted: list[Request] = []
         for req, n in zip(new, counts, strict=True):
+            parts = semantic_parts(req.body, self.endpoint) if req.extra.get("semantic", True) else None
+            if parts is not None:
+                req.extra["group_key"], req.extra["sem_text"] = parts
             req.input_tokens = n
             req.input_bound = self.counter.input_bound(req.body, n)
             problem = self._limits(req, self.prices[req.model])
@@ -185,6 +188,9 @@ class Ingest:
                 "input_tokens": pa.array([r.input_tokens for r in new], pa.int32()),
                 "max_tokens": pa.array([r.max_tokens for r in new], pa.int32()),
                 "input_bound": pa.array([r.input_bound for r in new], pa.int32()),
+                "norm_key": pa.array([normalized_key(r.body, self.endpoint) for r in new], pa.string()),
+                "group_key": pa.array([r.extra.get("group_key") for r in new], pa.string()),
+                "sem_text": pa.array([r.extra.get("sem_text") for r in new], pa.string()),
             }
         )
 

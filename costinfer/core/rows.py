@@ -83,9 +83,17 @@ def build(row_idx: int, line: int, data: dict[str, Any], spec: RowSpec) -> Reque
             body["tool_choice"] = data["tool_choice"]
         metadata = _opt_dict(data, "metadata")
         priority = _opt_int(data, "priority") or 0
+        semantic = data.get("semantic", True)
+        if isinstance(semantic, str):
+            semantic = semantic.strip().lower() not in ("false", "0", "no")
+        if not isinstance(semantic, bool):
+            raise _Bad("semantic", f"must be true or false, got {_kind(semantic)}")
     except _Bad as bad:
         return Reject(row_idx, line, bad.field, bad.reason, row_id)
-    return Request(row_idx=row_idx, line=line, row_id=row_id, body=body, metadata=metadata, priority=priority)
+    req = Request(row_idx=row_idx, line=line, row_id=row_id, body=body, metadata=metadata, priority=priority)
+    if not semantic:
+        req.extra["semantic"] = False  # this row opts out of the semantic tier
+    return req
 
 
 def _row_id(data: dict[str, Any], spec: RowSpec, row_idx: int) -> str:

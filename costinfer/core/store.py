@@ -91,9 +91,28 @@ def _m2_bounds_and_priority(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _m3_semantic(con: duckdb.DuckDBPyConnection) -> None:
+    # norm_key: the normalized tier's key; group_key: the request without its last user message, the only part the
+    # semantic tier may differ in; sem_text: that message. run_keys gain where their answer comes from.
+    con.execute(
+        """
+        ALTER TABLE requests ADD COLUMN norm_key VARCHAR;
+        ALTER TABLE requests ADD COLUMN group_key VARCHAR;
+        ALTER TABLE requests ADD COLUMN sem_text VARCHAR;
+        ALTER TABLE run_keys ADD COLUMN answer_key VARCHAR;
+        ALTER TABLE run_keys ADD COLUMN tier VARCHAR;
+        ALTER TABLE run_keys ADD COLUMN similarity DOUBLE;
+        CREATE TABLE embeddings (
+            model VARCHAR NOT NULL, text_hash VARCHAR NOT NULL, vector FLOAT[] NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now());
+        """
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     (1, "initial schema: runs, items, rejects, requests, run_keys, responses, calls", _m1_initial),
     (2, "requests.input_bound for the budget's worst case; row priority", _m2_bounds_and_priority),
+    (3, "normalized and semantic tiers: request norm/group keys, run_keys answers, embeddings", _m3_semantic),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -257,8 +276,9 @@ class Store:
             if requests is not None and requests.num_rows:
                 con.register("chunk_requests", requests)
                 con.execute(
-                    "INSERT INTO requests (key, endpoint, model, body, input_tokens, max_tokens, input_bound) "
-                    "SELECT key, endpoint, model, body, input_tokens, max_tokens, input_bound FROM chunk_requests "
+                    "INSERT INTO requests (key, endpoint, model, body, input_tokens, max_tokens, input_bound, norm_key, "
+                    "group_key, sem_text) SELECT key, endpoint, model, body, input_tokens, max_tokens, input_bound, "
+                    "norm_key, group_key, sem_text FROM chunk_requests "
                     "ON CONFLICT DO NOTHING"
                 )
                 con.unregister("chunk_requests")

@@ -1,0 +1,79 @@
+"""Text normalization for the normalized tier, and the guards of the semantic tier.
+
+Embeddings put "refund my order 1234" next to "refund my order 1243", and "I can log in" next to "I can't log in".
+Whatever the cosine says, two texts are not interchangeable when they differ in their numbers, their negations, their
+quoted strings or the named things they mention. Each guard compares one of these features; any difference vetoes
+the match.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+
+_SPACE = re.compile(r"\s+")
+_NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:[.,]\d+)*(?:\.\d+)?%?")
+_NUMBER_WORDS = frozenset(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen "
+    "eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand million billion first "
+    "second third fourth fifth half twice once double triple".split()
+)
+_NEGATIONS = frozenset(
+    "not no never none nobody nothing neither nor nowhere without cannot cant dont doesnt didnt isnt arent wasnt "
+    "werent wont wouldnt shouldnt couldnt hasnt havent hadnt mustnt neednt aint unable fail failed failing refuse "
+    "refused deny denied".split()
+)
+_QUOTED = re.compile(r"\"([^\"]+)\"|“([^”]+)”|«([^»]+)»|`([^`]+)`|(?<!\w)'([^']{2,})'(?!\w)")
+_WORD = re.compile(r"[^\W\d_][\w'’-]*", re.UNICODE)
+_SENTENCE_END = re.compile(r"[.!?:;\n]\s*$")
+
+
+def normalize_text(text: str) -> str:
+    """The normalized tier's form: Unicode NFKC, case folded, runs of white space as one space, trimmed."""
+    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
+def numbers(text: str) -> Counter[str]:
+    found = Counter(m.group(0).replace(",", "").lstrip("+") for m in _NUMBER.finditer(text))
+    for word in _WORD.findall(text.casefold()):
+        if word in _NUMBER_WORDS:
+            found[word] += 1
+    return found
+
+
+def negations(text: str) -> int:
+    words = [w.replace("'", "").replace("’", "") for w in _WORD.findall(text.casefold())]
+    return sum(1 for w in words if w in _NEGATIONS)
+
+
+def quoted(text: str) -> set[str]:
+    return {normalize_text(next(g for g in m.groups() if g)) for m in _QUOTED.finditer(text)}
+
+
+def entities(text: str) -> set[str]:
+    """Capitalized words that do not start a sentence, and words with inner capitals or digits (names, codes)."""
+    found: set[str] = set()
+    for m in _WORD.finditer(text):
+        word = m.group(0)
+        start = m.start()
+        sentence_start = start == 0 or bool(_SENTENCE_END.search(text[:start]))
+        inner_caps = any(c.isupper() for c in word[1:])
+        if (word[0].isupper() and not sentence_start and word.lower() not in ("i", "i'm", "i've", "i'd", "i'll")) or (
+            inner_caps and len(word) > 1
+        ):
+            found.add(word.casefold())
+    return found
+
+
+def conflict(a: str, b: str) -> str | None:
+    """Why two texts must not share an answer, or None when no guard objects."""
+    if numbers(a) != numbers(b):
+        return "numbers differ"
+    if negations(a) != negations(b):
+        return "negation differs"
+    if quoted(a) != quoted(b):
+        return "quoted text differs"
+    if entities(a) != entities(b):
+        return "named entities differ"
+    return None
