@@ -16,6 +16,10 @@ from typer.testing import CliRunner
 from costinfer.cli.app import load_commands
 from costinfer.simulator import Simulator, SimulatorConfig, running_in_thread
 
+# The semantic tier (on by default) loads an embedding model and embeds every new text: tests about the main job turn
+# it off through its documented variable; the semantic tests turn it on with --semantic.
+os.environ.setdefault("COSTINFER_SEMANTIC", "0")
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data" / "prompts.jsonl"
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -11,6 +11,7 @@ import typer
 from costinfer.cli.app import app, err_console, handled, out_console
 from costinfer.cli.render import plan_table
 from costinfer.cli.run import parse_budget
+from costinfer.core.dedupe import DEFAULT_THRESHOLD
 from costinfer.core.errors import ExitCode
 from costinfer.core.runner import DEFAULT_MAX_TOKENS, DEFAULT_MODEL, RunOptions
 from costinfer.core.runner import plan as make_plan
@@ -33,6 +34,17 @@ def plan_command(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where the run will write (names rejects)."),
     prices: Optional[Path] = typer.Option(None, help="A price catalog in LiteLLM's JSON format."),
     config: Optional[Path] = typer.Option(None, help="costinfer.toml. Default: $COSTINFER_CONFIG or ./costinfer.toml"),
+    semantic: Optional[bool] = typer.Option(
+        None,
+        "--semantic/--no-semantic",
+        help="Reuse answers of near-duplicate requests (default: on, or $COSTINFER_SEMANTIC=0 for off).",
+    ),
+    semantic_threshold: float = typer.Option(
+        DEFAULT_THRESHOLD, help="Cosine similarity from which a near-duplicate may share an answer (guards apply)."
+    ),
+    embedding_model: Optional[str] = typer.Option(
+        None, help="A sentence-transformers model name or path (default: all-MiniLM-L6-v2, offline)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the plan as one JSON object on stdout."),
 ) -> None:
     """Count, price and plan a dataset's run against a budget, without touching the network.
@@ -56,7 +68,11 @@ def plan_command(
             output=output,
             prices=prices,
             config=config,
+            semantic_threshold=semantic_threshold,
+            embedding_model=embedding_model,
         )
+        if semantic is not None:
+            opts.semantic = semantic
         prepared = make_plan(opts)
         data = prepared.plan.as_dict()
         if json_out:

@@ -11,6 +11,7 @@ import typer
 
 from costinfer.cli.app import app, err_console, handled, out_console
 from costinfer.cli.render import make_progress, plan_table, stop_progress, summary_table
+from costinfer.core.dedupe import DEFAULT_THRESHOLD
 from costinfer.core.errors import ConfigError
 from costinfer.core.plan import Plan
 from costinfer.core.runner import DEFAULT_MAX_TOKENS, DEFAULT_MODEL, RunOptions, run
@@ -79,6 +80,17 @@ def run_command(
     ),
     sim_tpm: Optional[int] = typer.Option(None, help="With --provider simulate: a tokens-per-minute limit to enforce."),
     sim_seed: Optional[int] = typer.Option(None, help="With --provider simulate: the seed of the injected faults."),
+    semantic: Optional[bool] = typer.Option(
+        None,
+        "--semantic/--no-semantic",
+        help="Reuse answers of near-duplicate requests (default: on, or $COSTINFER_SEMANTIC=0 for off).",
+    ),
+    semantic_threshold: float = typer.Option(
+        DEFAULT_THRESHOLD, help="Cosine similarity from which a near-duplicate may share an answer (guards apply)."
+    ),
+    embedding_model: Optional[str] = typer.Option(
+        None, help="A sentence-transformers model name or path (default: all-MiniLM-L6-v2, offline)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
@@ -118,7 +130,13 @@ def run_command(
             simulator_seed=sim_seed,
             rpm=rpm,
             tpm=tpm,
+            semantic_threshold=semantic_threshold,
+            embedding_model=embedding_model,
         )
+        if semantic is not None:
+            opts.semantic = semantic
+        if not 0 < semantic_threshold <= 1:
+            raise ConfigError(f"--semantic-threshold must be in (0, 1], got {semantic_threshold}")
         progress = make_progress(err_console, quiet)
 
         def show_plan(plan: Plan) -> None:

@@ -15,14 +15,91 @@ from collections import Counter
 _SPACE = re.compile(r"\s+")
 _NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:[.,]\d+)*(?:\.\d+)?%?")
 _NUMBER_WORDS = frozenset(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen "
-    "eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand million billion first "
-    "second third fourth fifth half twice once double triple".split()
+    [
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
+        "twenty",
+        "thirty",
+        "forty",
+        "fifty",
+        "sixty",
+        "seventy",
+        "eighty",
+        "ninety",
+        "hundred",
+        "thousand",
+        "million",
+        "billion",
+        "first",
+        "second",
+        "third",
+        "fourth",
+        "fifth",
+        "half",
+        "twice",
+        "once",
+        "double",
+        "triple",
+    ]
 )
 _NEGATIONS = frozenset(
-    "not no never none nobody nothing neither nor nowhere without cannot cant dont doesnt didnt isnt arent wasnt "
-    "werent wont wouldnt shouldnt couldnt hasnt havent hadnt mustnt neednt aint unable fail failed failing refuse "
-    "refused deny denied".split()
+    [
+        "not",
+        "no",
+        "never",
+        "none",
+        "nobody",
+        "nothing",
+        "neither",
+        "nor",
+        "nowhere",
+        "without",
+        "cannot",
+        "cant",
+        "dont",
+        "doesnt",
+        "didnt",
+        "isnt",
+        "arent",
+        "wasnt",
+        "werent",
+        "wont",
+        "wouldnt",
+        "shouldnt",
+        "couldnt",
+        "hasnt",
+        "havent",
+        "hadnt",
+        "mustnt",
+        "neednt",
+        "aint",
+        "unable",
+        "fail",
+        "failed",
+        "failing",
+        "refuse",
+        "refused",
+        "deny",
+        "denied",
+    ]
 )
 _QUOTED = re.compile(r"\"([^\"]+)\"|“([^”]+)”|«([^»]+)»|`([^`]+)`|(?<!\w)'([^']{2,})'(?!\w)")
 _WORD = re.compile(r"[^\W\d_][\w'’-]*", re.UNICODE)

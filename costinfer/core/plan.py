@@ -41,6 +41,8 @@ class Plan:
     distinct: int
     duplicates: int
     cache_hits: int  # rows answered by earlier runs
+    normalized: int  # rows answered by the normalized-text tier
+    semantic: int  # rows answered by the semantic tier
     answered_in_run: int  # distinct requests this run already answered (a resumed run)
     to_call: int  # distinct requests still to send
     models: list[ModelLine]
@@ -166,7 +168,8 @@ def compute(
         """
         SELECT q.model, q.max_tokens, count(*), sum(q.input_tokens), sum(coalesce(q.input_bound, q.input_tokens))
         FROM run_keys rk JOIN requests q ON q.key = rk.key
-        WHERE rk.run_id = ? AND NOT EXISTS (SELECT 1 FROM responses r WHERE r.key = rk.key)
+        WHERE rk.run_id = ? AND rk.answer_key IS NULL
+          AND NOT EXISTS (SELECT 1 FROM responses r WHERE r.key = rk.key)
         GROUP BY ALL ORDER BY 1, 2
         """,
         [run_id],
@@ -195,6 +198,8 @@ def compute(
         distinct=counts["distinct_keys"],
         duplicates=counts["rows"] - counts["distinct_keys"],
         cache_hits=counts["cache_rows"],
+        normalized=counts["normalized_rows"],
+        semantic=counts["semantic_rows"],
         answered_in_run=counts["done_keys"],
         to_call=counts["pending_keys"],
         models=list(lines.values()),

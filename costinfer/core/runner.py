@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +26,9 @@ import orjson
 from costinfer.backends.base import Backend, BackendConfig, backend_class
 from costinfer.core.budget import BudgetGuard
 from costinfer.core.config import Config
+from costinfer.core.dedupe import DEFAULT_THRESHOLD, DedupeStats
+from costinfer.core.dedupe import resolve as dedupe_resolve
+from costinfer.core.embed import Embedder, missing_dependency
 from costinfer.core.errors import AuthError, BudgetError, ConfigError, ExitCode, InputError
 from costinfer.core.executor import ExecConfig, Executor
 from costinfer.core.ingest import Ingest
@@ -71,6 +75,9 @@ class RunOptions:
     simulator_seed: int | None = None
     rpm: float | None = None  # the provider's limits, to pace calls within
     tpm: float | None = None
+    semantic: bool = field(default_factory=lambda: os.environ.get("COSTINFER_SEMANTIC", "1") != "0")
+    semantic_threshold: float = DEFAULT_THRESHOLD
+    embedding_model: str | None = None
 
     def output_path(self) -> Path:
         if self.output is not None:
@@ -95,6 +102,9 @@ class RunSummary:
     fresh: int
     duplicates: int
     cache_hits: int
+    normalized: int  # rows answered by the normalized-text tier
+    semantic: int  # rows answered by the semantic tier
+    embeddings_computed: int
     failed: int
     not_run: int
     input_tokens: int
@@ -150,6 +160,7 @@ def fingerprint(opts: RunOptions, fmt: str, endpoint: str) -> str:
         "template": opts.template,
         "system": opts.system,
         "on_bad_row": opts.on_bad_row,
+        "semantic": [opts.semantic, opts.semantic_threshold, opts.embedding_model],
     }
     return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
@@ -184,6 +195,7 @@ class Prepared:
     rejects_file: str | None
     notes: list[str]
     plan: Plan
+    embeddings_computed: int = 0
 
 
 @dataclass
@@ -300,15 +312,22 @@ def _prepare(
         text_cells=(setup.fmt == "csv"),
     )
     ingest = Ingest(store, run_id, opts.input_path, setup.fmt, spec, endpoint, provider, setup.catalog)
-    if previous is None or not previous["ingested"]:
+    fresh = previous is None or not previous["ingested"]
+    reuse = DedupeStats()
+    if fresh:
         store.reset_ingest(run_id)
         ingest.run(progress)
         counts = store.finish_ingest(run_id)
+        reuse = _resolve_reuse(opts, store, run_id, progress)
+        store.set_run(run_id, options=orjson.dumps({**_options_record(opts), "reuse": asdict(reuse)}).decode())
     else:
         row = store.run(run_id) or {}
         counts = {"rows": int(row["rows"]), "rejects": int(row["rejects"]), "distinct": int(row["distinct_keys"])}
     input_path = str(opts.input_path)
     notes = ingest.counter.notes()
+    reuse_note = _reuse_note(store, run_id)
+    if reuse_note:
+        notes.append(reuse_note)
     warning = setup.catalog.age_warning(setup.config.max_age_days)
     if warning:
         notes.append(warning)
@@ -329,7 +348,29 @@ def _prepare(
         notes.append(f"{counts['rejects']} bad rows {'found' if planning else 'skipped'}; see {rejects_file}")
     prices = _prices_for_run(store, run_id, setup.catalog, provider, ingest.prices)
     the_plan = compute_plan(store, run_id, prices, opts.budget_usd, str(opts.input_path.resolve()), notes)
-    return Prepared(run_id, resumed, counts, prices, rejects_file, notes, the_plan)
+    computed = reuse.embeddings_computed if fresh else 0
+    return Prepared(run_id, resumed, counts, prices, rejects_file, notes, the_plan, computed)
+
+
+def _resolve_reuse(opts: RunOptions, store: Store, run_id: str, progress: ProgressSink) -> DedupeStats:
+    embedder = None
+    note = None
+    if not opts.semantic:
+        note = "semantic tier off (--no-semantic)"
+    elif (why := missing_dependency()) is not None:
+        note = f"semantic tier off: {why}"
+    else:
+        embedder = Embedder(store, opts.embedding_model)
+        progress.note(f"semantic tier: embedding with {embedder.model_name}")
+    stats = dedupe_resolve(store, run_id, embedder, opts.semantic_threshold)
+    stats.semantic_note = note
+    return stats
+
+
+def _reuse_note(store: Store, run_id: str) -> str | None:
+    row = store.run(run_id) or {}
+    reuse = orjson.loads(row.get("options") or "{}").get("reuse") or {}
+    return reuse.get("semantic_note")
 
 
 def _check_budget(opts: RunOptions, prepared: Prepared, store: Store) -> None:
@@ -396,6 +437,9 @@ def _execute_run(
         fresh=int(summary["fresh"]),
         duplicates=int(summary["duplicates"]),
         cache_hits=int(summary["cache_hits"]),
+        normalized=int(summary["normalized"]),
+        semantic=int(summary["semantic"]),
+        embeddings_computed=prepared.embeddings_computed,
         failed=int(summary["failed"]),
         not_run=int(summary["not_run"]),
         input_tokens=int(summary["input_tokens"]),

@@ -276,8 +276,9 @@ class Store:
             if requests is not None and requests.num_rows:
                 con.register("chunk_requests", requests)
                 con.execute(
-                    "INSERT INTO requests (key, endpoint, model, body, input_tokens, max_tokens, input_bound, norm_key, "
-                    "group_key, sem_text) SELECT key, endpoint, model, body, input_tokens, max_tokens, input_bound, "
+                    "INSERT INTO requests (key, endpoint, model, body, input_tokens, max_tokens, input_bound, "
+                    "norm_key, group_key, sem_text) SELECT key, endpoint, model, body, input_tokens, max_tokens, "
+                    "input_bound, "
                     "norm_key, group_key, sem_text FROM chunk_requests "
                     "ON CONFLICT DO NOTHING"
                 )
@@ -344,7 +345,8 @@ class Store:
     # --- planning and execution -------------------------------------------------------------------------------
 
     def plan_counts(self, run_id: str) -> dict[str, Any]:
-        """Rows, distinct requests, how many are answered already (cache, or earlier in this run) and what is left."""
+        """Rows, distinct requests, how many are answered already (cache, reuse tiers, earlier in this run) and what
+        is left to send."""
         row = self.con.execute(
             """
             SELECT count(*) AS distinct_keys,
@@ -352,11 +354,12 @@ class Store:
                    count(r.key) FILTER (WHERE r.run_id <> $1) AS cache_keys,
                    coalesce(sum(rk.n_rows) FILTER (WHERE r.run_id <> $1), 0) AS cache_rows,
                    count(r.key) FILTER (WHERE r.run_id = $1) AS done_keys,
-                   count(*) FILTER (WHERE r.key IS NULL) AS pending_keys,
-                   coalesce(sum(q.input_tokens) FILTER (WHERE r.key IS NULL), 0) AS pending_input_tokens,
-                   coalesce(sum(q.max_tokens) FILTER (WHERE r.key IS NULL), 0) AS pending_max_output_tokens
+                   count(*) FILTER (WHERE rk.tier = 'normalized') AS normalized_keys,
+                   coalesce(sum(rk.n_rows) FILTER (WHERE rk.tier = 'normalized'), 0) AS normalized_rows,
+                   count(*) FILTER (WHERE rk.tier = 'semantic') AS semantic_keys,
+                   coalesce(sum(rk.n_rows) FILTER (WHERE rk.tier = 'semantic'), 0) AS semantic_rows,
+                   count(*) FILTER (WHERE r.key IS NULL AND rk.answer_key IS NULL) AS pending_keys
             FROM run_keys rk
-            JOIN requests q ON q.key = rk.key
             LEFT JOIN responses r ON r.key = rk.key
             WHERE rk.run_id = $1
             """,
@@ -379,6 +382,7 @@ class Store:
                            q.max_tokens, q.model
                     FROM run_keys rk JOIN requests q ON q.key = rk.key
                     WHERE rk.run_id = ? AND (rk.priority < ? OR (rk.priority = ? AND rk.first_idx > ?))
+                      AND rk.answer_key IS NULL
                       AND NOT EXISTS (SELECT 1 FROM responses r WHERE r.key = rk.key)
                     ORDER BY rk.priority DESC, rk.first_idx LIMIT ?
                     """,
@@ -454,29 +458,42 @@ class Store:
                 SELECT key, arg_max(error_class || ': ' || coalesce(error_message, ''), finished_at) AS error
                 FROM calls WHERE run_id = {rid} AND status = 'error' GROUP BY key),
             rows AS (
-                SELECT i.row_idx, i.row_id, i.line, i.key, i.metadata, rk.first_idx, q.model AS requested_model,
-                       r.run_id AS answered_by, r.response, r.model, r.provider, r.finish_reason, r.input_tokens,
-                       r.output_tokens, r.cost_usd, r.latency_ms, e.error
+                SELECT i.row_idx, i.row_id, i.line, i.key, i.metadata, rk.first_idx, rk.tier, rk.similarity,
+                       rk.answer_key, q.model AS requested_model, r.run_id AS answered_by, r.response, r.model,
+                       r.provider, r.finish_reason, r.input_tokens, r.output_tokens, r.cost_usd, r.latency_ms,
+                       e.error
                 FROM items i
                 JOIN run_keys rk ON rk.run_id = i.run_id AND rk.key = i.key
                 JOIN requests q ON q.key = i.key
-                LEFT JOIN responses r ON r.key = i.key
-                LEFT JOIN last_error e ON e.key = i.key
-                WHERE i.run_id = {rid})
-            SELECT row_id AS id, row_idx AS "row", response, coalesce(model, requested_model) AS model, provider,
+                LEFT JOIN responses r ON r.key = coalesce(rk.answer_key, i.key)
+                LEFT JOIN last_error e ON e.key = coalesce(rk.answer_key, i.key)
+                WHERE i.run_id = {rid}),
+            lenders AS (  -- the row whose answer a reused row got: in this run, else in the run that paid
+                SELECT rk.key, min_by(i.row_id, i.row_idx) AS row_id
+                FROM run_keys rk JOIN items i ON i.run_id = rk.run_id AND i.key = rk.key
+                WHERE rk.key IN (SELECT answer_key FROM rows WHERE answer_key IS NOT NULL)
+                  AND (rk.run_id = {rid}
+                       OR rk.run_id = (SELECT run_id FROM responses WHERE responses.key = rk.key))
+                GROUP BY rk.key)
+            SELECT rows.row_id AS id, row_idx AS "row", response, coalesce(model, requested_model) AS model,
+                   provider,
                    CASE WHEN answered_by IS NULL THEN NULL
+                        WHEN tier IS NOT NULL THEN tier
                         WHEN answered_by <> {rid} THEN 'cache'
                         WHEN row_idx = first_idx THEN 'fresh' ELSE 'duplicate' END AS source,
                    input_tokens, output_tokens,
-                   CASE WHEN answered_by = {rid} AND row_idx = first_idx THEN cost_usd
+                   CASE WHEN answered_by = {rid} AND row_idx = first_idx AND tier IS NULL THEN cost_usd
                         WHEN answered_by IS NULL THEN NULL ELSE 0 END::DECIMAL(38,12) AS cost_usd,
-                   CASE WHEN answered_by = {rid} THEN latency_ms WHEN answered_by IS NULL THEN NULL ELSE 0 END
-                       AS latency_ms,
+                   CASE WHEN answered_by = {rid} AND tier IS NULL THEN latency_ms
+                        WHEN answered_by IS NULL THEN NULL ELSE 0 END AS latency_ms,
                    finish_reason,
                    CASE WHEN answered_by IS NOT NULL THEN NULL
                         ELSE coalesce(error, {_sql_str(not_run_reason)}) END AS error,
-                   metadata, key
-            FROM rows ORDER BY row_idx
+                   CASE WHEN tier IS NOT NULL THEN similarity END AS similarity,
+                   l.row_id AS reused_from,
+                   metadata, rows.key
+            FROM rows LEFT JOIN lenders l ON l.key = rows.answer_key
+            ORDER BY row_idx
         """
 
     def write_results(self, run_id: str, path: Path, fmt: str, not_run_reason: str) -> None:
@@ -500,6 +517,8 @@ class Store:
                    count(*) FILTER (WHERE source = 'fresh') AS fresh,
                    count(*) FILTER (WHERE source = 'duplicate') AS duplicates,
                    count(*) FILTER (WHERE source = 'cache') AS cache_hits,
+                   count(*) FILTER (WHERE source = 'normalized') AS normalized,
+                   count(*) FILTER (WHERE source = 'semantic') AS semantic,
                    count(*) FILTER (WHERE error IS NOT NULL AND error <> 'not_run') AS failed,
                    count(*) FILTER (WHERE error = 'not_run') AS not_run,
                    (SELECT count(*) FROM rejects WHERE run_id = {rid}) AS rejects,

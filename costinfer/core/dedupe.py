@@ -1,0 +1,174 @@
+"""The reuse tiers after exact de-duplication, cheapest first: normalized text, then semantic similarity.
+
+For each distinct request of a run that no earlier answer matches exactly, this decides whether another request's
+answer can serve it, and records that in ``run_keys`` (``answer_key``, ``tier``, ``similarity``) before anything is
+sent. Reuse never chains: only requests that were (or will be) really sent lend their answers.
+
+- **normalized**: the same request once texts are normalized (NFKC, case, white space). An earlier answer wins;
+  otherwise the run's first such request is sent and the others share its answer.
+- **semantic**: within a group of requests identical except for the text of their last user message, a text whose
+  embedding has cosine similarity >= the threshold with an earlier answered text, or with a text this run will send,
+  shares that answer, unless a guard objects (numbers, negations, quoted strings, named entities differ).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from costinfer.core.guards import conflict
+from costinfer.core.store import Store
+
+DEFAULT_THRESHOLD = 0.90  # calibrated on STS-B (docs/semantic.md); --semantic-threshold overrides it
+EXACT_SEARCH_LIMIT = 50_000  # vectors in one group above which search switches from exact to HNSW (benchmarks)
+TOP_K = 8
+
+
+@dataclass
+class DedupeStats:
+    normalized: int = 0
+    semantic: int = 0
+    semantic_vetoed: int = 0  # matches above the threshold that a guard refused
+    embeddings_computed: int = 0
+    semantic_note: str | None = None
+    vetoes: dict[str, int] = field(default_factory=dict)
+
+
+def resolve(store: Store, run_id: str, embedder: Any | None, threshold: float = DEFAULT_THRESHOLD) -> DedupeStats:
+    stats = DedupeStats()
+    stats.normalized = _normalized(store, run_id)
+    if embedder is not None:
+        _semantic(store, run_id, embedder, threshold, stats)
+        stats.embeddings_computed = embedder.computed
+    return stats
+
+
+def _apply(store: Store, run_id: str, rows: list[tuple[str, str, str, float]]) -> None:
+    if not rows:
+        return
+    table = pa.table(
+        {
+            "key": pa.array([r[0] for r in rows], pa.string()),
+            "answer_key": pa.array([r[1] for r in rows], pa.string()),
+            "tier": pa.array([r[2] for r in rows], pa.string()),
+            "similarity": pa.array([r[3] for r in rows], pa.float64()),
+        }
+    )
+    store.con.register("reuse_map", table)
+    store.con.execute(
+        "UPDATE run_keys SET answer_key = m.answer_key, tier = m.tier, similarity = m.similarity "
+        "FROM reuse_map m WHERE run_keys.run_id = ? AND run_keys.key = m.key",
+        [run_id],
+    )
+    store.con.unregister("reuse_map")
+
+
+def _normalized(store: Store, run_id: str) -> int:
+    rows = store.con.execute(
+        """
+        WITH cand AS (
+            SELECT rk.key, rk.first_idx, q.norm_key
+            FROM run_keys rk JOIN requests q ON q.key = rk.key
+            WHERE rk.run_id = $1 AND rk.answer_key IS NULL AND q.norm_key IS NOT NULL
+              AND NOT EXISTS (SELECT 1 FROM responses r WHERE r.key = rk.key)),
+        earlier AS (
+            SELECT q.norm_key, arg_min(q.key, r.created_at) AS key
+            FROM requests q JOIN responses r ON r.key = q.key
+            WHERE q.norm_key IN (SELECT norm_key FROM cand) GROUP BY q.norm_key),
+        firsts AS (SELECT norm_key, arg_min(key, first_idx) AS key FROM cand GROUP BY norm_key)
+        SELECT c.key, coalesce(e.key, f.key) AS answer_key
+        FROM cand c LEFT JOIN earlier e ON e.norm_key = c.norm_key JOIN firsts f ON f.norm_key = c.norm_key
+        WHERE coalesce(e.key, f.key) <> c.key
+        """,
+        [run_id],
+    ).fetchall()
+    _apply(store, run_id, [(k, a, "normalized", 1.0) for k, a in rows])
+    return len(rows)
+
+
+def _semantic(store: Store, run_id: str, embedder: Any, threshold: float, stats: DedupeStats) -> None:
+    candidates = store.con.execute(
+        """
+        SELECT rk.key, q.group_key, q.sem_text
+        FROM run_keys rk JOIN requests q ON q.key = rk.key
+        WHERE rk.run_id = ? AND rk.answer_key IS NULL AND q.group_key IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM responses r WHERE r.key = rk.key)
+        ORDER BY rk.first_idx
+        """,
+        [run_id],
+    ).fetchall()
+    if not candidates:
+        return
+    groups = {g for _, g, _ in candidates}
+    store.con.register("sem_groups", pa.table({"group_key": pa.array(sorted(groups), pa.string())}))
+    answered = store.con.execute(
+        """
+        SELECT q.key, q.group_key, q.sem_text
+        FROM requests q JOIN sem_groups g ON g.group_key = q.group_key
+        WHERE EXISTS (SELECT 1 FROM responses r WHERE r.key = q.key)
+        ORDER BY q.created_at
+        """
+    ).fetchall()
+    store.con.unregister("sem_groups")
+    texts = [t for _, _, t in answered] + [t for _, _, t in candidates]
+    vectors = embedder.embed(texts)
+    by_group: dict[str, list[int]] = defaultdict(list)  # group -> indexes of answered entries
+    for i, (_, group, _) in enumerate(answered):
+        by_group[group].append(i)
+    keys = [k for k, _, _ in answered] + [k for k, _, _ in candidates]
+    reuse: list[tuple[str, str, str, float]] = []
+    offset = len(answered)
+    cand_by_group: dict[str, list[int]] = defaultdict(list)
+    for j, (_, group, _) in enumerate(candidates):
+        cand_by_group[group].append(offset + j)
+    for group, members in cand_by_group.items():
+        index = _Index(vectors.shape[1], len(by_group[group]) + len(members))
+        lenders: list[int] = []  # positions (in keys/texts) of the entries in the index
+        if by_group[group]:
+            index.add(vectors[by_group[group]])
+            lenders.extend(by_group[group])
+        for pos in members:
+            match = None
+            if lenders:
+                sims, hits = index.search(vectors[pos : pos + 1], min(TOP_K, len(lenders)))
+                for sim, hit in zip(sims[0], hits[0], strict=True):
+                    if hit < 0 or sim < threshold:
+                        break
+                    reason = conflict(texts[pos], texts[lenders[hit]])
+                    if reason is None:
+                        match = (lenders[hit], float(sim))
+                        break
+                    stats.semantic_vetoed += 1
+                    stats.vetoes[reason] = stats.vetoes.get(reason, 0) + 1
+            if match is None:
+                index.add(vectors[pos : pos + 1])  # this request will be sent: later ones may share its answer
+                lenders.append(pos)
+            else:
+                reuse.append((keys[pos], keys[match[0]], "semantic", round(min(match[1], 1.0), 6)))
+    _apply(store, run_id, reuse)
+    stats.semantic = len(reuse)
+
+
+class _Index:
+    """Inner-product search over unit vectors: exact (flat) for small groups, HNSW past ``EXACT_SEARCH_LIMIT``."""
+
+    def __init__(self, dim: int, expected: int) -> None:
+        import faiss
+
+        self.index: Any
+        if expected > EXACT_SEARCH_LIMIT:
+            self.index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+            self.index.hnsw.efSearch = 64
+        else:
+            self.index = faiss.IndexFlatIP(dim)
+
+    def add(self, vectors: np.ndarray) -> None:
+        self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        sims, ids = self.index.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
+        return sims, ids
