@@ -59,6 +59,7 @@ def handled() -> Iterator[None]:
 
 def load_commands() -> typer.Typer:
     """Import every command module (each registers itself on ``app``) and return the app."""
+    from costinfer.cli import cache as _cache  # noqa: F401
     from costinfer.cli import plan as _plan  # noqa: F401
     from costinfer.cli import prices as _prices  # noqa: F401
     from costinfer.cli import run as _run  # noqa: F401

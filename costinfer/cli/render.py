@@ -112,6 +112,8 @@ def summary_table(data: dict[str, Any]) -> Table:
         ("answered fresh", data["fresh"]),
         ("duplicates (shared a call)", data["duplicates"]),
         ("cache hits (earlier runs)", data["cache_hits"]),
+        ("normalized-text reuses", data["normalized"]),
+        ("semantic reuses", data["semantic"]),
         ("failed", data["failed"]),
         ("not run", data["not_run"]),
         ("input tokens billed", data["input_tokens"]),
@@ -121,6 +123,8 @@ def summary_table(data: dict[str, Any]) -> Table:
         ("budget", "none" if data["budget_usd"] is None else f"${Decimal(data['budget_usd']):.2f}"),
         ("results", data["output"]),
     ]
+    for source, usd in (data.get("saved_usd") or {}).items():
+        rows.append((f"saved by {source}", f"${Decimal(usd):.6f}"))
     if data.get("rejects_file"):
         rows.append(("rejects", data["rejects_file"]))
     for name, value in rows:

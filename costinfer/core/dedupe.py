@@ -23,9 +23,10 @@ import pyarrow as pa
 from costinfer.core.guards import conflict
 from costinfer.core.store import Store
 
-DEFAULT_THRESHOLD = 0.90  # calibrated on STS-B (docs/semantic.md); --semantic-threshold overrides it
+DEFAULT_THRESHOLD = 0.95  # calibrated on STS-B train+dev (docs/semantic.md); --semantic-threshold overrides it
 EXACT_SEARCH_LIMIT = 50_000  # vectors in one group above which search switches from exact to HNSW (benchmarks)
 TOP_K = 8
+TEMPLATE_MIN_GROUP = 8
 
 
 @dataclass
@@ -38,11 +39,18 @@ class DedupeStats:
     vetoes: dict[str, int] = field(default_factory=dict)
 
 
-def resolve(store: Store, run_id: str, embedder: Any | None, threshold: float = DEFAULT_THRESHOLD) -> DedupeStats:
+def resolve(
+    store: Store,
+    run_id: str,
+    embedder: Any | None,
+    threshold: float = DEFAULT_THRESHOLD,
+    opt_out: set[str] | None = None,
+) -> DedupeStats:
+    """``opt_out``: keys that must not take a semantic answer (a row asked so); they may still lend theirs."""
     stats = DedupeStats()
     stats.normalized = _normalized(store, run_id)
     if embedder is not None:
-        _semantic(store, run_id, embedder, threshold, stats)
+        _semantic(store, run_id, embedder, threshold, stats, opt_out or set())
         stats.embeddings_computed = embedder.computed
     return stats
 
@@ -90,7 +98,9 @@ def _normalized(store: Store, run_id: str) -> int:
     return len(rows)
 
 
-def _semantic(store: Store, run_id: str, embedder: Any, threshold: float, stats: DedupeStats) -> None:
+def _semantic(
+    store: Store, run_id: str, embedder: Any, threshold: float, stats: DedupeStats, opt_out: set[str]
+) -> None:
     candidates = store.con.execute(
         """
         SELECT rk.key, q.group_key, q.sem_text
@@ -115,10 +125,17 @@ def _semantic(store: Store, run_id: str, embedder: Any, threshold: float, stats:
     ).fetchall()
     store.con.unregister("sem_groups")
     texts = [t for _, _, t in answered] + [t for _, _, t in candidates]
-    vectors = embedder.embed(texts)
     by_group: dict[str, list[int]] = defaultdict(list)  # group -> indexes of answered entries
     for i, (_, group, _) in enumerate(answered):
         by_group[group].append(i)
+    members_of: dict[str, list[int]] = defaultdict(list)
+    for i, group in enumerate([g for _, g, _ in answered] + [g for _, g, _ in candidates]):
+        members_of[group].append(i)
+    compared = list(texts)
+    for members in members_of.values():
+        for i, core in zip(members, strip_shared([texts[i] for i in members]), strict=True):
+            compared[i] = core
+    vectors = embedder.embed(compared)
     keys = [k for k, _, _ in answered] + [k for k, _, _ in candidates]
     reuse: list[tuple[str, str, str, float]] = []
     offset = len(answered)
@@ -144,6 +161,8 @@ def _semantic(store: Store, run_id: str, embedder: Any, threshold: float, stats:
                         break
                     stats.semantic_vetoed += 1
                     stats.vetoes[reason] = stats.vetoes.get(reason, 0) + 1
+            if match is not None and keys[pos] in opt_out:
+                match = None  # a row of this request opted out: it is sent, and may lend its answer
             if match is None:
                 index.add(vectors[pos : pos + 1])  # this request will be sent: later ones may share its answer
                 lenders.append(pos)
@@ -151,6 +170,27 @@ def _semantic(store: Store, run_id: str, embedder: Any, threshold: float, stats:
                 reuse.append((keys[pos], keys[match[0]], "semantic", round(min(match[1], 1.0), 6)))
     _apply(store, run_id, reuse)
     stats.semantic = len(reuse)
+
+
+def strip_shared(texts: list[str]) -> list[str]:
+    """Drop the words that every text of a group starts or ends with (a prompt template's fixed parts), so that
+    similarity is measured on what varies. Only in groups of ``TEMPLATE_MIN_GROUP`` texts or more: in a handful of
+    texts, shared words are as likely to be meaning as template. A text left empty keeps its full form."""
+    if len(texts) < TEMPLATE_MIN_GROUP:
+        return texts
+    words = [t.split() for t in texts]
+    shortest = min(len(w) for w in words)
+    head = 0
+    while head < shortest and all(w[head] == words[0][head] for w in words):
+        head += 1
+    tail = 0
+    while tail < shortest - head and all(w[-1 - tail] == words[0][-1 - tail] for w in words):
+        tail += 1
+    out = []
+    for text, w in zip(texts, words, strict=True):
+        core = " ".join(w[head : len(w) - tail])
+        out.append(core or text)
+    return out
 
 
 class _Index:

@@ -107,10 +107,10 @@ class Embedder:
         cur = self.store.con.cursor()
         try:
             cur.register("wanted_hashes", wanted)
-            table: Any = cur.execute(
+            table: Any = cur.sql(
                 "SELECT e.text_hash, e.vector FROM embeddings e JOIN wanted_hashes w USING (text_hash) "
-                "WHERE e.model = ?",
-                [self.model_name],
+                "WHERE e.model = $model",
+                params={"model": self.model_name},
             ).to_arrow_table()
         finally:
             cur.close()

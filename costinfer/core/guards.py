@@ -1,9 +1,9 @@
 """Text normalization for the normalized tier, and the guards of the semantic tier.
 
 Embeddings put "refund my order 1234" next to "refund my order 1243", and "I can log in" next to "I can't log in".
-Whatever the cosine says, two texts are not interchangeable when they differ in their numbers, their negations, their
-quoted strings or the named things they mention. Each guard compares one of these features; any difference vetoes
-the match.
+Whatever the cosine says, two texts are not interchangeable when they differ in their numbers, their negations,
+their quantifiers ("declined" vs "partly declined"), their question word ("where" vs "how"), their quoted strings or
+the named things they mention. Each guard compares one of these features; any difference vetoes the match.
 """
 
 from __future__ import annotations
@@ -101,6 +101,36 @@ _NEGATIONS = frozenset(
         "denied",
     ]
 )
+_QUANTIFIERS = frozenset(
+    [
+        "all",
+        "every",
+        "each",
+        "some",
+        "any",
+        "only",
+        "just",
+        "partly",
+        "partially",
+        "fully",
+        "completely",
+        "most",
+        "more",
+        "less",
+        "least",
+        "few",
+        "many",
+        "several",
+        "both",
+        "either",
+        "extra",
+        "always",
+        "sometimes",
+        "often",
+        "rarely",
+    ]
+)
+_QUESTION_WORDS = frozenset(["what", "where", "when", "why", "how", "who", "whom", "whose", "which"])
 _QUOTED = re.compile(r"\"([^\"]+)\"|“([^”]+)”|«([^»]+)»|`([^`]+)`|(?<!\w)'([^']{2,})'(?!\w)")
 _WORD = re.compile(r"[^\W\d_][\w'’-]*", re.UNICODE)
 _SENTENCE_END = re.compile(r"[.!?:;\n]\s*$")
@@ -119,9 +149,26 @@ def numbers(text: str) -> Counter[str]:
     return found
 
 
-def negations(text: str) -> int:
-    words = [w.replace("'", "").replace("’", "") for w in _WORD.findall(text.casefold())]
-    return sum(1 for w in words if w in _NEGATIONS)
+_POSSESSIVE = re.compile(r"['’]s$")
+
+
+def _words(text: str) -> list[str]:
+    """Lowercased words; "what's" counts as "what", "can't" as "cant"."""
+    return [_POSSESSIVE.sub("", w).replace("'", "").replace("’", "") for w in _WORD.findall(text.casefold())]
+
+
+def negations(text: str) -> Counter[str]:
+    """The negating words themselves: "can't" and "won't" negate different things."""
+    return Counter(w for w in _words(text) if w in _NEGATIONS)
+
+
+def quantifiers(text: str) -> Counter[str]:
+    return Counter(w for w in _words(text) if w in _QUANTIFIERS)
+
+
+def question_words(text: str) -> set[str]:
+    """ "Where do I find X" and "how do I find X" ask different questions."""
+    return {w for w in _words(text) if w in _QUESTION_WORDS}
 
 
 def quoted(text: str) -> set[str]:
@@ -149,6 +196,10 @@ def conflict(a: str, b: str) -> str | None:
         return "numbers differ"
     if negations(a) != negations(b):
         return "negation differs"
+    if quantifiers(a) != quantifiers(b):
+        return "quantifiers differ"
+    if question_words(a) != question_words(b):
+        return "the question differs"
     if quoted(a) != quoted(b):
         return "quoted text differs"
     if entities(a) != entities(b):

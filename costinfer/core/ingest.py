@@ -44,6 +44,7 @@ class Ingest:
     _keys: dict[str, Reject | None] = field(default_factory=dict)  # key -> the reject its first row got, if any
     _unpriced: dict[str, str] = field(default_factory=dict)
     _chunk_keys: set[str] = field(default_factory=set)  # keys first seen in the chunk being read
+    semantic_opt_out: set[str] = field(default_factory=set)  # keys with a row that must not take a semantic answer
 
     def run(self, progress: ProgressSink) -> None:
         progress.phase("reading", None)
@@ -122,6 +123,8 @@ class Ingest:
         if self._price(req.model) is None:
             return Reject(row_idx, line, "model", self._unpriced[req.model], req.row_id)
         req.key = request_key(req.body, self.endpoint)
+        if req.extra.get("semantic") is False:
+            self.semantic_opt_out.add(req.key)
         if req.key not in self._keys:
             self._chunk_keys.add(req.key)
         return req

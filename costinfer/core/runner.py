@@ -107,6 +107,7 @@ class RunSummary:
     embeddings_computed: int
     failed: int
     not_run: int
+    saved_usd: dict[str, Decimal]  # per source: what the reused rows would have cost as calls of their own
     input_tokens: int
     output_tokens: int
     cost_usd: Decimal  # billed by this invocation
@@ -134,7 +135,11 @@ class RunSummary:
         out: dict[str, Any] = {}
         for name in self.__dataclass_fields__:
             value = getattr(self, name)
-            out[name] = money_text(value) if isinstance(value, Decimal) else value
+            if isinstance(value, Decimal):
+                value = money_text(value)
+            elif isinstance(value, dict):
+                value = {k: money_text(v) if isinstance(v, Decimal) else v for k, v in value.items()}
+            out[name] = value
         out["exit_code"] = int(self.exit_code)
         return out
 
@@ -318,7 +323,7 @@ def _prepare(
         store.reset_ingest(run_id)
         ingest.run(progress)
         counts = store.finish_ingest(run_id)
-        reuse = _resolve_reuse(opts, store, run_id, progress)
+        reuse = _resolve_reuse(opts, store, run_id, progress, ingest.semantic_opt_out)
         store.set_run(run_id, options=orjson.dumps({**_options_record(opts), "reuse": asdict(reuse)}).decode())
     else:
         row = store.run(run_id) or {}
@@ -352,7 +357,9 @@ def _prepare(
     return Prepared(run_id, resumed, counts, prices, rejects_file, notes, the_plan, computed)
 
 
-def _resolve_reuse(opts: RunOptions, store: Store, run_id: str, progress: ProgressSink) -> DedupeStats:
+def _resolve_reuse(
+    opts: RunOptions, store: Store, run_id: str, progress: ProgressSink, opt_out: set[str]
+) -> DedupeStats:
     embedder = None
     note = None
     if not opts.semantic:
@@ -362,7 +369,7 @@ def _resolve_reuse(opts: RunOptions, store: Store, run_id: str, progress: Progre
     else:
         embedder = Embedder(store, opts.embedding_model)
         progress.note(f"semantic tier: embedding with {embedder.model_name}")
-    stats = dedupe_resolve(store, run_id, embedder, opts.semantic_threshold)
+    stats = dedupe_resolve(store, run_id, embedder, opts.semantic_threshold, opt_out)
     stats.semantic_note = note
     return stats
 
@@ -441,6 +448,7 @@ def _execute_run(
         semantic=int(summary["semantic"]),
         embeddings_computed=prepared.embeddings_computed,
         failed=int(summary["failed"]),
+        saved_usd=_savings(store, run_id, prepared.prices),
         not_run=int(summary["not_run"]),
         input_tokens=int(summary["input_tokens"]),
         output_tokens=int(summary["output_tokens"]),
@@ -455,6 +463,15 @@ def _execute_run(
         notes=notes,
         plan=prepared.plan.as_dict(),
     )
+
+
+def _savings(store: Store, run_id: str, prices: dict[str, ModelPrice]) -> dict[str, Decimal]:
+    saved: dict[str, Decimal] = {}
+    for source, model, _, input_tokens, output_tokens in store.reuse_by_source(run_id):
+        price = prices.get(model)
+        if price is not None:
+            saved[source] = saved.get(source, Decimal(0)) + price.cost(input_tokens, output_tokens)
+    return saved
 
 
 def _loop_options() -> dict[str, Any]:

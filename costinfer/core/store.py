@@ -445,6 +445,38 @@ class Store:
             con.execute("ROLLBACK")
             raise
 
+    # --- the cache ------------------------------------------------------------------------------------------
+
+    def clear_cache(self) -> int:
+        row = self.con.execute("SELECT count(*) FROM responses").fetchone()
+        self.con.execute("BEGIN TRANSACTION")
+        self.con.execute("DELETE FROM responses")
+        self.con.execute("DELETE FROM embeddings")
+        self.con.execute("COMMIT")
+        return int(row[0]) if row else 0
+
+    def prune_cache(self, days: int) -> int:
+        cutoff = f"now() - INTERVAL {int(days)} DAY"
+        row = self.con.execute(f"SELECT count(*) FROM responses WHERE created_at < {cutoff}").fetchone()
+        self.con.execute("BEGIN TRANSACTION")
+        self.con.execute(f"DELETE FROM responses WHERE created_at < {cutoff}")
+        self.con.execute(f"DELETE FROM embeddings WHERE created_at < {cutoff}")
+        self.con.execute("COMMIT")
+        return int(row[0]) if row else 0
+
+    def export_cache(self, path: Path) -> int:
+        query = (
+            "SELECT r.key, q.endpoint, r.model, q.body AS request, r.response, r.finish_reason, r.input_tokens, "
+            "r.output_tokens, r.cost_usd, r.run_id, r.created_at FROM responses r JOIN requests q ON q.key = r.key "
+            "ORDER BY r.created_at"
+        )
+        fmt = "FORMAT PARQUET" if path.suffix.lower() == ".parquet" else "FORMAT JSON"
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self.con.execute(f"COPY ({query}) TO {_sql_str(str(tmp))} ({fmt})")
+        os.replace(tmp, path)
+        row = self.con.execute("SELECT count(*) FROM responses").fetchone()
+        return int(row[0]) if row else 0
+
     def run_spend(self, run_id: str) -> Decimal:
         row = self.con.execute("SELECT coalesce(sum(cost_usd), 0) FROM calls WHERE run_id = ?", [run_id]).fetchone()
         return Decimal(row[0]) if row else Decimal(0)
@@ -495,6 +527,19 @@ class Store:
             FROM rows LEFT JOIN lenders l ON l.key = rows.answer_key
             ORDER BY row_idx
         """
+
+    def reuse_by_source(self, run_id: str) -> list[tuple[str, str, int, int, int]]:
+        """(source, model, rows, input tokens, output tokens) of the rows answered without a call of their own."""
+        rows = self.con.execute(
+            f"""
+            WITH res AS ({self.results_query(run_id, "not_run")})
+            SELECT res.source, q.model, count(*), sum(q.input_tokens), sum(coalesce(res.output_tokens, 0))
+            FROM res JOIN requests q ON q.key = res.key
+            WHERE res.source IN ('duplicate', 'cache', 'normalized', 'semantic')
+            GROUP BY ALL
+            """
+        ).fetchall()
+        return [(str(a), str(b), int(c), int(d), int(e)) for a, b, c, d, e in rows]
 
     def write_results(self, run_id: str, path: Path, fmt: str, not_run_reason: str) -> None:
         """Write one row per good input row, in input order, atomically (a temporary file, then a rename)."""

@@ -1,0 +1,133 @@
+"""``costinfer cache calibrate|stats|clear|export|prune``: the response cache and the semantic threshold."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from costinfer.cli.app import app, err_console, handled, out_console
+from costinfer.core.calibrate import load_pairs, recommend, similarities, sweep
+from costinfer.core.errors import ConfigError, ExitCode
+from costinfer.core.store import Store
+
+cache_app = typer.Typer(help="The response cache, its embeddings, and the semantic threshold.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+StoreOpt = typer.Option(None, "--store", help="The DuckDB store. Default: $COSTINFER_STORE or the per-user one.")
+
+
+@cache_app.command("calibrate")
+def calibrate(
+    pairs: Path = typer.Argument(..., help="CSV or JSONL of text pairs: text1, text2, label (0/1 or a graded score)."),
+    target_precision: float = typer.Option(0.97, help="The precision the recommended threshold must reach."),
+    positive_min: float = typer.Option(0.5, help="Graded labels: from this score a pair is 'same answer'."),
+    negative_max: float = typer.Option(0.5, help="Graded labels: below this score a pair is 'different'."),
+    embedding_model: Optional[str] = typer.Option(None, help="A sentence-transformers model name or path."),
+    store: Optional[Path] = StoreOpt,
+    json_out: bool = typer.Option(False, "--json", help="Print the table and the recommendation as JSON."),
+) -> None:
+    """Print precision, recall and hit rate per threshold, and the lowest threshold that reaches the target."""
+    with handled():
+        from costinfer.core.embed import Embedder, missing_dependency
+
+        why = missing_dependency()
+        if why:
+            raise ConfigError(f"calibration needs the semantic tier: {why}")
+        data = load_pairs(pairs, positive_min, negative_max)
+        with Store.open(store) as st:
+            embedder = Embedder(st, embedding_model)
+            rows = sweep(data, similarities(data, embedder), [t / 100 for t in range(70, 100)])
+        best = recommend(rows, target_precision)
+        if json_out:
+            typer.echo(
+                json.dumps(
+                    {
+                        "pairs": len(data),
+                        "rows": [r.__dict__ for r in rows],
+                        "recommended": best.__dict__ if best else None,
+                    }
+                )
+            )
+        else:
+            table = Table(title=f"{len(data)} pairs ({sum(p.same for p in data)} same), guards applied")
+            for col in ("threshold", "precision", "recall", "hit rate", "matches"):
+                table.add_column(col, justify="right")
+            for r in rows:
+                table.add_row(
+                    f"{r.threshold:.2f}", f"{r.precision:.3f}", f"{r.recall:.3f}", f"{r.hit_rate:.3f}", str(r.matches)
+                )
+            out_console.print(table)
+            if best:
+                out_console.print(
+                    f"recommended --semantic-threshold {best.threshold:.2f}: precision "
+                    f"{best.precision:.3f}, recall {best.recall:.3f}, hit rate {best.hit_rate:.3f}"
+                )
+        if best is None:
+            err_console.print(f"no threshold reaches precision {target_precision}", markup=False)
+            raise typer.Exit(int(ExitCode.ROWS_FAILED))
+
+
+@cache_app.command("stats")
+def stats(store: Optional[Path] = StoreOpt, json_out: bool = typer.Option(False, "--json")) -> None:
+    """What the cache holds, what it cost, and how many embeddings are kept."""
+    with handled(), Store.open(store) as st:
+        row = st.con.execute(
+            """
+            SELECT (SELECT count(*) FROM responses) AS answers,
+                   (SELECT coalesce(sum(cost_usd), 0) FROM responses) AS paid_usd,
+                   (SELECT count(*) FROM requests) AS requests,
+                   (SELECT count(*) FROM embeddings) AS embeddings,
+                   (SELECT count(*) FROM runs) AS runs,
+                   (SELECT min(created_at) FROM responses)::VARCHAR AS oldest,
+                   (SELECT max(created_at) FROM responses)::VARCHAR AS newest
+            """
+        ).fetchone()
+        assert row is not None
+        data = dict(
+            zip(("answers", "paid_usd", "requests", "embeddings", "runs", "oldest", "newest"), row, strict=True)
+        )
+        data["paid_usd"] = str(data["paid_usd"])
+        data["store"] = str(st.path)
+        if json_out:
+            typer.echo(json.dumps(data))
+        else:
+            for name, value in data.items():
+                out_console.print(f"{name}: {value}", markup=False)
+
+
+@cache_app.command("clear")
+def clear(store: Optional[Path] = StoreOpt, yes: bool = typer.Option(False, "--yes", help="Do not ask.")) -> None:
+    """Forget every cached answer and embedding (the ledger of calls and costs is kept)."""
+    with handled(), Store.open(store) as st:
+        if not yes and not typer.confirm(f"Forget every cached answer in {st.path}?"):
+            raise typer.Exit(1)
+        n = st.clear_cache()
+        out_console.print(f"{n} cached answers forgotten; the ledger is kept", markup=False)
+
+
+@cache_app.command("prune")
+def prune(
+    older_than: int = typer.Option(..., help="Forget answers older than this many days."),
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """Forget cached answers older than N days (the ledger of calls and costs is kept)."""
+    with handled(), Store.open(store) as st:
+        if older_than < 0:
+            raise ConfigError("--older-than must be zero or more days")
+        n = st.prune_cache(older_than)
+        out_console.print(f"{n} cached answers older than {older_than} days forgotten", markup=False)
+
+
+@cache_app.command("export")
+def export(
+    path: Path = typer.Argument(..., help="Where to write: .jsonl or .parquet."),
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """Write every cached answer with its request as JSONL or Parquet."""
+    with handled(), Store.open(store) as st:
+        n = st.export_cache(path)
+        out_console.print(f"{n} cached answers written to {path}", markup=False)

@@ -1,0 +1,110 @@
+"""Choose the semantic threshold from labelled text pairs: precision, recall and hit rate per threshold.
+
+A pair is predicted "same answer" when its cosine similarity reaches the threshold and no guard objects, exactly as
+the semantic tier decides. Labels are 0/1, or graded scores split by ``positive_min`` and ``negative_max`` (pairs in
+between are left out). The recommendation is the lowest threshold whose precision reaches the target.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from costinfer.core.errors import InputError
+from costinfer.core.guards import conflict
+
+TEXT_COLUMNS = (("text1", "text2"), ("sentence1", "sentence2"), ("a", "b"))
+LABEL_COLUMNS = ("label", "score", "similarity")
+
+
+@dataclass
+class Pair:
+    a: str
+    b: str
+    same: bool
+
+
+@dataclass
+class ThresholdRow:
+    threshold: float
+    precision: float
+    recall: float
+    hit_rate: float
+    matches: int
+
+
+def load_pairs(path: Path, positive_min: float = 0.5, negative_max: float = 0.5) -> list[Pair]:
+    """Pairs from CSV (header row) or JSONL; columns text1/text2 (or sentence1/sentence2) and label (or score)."""
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        records: list[dict[str, Any]] = []
+        for n, line in enumerate(path.read_text("utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise InputError(f"{path}:line {n}: malformed JSON: {exc.msg}") from None
+    else:
+        with path.open(encoding="utf-8", newline="") as fh:
+            records = list(csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
+    if not records:
+        raise InputError(f"{path}: no pairs")
+    cols = next((c for c in TEXT_COLUMNS if c[0] in records[0] and c[1] in records[0]), None)
+    label = next((c for c in LABEL_COLUMNS if c in records[0]), None)
+    if cols is None or label is None:
+        raise InputError(f"{path}: needs columns text1, text2 and label (or sentence1, sentence2, score)")
+    pairs: list[Pair] = []
+    for n, rec in enumerate(records, 2):
+        try:
+            value = float(rec[label])
+        except (TypeError, ValueError):
+            raise InputError(f"{path}:row {n}: field '{label}': must be a number, got {rec[label]!r}") from None
+        if value >= positive_min:
+            pairs.append(Pair(str(rec[cols[0]]), str(rec[cols[1]]), True))
+        elif value < negative_max or (positive_min == negative_max and value < positive_min):
+            pairs.append(Pair(str(rec[cols[0]]), str(rec[cols[1]]), False))
+    return pairs
+
+
+def similarities(pairs: list[Pair], embedder: Any) -> np.ndarray:
+    vectors = embedder.embed([p.a for p in pairs] + [p.b for p in pairs])
+    n = len(pairs)
+    sims: np.ndarray = np.einsum("ij,ij->i", vectors[:n], vectors[n:])
+    return sims
+
+
+def sweep(pairs: list[Pair], sims: np.ndarray, thresholds: list[float]) -> list[ThresholdRow]:
+    same = np.array([p.same for p in pairs])
+    allowed = np.array([conflict(p.a, p.b) is None for p in pairs])
+    positives = max(int(same.sum()), 1)
+    rows = []
+    for t in thresholds:
+        predicted = (sims >= t) & allowed
+        matches = int(predicted.sum())
+        tp = int((predicted & same).sum())
+        rows.append(
+            ThresholdRow(
+                threshold=round(t, 4),
+                precision=tp / matches if matches else 1.0,
+                recall=tp / positives,
+                hit_rate=matches / len(pairs),
+                matches=matches,
+            )
+        )
+    return rows
+
+
+def recommend(rows: list[ThresholdRow], target_precision: float) -> ThresholdRow | None:
+    """The lowest threshold from which precision stays at or above the target."""
+    ok = None
+    for row in sorted(rows, key=lambda r: r.threshold, reverse=True):
+        if row.precision < target_precision or row.matches == 0:
+            break
+        ok = row
+    return ok

@@ -1,0 +1,190 @@
+"""Semantic de-duplication with the real embedding model: reuse near-duplicates, never a different question."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from costinfer.core.dedupe import DEFAULT_THRESHOLD, strip_shared
+from costinfer.core.guards import conflict
+from costinfer.simulator import Simulator
+from tests.conftest import SHARED_DATA, Cli, read_jsonl, write_jsonl
+
+pytest.importorskip("sentence_transformers", reason="the semantic extra is not installed")
+
+
+def run(cli: Cli, sim: Simulator, data: Path, store: Path, *extra: str) -> tuple[dict, list[dict]]:
+    out = data.with_suffix(".out.jsonl")
+    result = cli("run", data, "--base-url", sim.url, "--store", store, "--output", out, "--semantic", "--json", *extra)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout), read_jsonl(out)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("Refund order 1234 please", "Refund order 1243 please"),
+        ("I want two new cards", "I want three new cards"),
+        ("I can log in to the app", "I can't log in to the app"),
+        ("The transfer was approved", "The transfer was not approved"),
+        ('Translate "good morning" to French', 'Translate "good night" to French'),
+        ("Book a flight to Paris tomorrow", "Book a flight to London tomorrow"),
+        ("I can't verify my identity", "I won't verify my identity"),
+        ("My cash withdrawal was declined", "My cash withdrawal was partly declined"),
+        ("Where do I find the exchange rate?", "How do I find the exchange rate?"),
+    ],
+)
+def test_guards_refuse_pairs_that_differ_in_a_number_negation_quote_or_name(a: str, b: str) -> None:
+    assert conflict(a, b) is not None
+
+
+def test_pairs_differing_only_in_a_number_or_negation_are_never_matched(
+    cli: Cli, sim: Simulator, tmp_path: Path
+) -> None:
+    rows = [
+        {"id": "a1", "prompt": "Please refund order 1234 today"},
+        {"id": "a2", "prompt": "Please refund order 1243 today"},
+        {"id": "b1", "prompt": "My card payment was approved"},
+        {"id": "b2", "prompt": "My card payment was not approved"},
+        {"id": "c1", "prompt": "I need 2 replacement cards"},
+        {"id": "c2", "prompt": "I need 3 replacement cards"},
+    ]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    # even with a threshold that lets almost anything through, the guards hold
+    summary, results = run(cli, sim, data, tmp_path / "s.duckdb", "--semantic-threshold", "0.3")
+    assert summary["semantic"] == 0 and summary["calls"] == 6
+    assert {r["source"] for r in results} == {"fresh"}
+
+
+def test_near_duplicates_share_one_call_and_say_where_the_answer_came_from(
+    cli: Cli, sim: Simulator, tmp_path: Path
+) -> None:
+    rows = [
+        {"id": "q1", "prompt": "What is your refund policy?"},
+        {"id": "q2", "prompt": "what is  your REFUND policy?"},  # normalized tier: case and spaces
+        {"id": "q3", "prompt": "What's your refund policy?"},  # semantic tier
+        {"id": "q4", "prompt": "How do I close my account?"},
+        {"id": "q5", "prompt": "What is the refund policy?", "semantic": False},  # opts out: a call of its own
+    ]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    summary, results = run(cli, sim, data, tmp_path / "s.duckdb")
+    by_id = {r["id"]: r for r in results}
+    assert by_id["q2"]["source"] == "normalized" and by_id["q2"]["reused_from"] == "q1"
+    assert by_id["q3"]["source"] == "semantic" and by_id["q3"]["reused_from"] == "q1"
+    assert DEFAULT_THRESHOLD <= by_id["q3"]["similarity"] <= 1
+    assert by_id["q3"]["response"] == by_id["q1"]["response"] and by_id["q3"]["cost_usd"] == 0
+    assert by_id["q4"]["source"] == "fresh" and by_id["q5"]["source"] == "fresh"
+    assert summary["calls"] == 3 and summary["semantic"] == 1 and summary["normalized"] == 1
+    # without its opt-out, q5 would have been answered semantically too
+    rows[4]["semantic"] = True
+    again, results2 = run(cli, sim, write_jsonl(tmp_path / "e.jsonl", rows), tmp_path / "s2.duckdb")
+    assert {r["id"]: r["source"] for r in results2}["q5"] == "semantic" and again["calls"] == 2
+    assert float(summary["saved_usd"]["semantic"]) > 0
+
+
+def test_across_runs_the_cache_answers_near_duplicates_and_no_embedding_is_computed_twice(
+    cli: Cli, sim: Simulator, tmp_path: Path
+) -> None:
+    store = tmp_path / "s.duckdb"
+    first = write_jsonl(
+        tmp_path / "a.jsonl",
+        [{"id": "x", "prompt": "How can I reset my PIN?"}, {"id": "y", "prompt": "Where is my new card?"}],
+    )
+    s1, _ = run(cli, sim, first, store)
+    assert s1["calls"] == 2 and s1["embeddings_computed"] == 2
+    second = write_jsonl(tmp_path / "b.jsonl", [{"id": "z", "prompt": "How do I reset my PIN?"}])
+    s2, results = run(cli, sim, second, store)
+    assert s2["calls"] == 0 and results[0]["source"] == "semantic" and results[0]["reused_from"] == "x"
+    # the same texts again, for another model: nothing is answered yet, but every embedding is already stored
+    s3, _ = run(cli, sim, first, store, "--model", "gpt-4o")
+    assert s3["calls"] == 2 and s3["embeddings_computed"] == 0
+
+
+def test_no_semantic_keeps_the_normalized_tier(cli: Cli, sim: Simulator, tmp_path: Path) -> None:
+    data = write_jsonl(
+        tmp_path / "d.jsonl", [{"prompt": "Hello   World"}, {"prompt": "hello world"}, {"prompt": "Hello, world!"}]
+    )
+    result = cli(
+        "run",
+        data,
+        "--base-url",
+        sim.url,
+        "--store",
+        tmp_path / "s.duckdb",
+        "--output",
+        tmp_path / "o.jsonl",
+        "--no-semantic",
+        "--json",
+    )
+    summary = json.loads(result.stdout)
+    assert summary["normalized"] == 1 and summary["semantic"] == 0 and summary["calls"] == 2
+    assert "semantic tier off (--no-semantic)" in result.stderr
+
+
+def test_template_boilerplate_is_not_what_is_compared() -> None:
+    texts = [
+        f"Customer message: {t}\nIntent label:"
+        for t in ("my card is lost", "where is my card", "hi", "a b", "c", "d", "e", "f")
+    ]
+    assert strip_shared(texts)[:2] == ["my card is lost", "where is my card"]
+    few = ["What is your refund policy?", "What's your refund policy?"]
+    assert strip_shared(few) == few  # too few texts to tell a template from meaning
+
+
+needs_data = pytest.mark.skipif(not SHARED_DATA.exists(), reason=f"reference data not found at {SHARED_DATA}")
+
+
+@needs_data
+def test_banking77_reuses_answers_only_within_an_intent(cli: Cli, sim: Simulator, tmp_path: Path) -> None:
+    with (SHARED_DATA / "banking77" / "test.csv").open(encoding="utf-8", newline="") as fh:
+        rows = [
+            {
+                "id": f"b{i}",
+                "prompt": f"Classify this banking customer message: {r['text']}\nIntent:",
+                "max_tokens": 8,
+                "metadata": {"label": r["category"]},
+            }
+            for i, r in enumerate(csv.DictReader(fh))
+        ]
+    data = write_jsonl(tmp_path / "banking.jsonl", rows)
+    summary, results = run(cli, sim, data, tmp_path / "s.duckdb")
+    label = {r["id"]: r["metadata"]["label"] for r in rows}
+    reused = [r for r in results if r["source"] == "semantic"]
+    same = sum(label[r["id"]] == label[r["reused_from"]] for r in reused)
+    print(
+        f"banking77: {len(rows)} rows, {summary['calls']} calls, {len(reused)} semantic reuses "
+        f"({same} with the same intent), calls saved by reuse: {len(rows) - summary['calls']}"
+    )
+    assert len(reused) > 0
+    assert same / len(reused) >= 0.97
+
+
+@needs_data
+def test_default_threshold_precision_on_stsb_test(cli: Cli, tmp_path: Path) -> None:
+    pairs = tmp_path / "stsb-test.jsonl"
+    with (SHARED_DATA / "stsb" / "sts-test.csv").open(encoding="utf-8") as fh, pairs.open("w") as out:
+        for row in csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):
+            if len(row) >= 7:
+                out.write(json.dumps({"text1": row[5], "text2": row[6], "score": float(row[4])}) + "\n")
+    result = cli(
+        "cache",
+        "calibrate",
+        pairs,
+        "--positive-min",
+        "4.5",
+        "--negative-max",
+        "3",
+        "--json",
+        "--store",
+        tmp_path / "s.duckdb",
+    )
+    table = json.loads(result.stdout)
+    at_default = next(r for r in table["rows"] if r["threshold"] == DEFAULT_THRESHOLD)
+    print(
+        f"STS-B test at {DEFAULT_THRESHOLD}: precision {at_default['precision']:.3f}, recall "
+        f"{at_default['recall']:.3f}, hit rate {at_default['hit_rate']:.3f} over {table['pairs']} pairs"
+    )
+    assert at_default["precision"] >= 0.97
