@@ -1,0 +1,103 @@
+"""Embedding throughput of costinfer vs a bare SentenceTransformer.encode, and lookup time at scale.
+
+    .venv/bin/python benchmarks/embeddings.py [--texts 4000] [--stored 1000000]
+
+1. The same real texts (banking77 train) are embedded by a bare `model.encode(texts, batch_size=64)` and by
+   costinfer's Embedder with a fresh store (hashing, length-sorted batches, storing the vectors in DuckDB). Prints
+   `embedding throughput ratio = costinfer / bare` (target >= 0.9).
+2. Lookup: --stored random unit vectors (384 dimensions) in an exact inner-product index (faiss IndexFlatIP) and in
+   HNSW (M=32, efSearch=64, what the semantic tier switches to above EXACT_SEARCH_LIMIT vectors in a group). Prints
+   milliseconds per query for each, HNSW's build time, and its recall@1 against exact search, at several sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def throughput(n: int) -> None:
+    from costinfer.core.embed import Embedder
+    from costinfer.core.store import Store
+
+    with (SHARED / "banking77" / "train.csv").open(encoding="utf-8", newline="") as fh:
+        texts = list(dict.fromkeys(r["text"] for r in csv.DictReader(fh)))[:n]
+    with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp) / "s.duckdb") as store:
+        embedder = Embedder(store)
+        model = embedder._load()  # loaded once, outside both timings
+        model.encode(texts[:64], batch_size=64)  # warm up
+        t0 = time.perf_counter()
+        model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+        bare = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        embedder.embed(texts)
+        ours = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        embedder.embed(texts)
+        again = time.perf_counter() - t0
+    print(
+        f"{len(texts)} texts: bare encode {bare:.2f} s ({len(texts) / bare:.0f}/s), costinfer {ours:.2f} s "
+        f"({len(texts) / ours:.0f}/s, stored), from the store again {again:.3f} s"
+    )
+    print(f"embedding throughput ratio = costinfer / bare = {bare / ours:.2f}")
+
+
+def lookup(stored: int, queries: int = 200) -> None:
+    import faiss
+
+    rng = np.random.default_rng(0)
+    dim = 384
+    for size in sorted({10_000, 50_000, 200_000, stored}):
+        base = rng.standard_normal((size, dim), dtype=np.float32)
+        base /= np.linalg.norm(base, axis=1, keepdims=True)
+        q = base[rng.integers(0, size, queries)] + 0.05 * rng.standard_normal((queries, dim), dtype=np.float32)
+        q /= np.linalg.norm(q, axis=1, keepdims=True)
+        flat = faiss.IndexFlatIP(dim)
+        flat.add(base)
+        t0 = time.perf_counter()
+        for i in range(queries):
+            flat.search(q[i : i + 1], 8)
+        flat_ms = (time.perf_counter() - t0) / queries * 1000
+        _, truth = flat.search(q, 1)
+        t0 = time.perf_counter()
+        hnsw = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        hnsw.add(base)
+        build = time.perf_counter() - t0
+        hnsw.hnsw.efSearch = 64
+        t0 = time.perf_counter()
+        for i in range(queries):
+            hnsw.search(q[i : i + 1], 8)
+        hnsw_ms = (time.perf_counter() - t0) / queries * 1000
+        _, got = hnsw.search(q, 1)
+        recall = float((got[:, 0] == truth[:, 0]).mean())
+        print(
+            f"{size:>9} stored: exact {flat_ms:7.3f} ms/query; HNSW {hnsw_ms:6.3f} ms/query "
+            f"(built in {build:6.1f} s, recall@1 {recall:.3f})",
+            flush=True,
+        )
+        del base, flat, hnsw
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--texts", type=int, default=4000)
+    parser.add_argument("--stored", type=int, default=1_000_000)
+    args = parser.parse_args()
+    if not SHARED.exists():
+        sys.exit(f"needs the reference data in {SHARED}")
+    throughput(args.texts)
+    lookup(args.stored)
+
+
+if __name__ == "__main__":
+    main()
