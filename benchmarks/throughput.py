@@ -4,7 +4,9 @@
 
 Both send the same N distinct requests to one simulator process on loopback: first a bare aiohttp loop (a semaphore
 and a gather, nothing saved), then `costinfer run` as a subprocess with a fresh store (reading, keys, the budget
-guard, durable commits, the results file: all of it, start-up included). Prints `throughput ratio = costinfer / bare`.
+guard, durable commits, the results file: all of it, start-up included; the semantic tier is turned off with
+--no-semantic, since its cost is embedding, measured by benchmarks/embeddings.py). Prints
+`throughput ratio = costinfer / bare`.
 Target (issue 2): at least 0.8 at N = 20,000 and concurrency 64.
 """
 
