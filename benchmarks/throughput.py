@@ -80,6 +80,7 @@ def main() -> None:
             "100",
             "--json",
             "--quiet",
+            "--no-semantic",
         ]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
