@@ -68,8 +68,17 @@ def main() -> None:
         tokens = sum(len(enc.encode_ordinary(p)) for p in prompts)
         tik_s = time.perf_counter() - t0
         del prompts
-        cmd = [sys.executable, "-m", "costinfer", "plan", str(data), "--store", str(Path(tmp) / "s.duckdb"), "--json",
-               "--no-semantic"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "costinfer",
+            "plan",
+            str(data),
+            "--store",
+            str(Path(tmp) / "s.duckdb"),
+            "--json",
+            "--no-semantic",
+        ]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         plan_s = time.perf_counter() - t0

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +96,32 @@ def provider_args(protocol: str, sim_url: str) -> tuple[list[str], dict[str, str
             {"ANTHROPIC_API_KEY": "sk-ant-test"},
         )
     return ["--provider", "openai", "--base-url", sim_url], {"OPENAI_API_KEY": "sk-test"}
+
+
+@contextmanager
+def refusing_server(status: int, body: bytes) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A plain HTTP server on loopback that answers every POST with ``status`` and ``body`` (a provider refusing:
+    bad request, bad key, no quota). Yields its base URL and the list of requests it received."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[dict[str, Any]] = []
+
+    class Refuse(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/v1", received
+    finally:
+        server.shutdown()

@@ -10,7 +10,7 @@ import pytest
 
 from costinfer.core.errors import ExitCode
 from costinfer.simulator import Faults, SimulatorConfig, running_in_thread
-from tests.conftest import PROTOCOLS, Cli, provider_args, read_jsonl, sim_log, write_jsonl
+from tests.conftest import PROTOCOLS, Cli, provider_args, read_jsonl, refusing_server, sim_log, write_jsonl
 
 MIX = dict(rate_5xx=0.10, rate_429=0.05, rate_timeout=0.02, rate_malformed=0.01, rate_drop=0.01)
 
@@ -78,36 +78,17 @@ def test_two_thousand_rows_through_faults_end_answered_or_with_an_error(
 
 
 def test_quota_exhausted_stops_the_run_instead_of_retrying(cli: Cli, tmp_path: Path) -> None:
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    hits = []
-
-    class NoMoney(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            hits.append(1)
-            self.rfile.read(int(self.headers["content-length"]))
-            body = (
-                b'{"error": {"message": "You exceeded your current quota, please check your plan and billing '
-                b'details.", "type": "insufficient_quota", "param": null, "code": "insufficient_quota"}}'
-            )
-            self.send_response(429)
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), NoMoney)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    no_money = (
+        b'{"error": {"message": "You exceeded your current quota, please check your plan and billing '
+        b'details.", "type": "insufficient_quota", "param": null, "code": "insufficient_quota"}}'
+    )
+    with refusing_server(429, no_money) as (url, received):
         data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"q{i}"} for i in range(200)])
         result = cli(
             "run",
             data,
             "--base-url",
-            f"http://127.0.0.1:{server.server_port}/v1",
+            url,
             "--store",
             tmp_path / "s.duckdb",
             "--output",
@@ -116,11 +97,9 @@ def test_quota_exhausted_stops_the_run_instead_of_retrying(cli: Cli, tmp_path: P
             "4",
             "--quiet",
         )
-    finally:
-        server.shutdown()
     assert result.exit_code == ExitCode.BUDGET
     assert "quota is used up" in result.stderr
-    assert len(hits) <= 8
+    assert len(received) <= 8
     assert all(r["error"] == "not_run: quota_exhausted" for r in read_jsonl(tmp_path / "o.jsonl"))
 
 

@@ -13,7 +13,17 @@ import pytest
 from costinfer.core.errors import ExitCode
 from costinfer.core.store import SCHEMA_VERSION, Store
 from costinfer.simulator import Simulator
-from tests.conftest import PROTOCOLS, SAMPLE, Cli, provider_args, read_jsonl, sim_log, subprocess_cli, write_jsonl
+from tests.conftest import (
+    PROTOCOLS,
+    SAMPLE,
+    Cli,
+    provider_args,
+    read_jsonl,
+    refusing_server,
+    sim_log,
+    subprocess_cli,
+    write_jsonl,
+)
 
 
 def run_json(cli: Cli, *args: object, env: dict[str, str] | None = None) -> tuple[int, dict, str]:
@@ -178,64 +188,22 @@ def test_budget_stops_dispatch_and_says_so(cli: Cli, sim: Simulator, tmp_path: P
 
 
 def test_server_errors_become_row_errors(cli: Cli, tmp_path: Path, store_path: Path) -> None:
-    # gpt-4o-mini accepts at most 16,384 output tokens; the simulator rejects nothing, so use a bad body instead:
-    # a tools entry that is not an object is refused by costinfer itself, so send the request to a server that
-    # answers 400 to every call.
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class Refuse(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["content-length"]))
-            body = b'{"error": {"message": "Invalid value for temperature", "type": "invalid_request_error"}}'
-            self.send_response(400)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    refusal = b'{"error": {"message": "Invalid value for temperature", "type": "invalid_request_error"}}'
+    with refusing_server(400, refusal) as (url, received):
         data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "a"}, {"prompt": "b"}])
         out = tmp_path / "o.jsonl"
-        code, summary, err = run_json(
-            cli, data, "--base-url", f"http://127.0.0.1:{server.server_port}/v1", "--output", out, "--store", store_path
-        )
-    finally:
-        server.shutdown()
+        code, summary, err = run_json(cli, data, "--base-url", url, "--output", out, "--store", store_path)
     assert code == ExitCode.ROWS_FAILED
     assert summary["failed"] == 2 and summary["calls"] == 2
+    assert len(received) == 2  # a 400 is not retried
     rows = read_jsonl(out)
     assert all(r["error"] == "bad_request: HTTP 400: Invalid value for temperature" for r in rows)
     assert "2 rows failed; rerun the same command to retry them" in err
 
 
 def test_auth_failure_stops_the_run_early(cli: Cli, tmp_path: Path, store_path: Path) -> None:
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    hits = []
-
-    class Deny(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            hits.append(1)
-            self.rfile.read(int(self.headers["content-length"]))
-            body = b'{"error": {"message": "Incorrect API key provided: sk-xx", "type": "invalid_request_error"}}'
-            self.send_response(401)
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Deny)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    refusal = b'{"error": {"message": "Incorrect API key provided: sk-xx", "type": "invalid_request_error"}}'
+    with refusing_server(401, refusal) as (url, received):
         data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"q{i}"} for i in range(300)])
         result = cli(
             "run",
@@ -243,7 +211,7 @@ def test_auth_failure_stops_the_run_early(cli: Cli, tmp_path: Path, store_path: 
             "--provider",
             "openai",
             "--base-url",
-            f"http://127.0.0.1:{server.server_port}/v1",
+            url,
             "--output",
             tmp_path / "o.jsonl",
             "--store",
@@ -253,11 +221,9 @@ def test_auth_failure_stops_the_run_early(cli: Cli, tmp_path: Path, store_path: 
             "--quiet",
             env={"OPENAI_API_KEY": "sk-wrong"},
         )
-    finally:
-        server.shutdown()
     assert result.exit_code == ExitCode.USAGE
-    assert "Incorrect API key provided" in result.stderr
-    assert len(hits) <= 8  # stopped after the calls already in flight, not after 300
+    assert "Incorrect API key provided" in result.stderr and "check OPENAI_API_KEY" in result.stderr
+    assert len(received) <= 8  # stopped after the calls already in flight, not after 300
 
 
 def test_store_schema_is_versioned(store_path: Path) -> None:

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import aiohttp
 import orjson
 
 from costinfer.backends.base import Completion
-from costinfer.backends.openai import OpenAIBackend, _http_error, _retry_after, rate_headers
+from costinfer.backends.openai import OpenAIBackend
 from costinfer.core.errors import BackendError
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -26,6 +25,7 @@ class AnthropicBackend(OpenAIBackend):
     default_base_url: ClassVar[str | None] = "https://api.anthropic.com"
     api_key_env: ClassVar[str | None] = "ANTHROPIC_API_KEY"
     key_required: ClassVar[bool] = True
+    path: ClassVar[str] = "/v1/messages"
 
     @property
     def base_url(self) -> str:
@@ -45,34 +45,11 @@ class AnthropicBackend(OpenAIBackend):
             headers["x-api-key"] = key
         return headers
 
-    async def complete(self, body: dict[str, Any]) -> Completion:
-        if self._session is None:
-            await self.start()
-        assert self._session is not None
-        payload = to_messages_request(body)
-        try:
-            async with self._session.post(f"{self.base_url}/v1/messages", data=orjson.dumps(payload)) as resp:
-                raw = await resp.read()
-                status = resp.status
-                retry_after = _retry_after(resp.headers)
-                headers = rate_headers(resp.headers)
-        except TimeoutError as exc:
-            raise BackendError(
-                f"no answer within {self.config.timeout_s:g}s", error_class="timeout", retryable=True
-            ) from exc
-        except aiohttp.ClientPayloadError as exc:
-            raise BackendError(f"truncated answer: {exc}", error_class="malformed_response", retryable=True) from exc
-        except aiohttp.ClientError as exc:
-            raise BackendError(
-                f"connection failed: {exc.__class__.__name__}: {exc}", error_class="connection_error", retryable=True
-            ) from exc
-        if status != 200:
-            error = _http_error(status, raw, retry_after)
-            error.headers = headers
-            raise error
-        done = parse_message(raw)
-        done.headers = headers
-        return done
+    def translate(self, body: dict[str, Any]) -> dict[str, Any]:
+        return to_messages_request(body)
+
+    def parse(self, raw: bytes) -> Completion:
+        return parse_message(raw)
 
 
 def to_messages_request(body: dict[str, Any]) -> dict[str, Any]:

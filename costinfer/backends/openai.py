@@ -25,6 +25,7 @@ class OpenAIBackend(Backend):
     default_base_url: ClassVar[str | None] = "https://api.openai.com/v1"
     api_key_env: ClassVar[str | None] = "OPENAI_API_KEY"
     key_required: ClassVar[bool] = True
+    path: ClassVar[str] = "/chat/completions"
 
     _session: aiohttp.ClientSession | None = None
 
@@ -73,9 +74,10 @@ class OpenAIBackend(Backend):
         if self._session is None:
             await self.start()
         assert self._session is not None
-        url = f"{self.base_url}/chat/completions"
+        url = f"{self.base_url}{self.path}"
+        payload = self.translate(body)
         try:
-            async with self._session.post(url, data=orjson.dumps(body)) as resp:
+            async with self._session.post(url, data=orjson.dumps(payload)) as resp:
                 raw = await resp.read()
                 status = resp.status
                 retry_after = _retry_after(resp.headers)
@@ -94,9 +96,16 @@ class OpenAIBackend(Backend):
             error = _http_error(status, raw, retry_after)
             error.headers = headers
             raise error
-        done = parse_chat_completion(raw)
+        done = self.parse(raw)
         done.headers = headers
         return done
+
+    def translate(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The provider-neutral request in this protocol's shape (OpenAI's is the neutral one)."""
+        return body
+
+    def parse(self, raw: bytes) -> Completion:
+        return parse_chat_completion(raw)
 
 
 def parse_chat_completion(raw: bytes) -> Completion:
