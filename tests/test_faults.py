@@ -127,3 +127,24 @@ def test_the_client_paces_under_an_enforced_limit(cli: Cli, tmp_path: Path, rpm:
     assert result.exit_code == 0
     assert statuses[429] == 0 and statuses[200] == 60
     assert 5.0 < json.loads(result.stdout)["calls_elapsed_s"] < 8.0
+
+
+def test_a_model_in_an_outage_falls_back_and_the_cache_stays_truthful(cli: Cli, tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"id": f"r{i}", "prompt": f"Outage question {i}"} for i in range(40)])
+    store, out = tmp_path / "s.duckdb", tmp_path / "o.jsonl"
+    args = ["run", data, "--model", "gpt-4o", "--store", store, "--output", out, "-c", "4", "--json"]
+    with running_in_thread(SimulatorConfig(down_models=("gpt-4o",), log_path=tmp_path / "log.jsonl")) as sim:
+        result = cli(*args, "--base-url", sim.url, "--fallback-model", "gpt-4o-mini", "--max-attempts", "20")
+        statuses = Counter((e["model"], e["status"]) for e in sim_log(sim))
+    summary = json.loads(result.stdout)
+    rows = read_jsonl(out)
+    assert result.exit_code == 0 and summary["failed"] == 0
+    assert summary["fallback"] == 40 == sum(r["source"] == "fallback" for r in rows)
+    assert {r["model"] for r in rows} == {"gpt-4o-mini"}  # each row says which model answered
+    assert all(r["cost_usd"] > 0 for r in rows)  # the fallback calls were paid by this run
+    assert statuses[("gpt-4o-mini", 200)] == 40 and statuses[("gpt-4o", 503)] >= 10
+    # the outage is over: a new run asks gpt-4o itself; the fallback answers are not passed off as gpt-4o's
+    with running_in_thread(SimulatorConfig()) as sim:
+        again = json.loads(cli(*args, "--base-url", sim.url).stdout)
+    assert again["calls"] == 40 and again["fallback"] == 0
+    assert {r["model"] for r in read_jsonl(out)} == {"gpt-4o"}

@@ -114,6 +114,7 @@ def summary_table(data: dict[str, Any]) -> Table:
         ("cache hits (earlier runs)", data["cache_hits"]),
         ("normalized-text reuses", data["normalized"]),
         ("semantic reuses", data["semantic"]),
+        ("answered by the fallback model", data["fallback"]),
         ("failed", data["failed"]),
         ("not run", data["not_run"]),
         ("input tokens billed", data["input_tokens"]),

@@ -67,6 +67,9 @@ def run_command(
     ),
     prices: Optional[Path] = typer.Option(None, help="A price catalog in LiteLLM's JSON format."),
     config: Optional[Path] = typer.Option(None, help="costinfer.toml. Default: $COSTINFER_CONFIG or ./costinfer.toml"),
+    fallback_model: Optional[str] = typer.Option(
+        None, help="A model to send to while the provider keeps failing (the circuit breaker is open)."
+    ),
     rpm: Optional[float] = typer.Option(
         None, help="The provider's requests-per-minute limit: calls are paced under it."
     ),
@@ -130,6 +133,7 @@ def run_command(
             simulator_seed=sim_seed,
             rpm=rpm,
             tpm=tpm,
+            fallback_model=fallback_model,
             semantic_threshold=semantic_threshold,
             embedding_model=embedding_model,
         )

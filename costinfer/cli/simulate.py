@@ -31,6 +31,7 @@ def serve(
     retry_after: float = typer.Option(1.0, help="Seconds an injected 429 asks the client to wait."),
     slow_s: float = typer.Option(120.0, help="How long an injected timeout keeps the client waiting."),
     seed: Optional[int] = typer.Option(None, help="Seed of the fault draws, for repeatable rehearsals."),
+    down_model: list[str] = typer.Option([], help="A model in an outage: every request for it gets a 503."),
 ) -> None:
     """Serve OpenAI chat completions (/v1/chat/completions) and Anthropic messages (/v1/messages) with
     deterministic answers and realistic usage until SIGINT or SIGTERM."""
@@ -40,7 +41,13 @@ def serve(
         except ValueError as exc:
             raise ConfigError(f"--faults: {exc}") from None
         cfg = SimulatorConfig(
-            latency_ms=latency_ms, jitter_ms=jitter_ms, log_path=log, faults=injected, rpm=rpm, tpm=tpm
+            latency_ms=latency_ms,
+            jitter_ms=jitter_ms,
+            log_path=log,
+            faults=injected,
+            rpm=rpm,
+            tpm=tpm,
+            down_models=tuple(down_model),
         )
 
         def ready(url: str) -> None:

@@ -22,6 +22,7 @@ from costinfer.backends.base import Backend
 from costinfer.core.breaker import CircuitBreaker
 from costinfer.core.budget import BudgetGuard
 from costinfer.core.errors import AuthError, BackendError
+from costinfer.core.keys import request_key
 from costinfer.core.prices import ModelPrice
 from costinfer.core.progress import NullProgress, ProgressSink
 from costinfer.core.ratelimit import RateLimiter
@@ -37,6 +38,7 @@ class ExecConfig:
     commit_interval_s: float = 0.02
     rpm: float | None = None
     tpm: float | None = None
+    fallback_model: str | None = None  # sent instead while the circuit breaker is open
 
 
 class Executor:
@@ -132,6 +134,10 @@ class Executor:
             while (item := await self._next()) is not None:
                 price = self.prices[item.model]
                 worst = price.worst_case(item.input_bound, item.max_tokens)
+                if self.cfg.fallback_model:  # the call may go to either model: hold the dearer worst case
+                    worst = max(
+                        worst, self.prices[self.cfg.fallback_model].worst_case(item.input_bound, item.max_tokens)
+                    )
                 if not self.budget.try_reserve(worst):
                     self.request_stop("budget")
                     return
@@ -150,13 +156,16 @@ class Executor:
         attempt = 0
         while True:
             attempt += 1
-            await self.breaker.wait()
+            fallback = self.cfg.fallback_model if self.cfg.fallback_model and self.breaker.is_open else None
+            if fallback is None:
+                await self.breaker.wait()
             await self.limiter.acquire(item.input_bound + item.max_tokens)
             if self.stopping:
                 return None
+            body = {**item.body, "model": fallback} if fallback else item.body
             started = time.perf_counter()
             try:
-                done = await self.backend.complete(item.body)
+                done = await self.backend.complete(body)
             except AuthError as exc:
                 self.auth_error = exc
                 self.request_stop("auth")
@@ -169,7 +178,7 @@ class Executor:
                     return None
                 if exc.status == 429:
                     self.limiter.pause(exc.retry_after if exc.retry_after is not None else 1.0)
-                elif exc.retryable:
+                elif exc.retryable and fallback is None:
                     self.breaker.failure()
                 if not exc.retryable or attempt >= self.cfg.max_attempts:
                     return Outcome(
@@ -192,6 +201,27 @@ class Executor:
                 continue
             latency = (time.perf_counter() - started) * 1000
             self.limiter.observe(done.headers)
+            if fallback:
+                # the answer is the fallback request's: cached under its own key, lent to the original one
+                price = self.prices[fallback]
+                return Outcome(
+                    key=request_key(body, self.backend.endpoint),
+                    provider=provider,
+                    model=fallback,
+                    attempts=attempt,
+                    response=done.text,
+                    finish_reason=done.finish_reason,
+                    input_tokens=done.input_tokens,
+                    output_tokens=done.output_tokens,
+                    cached_tokens=done.cached_tokens,
+                    latency_ms=latency,
+                    http_status=done.http_status,
+                    cost_usd=price.cost(
+                        done.input_tokens, done.output_tokens, done.cached_tokens, done.cache_write_tokens
+                    ),
+                    replaces=item.key,
+                    request_body=body,
+                )
             self.breaker.success()
             return Outcome(
                 key=item.key,

@@ -75,6 +75,7 @@ class RunOptions:
     simulator_seed: int | None = None
     rpm: float | None = None  # the provider's limits, to pace calls within
     tpm: float | None = None
+    fallback_model: str | None = None  # sent instead while the provider keeps failing (circuit breaker open)
     semantic: bool = field(default_factory=lambda: os.environ.get("COSTINFER_SEMANTIC", "1") != "0")
     semantic_threshold: float = DEFAULT_THRESHOLD
     embedding_model: str | None = None
@@ -104,6 +105,7 @@ class RunSummary:
     cache_hits: int
     normalized: int  # rows answered by the normalized-text tier
     semantic: int  # rows answered by the semantic tier
+    fallback: int  # rows answered by the fallback model while the provider kept failing
     embeddings_computed: int
     failed: int
     not_run: int
@@ -220,6 +222,8 @@ def _setup(opts: RunOptions) -> _Setup:
     catalog = Catalog.load(opts.prices, config)
     cls = backend_class(opts.provider)
     catalog.lookup(opts.model, cls.name)  # an unknown default model fails before anything is read or sent
+    if opts.fallback_model:
+        catalog.lookup(opts.fallback_model, cls.name)
     return _Setup(fmt, config, catalog, cls)
 
 
@@ -352,6 +356,8 @@ def _prepare(
             )
         notes.append(f"{counts['rejects']} bad rows {'found' if planning else 'skipped'}; see {rejects_file}")
     prices = _prices_for_run(store, run_id, setup.catalog, provider, ingest.prices)
+    if opts.fallback_model:
+        prices[opts.fallback_model] = setup.catalog.lookup(opts.fallback_model, provider)
     the_plan = compute_plan(store, run_id, prices, opts.budget_usd, str(opts.input_path.resolve()), notes)
     computed = reuse.embeddings_computed if fresh else 0
     return Prepared(run_id, resumed, counts, prices, rejects_file, notes, the_plan, computed)
@@ -404,7 +410,13 @@ def _execute_run(
         backend,
         prepared.prices,
         guard,
-        ExecConfig(concurrency=opts.concurrency, max_attempts=opts.max_attempts, rpm=opts.rpm, tpm=opts.tpm),
+        ExecConfig(
+            concurrency=opts.concurrency,
+            max_attempts=opts.max_attempts,
+            rpm=opts.rpm,
+            tpm=opts.tpm,
+            fallback_model=opts.fallback_model,
+        ),
         progress,
     )
     progress.phase("calling", prepared.plan.to_call)
@@ -446,6 +458,7 @@ def _execute_run(
         cache_hits=int(summary["cache_hits"]),
         normalized=int(summary["normalized"]),
         semantic=int(summary["semantic"]),
+        fallback=int(summary["fallback"]),
         embeddings_computed=prepared.embeddings_computed,
         failed=int(summary["failed"]),
         saved_usd=_savings(store, run_id, prepared.prices),

@@ -138,6 +138,8 @@ class Outcome:
     http_status: int | None = None
     error_class: str | None = None
     error_message: str | None = None
+    replaces: str | None = None  # a fallback answer: the key of the request it stands in for
+    request_body: dict[str, Any] | None = None  # ... and the fallback request that was sent
 
     @property
     def ok(self) -> bool:
@@ -440,6 +442,22 @@ class Store:
                 "ON CONFLICT DO NOTHING"
             )
             con.unregister("outcome_batch")
+            fallbacks = [o for o in outcomes if o.replaces and o.ok and o.request_body is not None]
+            if fallbacks:
+                import orjson
+
+                for o in fallbacks:
+                    assert o.request_body is not None
+                    con.execute(
+                        "INSERT INTO requests (key, endpoint, model, body, input_tokens, max_tokens, input_bound) "
+                        "SELECT $1, q.endpoint, $2, $3, q.input_tokens, q.max_tokens, q.input_bound FROM requests q "
+                        "WHERE q.key = $4 AND NOT EXISTS (SELECT 1 FROM requests WHERE key = $1)",
+                        [o.key, o.model, orjson.dumps(o.request_body).decode(), o.replaces],
+                    )
+                    con.execute(
+                        "UPDATE run_keys SET answer_key = $1, tier = 'fallback' WHERE run_id = $2 AND key = $3",
+                        [o.key, run_id, o.replaces],
+                    )
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -514,9 +532,10 @@ class Store:
                         WHEN answered_by <> {rid} THEN 'cache'
                         WHEN row_idx = first_idx THEN 'fresh' ELSE 'duplicate' END AS source,
                    input_tokens, output_tokens,
-                   CASE WHEN answered_by = {rid} AND row_idx = first_idx AND tier IS NULL THEN cost_usd
+                   CASE WHEN answered_by = {rid} AND row_idx = first_idx AND coalesce(tier, 'fallback') = 'fallback'
+                        THEN cost_usd
                         WHEN answered_by IS NULL THEN NULL ELSE 0 END::DECIMAL(38,12) AS cost_usd,
-                   CASE WHEN answered_by = {rid} AND tier IS NULL THEN latency_ms
+                   CASE WHEN answered_by = {rid} AND coalesce(tier, 'fallback') = 'fallback' THEN latency_ms
                         WHEN answered_by IS NULL THEN NULL ELSE 0 END AS latency_ms,
                    finish_reason,
                    CASE WHEN answered_by IS NOT NULL THEN NULL
@@ -564,6 +583,7 @@ class Store:
                    count(*) FILTER (WHERE source = 'cache') AS cache_hits,
                    count(*) FILTER (WHERE source = 'normalized') AS normalized,
                    count(*) FILTER (WHERE source = 'semantic') AS semantic,
+                   count(*) FILTER (WHERE source = 'fallback') AS fallback,
                    count(*) FILTER (WHERE error IS NOT NULL AND error <> 'not_run') AS failed,
                    count(*) FILTER (WHERE error = 'not_run') AS not_run,
                    (SELECT count(*) FROM rejects WHERE run_id = {rid}) AS rejects,

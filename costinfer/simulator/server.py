@@ -84,6 +84,7 @@ class SimulatorConfig:
     faults: Faults = field(default_factory=Faults)
     rpm: int | None = None  # enforced requests per minute (429 past it)
     tpm: int | None = None  # enforced tokens per minute: prompt tokens plus max_tokens, as OpenAI counts them
+    down_models: tuple[str, ...] = ()  # models in an outage: every request for them gets a 503 (529 on Anthropic's)
 
 
 def _error(
@@ -241,6 +242,15 @@ class Simulator:
                 "Rate limit reached: slow down",
                 protocol,
                 {**limit_headers, **_retry_after(wait)},
+            )
+        if chat["model"] in self.cfg.down_models:
+            status = 529 if protocol == "anthropic" else 503
+            self._record(received, digest, body, status, protocol)
+            return _error(
+                status,
+                "overloaded_error" if protocol == "anthropic" else "server_error",
+                f"{chat['model']} is unavailable (simulated outage)",
+                protocol,
             )
         fault = self.cfg.faults.draw()
         if fault == "429":
