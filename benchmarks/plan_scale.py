@@ -84,7 +84,10 @@ def main() -> None:
         plan_s = time.perf_counter() - t0
         if proc.returncode != 0:
             sys.exit(f"plan failed ({proc.returncode}): {proc.stderr[-2000:]}")
-        plan = json.loads(proc.stdout)
+        try:
+            plan = json.loads(proc.stdout)
+        except json.JSONDecodeError:
+            sys.exit(f"plan printed no JSON summary: {proc.stdout[:300]!r} / {proc.stderr[-500:]!r}")
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"rows = {args.rows}, distinct = {plan['distinct']}, prompt tokens (tiktoken) = {tokens}")
     print(f"tiktoken alone: {tik_s:.2f} s; costinfer plan: {plan_s:.2f} s")
