@@ -65,3 +65,12 @@ def test_core_never_imports_typer_or_rich() -> None:
     for path in (ROOT / "costinfer" / "core").glob("*.py"):
         text = path.read_text()
         assert "import typer" not in text and "import rich" not in text and "from rich" not in text, path
+
+
+def test_the_store_never_draws_duckdbs_progress_bar(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from costinfer.core.store import Store
+
+    with Store.open(Path(str(tmp_path)) / "s.duckdb") as store:
+        assert store.con.execute("SELECT current_setting('enable_progress_bar')").fetchone() == (False,)

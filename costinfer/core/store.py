@@ -190,6 +190,8 @@ class Store:
                 time.sleep(0.2)
             except duckdb.Error as exc:
                 raise StoreError(f"{path}: not a DuckDB file costinfer can open: {exc}") from exc
+        # DuckDB draws a progress bar on stdout during long queries: it would corrupt `--json` output
+        con.execute("SET enable_progress_bar = false")
         store = cls(path, con)
         if not read_only:
             store.migrate()
