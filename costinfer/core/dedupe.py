@@ -103,7 +103,7 @@ def _semantic(
 ) -> None:
     candidates = store.con.execute(
         """
-        SELECT rk.key, q.group_key, q.sem_text
+        SELECT rk.key, q.group_key, coalesce(q.sem_text, json_extract_string(q.body, '$.messages[#-1].content'))
         FROM run_keys rk JOIN requests q ON q.key = rk.key
         WHERE rk.run_id = ? AND rk.answer_key IS NULL AND q.group_key IS NOT NULL
           AND NOT EXISTS (SELECT 1 FROM responses r WHERE r.key = rk.key)
@@ -117,7 +117,7 @@ def _semantic(
     store.con.register("sem_groups", pa.table({"group_key": pa.array(sorted(groups), pa.string())}))
     answered = store.con.execute(
         """
-        SELECT q.key, q.group_key, q.sem_text
+        SELECT q.key, q.group_key, coalesce(q.sem_text, json_extract_string(q.body, '$.messages[#-1].content'))
         FROM requests q JOIN sem_groups g ON g.group_key = q.group_key
         WHERE EXISTS (SELECT 1 FROM responses r WHERE r.key = q.key)
         ORDER BY q.created_at

@@ -59,7 +59,7 @@ class Ingest:
                 row_idx += len(chunk)
                 if pending is not None:
                     pending.result()
-                pending = writer.submit(self.store.add_chunk, *tables)
+                pending = writer.submit(self.store.add_chunk, self.run_id, *tables)
                 progress.advance(row_idx, Decimal(0))
             if pending is not None:
                 pending.result()
@@ -94,7 +94,7 @@ class Ingest:
         for req, n in zip(new, counts, strict=True):
             parts = semantic_parts(req.body, self.endpoint) if req.extra.get("semantic", True) else None
             if parts is not None:
-                req.extra["group_key"], req.extra["sem_text"] = parts
+                req.extra["group_key"] = parts[0]
             req.input_tokens = n
             req.input_bound = self.counter.input_bound(req.body, n)
             problem = self._limits(req, self.prices[req.model])
@@ -193,7 +193,8 @@ class Ingest:
                 "input_bound": pa.array([r.input_bound for r in new], pa.int32()),
                 "norm_key": pa.array([normalized_key(r.body, self.endpoint) for r in new], pa.string()),
                 "group_key": pa.array([r.extra.get("group_key") for r in new], pa.string()),
-                "sem_text": pa.array([r.extra.get("sem_text") for r in new], pa.string()),
+                # the semantic text is the last message's content, read back from `body` when needed: not stored twice
+                "sem_text": pa.nulls(len(new), pa.string()),
             }
         )
 

@@ -22,6 +22,8 @@ import pyarrow as pa
 from costinfer.core.errors import StoreBusyError, StoreError
 
 ENV_STORE = "COSTINFER_STORE"
+ENV_MEMORY = "COSTINFER_DUCKDB_MEMORY"
+DEFAULT_MEMORY = "1GB"
 MONEY = pa.decimal128(38, 12)
 _QUANTUM = Decimal("1e-12")
 
@@ -109,10 +111,34 @@ def _m3_semantic(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+_REQUEST_COLUMNS = "key, endpoint, model, body, input_tokens, max_tokens, input_bound, norm_key, group_key, sem_text"
+
+
+def _m4_requests_without_primary_key(con: duckdb.DuckDBPyConnection) -> None:
+    # The primary key's index cost 1.6 s per 200,000 inserted requests (benchmarks/plan_scale.py). Uniqueness is kept
+    # by ingestion instead: a run's new requests are staged, then added with one anti-join when ingestion ends.
+    con.execute(
+        f"""
+        CREATE TABLE requests_v4 (
+            key VARCHAR NOT NULL, endpoint VARCHAR NOT NULL, model VARCHAR NOT NULL, body JSON NOT NULL,
+            input_tokens INTEGER NOT NULL, max_tokens INTEGER NOT NULL, input_bound INTEGER, norm_key VARCHAR,
+            group_key VARCHAR, sem_text VARCHAR, created_at TIMESTAMPTZ NOT NULL DEFAULT now());
+        INSERT INTO requests_v4 ({_REQUEST_COLUMNS}, created_at) SELECT {_REQUEST_COLUMNS}, created_at FROM requests;
+        DROP TABLE requests;
+        ALTER TABLE requests_v4 RENAME TO requests;
+        CREATE TABLE ingest_requests (
+            run_id VARCHAR NOT NULL, key VARCHAR NOT NULL, endpoint VARCHAR NOT NULL, model VARCHAR NOT NULL,
+            body JSON NOT NULL, input_tokens INTEGER NOT NULL, max_tokens INTEGER NOT NULL, input_bound INTEGER,
+            norm_key VARCHAR, group_key VARCHAR, sem_text VARCHAR);
+        """
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     (1, "initial schema: runs, items, rejects, requests, run_keys, responses, calls", _m1_initial),
     (2, "requests.input_bound for the budget's worst case; row priority", _m2_bounds_and_priority),
     (3, "normalized and semantic tiers: request norm/group keys, run_keys answers, embeddings", _m3_semantic),
+    (4, "requests without a primary key; ingestion staged in ingest_requests", _m4_requests_without_primary_key),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -192,6 +218,8 @@ class Store:
                 raise StoreError(f"{path}: not a DuckDB file costinfer can open: {exc}") from exc
         # DuckDB draws a progress bar on stdout during long queries: it would corrupt `--json` output
         con.execute("SET enable_progress_bar = false")
+        # DuckDB may otherwise take most of the machine's memory for large joins; past this it spills to disk
+        con.execute(f"SET memory_limit = {_sql_str(os.environ.get(ENV_MEMORY, DEFAULT_MEMORY))}")
         store = cls(path, con)
         if not read_only:
             store.migrate()
@@ -253,7 +281,7 @@ class Store:
 
     def reset_ingest(self, run_id: str) -> None:
         """Forget a half-ingested run's rows so that ingestion can start over; responses and calls are kept."""
-        for table in ("items", "rejects", "run_keys"):
+        for table in ("items", "rejects", "run_keys", "ingest_requests"):
             self.con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
 
     def set_run(self, run_id: str, **fields: Any) -> None:
@@ -265,7 +293,7 @@ class Store:
 
     # --- ingest -----------------------------------------------------------------------------------------------
 
-    def add_chunk(self, items: pa.Table, requests: pa.Table | None, rejects: pa.Table | None) -> None:
+    def add_chunk(self, run_id: str, items: pa.Table, requests: pa.Table | None, rejects: pa.Table | None) -> None:
         """Store one chunk of rows in one transaction: its items, its new request bodies and its rejects."""
         con = self.con
         con.execute("BEGIN TRANSACTION")
@@ -280,11 +308,9 @@ class Store:
             if requests is not None and requests.num_rows:
                 con.register("chunk_requests", requests)
                 con.execute(
-                    "INSERT INTO requests (key, endpoint, model, body, input_tokens, max_tokens, input_bound, "
-                    "norm_key, group_key, sem_text) SELECT key, endpoint, model, body, input_tokens, max_tokens, "
-                    "input_bound, "
-                    "norm_key, group_key, sem_text FROM chunk_requests "
-                    "ON CONFLICT DO NOTHING"
+                    f"INSERT INTO ingest_requests (run_id, {_REQUEST_COLUMNS}) "
+                    f"SELECT $1, {_REQUEST_COLUMNS} FROM chunk_requests",
+                    [run_id],
                 )
                 con.unregister("chunk_requests")
             if rejects is not None and rejects.num_rows:
@@ -301,6 +327,12 @@ class Store:
     def finish_ingest(self, run_id: str) -> dict[str, int]:
         con = self.con
         con.execute("BEGIN TRANSACTION")
+        con.execute(
+            f"INSERT INTO requests ({_REQUEST_COLUMNS}) SELECT {_REQUEST_COLUMNS} FROM ingest_requests s "
+            "WHERE s.run_id = $1 AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.key = s.key)",
+            [run_id],
+        )
+        con.execute("DELETE FROM ingest_requests WHERE run_id = ?", [run_id])
         con.execute(
             "INSERT INTO run_keys (run_id, key, first_idx, n_rows, priority) "
             "SELECT run_id, key, min(row_idx), count(*), max(priority) FROM items WHERE run_id = ? "
@@ -453,7 +485,7 @@ class Store:
                     con.execute(
                         "INSERT INTO requests (key, endpoint, model, body, input_tokens, max_tokens, input_bound) "
                         "SELECT $1, q.endpoint, $2, $3, q.input_tokens, q.max_tokens, q.input_bound FROM requests q "
-                        "WHERE q.key = $4 AND NOT EXISTS (SELECT 1 FROM requests WHERE key = $1)",
+                        "WHERE q.key = $4 AND NOT EXISTS (SELECT 1 FROM requests WHERE key = $1) LIMIT 1",
                         [o.key, o.model, orjson.dumps(o.request_body).decode(), o.replaces],
                     )
                     con.execute(
