@@ -13,12 +13,13 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import anyio
 import anyio.to_thread
 import duckdb
 
-from costinfer.backends.base import Backend
+from costinfer.backends.base import Backend, Completion
 from costinfer.core.breaker import CircuitBreaker
 from costinfer.core.budget import BudgetGuard
 from costinfer.core.errors import AuthError, BackendError
@@ -203,40 +204,38 @@ class Executor:
             self.limiter.observe(done.headers)
             if fallback:
                 # the answer is the fallback request's: cached under its own key, lent to the original one
-                price = self.prices[fallback]
-                return Outcome(
-                    key=request_key(body, self.backend.endpoint),
-                    provider=provider,
-                    model=fallback,
-                    attempts=attempt,
-                    response=done.text,
-                    finish_reason=done.finish_reason,
-                    input_tokens=done.input_tokens,
-                    output_tokens=done.output_tokens,
-                    cached_tokens=done.cached_tokens,
-                    latency_ms=latency,
-                    http_status=done.http_status,
-                    cost_usd=price.cost(
-                        done.input_tokens, done.output_tokens, done.cached_tokens, done.cache_write_tokens
-                    ),
-                    replaces=item.key,
-                    request_body=body,
-                )
+                key = request_key(body, self.backend.endpoint)
+                return self._answer(key, fallback, self.prices[fallback], done, attempt, latency, item.key, body)
             self.breaker.success()
-            return Outcome(
-                key=item.key,
-                provider=provider,
-                model=item.model,
-                attempts=attempt,
-                response=done.text,
-                finish_reason=done.finish_reason,
-                input_tokens=done.input_tokens,
-                output_tokens=done.output_tokens,
-                cached_tokens=done.cached_tokens,
-                latency_ms=latency,
-                http_status=done.http_status,
-                cost_usd=price.cost(done.input_tokens, done.output_tokens, done.cached_tokens, done.cache_write_tokens),
-            )
+            return self._answer(item.key, item.model, price, done, attempt, latency)
+
+    def _answer(
+        self,
+        key: str,
+        model: str,
+        price: ModelPrice,
+        done: Completion,
+        attempts: int,
+        latency_ms: float,
+        replaces: str | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> Outcome:
+        return Outcome(
+            key=key,
+            provider=self.backend.name,
+            model=model,
+            attempts=attempts,
+            response=done.text,
+            finish_reason=done.finish_reason,
+            input_tokens=done.input_tokens,
+            output_tokens=done.output_tokens,
+            cached_tokens=done.cached_tokens,
+            latency_ms=latency_ms,
+            http_status=done.http_status,
+            cost_usd=price.cost(done.input_tokens, done.output_tokens, done.cached_tokens, done.cache_write_tokens),
+            replaces=replaces,
+            request_body=body,
+        )
 
     async def _write(self, cursor: duckdb.DuckDBPyConnection) -> None:
         while True:
