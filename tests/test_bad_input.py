@@ -201,6 +201,26 @@ def test_bad_options_are_configuration_errors(
     assert needle in only_line(result.stderr)
 
 
+def test_an_output_folder_that_does_not_exist_fails_before_any_call(
+    cli: Cli, sim: object, tmp_path: Path, store_path: Path
+) -> None:
+    data = write_jsonl(tmp_path / "data.jsonl", [GOOD])
+    result = cli(
+        "run",
+        data,
+        "--base-url",
+        sim.url,
+        "--store",
+        store_path,
+        "--output",  # type: ignore[attr-defined]
+        tmp_path / "missing" / "out.jsonl",
+        "--quiet",
+    )
+    assert result.exit_code == ExitCode.USAGE
+    assert "does not exist; nothing was sent" in only_line(result.stderr)
+    assert sim.requests == 0  # type: ignore[attr-defined]
+
+
 def test_missing_api_key_names_the_variable(cli: Cli, tmp_path: Path, store_path: Path) -> None:
     data = write_jsonl(tmp_path / "data.jsonl", [GOOD])
     result = run(cli, data, store_path, "--provider", "openai", env={"OPENAI_API_KEY": ""})

@@ -189,6 +189,12 @@ def validate(opts: RunOptions) -> None:
     out = opts.output_path()
     if out.suffix.lower() not in (".jsonl", ".parquet"):
         raise ConfigError(f"--output {out}: the results file must end in .jsonl or .parquet")
+    for flag, path in (("--output", out), ("--rejects", opts.rejects_path())):
+        folder = path.parent
+        if not folder.is_dir():
+            raise ConfigError(f"{flag} {path}: the folder {folder} does not exist; nothing was sent")
+        if not os.access(folder, os.W_OK):
+            raise ConfigError(f"{flag} {path}: the folder {folder} is not writable; nothing was sent")
 
 
 @dataclass
