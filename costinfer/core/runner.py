@@ -375,7 +375,7 @@ def _resolve_reuse(
     embedder = None
     note = None
     if not opts.semantic:
-        note = "semantic tier off (--no-semantic)"
+        note = "semantic tier off (--no-semantic or COSTINFER_SEMANTIC=0)"
     elif (why := missing_dependency()) is not None:
         note = f"semantic tier off: {why}"
     else:
