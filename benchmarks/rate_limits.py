@@ -22,6 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import simulator_process
 
+from costinfer.core.tokens import TokenCounter
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -33,11 +35,15 @@ def main() -> None:
         log = Path(tmp) / "log.jsonl"
         data = Path(tmp) / "d.jsonl"
         n = int(args.rpm * args.seconds / 60 * 1.5)
+        counter = TokenCounter()
+        prompt_tokens = 0
         with data.open("w") as fh:
             for i in range(n):
-                fh.write(
-                    json.dumps({"prompt": f"Rate limit question number {i}, please answer.", "max_tokens": 32}) + "\n"
+                prompt = f"Rate limit question number {i}, please answer."
+                prompt_tokens += counter.count_body(
+                    {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}]}
                 )
+                fh.write(json.dumps({"prompt": prompt, "max_tokens": 32}) + "\n")
         with simulator_process(
             "--rpm", str(args.rpm), "--tpm", str(args.tpm), "--log", str(log), "--latency-ms", "200"
         ) as url:
@@ -74,7 +80,7 @@ def main() -> None:
     span = entries[-1]["t"] - entries[0]["t"]
     ok = sum(e["status"] == 200 for e in entries)
     limited = sum(e["status"] == 429 for e in entries)
-    tokens_per_call = 32 + 20  # max_tokens plus about 20 prompt tokens: what the server counts against TPM
+    tokens_per_call = 32 + prompt_tokens / n  # max_tokens plus the prompt: what the server counts against TPM
     allowed_per_min = min(args.rpm, args.tpm / tokens_per_call)
     achieved_per_min = ok / span * 60
     print(f"limits: {args.rpm} requests/min, {args.tpm} tokens/min -> about {allowed_per_min:.0f} calls/min allowed")

@@ -160,7 +160,8 @@ class Executor:
             fallback = self.cfg.fallback_model if self.cfg.fallback_model and self.breaker.is_open else None
             if fallback is None:
                 await self.breaker.wait()
-            await self.limiter.acquire(item.input_bound + item.max_tokens)
+            # pace by what the provider counts (prompt tokens plus max_tokens), not by the budget's upper bound
+            await self.limiter.acquire((item.input_tokens or item.input_bound) + item.max_tokens)
             if self.stopping:
                 return None
             body = {**item.body, "model": fallback} if fallback else item.body

@@ -179,6 +179,7 @@ class Pending:
     input_bound: int  # the most input tokens this request can be billed for
     max_tokens: int
     model: str
+    input_tokens: int = 0  # the counted input tokens: what a provider's tokens-per-minute limit counts
 
 
 _BUSY = re.compile(r"lock", re.IGNORECASE)
@@ -415,7 +416,7 @@ class Store:
                 rows = cur.execute(
                     """
                     SELECT rk.priority, rk.first_idx, q.key, q.body, coalesce(q.input_bound, q.input_tokens),
-                           q.max_tokens, q.model
+                           q.max_tokens, q.model, q.input_tokens
                     FROM run_keys rk JOIN requests q ON q.key = rk.key
                     WHERE rk.run_id = ? AND (rk.priority < ? OR (rk.priority = ? AND rk.first_idx > ?))
                       AND rk.answer_key IS NULL
@@ -427,7 +428,7 @@ class Store:
                 if not rows:
                     return
                 last_priority, last_idx = int(rows[-1][0]), int(rows[-1][1])
-                yield [Pending(r[2], orjson.loads(r[3]), int(r[4]), int(r[5]), str(r[6])) for r in rows]
+                yield [Pending(r[2], orjson.loads(r[3]), int(r[4]), int(r[5]), str(r[6]), int(r[7])) for r in rows]
         finally:
             cur.close()
 
