@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -9,6 +10,8 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
 @contextmanager
@@ -43,3 +46,20 @@ def write_prompts(path: Path, n: int, max_tokens: int = 16) -> list[dict[str, ob
                 {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens}
             )
     return bodies
+
+
+def real_texts(banking_splits: tuple[str, ...] = ("train.csv",), arena: bool = False) -> list[str]:
+    """Sentences written by people, from ../shared/data: every STS-B sentence, banking77 queries, arena prompts."""
+    out: list[str] = []
+    for name in ("sts-train.csv", "sts-dev.csv", "sts-test.csv"):
+        with (SHARED / "stsb" / name).open(encoding="utf-8") as fh:
+            for row in csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):
+                if len(row) >= 7:
+                    out += [row[5], row[6]]
+    for name in banking_splits:
+        with (SHARED / "banking77" / name).open(encoding="utf-8", newline="") as fh:
+            out += [r["text"] for r in csv.DictReader(fh)]
+    if arena:
+        with (SHARED / "arena_hard" / "question_v2.0.jsonl").open(encoding="utf-8") as fh:
+            out += [json.loads(line)["prompt"] for line in fh]
+    return out

@@ -12,7 +12,6 @@ peak resident memory (target < 1.5 GB).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import random
 import resource
@@ -22,24 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-
-
-def sentences() -> list[str]:
-    out: list[str] = []
-    for name in ("sts-train.csv", "sts-dev.csv", "sts-test.csv"):
-        with (SHARED / "stsb" / name).open(encoding="utf-8") as fh:
-            for row in csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):
-                if len(row) >= 7:
-                    out += [row[5], row[6]]
-    with (SHARED / "banking77" / "train.csv").open(encoding="utf-8", newline="") as fh:
-        out += [r["text"] for r in csv.DictReader(fh)]
-    return out
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import SHARED, real_texts
 
 
 def generate(path: Path, rows: int, seed: int = 7) -> list[str]:
     rng = random.Random(seed)
-    pool = sentences()
+    pool = real_texts()
     prompts = []
     with path.open("w", encoding="utf-8") as fh:
         for i in range(rows):

@@ -9,8 +9,7 @@ published files. Prints mismatches (must be 0) and the speed ratio quicktok / ti
 
 from __future__ import annotations
 
-import csv
-import json
+import sys
 import time
 from pathlib import Path
 
@@ -19,26 +18,12 @@ import tiktoken
 
 from costinfer.core.tokens import seed_tiktoken_cache
 
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-
-
-def texts() -> list[str]:
-    out: list[str] = []
-    for name in ("sts-train.csv", "sts-dev.csv", "sts-test.csv"):
-        with (SHARED / "stsb" / name).open(encoding="utf-8") as fh:
-            for row in csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):
-                if len(row) >= 7:
-                    out += [row[5], row[6]]
-    for name in ("train.csv", "test.csv"):
-        with (SHARED / "banking77" / name).open(encoding="utf-8", newline="") as fh:
-            out += [r["text"] for r in csv.DictReader(fh)]
-    with (SHARED / "arena_hard" / "question_v2.0.jsonl").open(encoding="utf-8") as fh:
-        out += [json.loads(line)["prompt"] for line in fh]
-    return out
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import real_texts
 
 
 def main() -> None:
-    sample = texts()
+    sample = real_texts(("train.csv", "test.csv"), arena=True)
     print(f"{len(sample)} real texts, {sum(map(len, sample))} characters")
     for name in ("o200k_base", "cl100k_base"):
         assert seed_tiktoken_cache(name), f"cannot seed {name}"

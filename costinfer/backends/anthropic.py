@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import orjson
 
 from costinfer.backends.base import Completion
-from costinfer.backends.openai import OpenAIBackend
+from costinfer.backends.openai import MALFORMED, OpenAIBackend, malformed
 from costinfer.core.errors import BackendError
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -107,13 +107,8 @@ def parse_message(raw: bytes) -> Completion:
             finish_reason=_STOP.get(str(data.get("stop_reason")), data.get("stop_reason")),
             model=data.get("model"),
         )
-    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-        snippet = raw[:120].decode("utf-8", "replace")
-        raise BackendError(
-            f"malformed answer ({exc.__class__.__name__}): {snippet!r}",
-            error_class="malformed_response",
-            retryable=True,
-        ) from exc
+    except MALFORMED as exc:
+        raise malformed(raw, exc) from exc
 
 
 def _text(content: Any) -> str:

@@ -126,13 +126,20 @@ def parse_chat_completion(raw: bytes) -> Completion:
             finish_reason=choice.get("finish_reason"),
             model=data.get("model"),
         )
-    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-        snippet = raw[:120].decode("utf-8", "replace")
-        raise BackendError(
-            f"malformed answer ({exc.__class__.__name__}): {snippet!r}",
-            error_class="malformed_response",
-            retryable=True,
-        ) from exc
+    except MALFORMED as exc:
+        raise malformed(raw, exc) from exc
+
+
+# What parsing an answer raises when the body is not the protocol's shape
+MALFORMED = (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError, AttributeError)
+
+
+def malformed(raw: bytes, exc: Exception) -> BackendError:
+    """A body that is not the protocol's answer (a proxy's error page, a cut body): retryable."""
+    snippet = raw[:120].decode("utf-8", "replace")
+    return BackendError(
+        f"malformed answer ({exc.__class__.__name__}): {snippet!r}", error_class="malformed_response", retryable=True
+    )
 
 
 def rate_headers(headers: Any) -> dict[str, str] | None:

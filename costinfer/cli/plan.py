@@ -8,10 +8,10 @@ from typing import Optional
 import orjson
 import typer
 
+from costinfer.cli import options
 from costinfer.cli.app import app, err_console, handled, out_console
 from costinfer.cli.render import plan_table
 from costinfer.cli.run import parse_budget
-from costinfer.core.dedupe import DEFAULT_THRESHOLD
 from costinfer.core.errors import ExitCode
 from costinfer.core.runner import DEFAULT_MAX_TOKENS, DEFAULT_MODEL, RunOptions
 from costinfer.core.runner import plan as make_plan
@@ -25,26 +25,18 @@ def plan_command(
     provider: str = typer.Option("simulate", help="The provider the run will use (it shapes the request keys)."),
     base_url: Optional[str] = typer.Option(None, help="The server's base URL, as the run will use it."),
     store: Optional[Path] = typer.Option(None, help="The DuckDB store (its cache counts as free)."),
-    input_format: Optional[str] = typer.Option(None, "--format", help="jsonl, csv or parquet; default: by extension."),
-    prompt_field: str = typer.Option("prompt", help="The column that holds the prompt text."),
-    id_field: str = typer.Option("id", help="The column that holds the row id."),
-    template: Optional[str] = typer.Option(None, help='Build the prompt from columns, e.g. "Classify: {text}".'),
-    system: Optional[str] = typer.Option(None, help="A system prompt for rows that do not carry one."),
+    input_format: Optional[str] = options.FORMAT,
+    prompt_field: str = options.PROMPT_FIELD,
+    id_field: str = options.ID_FIELD,
+    template: Optional[str] = options.TEMPLATE,
+    system: Optional[str] = options.SYSTEM,
     max_tokens: int = typer.Option(DEFAULT_MAX_TOKENS, help="The output cap for rows that do not set max_tokens."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where the run will write (names rejects)."),
-    prices: Optional[Path] = typer.Option(None, help="A price catalog in LiteLLM's JSON format."),
-    config: Optional[Path] = typer.Option(None, help="costinfer.toml. Default: $COSTINFER_CONFIG or ./costinfer.toml"),
-    semantic: Optional[bool] = typer.Option(
-        None,
-        "--semantic/--no-semantic",
-        help="Reuse answers of near-duplicate requests (default: on, or $COSTINFER_SEMANTIC=0 for off).",
-    ),
-    semantic_threshold: float = typer.Option(
-        DEFAULT_THRESHOLD, help="Cosine similarity from which a near-duplicate may share an answer (guards apply)."
-    ),
-    embedding_model: Optional[str] = typer.Option(
-        None, help="A sentence-transformers model name or path (default: all-MiniLM-L6-v2, offline)."
-    ),
+    prices: Optional[Path] = options.PRICES,
+    config: Optional[Path] = options.CONFIG,
+    semantic: Optional[bool] = options.SEMANTIC,
+    semantic_threshold: float = options.SEMANTIC_THRESHOLD,
+    embedding_model: Optional[str] = options.EMBEDDING_MODEL,
     json_out: bool = typer.Option(False, "--json", help="Print the plan as one JSON object on stdout."),
 ) -> None:
     """Count, price and plan a dataset's run against a budget, without touching the network.

@@ -9,9 +9,9 @@ from typing import Optional
 import orjson
 import typer
 
+from costinfer.cli import options
 from costinfer.cli.app import app, err_console, handled, out_console
 from costinfer.cli.render import make_progress, plan_table, stop_progress, summary_table
-from costinfer.core.dedupe import DEFAULT_THRESHOLD
 from costinfer.core.errors import ConfigError
 from costinfer.core.plan import Plan
 from costinfer.core.runner import DEFAULT_MAX_TOKENS, DEFAULT_MODEL, RunOptions, run
@@ -49,11 +49,11 @@ def run_command(
     ),
     store_wait: float = typer.Option(0.0, help="Seconds to wait for another process to release the store."),
     concurrency: int = typer.Option(16, "--concurrency", "-c", help="Calls in flight at once."),
-    input_format: Optional[str] = typer.Option(None, "--format", help="jsonl, csv or parquet; default: by extension."),
-    prompt_field: str = typer.Option("prompt", help="The column that holds the prompt text."),
-    id_field: str = typer.Option("id", help="The column that holds the row id; without one, the row position."),
-    template: Optional[str] = typer.Option(None, help='Build the prompt from columns, e.g. "Classify: {text}".'),
-    system: Optional[str] = typer.Option(None, help="A system prompt for rows that do not carry one."),
+    input_format: Optional[str] = options.FORMAT,
+    prompt_field: str = options.PROMPT_FIELD,
+    id_field: str = options.ID_FIELD,
+    template: Optional[str] = options.TEMPLATE,
+    system: Optional[str] = options.SYSTEM,
     max_tokens: int = typer.Option(
         DEFAULT_MAX_TOKENS, help="The output cap for rows that do not set max_tokens; the budget reserves it."
     ),
@@ -65,8 +65,8 @@ def run_command(
     on_over_budget: str = typer.Option(
         "fail", help="When the plan's expected cost does not fit: fail (send nothing) or partial (run what fits)."
     ),
-    prices: Optional[Path] = typer.Option(None, help="A price catalog in LiteLLM's JSON format."),
-    config: Optional[Path] = typer.Option(None, help="costinfer.toml. Default: $COSTINFER_CONFIG or ./costinfer.toml"),
+    prices: Optional[Path] = options.PRICES,
+    config: Optional[Path] = options.CONFIG,
     fallback_model: Optional[str] = typer.Option(
         None, help="A model to send to while the provider keeps failing (the circuit breaker is open)."
     ),
@@ -83,17 +83,9 @@ def run_command(
     ),
     sim_tpm: Optional[int] = typer.Option(None, help="With --provider simulate: a tokens-per-minute limit to enforce."),
     sim_seed: Optional[int] = typer.Option(None, help="With --provider simulate: the seed of the injected faults."),
-    semantic: Optional[bool] = typer.Option(
-        None,
-        "--semantic/--no-semantic",
-        help="Reuse answers of near-duplicate requests (default: on, or $COSTINFER_SEMANTIC=0 for off).",
-    ),
-    semantic_threshold: float = typer.Option(
-        DEFAULT_THRESHOLD, help="Cosine similarity from which a near-duplicate may share an answer (guards apply)."
-    ),
-    embedding_model: Optional[str] = typer.Option(
-        None, help="A sentence-transformers model name or path (default: all-MiniLM-L6-v2, offline)."
-    ),
+    semantic: Optional[bool] = options.SEMANTIC,
+    semantic_threshold: float = options.SEMANTIC_THRESHOLD,
+    embedding_model: Optional[str] = options.EMBEDDING_MODEL,
     json_out: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
