@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional, cast
 
 import orjson
 import typer
@@ -91,10 +91,6 @@ def run_command(
 ) -> None:
     """Run every row of a dataset and write one result per row."""
     with handled():
-        if on_over_budget not in ("fail", "partial"):
-            raise ConfigError(f"--on-over-budget must be fail or partial, got '{on_over_budget}'")
-        if on_bad_row not in ("fail", "skip"):
-            raise ConfigError(f"--on-bad-row must be fail or skip, got '{on_bad_row}'")
         opts = RunOptions(
             input_path=path,
             provider=provider,
@@ -112,12 +108,12 @@ def run_command(
             template=template,
             system=system,
             max_tokens=max_tokens,
-            on_bad_row="skip" if on_bad_row == "skip" else "fail",
+            on_bad_row=cast(Literal["fail", "skip"], on_bad_row),  # checked by the core's validate()
             timeout_s=timeout,
             max_attempts=max_attempts,
             prices=prices,
             config=config,
-            on_over_budget="partial" if on_over_budget == "partial" else "fail",
+            on_over_budget=cast(Literal["fail", "partial"], on_over_budget),
             simulator_latency_ms=sim_latency_ms,
             simulator_faults=sim_faults,
             simulator_rpm=sim_rpm,

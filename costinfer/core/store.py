@@ -388,12 +388,9 @@ class Store:
             """
             SELECT count(*) AS distinct_keys,
                    sum(rk.n_rows) AS rows,
-                   count(r.key) FILTER (WHERE r.run_id <> $1) AS cache_keys,
                    coalesce(sum(rk.n_rows) FILTER (WHERE r.run_id <> $1), 0) AS cache_rows,
                    count(r.key) FILTER (WHERE r.run_id = $1) AS done_keys,
-                   count(*) FILTER (WHERE rk.tier = 'normalized') AS normalized_keys,
                    coalesce(sum(rk.n_rows) FILTER (WHERE rk.tier = 'normalized'), 0) AS normalized_rows,
-                   count(*) FILTER (WHERE rk.tier = 'semantic') AS semantic_keys,
                    coalesce(sum(rk.n_rows) FILTER (WHERE rk.tier = 'semantic'), 0) AS semantic_rows,
                    count(*) FILTER (WHERE r.key IS NULL AND rk.answer_key IS NULL) AS pending_keys
             FROM run_keys rk
@@ -625,8 +622,7 @@ class Store:
                    (SELECT count(*) FROM calls WHERE run_id = {rid}) AS run_calls,
                    (SELECT coalesce(sum(input_tokens), 0) FROM calls WHERE run_id = {rid}) AS input_tokens,
                    (SELECT coalesce(sum(output_tokens), 0) FROM calls WHERE run_id = {rid}) AS output_tokens,
-                   (SELECT coalesce(sum(cost_usd), 0) FROM calls WHERE run_id = {rid}) AS run_cost_usd,
-                   coalesce(sum(CASE WHEN source = 'cache' THEN 1 ELSE 0 END), 0) AS cache_rows
+                   (SELECT coalesce(sum(cost_usd), 0) FROM calls WHERE run_id = {rid}) AS run_cost_usd
             FROM res
             """
         )
