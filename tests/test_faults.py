@@ -126,7 +126,8 @@ def test_the_client_paces_under_an_enforced_limit(cli: Cli, tmp_path: Path, rpm:
         statuses = Counter(e["status"] for e in sim_log(sim))
     assert result.exit_code == 0
     assert statuses[429] == 0 and statuses[200] == 60
-    assert 5.0 < json.loads(result.stdout)["calls_elapsed_s"] < 8.0
+    # 60 calls at 97% of 600/min cannot take less than ~6 s; the upper bound only catches idling
+    assert 5.5 < json.loads(result.stdout)["calls_elapsed_s"] < 15.0
 
 
 def test_a_model_in_an_outage_falls_back_and_the_cache_stays_truthful(cli: Cli, tmp_path: Path) -> None:

