@@ -96,6 +96,8 @@ def main() -> None:
     calls_rps = args.n / summary["calls_elapsed_s"]
     print(f"costinfer calling phase alone: {summary['calls_elapsed_s']:.2f} s, {calls_rps:.0f} requests/s")
     print(f"calling-phase ratio = {calls_rps / bare_rps:.2f} (steady state, without start-up, reading and writing)")
+    phases = ", ".join(f"{name} {seconds:.2f}" for name, seconds in summary.get("timings", {}).items())
+    print(f"costinfer phases (s): start-up {ci_s - summary['elapsed_s']:.2f}, {phases}")
     print(f"throughput ratio = costinfer / bare = {ci_rps / bare_rps:.2f}")
 
 

@@ -1,24 +1,32 @@
 """costinfer: run large prompt datasets through LLMs for the least money, never past the budget.
 
 The library API: ``run(RunOptions(...))`` does what ``costinfer run`` does; ``Store`` opens the DuckDB store.
+Names are imported on first use, so that a module of the package (a worker process's) loads without the rest.
 """
 
-from costinfer.core.errors import (
-    AuthError,
-    BackendError,
-    BadRowError,
-    ConfigError,
-    CostinferError,
-    ExitCode,
-    InputError,
-    StoreBusyError,
-    StoreError,
-)
-from costinfer.core.keys import request_key
-from costinfer.core.runner import RunOptions, RunSummary, run
-from costinfer.core.store import Store
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "AuthError": "costinfer.core.errors",
+    "BackendError": "costinfer.core.errors",
+    "BadRowError": "costinfer.core.errors",
+    "ConfigError": "costinfer.core.errors",
+    "CostinferError": "costinfer.core.errors",
+    "ExitCode": "costinfer.core.errors",
+    "InputError": "costinfer.core.errors",
+    "StoreBusyError": "costinfer.core.errors",
+    "StoreError": "costinfer.core.errors",
+    "request_key": "costinfer.core.keys",
+    "RunOptions": "costinfer.core.runner",
+    "RunSummary": "costinfer.core.runner",
+    "run": "costinfer.core.runner",
+    "Store": "costinfer.core.store",
+}
 
 __all__ = [
     "AuthError",
@@ -37,3 +45,28 @@ __all__ = [
     "request_key",
     "run",
 ]
+
+if TYPE_CHECKING:
+    from costinfer.core.errors import (
+        AuthError,
+        BackendError,
+        BadRowError,
+        ConfigError,
+        CostinferError,
+        ExitCode,
+        InputError,
+        StoreBusyError,
+        StoreError,
+    )
+    from costinfer.core.keys import request_key
+    from costinfer.core.runner import RunOptions, RunSummary, run
+    from costinfer.core.store import Store
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'costinfer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -64,3 +64,45 @@ def test_canonical_form_is_documented_shape() -> None:
         b'{"body":{"max_tokens":5,"messages":[{"content":"hi","role":"user"}],"model":"m"},"endpoint":"openai","v":1}'
     )
     assert b"api_key" not in text and b'"id"' not in text
+
+
+# --- the fast key maker gives exactly the reference keys -------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from costinfer.core.keys import _SLOT, KeyMaker, normalized_key, semantic_key  # noqa: E402
+
+_texts = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(["Hello  World", "ÉCOLE ﬁne", "  spaced\tout\n", "café", "UPPER", "x", _SLOT, f"a{_SLOT}b"]),
+)
+_message = st.fixed_dictionaries(
+    {"role": st.sampled_from(["system", "user", "assistant"]), "content": _texts},
+    optional={"name": st.text(max_size=5)},
+)
+_bodies = st.fixed_dictionaries(
+    {
+        "model": st.sampled_from(["gpt-4o-mini", "gpt-4o", "claude-3-5-haiku"]),
+        "messages": st.lists(_message, min_size=1, max_size=4),
+        "max_tokens": st.integers(1, 64),
+    },
+    optional={
+        "temperature": st.one_of(st.none(), st.floats(0, 2)),
+        "stop": st.lists(_texts, min_size=1, max_size=2),
+        "seed": st.integers(0, 9),
+        "metadata": st.dictionaries(st.text(max_size=3), st.integers()),
+        "tools": st.just([{"type": "function", "function": {"name": "f", "description": _SLOT}}]),
+    },
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bodies=st.lists(_bodies, min_size=1, max_size=6), endpoint=st.sampled_from(["openai", "simulate"]))
+def test_key_maker_matches_the_reference_functions(bodies: list[dict[str, object]], endpoint: str) -> None:
+    maker = KeyMaker(endpoint)
+    for body in [*bodies, *bodies]:  # the second pass reads the memo
+        exact, normal, group = maker.keys(body)
+        assert exact == request_key(body, endpoint)
+        assert normal == normalized_key(body, endpoint)
+        assert group == semantic_key(body, endpoint)

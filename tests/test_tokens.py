@@ -49,6 +49,14 @@ def test_every_counting_path_agrees_on_the_sample() -> None:
     one_by_one = [TokenCounter().count_body(b) for b in bodies]  # type: ignore[union-attr]
     assert TokenCounter().count_bodies(bodies) == one_by_one  # type: ignore[arg-type]
     assert TokenCounter(fast=True).count_bodies(bodies) == one_by_one  # type: ignore[arg-type]
+    # with a non-OpenAI model, a response format and tools in the mix: measure() bounds like input_bound()
+    mixed = [*bodies, {**bodies[0], "model": "claude-sonnet-4-5"}]
+    mixed.append({**bodies[1], "response_format": {"type": "json_object"}})
+    mixed.append({**bodies[2], "tools": [{"type": "function", "function": {"name": "f"}}]})
+    counter = TokenCounter()
+    counts, bounds = counter.measure(mixed)  # type: ignore[arg-type]
+    assert counts == [counter.count_body(b) for b in mixed]  # type: ignore[arg-type]
+    assert bounds == [counter.input_bound(b, n) for b, n in zip(mixed, counts, strict=True)]  # type: ignore[arg-type]
 
 
 @settings(max_examples=300, deadline=None)

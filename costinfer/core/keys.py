@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 
+from costinfer.core.guards import normalize_text
+
 KEY_VERSION = 1
 
 # Body fields that change the answer. Anything else in a body (row ids, metadata, API keys) never reaches the key.
@@ -44,8 +46,6 @@ def request_key(body: dict[str, Any], endpoint: str) -> str:
 
 def normalized_key(body: dict[str, Any], endpoint: str) -> str:
     """The normalized tier's key: the exact key of the request with every text normalized (NFKC, case, spaces)."""
-    from costinfer.core.guards import normalize_text
-
     messages = [
         {**m, "content": normalize_text(m["content"])} if isinstance(m.get("content"), str) else m
         for m in body["messages"]
@@ -62,3 +62,80 @@ def semantic_parts(body: dict[str, Any], endpoint: str) -> tuple[str, str] | Non
         return None
     rest = {**body, "messages": [*messages[:-1], {"role": "user", "content": None}]}
     return request_key(rest, endpoint), last["content"]
+
+
+# A text no dataset row holds: it marks where the last user message's text goes in a request's canonical bytes.
+_SLOT = "\x00costinfer:last-user-text\x00"
+_SLOT_JSON = orjson.dumps(_SLOT)
+_MEMO_LIMIT = 4096
+
+
+class KeyMaker:
+    """The exact, normalized and group keys of many requests, the same values as ``request_key``,
+    ``normalized_key`` and ``semantic_parts`` (a property test holds them equal), several times faster.
+
+    Rows of a dataset usually differ only in the text of their last user message. The canonical bytes of such a
+    request are ``head + json(text) + tail``, where head and tail depend on everything else (model, parameters, the
+    messages before it): they are computed once per distinct "everything else" and kept in a small memo, so each row
+    costs one JSON string, one or two SHA-256 and the text's normalization.
+    """
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        # everything but the last text -> (head, tail, normalized head, normalized tail, group key), or None when the
+        # request has no such shape
+        self._memo: dict[bytes, tuple[bytes, bytes, bytes, bytes, str] | None] = {}
+
+    def keys(self, body: dict[str, Any]) -> tuple[str, str, str | None]:
+        """(exact key, normalized key, group key or None): see ``request_key``, ``normalized_key``,
+        ``semantic_parts``."""
+        messages = body["messages"]
+        last = messages[-1]
+        text = last.get("content")
+        if last.get("role") != "user" or not isinstance(text, str) or len(last) != 2:
+            return self._reference(body)
+        try:
+            memo_key = orjson.dumps({**body, "messages": messages[:-1]})
+        except TypeError:  # a value orjson cannot write: the reference functions say what happens
+            return self._reference(body)
+        if memo_key in self._memo:
+            parts = self._memo[memo_key]
+        else:
+            parts = self._template(body)
+            if len(self._memo) >= _MEMO_LIMIT:
+                self._memo.clear()
+            self._memo[memo_key] = parts
+        if parts is None:
+            return self._reference(body)
+        head, tail, norm_head, norm_tail, group = parts
+        exact = hashlib.sha256(head + orjson.dumps(text) + tail).hexdigest()
+        normal = normalize_text(text)
+        if normal == text and norm_head == head and norm_tail == tail:
+            return exact, exact, group
+        return exact, hashlib.sha256(norm_head + orjson.dumps(normal) + norm_tail).hexdigest(), group
+
+    def _reference(self, body: dict[str, Any]) -> tuple[str, str, str | None]:
+        endpoint = self.endpoint
+        return request_key(body, endpoint), normalized_key(body, endpoint), semantic_key(body, endpoint)
+
+    def _template(self, body: dict[str, Any]) -> tuple[bytes, bytes, bytes, bytes, str] | None:
+        messages = body["messages"]
+        slotted = {**body, "messages": [*messages[:-1], {"role": "user", "content": _SLOT}]}
+        canon = canonical(slotted, self.endpoint)
+        normalized = [
+            {**m, "content": normalize_text(m["content"])} if isinstance(m.get("content"), str) else m
+            for m in messages[:-1]
+        ]
+        norm_canon = canonical({**body, "messages": [*normalized, {"role": "user", "content": _SLOT}]}, self.endpoint)
+        if canon.count(_SLOT_JSON) != 1 or norm_canon.count(_SLOT_JSON) != 1:
+            return None  # the marker also appears elsewhere: the reference functions do these rows
+        head, tail = canon.split(_SLOT_JSON)
+        norm_head, norm_tail = norm_canon.split(_SLOT_JSON)
+        group = semantic_key(body, self.endpoint)
+        assert group is not None
+        return head, tail, norm_head, norm_tail, group
+
+
+def semantic_key(body: dict[str, Any], endpoint: str) -> str | None:
+    parts = semantic_parts(body, endpoint)
+    return parts[0] if parts else None

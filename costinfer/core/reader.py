@@ -83,27 +83,60 @@ def read_chunks(path: Path, fmt: str, chunk_rows: int = CHUNK_ROWS) -> Iterator[
 
 
 def _jsonl_rows(path: Path) -> Iterator[RawRow]:
-    loads = orjson.loads
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue  # blank lines (a trailing newline, a spacer) are not rows
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield RawRow(
-                    lineno, None, ("(line)", f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at column {exc.start + 1}")
-                )
+            row = jsonl_row(lineno, raw[:-1] if raw.endswith(b"\n") else raw)
+            if row is not None:
+                yield row
+
+
+def jsonl_blocks(path: Path, block_bytes: int = 4 << 20) -> Iterator[tuple[int, bytes]]:
+    """(first line number, bytes) of consecutive whole-line blocks of a JSONL file: for parsing in other processes."""
+    line = 1
+    carry = b""
+    with path.open("rb") as fh:
+        while True:
+            data = fh.read(block_bytes)
+            if not data:
+                break
+            data = carry + data
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:
+                carry = data  # one line longer than a block: keep reading
                 continue
-            try:
-                value = loads(raw)
-            except orjson.JSONDecodeError as exc:
-                yield RawRow(lineno, None, ("(line)", f"malformed JSON: {exc.msg} at column {exc.colno}"))
-                continue
-            if not isinstance(value, dict):
-                yield RawRow(lineno, None, ("(line)", f"expected a JSON object, got {_json_kind(value)}"))
-                continue
-            yield RawRow(lineno, value)
+            block, carry = data[:cut], data[cut:]
+            yield line, block
+            line += block.count(b"\n")
+    if carry:
+        yield line, carry
+
+
+def jsonl_block_rows(first_line: int, block: bytes) -> list[RawRow]:
+    """The rows of a block from ``jsonl_blocks``, as ``_jsonl_rows`` reads them."""
+    rows = []
+    for offset, raw in enumerate(block.split(b"\n")):
+        row = jsonl_row(first_line + offset, raw)
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+def jsonl_row(lineno: int, raw: bytes) -> RawRow | None:
+    """One JSONL line as a row; None for a blank line (a trailing newline, a spacer: not rows)."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if not raw.strip():
+            return None
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            reason = f"not valid UTF-8: byte 0x{raw[bad.start]:02x} at column {bad.start + 1}"
+            return RawRow(lineno, None, ("(line)", reason))
+        return RawRow(lineno, None, ("(line)", f"malformed JSON: {exc.msg} at column {exc.colno}"))
+    if type(value) is not dict:
+        return RawRow(lineno, None, ("(line)", f"expected a JSON object, got {_json_kind(value)}"))
+    return RawRow(lineno, value)
 
 
 def _json_kind(value: object) -> str:

@@ -25,6 +25,9 @@ class Request:
     input_bound: int = 0
     priority: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    norm_key: str = ""  # the normalized tier's key
+    group_key: str | None = None  # the semantic tier's group; None when the request does not end with a user text
+    id_default: bool = False  # the row has no id: its position is its identity
 
     @property
     def model(self) -> str:
@@ -44,6 +47,7 @@ class Reject:
     field: str
     reason: str
     row_id: str | None = None
+    id_default: bool = False  # the row has no id: its position is its identity
 
     def message(self, path: str, row_kind: str = "line") -> str:
         return f"{path}:{row_kind} {self.line}: field '{self.field}': {self.reason}"

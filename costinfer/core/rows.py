@@ -48,6 +48,57 @@ class _Bad(Exception):
 
 def build(row_idx: int, line: int, data: dict[str, Any], spec: RowSpec) -> Request | Reject:
     """One raw row to a ``Request``, or a ``Reject`` naming the first bad field."""
+    if not spec.text_cells and spec.template is None:
+        req = _build_plain(row_idx, line, data, spec)
+        if req is not None:
+            return req
+    return build_any(row_idx, line, data, spec)
+
+
+def _build_plain(row_idx: int, line: int, data: dict[str, Any], spec: RowSpec) -> Request | None:
+    """The common row (a prompt, perhaps an id, a model, max_tokens, a system text, metadata), well formed: the same
+    ``Request`` as ``build_any`` (a property test holds them equal) in a fraction of the time. None for any other row,
+    which ``build_any`` then reads, and rejects with the reason when it is bad."""
+    plain = _PLAIN_FIELDS.get((spec.prompt_field, spec.id_field))
+    if plain is None:
+        plain = _PLAIN_FIELDS[(spec.prompt_field, spec.id_field)] = frozenset(
+            {spec.prompt_field, spec.id_field, "model", "max_tokens", "system", "metadata"}
+        )
+    if not data.keys() <= plain:
+        return None
+    prompt = data.get(spec.prompt_field)
+    if type(prompt) is not str or not prompt.strip():
+        return None
+    row_id = data.get(spec.id_field)
+    if row_id is None or row_id == "":
+        row_id = str(row_idx)
+    elif type(row_id) is int:
+        row_id = str(row_id)
+    elif type(row_id) is not str:
+        return None
+    model = data.get("model") or spec.model
+    max_tokens = data.get("max_tokens") or spec.max_tokens
+    system = data.get("system") or spec.system
+    metadata = data.get("metadata")
+    if (
+        type(model) is not str
+        or type(max_tokens) is not int
+        or max_tokens < 1
+        or (system is not None and type(system) is not str)
+        or (metadata is not None and type(metadata) is not dict)
+    ):
+        return None
+    user = {"role": "user", "content": prompt}
+    messages = [{"role": "system", "content": system}, user] if system is not None else [user]
+    body = {"model": model, "messages": messages, "max_tokens": max_tokens}
+    return Request(row_idx, line, row_id, body, metadata)
+
+
+_PLAIN_FIELDS: dict[tuple[str, str], frozenset[str]] = {}
+
+
+def build_any(row_idx: int, line: int, data: dict[str, Any], spec: RowSpec) -> Request | Reject:
+    """``build`` for every row: each field checked in turn; the reference for the fast path."""
     row_id: str | None = None
     try:
         row_id = _row_id(data, spec, row_idx)

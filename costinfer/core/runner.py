@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import os
 import signal
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -39,6 +38,7 @@ from costinfer.core.progress import NullProgress, ProgressSink
 from costinfer.core.reader import detect_format, row_kind
 from costinfer.core.rows import RowSpec
 from costinfer.core.store import Store
+from costinfer.core.timing import Stopwatch
 
 DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_MAX_TOKENS = 512
@@ -122,6 +122,9 @@ class RunSummary:
     calls_elapsed_s: float  # the part of elapsed_s spent sending calls
     notes: list[str] = field(default_factory=list)
     plan: dict[str, Any] = field(default_factory=dict)
+    # seconds per phase: setup, read (parse, key, count), index (distinct requests, reuse tiers), plan, calls,
+    # results (the results file), report (the summary)
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -209,6 +212,7 @@ class Prepared:
     notes: list[str]
     plan: Plan
     embeddings_computed: int = 0
+    clock: Stopwatch = field(default_factory=Stopwatch)
 
 
 @dataclass
@@ -239,10 +243,11 @@ def plan(opts: RunOptions, progress: ProgressSink | None = None) -> Prepared:
     The run is kept in the store as 'planned': ``run`` with the same options picks it up without reading again.
     """
     progress = progress or NullProgress()
+    clock = Stopwatch()
     setup = _setup(opts)
     backend = setup.backend_cls(BackendConfig(base_url=opts.base_url or "http://plan.invalid"))
     with Store.open(opts.store, wait_seconds=opts.store_wait_s) as store:
-        return _prepare(opts, setup, backend.name, backend.endpoint, store, progress, planning=True)
+        return _prepare(opts, setup, backend.name, backend.endpoint, store, progress, clock, planning=True)
 
 
 def run(
@@ -254,7 +259,7 @@ def run(
     there (``--on-over-budget fail``) or runs rows in priority, then input, order until the budget stops it.
     """
     progress = progress or NullProgress()
-    started = time.monotonic()
+    clock = Stopwatch()
     setup = _setup(opts)
     with contextlib.ExitStack() as stack:
         base_url = opts.base_url
@@ -277,11 +282,11 @@ def run(
         if hasattr(backend, "api_key"):
             backend.api_key()  # a missing key fails now, naming its variable
         store = stack.enter_context(Store.open(opts.store, wait_seconds=opts.store_wait_s))
-        prepared = _prepare(opts, setup, backend.name, backend.endpoint, store, progress, planning=False)
+        prepared = _prepare(opts, setup, backend.name, backend.endpoint, store, progress, clock, planning=False)
         if on_plan is not None:
             on_plan(prepared.plan)
         _check_budget(opts, prepared, store)
-        return _execute_run(opts, backend, store, prepared, progress, started)
+        return _execute_run(opts, backend, store, prepared, progress)
 
 
 def _prepare(
@@ -291,6 +296,7 @@ def _prepare(
     endpoint: str,
     store: Store,
     progress: ProgressSink,
+    clock: Stopwatch,
     *,
     planning: bool,
 ) -> Prepared:
@@ -331,15 +337,18 @@ def _prepare(
     reuse = DedupeStats()
     if fresh:
         store.reset_ingest(run_id)
+        clock.mark("setup")
         ingest.run(progress)
-        counts = store.finish_ingest(run_id)
+        clock.mark("read")
+        counts = store.finish_ingest(run_id, opts.id_field)
         reuse = _resolve_reuse(opts, store, run_id, progress, ingest.semantic_opt_out)
         store.set_run(run_id, options=orjson.dumps({**_options_record(opts), "reuse": asdict(reuse)}).decode())
     else:
         row = store.run(run_id) or {}
         counts = {"rows": int(row["rows"]), "rejects": int(row["rejects"]), "distinct": int(row["distinct_keys"])}
+    clock.mark("index")
     input_path = str(opts.input_path)
-    notes = ingest.counter.notes()
+    notes = ingest.notes()
     reuse_note = _reuse_note(store, run_id)
     if reuse_note:
         notes.append(reuse_note)
@@ -366,7 +375,8 @@ def _prepare(
         prices[opts.fallback_model] = setup.catalog.lookup(opts.fallback_model, provider)
     the_plan = compute_plan(store, run_id, prices, opts.budget_usd, str(opts.input_path.resolve()), notes)
     computed = reuse.embeddings_computed if fresh else 0
-    return Prepared(run_id, resumed, counts, prices, rejects_file, notes, the_plan, computed)
+    clock.mark("plan")
+    return Prepared(run_id, resumed, counts, prices, rejects_file, notes, the_plan, computed, clock)
 
 
 def _resolve_reuse(
@@ -405,8 +415,9 @@ def _check_budget(opts: RunOptions, prepared: Prepared, store: Store) -> None:
 
 
 def _execute_run(
-    opts: RunOptions, backend: Backend, store: Store, prepared: Prepared, progress: ProgressSink, started: float
+    opts: RunOptions, backend: Backend, store: Store, prepared: Prepared, progress: ProgressSink
 ) -> RunSummary:
+    clock = prepared.clock
     run_id = prepared.run_id
     store.set_run(run_id, status="running")
     guard = BudgetGuard(opts.budget_usd, prepared.plan.spent_usd)
@@ -426,7 +437,7 @@ def _execute_run(
         progress,
     )
     progress.phase("calling", prepared.plan.to_call)
-    calls_started = time.monotonic()
+    clock.mark("plan")
     try:
         if prepared.plan.to_call:
             anyio.run(_execute, executor, store.pending(run_id), backend_options=_loop_options())
@@ -440,19 +451,20 @@ def _execute_run(
             )
     finally:
         stop_reason = executor.stop_reason
-        calls_elapsed = time.monotonic() - calls_started
+        calls_elapsed = clock.mark("calls")
         not_run_reason = f"not_run: {stop_reason}" if stop_reason else "not_run"
         out = opts.output_path()
         store.write_results(run_id, out, "parquet" if out.suffix.lower() == ".parquet" else "jsonl", not_run_reason)
         status = "completed" if stop_reason is None else "stopped"
         store.set_run(run_id, status=status, finished_at=_now(), stop_reason=stop_reason)
+        clock.mark("results")
     summary = store.summary(run_id)
     notes = list(prepared.notes)
     if guard.overruns:
         notes.append(f"{guard.overruns} calls were billed more than their reserved worst case")
     if stop_reason == "interrupted":
         notes.append("stopped: rerun the same command to resume; answered rows will not be paid again")
-    return RunSummary(
+    result = RunSummary(
         run_id=run_id,
         resumed=prepared.resumed,
         rows=int(summary["rows"]),
@@ -467,7 +479,7 @@ def _execute_run(
         fallback=int(summary["fallback"]),
         embeddings_computed=prepared.embeddings_computed,
         failed=int(summary["failed"]),
-        saved_usd=_savings(store, run_id, prepared.prices),
+        saved_usd={},
         not_run=int(summary["not_run"]),
         input_tokens=int(summary["input_tokens"]),
         output_tokens=int(summary["output_tokens"]),
@@ -477,11 +489,16 @@ def _execute_run(
         stop_reason=stop_reason,
         output=str(opts.output_path()),
         rejects_file=prepared.rejects_file,
-        elapsed_s=round(time.monotonic() - started, 3),
+        elapsed_s=0.0,
         calls_elapsed_s=round(calls_elapsed, 3),
         notes=notes,
         plan=prepared.plan.as_dict(),
     )
+    result.saved_usd = _savings(store, run_id, prepared.prices)
+    clock.mark("report")
+    result.elapsed_s = round(clock.elapsed(), 3)
+    result.timings = clock.rounded()
+    return result
 
 
 def _savings(store: Store, run_id: str, prices: dict[str, ModelPrice]) -> dict[str, Decimal]:

@@ -134,11 +134,20 @@ def _m4_requests_without_primary_key(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _m5_no_staging(con: duckdb.DuckDBPyConnection) -> None:
+    # Ingestion stores new requests straight into `requests` (content-addressed: a key is stored once), in batches
+    # large enough that DuckDB writes them once; the staging table wrote every body twice.
+    con.execute("DROP TABLE ingest_requests")
+
+
+_NEW_REQUEST_COLUMNS = "key, endpoint, model, body, input_tokens, max_tokens, input_bound, norm_key, group_key"
+
 MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     (1, "initial schema: runs, items, rejects, requests, run_keys, responses, calls", _m1_initial),
     (2, "requests.input_bound for the budget's worst case; row priority", _m2_bounds_and_priority),
     (3, "normalized and semantic tiers: request norm/group keys, run_keys answers, embeddings", _m3_semantic),
     (4, "requests without a primary key; ingestion staged in ingest_requests", _m4_requests_without_primary_key),
+    (5, "ingestion stores requests directly; the staging table is dropped", _m5_no_staging),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -282,7 +291,7 @@ class Store:
 
     def reset_ingest(self, run_id: str) -> None:
         """Forget a half-ingested run's rows so that ingestion can start over; responses and calls are kept."""
-        for table in ("items", "rejects", "run_keys", "ingest_requests"):
+        for table in ("items", "rejects", "run_keys"):
             self.con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
 
     def set_run(self, run_id: str, **fields: Any) -> None:
@@ -295,7 +304,10 @@ class Store:
     # --- ingest -----------------------------------------------------------------------------------------------
 
     def add_chunk(self, run_id: str, items: pa.Table, requests: pa.Table | None, rejects: pa.Table | None) -> None:
-        """Store one chunk of rows in one transaction: its items, its new request bodies and its rejects."""
+        """Store chunks of rows in one transaction: their items, the request bodies not stored yet, their rejects.
+
+        A row without an id (null ``row_id``) takes its position as its id. Requests are content-addressed: a key
+        already stored (by this run's earlier chunks or by any earlier run) is not stored again."""
         con = self.con
         con.execute("BEGIN TRANSACTION")
         try:
@@ -303,21 +315,26 @@ class Store:
                 con.register("chunk_items", items)
                 con.execute(
                     "INSERT INTO items (run_id, row_idx, line, row_id, key, metadata, priority) "
-                    "SELECT run_id, row_idx, line, row_id, key, metadata, priority FROM chunk_items"
+                    "SELECT $1, row_idx, line, coalesce(row_id, CAST(row_idx AS VARCHAR)), key, metadata, priority "
+                    "FROM chunk_items",
+                    [run_id],
                 )
                 con.unregister("chunk_items")
             if requests is not None and requests.num_rows:
                 con.register("chunk_requests", requests)
                 con.execute(
-                    f"INSERT INTO ingest_requests (run_id, {_REQUEST_COLUMNS}) "
-                    f"SELECT $1, {_REQUEST_COLUMNS} FROM chunk_requests",
-                    [run_id],
+                    f"INSERT INTO requests ({_NEW_REQUEST_COLUMNS}) "
+                    f"SELECT DISTINCT ON (key) {_NEW_REQUEST_COLUMNS} FROM chunk_requests c "
+                    "WHERE NOT EXISTS (SELECT 1 FROM requests r WHERE r.key = c.key)"
                 )
                 con.unregister("chunk_requests")
             if rejects is not None and rejects.num_rows:
                 con.register("chunk_rejects", rejects)
                 con.execute(
-                    "INSERT INTO rejects SELECT run_id, row_idx, line, row_id, field, reason FROM chunk_rejects"
+                    "INSERT INTO rejects (run_id, row_idx, line, row_id, field, reason) "
+                    "SELECT $1, row_idx, line, CASE WHEN id_default THEN CAST(row_idx AS VARCHAR) ELSE row_id END, "
+                    "field, reason FROM chunk_rejects",
+                    [run_id],
                 )
                 con.unregister("chunk_rejects")
             con.execute("COMMIT")
@@ -325,15 +342,34 @@ class Store:
             con.execute("ROLLBACK")
             raise
 
-    def finish_ingest(self, run_id: str) -> dict[str, int]:
+    def finish_ingest(self, run_id: str, id_field: str = "id") -> dict[str, int]:
+        """Settle what spans chunks: a row repeating an earlier row's id becomes a reject; then the run's distinct
+        requests (``run_keys``) and its counts."""
         con = self.con
         con.execute("BEGIN TRANSACTION")
-        con.execute(
-            f"INSERT INTO requests ({_REQUEST_COLUMNS}) SELECT {_REQUEST_COLUMNS} FROM ingest_requests s "
-            "WHERE s.run_id = $1 AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.key = s.key)",
-            [run_id],
-        )
-        con.execute("DELETE FROM ingest_requests WHERE run_id = ?", [run_id])
+        repeated = con.execute(
+            "SELECT count(*) - count(DISTINCT row_id) FROM items WHERE run_id = ?", [run_id]
+        ).fetchone()
+        if repeated and repeated[0]:
+            con.execute(
+                """
+                CREATE OR REPLACE TEMP TABLE repeated_ids AS
+                SELECT row_idx, line, row_id FROM (
+                    SELECT row_idx, line, row_id, row_number() OVER (PARTITION BY row_id ORDER BY row_idx) AS nth
+                    FROM items WHERE run_id = $1)
+                WHERE nth > 1
+                """,
+                [run_id],
+            )
+            con.execute(
+                "INSERT INTO rejects (run_id, row_idx, line, row_id, field, reason) "
+                "SELECT $1, row_idx, line, row_id, $2, format('duplicate id ''{}''', row_id) FROM repeated_ids",
+                [run_id, id_field],
+            )
+            con.execute(
+                "DELETE FROM items WHERE run_id = $1 AND row_idx IN (SELECT row_idx FROM repeated_ids)", [run_id]
+            )
+            con.execute("DROP TABLE repeated_ids")
         con.execute(
             "INSERT INTO run_keys (run_id, key, first_idx, n_rows, priority) "
             "SELECT run_id, key, min(row_idx), count(*), max(priority) FROM items WHERE run_id = ? "

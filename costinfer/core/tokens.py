@@ -227,24 +227,46 @@ class TokenCounter:
 
     def count_bodies(self, bodies: list[dict[str, Any]]) -> list[int]:
         """``count_body`` for many requests: the texts of plain requests are counted in one batch per model."""
+        return self.measure(bodies)[0]
+
+    def measure(self, bodies: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
+        """The input tokens of many requests and their bounds (``input_bound``): the texts of plain requests are
+        counted in one batch per model."""
         totals = [0] * len(bodies)
+        bounds = [0] * len(bodies)
+        plain = [False] * len(bodies)
         batches: dict[str, tuple[list[str], list[int]]] = {}
+        roles = self._roles
         for i, body in enumerate(bodies):
             messages = body["messages"]
-            if body.get("tools") or not all(isinstance(m.get("content"), str) and len(m) == 2 for m in messages):
+            if body.get("tools") or not all(type(m.get("content")) is str and len(m) == 2 for m in messages):
                 totals[i] = self.count_body(body)
                 continue
-            texts, owners = batches.setdefault(str(body["model"]), ([], []))
+            model = body["model"]
+            batch = batches.get(model)
+            if batch is None:
+                batch = batches[model] = ([], [])
+            texts, owners = batch
             total = REPLY_PRIMING
             for message in messages:
-                total += TOKENS_PER_MESSAGE + self._role_tokens(str(body["model"]), message["role"])
+                role = message["role"]
+                role_tokens = roles.get(role)
+                if role_tokens is None:
+                    role_tokens = self._role_tokens(str(model), role)
+                total += TOKENS_PER_MESSAGE + role_tokens
                 texts.append(message["content"])
                 owners.append(i)
             totals[i] = total
+            plain[i] = not body.get("response_format")
         for model, (texts, owners) in batches.items():
             for owner, n in zip(owners, self.encoder(model).count_many(texts), strict=True):
                 totals[owner] += n
-        return totals
+        for i, body in enumerate(bodies):
+            if plain[i] and not self.encoder(str(body["model"])).approximate:
+                bounds[i] = totals[i] + 8  # what input_bound says of a plain request, without looking at it again
+            else:
+                bounds[i] = self.input_bound(body, totals[i])
+        return totals, bounds
 
     def _role_tokens(self, model: str, role: str) -> int:
         if role not in self._roles:

@@ -1,0 +1,208 @@
+"""One chunk of raw rows to the tables ingestion stores: items, new request bodies, rejects.
+
+A chunk is processed on its own (it needs nothing from other chunks), so chunks can be processed inline or in worker
+processes (``ingest.py`` decides). What spans chunks is settled in SQL when ingestion ends: a request seen in several
+chunks is stored once, and a row id seen before makes the later row a reject.
+
+Row positions here are local to the chunk (0 = its first row); ingestion adds the chunk's offset. A row without an
+id has ``row_id`` null and takes its position as its identity when stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import orjson
+import pyarrow as pa
+
+from costinfer.core.errors import ConfigError
+from costinfer.core.keys import KeyMaker
+from costinfer.core.prices import Catalog, ModelPrice
+from costinfer.core.reader import RawRow, jsonl_block_rows
+from costinfer.core.request import Reject, Request
+from costinfer.core.rows import RowSpec, build
+from costinfer.core.tokens import TokenCounter
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    """What every chunk of one ingestion is processed with (picklable: it is sent to worker processes)."""
+
+    spec: RowSpec
+    endpoint: str
+    provider: str
+    catalog: Catalog
+    fast_count: bool = False
+
+
+@dataclass
+class ChunkResult:
+    rows: int  # rows read from the chunk, good or bad
+    items: pa.Table  # row_idx, line, row_id (null: the position), key, metadata, priority
+    requests: pa.Table | None  # one per request first seen in this chunk: body, counts, tier keys
+    rejects: pa.Table | None  # row_idx, line, row_id, id_default, field, reason
+    opt_out: list[str] = field(default_factory=list)  # keys with a row that must not take a semantic answer
+    models: list[str] = field(default_factory=list)  # priced models the chunk's rows name
+    notes: list[str] = field(default_factory=list)  # the token counter's notes (estimates, substitutes)
+
+
+class ChunkProcessor:
+    def __init__(self, job: ChunkJob) -> None:
+        self.job = job
+        self.keys = KeyMaker(job.endpoint)
+        self.counter = TokenCounter(fast=job.fast_count)
+        self.prices: dict[str, ModelPrice] = {}
+        self._unpriced: dict[str, str] = {}
+
+    def jsonl_block(self, first_line: int, block: bytes) -> ChunkResult:
+        return self.process(jsonl_block_rows(first_line, block))
+
+    def process(self, rows: list[RawRow]) -> ChunkResult:
+        spec = self.job.spec
+        id_field = spec.id_field
+        items: list[Request] = []
+        new: list[Request] = []  # the first row of each request new in this chunk
+        later: list[Request] = []  # rows repeating a request new in this chunk: settled once it is counted
+        rejects: list[Reject] = []
+        first: dict[str, Reject | None] = {}  # key -> the reject its first row got (None: good)
+        opt_out: list[str] = []
+        for idx, raw in enumerate(rows):
+            if raw.error is not None or raw.data is None:
+                fld, reason = raw.error or ("(line)", "unreadable")
+                rejects.append(Reject(idx, raw.line, fld, reason))
+                continue
+            req = build(idx, raw.line, raw.data, spec)
+            if raw.data.get(id_field) in (None, ""):
+                req.id_default = True  # stored as its position once the chunk's offset is known
+            if isinstance(req, Reject):
+                rejects.append(req)
+                continue
+            model = req.body["model"]
+            if model not in self.prices and self._price(model) is None:
+                rejects.append(_reject(req, "model", self._unpriced[model]))
+                continue
+            req.key, req.norm_key, req.group_key = self.keys.keys(req.body)
+            if req.extra.get("semantic") is False:
+                opt_out.append(req.key)  # this run's rows of the request take no semantic answer; it may lend its own
+            if req.key in first:
+                later.append(req)
+            else:
+                first[req.key] = None
+                new.append(req)
+        counts, bounds = self.counter.measure([r.body for r in new])
+        accepted: list[Request] = []
+        for req, n, bound in zip(new, counts, bounds, strict=True):
+            req.input_tokens = n
+            req.input_bound = bound
+            problem = self._limits(req, self.prices[req.body["model"]])
+            if problem is not None:
+                first[req.key] = problem
+                rejects.append(problem)
+            else:
+                accepted.append(req)
+        for req in later:
+            earlier = first[req.key]
+            if earlier is not None:
+                rejects.append(_reject(req, earlier.field, earlier.reason))
+            else:
+                items.append(req)
+        items.extend(accepted)
+        return ChunkResult(
+            rows=len(rows),
+            items=_items(items),
+            requests=self._requests(accepted),
+            rejects=_rejects(rejects),
+            opt_out=opt_out,
+            models=sorted(self.prices),
+            notes=self.counter.notes(),
+        )
+
+    def _price(self, model: str) -> ModelPrice | None:
+        if model in self._unpriced:
+            return None
+        try:
+            price = self.job.catalog.lookup(model, self.job.provider)
+        except ConfigError as exc:
+            self._unpriced[model] = str(exc)
+            return None
+        self.prices[model] = price
+        return price
+
+    def _limits(self, req: Request, price: ModelPrice) -> Reject | None:
+        field_name = self.job.spec.prompt_field if len(req.body["messages"]) <= 2 else "messages"
+        limit = price.max_input_tokens
+        if limit is not None and req.input_tokens > limit:
+            return _reject(
+                req, field_name, f"the prompt is {req.input_tokens} tokens; {req.model} accepts at most {limit}"
+            )
+        out_limit = price.max_output_tokens
+        if out_limit is not None and req.max_tokens > out_limit:
+            return _reject(req, "max_tokens", f"{req.max_tokens} is more than {req.model} can write ({out_limit})")
+        return None
+
+    def _requests(self, new: list[Request]) -> pa.Table | None:
+        if not new:
+            return None
+        return pa.table(
+            {
+                "key": pa.array([r.key for r in new], pa.string()),
+                "endpoint": pa.array([self.job.endpoint] * len(new), pa.string()),
+                "model": pa.array([r.body["model"] for r in new], pa.string()),
+                "body": pa.array([orjson.dumps(r.body).decode() for r in new], pa.string()),
+                "input_tokens": pa.array([r.input_tokens for r in new], pa.int32()),
+                "max_tokens": pa.array([r.body["max_tokens"] for r in new], pa.int32()),
+                "input_bound": pa.array([r.input_bound for r in new], pa.int32()),
+                "norm_key": pa.array([r.norm_key for r in new], pa.string()),
+                "group_key": pa.array([r.group_key for r in new], pa.string()),
+            }
+        )
+
+
+def _reject(req: Request, field_name: str, reason: str) -> Reject:
+    return Reject(req.row_idx, req.line, field_name, reason, req.row_id, req.id_default)
+
+
+def _items(items: list[Request]) -> pa.Table:
+    return pa.table(
+        {
+            "row_idx": pa.array([r.row_idx for r in items], pa.int64()),
+            "line": pa.array([r.line for r in items], pa.int64()),
+            "row_id": pa.array([None if r.id_default else r.row_id for r in items], pa.string()),
+            "key": pa.array([r.key for r in items], pa.string()),
+            "metadata": pa.array(
+                [orjson.dumps(r.metadata).decode() if r.metadata is not None else None for r in items], pa.string()
+            ),
+            "priority": pa.array([r.priority for r in items], pa.int32()),
+        }
+    )
+
+
+def _rejects(rejects: list[Reject]) -> pa.Table | None:
+    if not rejects:
+        return None
+    return pa.table(
+        {
+            "row_idx": pa.array([r.row_idx for r in rejects], pa.int64()),
+            "line": pa.array([r.line for r in rejects], pa.int64()),
+            "row_id": pa.array([None if r.id_default else r.row_id for r in rejects], pa.string()),
+            "id_default": pa.array([r.id_default for r in rejects], pa.bool_()),
+            "field": pa.array([r.field for r in rejects], pa.string()),
+            "reason": pa.array([r.reason for r in rejects], pa.string()),
+        }
+    )
+
+
+# --- worker processes -----------------------------------------------------------------------------------------------
+
+_WORKER: ChunkProcessor | None = None
+
+
+def start_worker(job: ChunkJob) -> None:
+    """A worker process's initializer: one processor (key memo, loaded encoders) for all the chunks it gets."""
+    global _WORKER
+    _WORKER = ChunkProcessor(job)
+
+
+def worker_jsonl_block(first_line: int, block: bytes) -> ChunkResult:
+    assert _WORKER is not None, "start_worker was not called in this process"
+    return _WORKER.jsonl_block(first_line, block)

@@ -1,0 +1,88 @@
+"""Ingestion in worker processes stores exactly what inline ingestion stores: items, requests, rejects, the plan."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import costinfer.core.ingest as ingest_module
+from costinfer.core.runner import RunOptions, plan
+from costinfer.core.store import Store
+from tests.conftest import SAMPLE, read_jsonl
+
+
+def _dataset(path: Path) -> None:
+    """Sample rows repeated (duplicates across blocks), with every kind of row that spans chunks or is bad."""
+    rows = read_jsonl(SAMPLE)
+    lines: list[str] = []
+    for i, row in enumerate(rows * 3):
+        out: dict[str, Any] = {"prompt": row["prompt"]}
+        if i % 7:
+            out["id"] = f"r{i}"  # every 7th row has no id: its position is its id
+        if i % 50 == 3:
+            out["id"] = "r1"  # a repeated id, in another block than the first
+        if i % 97 == 5:
+            out["model"] = "no-such-model"
+        if i % 89 == 0:
+            out["max_tokens"] = 10**7  # more than the model can write
+        if i % 61 == 0:
+            out["semantic"] = False
+        lines.append(json.dumps(out))
+        if i % 113 == 0:
+            lines.append("")  # blank lines are not rows
+        if i % 151 == 0:
+            lines.append('{"prompt": "cut')  # malformed JSON
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with path.open("ab") as fh:
+        fh.write(b'{"prompt": "bad \xff byte"}\n{"id": "last"}\n')
+
+
+def _stored(store_path: Path, run_id: str) -> dict[str, Any]:
+    with Store.open(store_path) as store:
+        con = store.con
+
+        def rows(sql: str) -> list[tuple[Any, ...]]:
+            return con.execute(sql, [run_id]).fetchall()
+
+        return {
+            "items": rows(
+                "SELECT row_idx, line, row_id, key, metadata, priority FROM items WHERE run_id = ? ORDER BY 1"
+            ),
+            "rejects": rows("SELECT row_idx, line, row_id, field, reason FROM rejects WHERE run_id = ? ORDER BY 1"),
+            "run_keys": rows("SELECT key, first_idx, n_rows FROM run_keys WHERE run_id = ? ORDER BY 1"),
+            "requests": rows(
+                "SELECT q.key, q.body, q.input_tokens, q.input_bound, q.norm_key, q.group_key FROM requests q "
+                "WHERE q.key IN (SELECT key FROM run_keys WHERE run_id = ?) ORDER BY 1"
+            ),
+        }
+
+
+def test_worker_processes_store_what_inline_ingestion_stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "rows.jsonl"
+    _dataset(data)
+    monkeypatch.setattr(ingest_module, "BLOCK_BYTES", 8192)  # many blocks from a small file
+    outcomes = {}
+    for workers in ("0", "2"):
+        monkeypatch.setenv("COSTINFER_INGEST_WORKERS", workers)
+        store_path = tmp_path / f"store-{workers}.duckdb"
+        opts = RunOptions(input_path=data, store=store_path, output=tmp_path / "out.jsonl", semantic=False)
+        prepared = plan(opts)
+        rejects_file = (tmp_path / "out.rejects.jsonl").read_text()
+        outcomes[workers] = (prepared.plan.as_dict(), _stored(store_path, prepared.run_id), rejects_file)
+    inline, pooled = outcomes["0"], outcomes["2"]
+    assert pooled[1] == inline[1]
+    assert pooled[0] == inline[0]
+    assert pooled[2] == inline[2]
+    stored = inline[1]
+    # what the dataset holds, so that the comparison is not of two empty runs
+    reasons = {r[3] for r in stored["rejects"]}
+    assert {"(line)", "model", "max_tokens", "id"} <= reasons
+    assert any(r[4] == "duplicate id 'r1'" for r in stored["rejects"])
+    assert any(r[2] == str(r[0]) for r in stored["items"])  # rows without an id are known by their position
+    assert len(stored["items"]) > len(stored["run_keys"]) > 400
+    assert [r[0] for r in stored["items"]] == sorted(r[0] for r in stored["items"])
+    n_lines = sum(1 for line in data.read_bytes().split(b"\n") if line.strip())
+    assert len(stored["items"]) + len(stored["rejects"]) == n_lines
