@@ -10,6 +10,7 @@ id has ``row_id`` null and takes its position as its identity when stored.
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field
 
 import orjson
@@ -58,6 +59,17 @@ class ChunkProcessor:
         return self.process(jsonl_block_rows(first_line, block))
 
     def process(self, rows: list[RawRow]) -> ChunkResult:
+        # A chunk builds tens of thousands of small objects and no reference cycles: the cyclic collector, run over
+        # and over meanwhile, only costs time (about a tenth of it). Reference counting frees the chunk afterwards.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return self._process(rows)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _process(self, rows: list[RawRow]) -> ChunkResult:
         spec = self.job.spec
         id_field = spec.id_field
         items: list[Request] = []

@@ -64,6 +64,7 @@ class Ingest:
     prices: dict[str, ModelPrice] = field(default_factory=dict)
     semantic_opt_out: set[str] = field(default_factory=set)  # keys with a row that must not take a semantic answer
     _notes: set[str] = field(default_factory=set)
+    _keys: set[str] = field(default_factory=set)  # keys whose request this ingestion has stored
 
     def notes(self) -> list[str]:
         return sorted(self._notes)
@@ -124,9 +125,21 @@ class Ingest:
         self.store.add_chunk(
             self.run_id,
             pa.concat_tables([h.items for h in held]),
-            pa.concat_tables(requests) if requests else None,
+            self._first_seen(pa.concat_tables(requests)) if requests else None,
             pa.concat_tables(rejects) if rejects else None,
         )
+
+    def _first_seen(self, requests: pa.Table) -> pa.Table:
+        """The requests whose key no earlier chunk of this ingestion had (each chunk lists a key once)."""
+        seen = self._keys
+        first = []
+        for key in requests.column("key").to_pylist():
+            if key in seen:
+                first.append(False)
+            else:
+                seen.add(key)
+                first.append(True)
+        return requests if all(first) else requests.filter(pa.array(first, pa.bool_()))
 
 
 def _shift(result: ChunkResult, offset: int) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from costinfer.core.errors import StoreBusyError, StoreError
 
@@ -306,8 +307,8 @@ class Store:
     def add_chunk(self, run_id: str, items: pa.Table, requests: pa.Table | None, rejects: pa.Table | None) -> None:
         """Store chunks of rows in one transaction: their items, the request bodies not stored yet, their rejects.
 
-        A row without an id (null ``row_id``) takes its position as its id. Requests are content-addressed: a key
-        already stored (by this run's earlier chunks or by any earlier run) is not stored again."""
+        A row without an id (null ``row_id``) takes its position as its id. ``requests`` holds each key at most once;
+        requests are content-addressed, so a key already stored (by an earlier run) is not stored again."""
         con = self.con
         con.execute("BEGIN TRANSACTION")
         try:
@@ -322,10 +323,18 @@ class Store:
                 con.unregister("chunk_items")
             if requests is not None and requests.num_rows:
                 con.register("chunk_requests", requests)
+                # a plain insert of what is not stored yet: an anti-join or DISTINCT in the INSERT made DuckDB write
+                # the rows twice as slowly (benchmarks/plan_scale.py)
+                stored = con.execute(
+                    "SELECT key FROM requests WHERE key IN (SELECT key FROM chunk_requests)"
+                ).fetchall()
+                con.unregister("chunk_requests")
+                if stored:
+                    known = pa.array([k for (k,) in stored], pa.string())
+                    requests = requests.filter(pc.invert(pc.is_in(requests.column("key"), value_set=known)))
+                con.register("chunk_requests", requests)
                 con.execute(
-                    f"INSERT INTO requests ({_NEW_REQUEST_COLUMNS}) "
-                    f"SELECT DISTINCT ON (key) {_NEW_REQUEST_COLUMNS} FROM chunk_requests c "
-                    "WHERE NOT EXISTS (SELECT 1 FROM requests r WHERE r.key = c.key)"
+                    f"INSERT INTO requests ({_NEW_REQUEST_COLUMNS}) SELECT {_NEW_REQUEST_COLUMNS} FROM chunk_requests"
                 )
                 con.unregister("chunk_requests")
             if rejects is not None and rejects.num_rows:
