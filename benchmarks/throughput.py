@@ -5,8 +5,8 @@
 Both send the same N distinct requests to one simulator process on loopback: first a bare aiohttp loop (a semaphore
 and a gather, nothing saved), then `costinfer run` as a subprocess with a fresh store (reading, keys, the budget
 guard, durable commits, the results file: all of it, start-up included; the semantic tier is turned off with
---no-semantic, since its cost is embedding, measured by benchmarks/embeddings.py). Prints
-`throughput ratio = costinfer / bare`.
+--no-semantic, since its cost is embedding, measured by benchmarks/embeddings.py). Each of
+`--repeat` pairs runs both (this machine is noisy); prints `throughput ratio = costinfer / bare`, the median.
 Target (issue 2): at least 0.8 at N = 20,000 and concurrency 64.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,57 +49,69 @@ async def bare_loop(url: str, bodies: list[dict[str, object]], concurrency: int)
     return ok
 
 
+def costinfer_run(url: str, data: Path, store: Path, out: Path, n: int, concurrency: int) -> tuple[float, dict]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "costinfer",
+        "run",
+        str(data),
+        "--provider",
+        "simulate",
+        "--base-url",
+        url,
+        "--store",
+        str(store),
+        "--output",
+        str(out),
+        "--concurrency",
+        str(concurrency),
+        "--budget",
+        "100",
+        "--json",
+        "--quiet",
+        "--no-semantic",
+    ]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.exit(f"costinfer run failed ({proc.returncode}): {proc.stderr.strip()}")
+    summary = json.loads(proc.stdout)
+    assert summary["calls"] == n, summary
+    return elapsed, summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=3, help="pairs of runs; the median ratio is the figure")
     args = parser.parse_args()
+    ratios, call_ratios = [], []
     with tempfile.TemporaryDirectory() as tmp, simulator_process() as url:
         data = Path(tmp) / "prompts.jsonl"
         bodies = write_prompts(data, args.n)
-        t0 = time.perf_counter()
-        ok = asyncio.run(bare_loop(url, bodies, args.concurrency))
-        bare_s = time.perf_counter() - t0
-        assert ok == args.n, f"bare loop: {ok} answers of {args.n}"
-        cmd = [
-            sys.executable,
-            "-m",
-            "costinfer",
-            "run",
-            str(data),
-            "--provider",
-            "simulate",
-            "--base-url",
-            url,
-            "--store",
-            str(Path(tmp) / "store.duckdb"),
-            "--output",
-            str(Path(tmp) / "out.jsonl"),
-            "--concurrency",
-            str(args.concurrency),
-            "--budget",
-            "100",
-            "--json",
-            "--quiet",
-            "--no-semantic",
-        ]
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        ci_s = time.perf_counter() - t0
-        if proc.returncode != 0:
-            sys.exit(f"costinfer run failed ({proc.returncode}): {proc.stderr.strip()}")
-        summary = json.loads(proc.stdout)
-        assert summary["calls"] == args.n, summary
-    bare_rps, ci_rps = args.n / bare_s, args.n / ci_s
-    print(f"n = {args.n}, concurrency = {args.concurrency}")
-    print(f"bare aiohttp loop: {bare_s:.2f} s, {bare_rps:.0f} requests/s")
-    print(f"costinfer run:     {ci_s:.2f} s, {ci_rps:.0f} requests/s (start-up, reading and writing included)")
-    calls_rps = args.n / summary["calls_elapsed_s"]
-    print(f"costinfer calling phase alone: {summary['calls_elapsed_s']:.2f} s, {calls_rps:.0f} requests/s")
-    print(f"calling-phase ratio = {calls_rps / bare_rps:.2f} (steady state, without start-up, reading and writing)")
-    phases = ", ".join(f"{name} {seconds:.2f}" for name, seconds in summary.get("timings", {}).items())
-    print(f"costinfer phases (s): start-up {ci_s - summary['elapsed_s']:.2f}, {phases}")
-    print(f"throughput ratio = costinfer / bare = {ci_rps / bare_rps:.2f}")
+        for rep in range(args.repeat):
+            t0 = time.perf_counter()
+            ok = asyncio.run(bare_loop(url, bodies, args.concurrency))
+            bare_s = time.perf_counter() - t0
+            assert ok == args.n, f"bare loop: {ok} answers of {args.n}"
+            store, out = Path(tmp) / f"store-{rep}.duckdb", Path(tmp) / f"out-{rep}.jsonl"  # a fresh store each time
+            ci_s, summary = costinfer_run(url, data, store, out, args.n, args.concurrency)
+            bare_rps, ci_rps = args.n / bare_s, args.n / ci_s
+            calls_rps = args.n / summary["calls_elapsed_s"]
+            ratios.append(ci_rps / bare_rps)
+            call_ratios.append(calls_rps / bare_rps)
+            phases = ", ".join(f"{name} {seconds:.2f}" for name, seconds in summary.get("timings", {}).items())
+            print(
+                f"run {rep + 1}: bare aiohttp loop {bare_s:.2f} s ({bare_rps:.0f} requests/s); costinfer run {ci_s:.2f} s"
+            )
+            print(f"  costinfer phases (s): start-up and exit {ci_s - summary['elapsed_s']:.2f}, {phases}")
+            print(f"  ratio {ratios[-1]:.2f}; calling phase alone {call_ratios[-1]:.2f}")
+    print(f"n = {args.n}, concurrency = {args.concurrency}, {args.repeat} pairs of runs")
+    print(f"calling-phase ratio (median) = {statistics.median(call_ratios):.2f} (without start-up, reading, writing)")
+    print(f"throughput ratio = costinfer / bare = {statistics.median(ratios):.2f} (median)")
 
 
 if __name__ == "__main__":

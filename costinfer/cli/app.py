@@ -57,19 +57,47 @@ def handled() -> Iterator[None]:
         raise typer.Exit(int(ExitCode.INTERNAL)) from None
 
 
-def load_commands() -> typer.Typer:
-    """Import every command module (each registers itself on ``app``) and return the app."""
-    from costinfer.cli import cache as _cache  # noqa: F401
-    from costinfer.cli import plan as _plan  # noqa: F401
-    from costinfer.cli import prices as _prices  # noqa: F401
-    from costinfer.cli import run as _run  # noqa: F401
-    from costinfer.cli import simulate as _simulate  # noqa: F401
+# Each command's module registers it on ``app`` when imported.
+COMMAND_MODULES = {
+    "cache": "costinfer.cli.cache",
+    "plan": "costinfer.cli.plan",
+    "prices": "costinfer.cli.prices",
+    "run": "costinfer.cli.run",
+    "simulate": "costinfer.cli.simulate",
+}
 
+
+@app.callback()
+def _group() -> None:
+    # costinfer is always a group of commands, even when only the one being run is loaded (see ``main``)
+    pass
+
+
+def load_commands(only: str | None = None) -> typer.Typer:
+    """Import the command modules (every one, or only ``only``'s when it names one) and return the app."""
+    import importlib
+
+    for name, module in COMMAND_MODULES.items():
+        if only in (None, name) or only not in COMMAND_MODULES:
+            importlib.import_module(module)
     return app
 
 
 def main() -> None:
-    load_commands()()
+    """The console script. Only the invoked command's module is imported (the others cost a fifth of a second of
+    start-up), and the process ends without tearing down the interpreter once everything is written and closed."""
+    import sys
+
+    command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
+    code = 0
+    try:
+        load_commands(command)(standalone_mode=True)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

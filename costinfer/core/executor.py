@@ -2,7 +2,10 @@
 
 Workers take requests in input order, reserve each call's worst-case cost, send it (retrying what may succeed later),
 settle the billed cost and hand the outcome to a single writer. The writer commits outcomes to the store in small
-groups (every ``commit_interval_s``) and only then counts them as done: a result is durable before it counts.
+groups and only then counts them as done: a result is durable before it counts. A commit costs DuckDB about ten
+milliseconds however small it is, so the writer waits ``commit_interval_s`` between commits, or ``commit_duty``
+times as long as the last commit took when that is longer: at a few calls per second every answer is saved within
+20 ms; at thousands per second, commits stay under a fifth of one core instead of taking half of it.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class ExecConfig:
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
     commit_interval_s: float = 0.02
+    commit_duty: float = 4.0  # wait at least this many times the last commit's duration before the next
     rpm: float | None = None
     tpm: float | None = None
     fallback_model: str | None = None  # sent instead while the circuit breaker is open
@@ -239,15 +243,19 @@ class Executor:
         )
 
     async def _write(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        wait = self.cfg.commit_interval_s
         while True:
             finished = self._workers_left == 0
             batch, self._buffer = self._buffer, []
             if batch:
+                started = time.perf_counter()
                 with anyio.CancelScope(shield=True):  # a commit under way is never cut in half
                     await anyio.to_thread.run_sync(self.store.record, self.run_id, batch, cursor)
+                took = time.perf_counter() - started
+                wait = min(max(self.cfg.commit_interval_s, self.cfg.commit_duty * took), 1.0)
                 self.calls_done += len(batch)
                 self.cost_done += sum((o.cost_usd for o in batch), Decimal(0))
                 self.progress.advance(self.calls_done, self.cost_done)
             if finished and not self._buffer:
                 return
-            await anyio.sleep(self.cfg.commit_interval_s)
+            await anyio.sleep(wait)

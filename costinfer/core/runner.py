@@ -30,7 +30,7 @@ from costinfer.core.dedupe import resolve as dedupe_resolve
 from costinfer.core.embed import Embedder, missing_dependency
 from costinfer.core.errors import AuthError, BudgetError, ConfigError, ExitCode, InputError
 from costinfer.core.executor import ExecConfig, Executor
-from costinfer.core.ingest import Ingest
+from costinfer.core.ingest import FAST_COUNT_BYTES, Ingest, ingest_workers
 from costinfer.core.plan import Plan
 from costinfer.core.plan import compute as compute_plan
 from costinfer.core.prices import Catalog, ModelPrice
@@ -39,6 +39,7 @@ from costinfer.core.reader import detect_format, row_kind
 from costinfer.core.rows import RowSpec
 from costinfer.core.store import Store
 from costinfer.core.timing import Stopwatch
+from costinfer.core.tokens import warm_up
 
 DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_MAX_TOKENS = 512
@@ -234,6 +235,9 @@ def _setup(opts: RunOptions) -> _Setup:
     catalog.lookup(opts.model, cls.name)  # an unknown default model fails before anything is read or sent
     if opts.fallback_model:
         catalog.lookup(opts.fallback_model, cls.name)
+    size = opts.input_path.stat().st_size
+    if fmt != "jsonl" or not ingest_workers(size):  # this process counts: load its encoder while reading starts
+        warm_up(opts.model, fast=size >= FAST_COUNT_BYTES)
     return _Setup(fmt, config, catalog, cls)
 
 
