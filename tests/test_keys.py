@@ -106,3 +106,11 @@ def test_key_maker_matches_the_reference_functions(bodies: list[dict[str, object
         assert exact == request_key(body, endpoint)
         assert normal == normalized_key(body, endpoint)
         assert group == semantic_key(body, endpoint)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.text(alphabet=st.characters(max_codepoint=127), max_size=30))
+def test_normalizing_ascii_text_collapses_white_space_like_split_and_join(text: str) -> None:
+    from costinfer.core.guards import normalize_text
+
+    assert normalize_text(text) == " ".join(text.lower().split())

@@ -139,7 +139,10 @@ _SENTENCE_END = re.compile(r"[.!?:;\n]\s*$")
 def normalize_text(text: str) -> str:
     """The normalized tier's form: Unicode NFKC, case folded, runs of white space as one space, trimmed."""
     if text.isascii():  # NFKC changes no ASCII text, and casefold is lower: the same result, several times faster
-        return " ".join(text.lower().split())
+        low = text.lower()
+        if low.isprintable() and "  " not in low and low[:1] != " " and low[-1:] != " ":
+            return low  # its only white space is single inner spaces: nothing to collapse or trim
+        return " ".join(low.split())
     return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 

@@ -84,7 +84,7 @@ class KeyMaker:
         self.endpoint = endpoint
         # everything but the last text -> (head, tail, normalized head, normalized tail, group key), or None when the
         # request has no such shape
-        self._memo: dict[bytes, tuple[bytes, bytes, bytes, bytes, str] | None] = {}
+        self._memo: dict[bytes | tuple[str, int], tuple[bytes, bytes, bytes, bytes, str] | None] = {}
 
     def keys(self, body: dict[str, Any]) -> tuple[str, str, str | None]:
         """(exact key, normalized key, group key or None): see ``request_key``, ``normalized_key``,
@@ -94,10 +94,15 @@ class KeyMaker:
         text = last.get("content")
         if last.get("role") != "user" or not isinstance(text, str) or len(last) != 2:
             return self._reference(body)
-        try:
-            memo_key = orjson.dumps({**body, "messages": messages[:-1]})
-        except TypeError:  # a value orjson cannot write: the reference functions say what happens
-            return self._reference(body)
+        model, max_tokens = body.get("model"), body.get("max_tokens")
+        if len(body) == 3 and len(messages) == 1 and type(model) is str and type(max_tokens) is int:
+            # the commonest request, one prompt: everything but the text is the model and the cap
+            memo_key: bytes | tuple[str, int] = (model, max_tokens)
+        else:
+            try:
+                memo_key = orjson.dumps({**body, "messages": messages[:-1]})
+            except TypeError:  # a value orjson cannot write: the reference functions say what happens
+                return self._reference(body)
         if memo_key in self._memo:
             parts = self._memo[memo_key]
         else:

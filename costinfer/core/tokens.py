@@ -259,7 +259,12 @@ class TokenCounter:
         roles = self._roles
         for i, body in enumerate(bodies):
             messages = body["messages"]
-            if body.get("tools") or not all(type(m.get("content")) is str and len(m) == 2 for m in messages):
+            if len(messages) == 1:  # the commonest request: one message
+                message = messages[0]
+                simple = type(message.get("content")) is str and len(message) == 2
+            else:
+                simple = all(type(m.get("content")) is str and len(m) == 2 for m in messages)
+            if not simple or body.get("tools"):
                 totals[i] = self.count_body(body)
                 continue
             model = body["model"]
