@@ -104,9 +104,8 @@ def main() -> None:
             ratios.append(ci_rps / bare_rps)
             call_ratios.append(calls_rps / bare_rps)
             phases = ", ".join(f"{name} {seconds:.2f}" for name, seconds in summary.get("timings", {}).items())
-            print(
-                f"run {rep + 1}: bare aiohttp loop {bare_s:.2f} s ({bare_rps:.0f} requests/s); costinfer run {ci_s:.2f} s"
-            )
+            print(f"run {rep + 1}: bare aiohttp loop {bare_s:.2f} s ({bare_rps:.0f} requests/s)", end="; ")
+            print(f"costinfer run {ci_s:.2f} s")
             print(f"  costinfer phases (s): start-up and exit {ci_s - summary['elapsed_s']:.2f}, {phases}")
             print(f"  ratio {ratios[-1]:.2f}; calling phase alone {call_ratios[-1]:.2f}")
     print(f"n = {args.n}, concurrency = {args.concurrency}, {args.repeat} pairs of runs")
