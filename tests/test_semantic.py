@@ -188,3 +188,28 @@ def test_default_threshold_precision_on_stsb_test(cli: Cli, tmp_path: Path) -> N
         f"{at_default['recall']:.3f}, hit rate {at_default['hit_rate']:.3f} over {table['pairs']} pairs"
     )
     assert at_default["precision"] >= 0.97
+
+
+def test_the_normalized_tier_lends_an_earlier_runs_answer_before_this_runs_first(
+    cli: Cli, sim: Simulator, tmp_path: Path
+) -> None:
+    store = tmp_path / "s.duckdb"
+    first = write_jsonl(tmp_path / "a.jsonl", [{"id": "old", "prompt": "What is the refund policy?"}])
+    s1, _ = run(cli, sim, first, store, "--no-semantic")
+    assert s1["calls"] == 1
+    rows = [
+        {"id": "n1", "prompt": "what is the  REFUND policy?"},  # answered by the earlier run's request
+        {"id": "n2", "prompt": "WHAT IS THE REFUND POLICY?"},  # so is this one, not by n1
+        {"id": "p1", "prompt": "Is shipping   free?"},  # a form this run shares, nobody answered before
+        {"id": "p2", "prompt": "is shipping free?"},
+        {"id": "solo", "prompt": "Where is my parcel?"},
+    ]
+    second = write_jsonl(tmp_path / "b.jsonl", rows)
+    s2, results = run(cli, sim, second, store, "--no-semantic")
+    by_id = {r["id"]: r for r in results}
+    assert by_id["n1"]["source"] == by_id["n2"]["source"] == "normalized"
+    assert by_id["n1"]["reused_from"] == by_id["n2"]["reused_from"] == "old"
+    assert by_id["p1"]["source"] == "fresh" and by_id["p2"]["source"] == "normalized"
+    assert by_id["p2"]["reused_from"] == "p1"
+    assert by_id["solo"]["source"] == "fresh"
+    assert s2["calls"] == 2 and s2["normalized"] == 3

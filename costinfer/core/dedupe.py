@@ -83,14 +83,18 @@ def _normalized(store: Store, run_id: str) -> int:
             FROM run_keys rk JOIN requests q ON q.key = rk.key
             WHERE rk.run_id = $1 AND rk.answer_key IS NULL AND q.norm_key IS NOT NULL
               AND NOT EXISTS (SELECT 1 FROM responses r WHERE r.key = rk.key)),
-        earlier AS (
+        earlier AS (  -- normalized forms an earlier run answered: the earliest answer lends
             SELECT q.norm_key, arg_min(q.key, r.created_at) AS key
             FROM requests q JOIN responses r ON r.key = q.key
             WHERE q.norm_key IN (SELECT norm_key FROM cand) GROUP BY q.norm_key),
-        firsts AS (SELECT norm_key, arg_min(key, first_idx) AS key FROM cand GROUP BY norm_key)
-        SELECT c.key, coalesce(e.key, f.key) AS answer_key
-        FROM cand c LEFT JOIN earlier e ON e.norm_key = c.norm_key JOIN firsts f ON f.norm_key = c.norm_key
-        WHERE coalesce(e.key, f.key) <> c.key
+        firsts AS (  -- normalized forms several of this run's requests share: the first row's lends
+            SELECT norm_key, arg_min(key, first_idx) AS key FROM cand GROUP BY norm_key HAVING count(*) > 1),
+        shared AS (  -- only these forms can change an answer (most forms are one request's: skipped early)
+            SELECT norm_key, key FROM firsts
+            UNION ALL SELECT norm_key, NULL FROM earlier WHERE norm_key NOT IN (SELECT norm_key FROM firsts))
+        SELECT c.key, coalesce(e.key, s.key) AS answer_key
+        FROM cand c JOIN shared s ON s.norm_key = c.norm_key LEFT JOIN earlier e ON e.norm_key = c.norm_key
+        WHERE coalesce(e.key, s.key) <> c.key
         """,
         [run_id],
     ).fetchall()

@@ -374,7 +374,8 @@ def _prepare(
                 f"{tail}; nothing was sent. All bad rows are in {rejects_path}; fix them or pass --on-bad-row skip"
             )
         notes.append(f"{counts['rejects']} bad rows {'found' if planning else 'skipped'}; see {rejects_file}")
-    prices = _prices_for_run(store, run_id, setup.catalog, provider, ingest.prices)
+    # a fresh ingestion priced every model its rows name; a resumed run's models are read back from the store
+    prices = dict(ingest.prices) if fresh else _prices_for_run(store, run_id, setup.catalog, provider)
     if opts.fallback_model:
         prices[opts.fallback_model] = setup.catalog.lookup(opts.fallback_model, provider)
     the_plan = compute_plan(store, run_id, prices, opts.budget_usd, str(opts.input_path.resolve()), notes)
@@ -546,17 +547,11 @@ async def _watch_signals(executor: Executor, scope: anyio.CancelScope) -> None:
             executor.request_stop("interrupted")
 
 
-def _prices_for_run(
-    store: Store, run_id: str, catalog: Catalog, provider: str, known: dict[str, ModelPrice]
-) -> dict[str, ModelPrice]:
+def _prices_for_run(store: Store, run_id: str, catalog: Catalog, provider: str) -> dict[str, ModelPrice]:
     rows = store.con.execute(
         "SELECT DISTINCT q.model FROM run_keys rk JOIN requests q ON q.key = rk.key WHERE rk.run_id = ?", [run_id]
     ).fetchall()
-    prices = dict(known)
-    for (model,) in rows:
-        if model not in prices:
-            prices[model] = catalog.lookup(model, provider)
-    return prices
+    return {str(model): catalog.lookup(model, provider) for (model,) in rows}
 
 
 def _options_record(opts: RunOptions) -> dict[str, Any]:
