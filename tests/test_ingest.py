@@ -86,3 +86,16 @@ def test_worker_processes_store_what_inline_ingestion_stores(tmp_path: Path, mon
     assert [r[0] for r in stored["items"]] == sorted(r[0] for r in stored["items"])
     n_lines = sum(1 for line in data.read_bytes().split(b"\n") if line.strip())
     assert len(stored["items"]) + len(stored["rejects"]) == n_lines
+
+
+def test_blocks_of_lines_read_the_rows_the_line_reader_reads(tmp_path: Path) -> None:
+    from costinfer.core.reader import _jsonl_rows, jsonl_block_rows, jsonl_blocks
+
+    data = tmp_path / "rows.jsonl"
+    _dataset(data)
+    with data.open("ab") as fh:
+        fh.write(b"\n\n   \n" + b'{"prompt": "' + b"x" * 20000 + b'"}')  # blank lines, a long last line, no newline
+    by_line = list(_jsonl_rows(data))
+    for block_bytes in (64, 1000, 8192, 1 << 20):
+        by_block = [row for first, block in jsonl_blocks(data, block_bytes) for row in jsonl_block_rows(first, block)]
+        assert by_block == by_line, block_bytes
