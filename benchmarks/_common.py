@@ -7,9 +7,12 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
@@ -63,3 +66,57 @@ def real_texts(banking_splits: tuple[str, ...] = ("train.csv",), arena: bool = F
         with (SHARED / "arena_hard" / "question_v2.0.jsonl").open(encoding="utf-8") as fh:
             out += [json.loads(line)["prompt"] for line in fh]
     return out
+
+
+def timed_costinfer(*args: str) -> tuple[float, dict[str, Any], int]:
+    """Run ``python -m costinfer ARGS`` (a command printing one JSON object with --json) as a subprocess; return its
+    wall time (start-up included), that object, and the peak resident memory of its process tree in bytes (worker
+    processes included: the sum over processes alive at once, sampled every 50 ms). Exits if costinfer fails."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "costinfer", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            peak[0] = max(peak[0], _tree_rss(proc.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = proc.communicate()
+    elapsed = time.perf_counter() - t0
+    done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        sys.exit(f"costinfer {args[0]} failed ({proc.returncode}): {err[-2000:].strip()}")
+    try:
+        return elapsed, json.loads(out), peak[0]
+    except json.JSONDecodeError:
+        sys.exit(f"costinfer {args[0]} printed no JSON: {out[:300]!r} / {err[-500:]!r}")
+
+
+def _tree_rss(root: int) -> int:
+    """Resident bytes of a process and all its descendants, from /proc (Linux)."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            parents[int(entry)] = int(fields[1])
+            rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            continue
+    tree = {root}
+    grew = True
+    while grew:
+        grew = False
+        for pid, parent in parents.items():
+            if parent in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    return sum(rss.get(pid, 0) for pid in tree)

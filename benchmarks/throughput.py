@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +24,7 @@ import aiohttp
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import simulator_process, write_prompts
+from _common import simulator_process, timed_costinfer, write_prompts
 
 
 async def bare_loop(url: str, bodies: list[dict[str, object]], concurrency: int) -> int:
@@ -50,10 +48,7 @@ async def bare_loop(url: str, bodies: list[dict[str, object]], concurrency: int)
 
 
 def costinfer_run(url: str, data: Path, store: Path, out: Path, n: int, concurrency: int) -> tuple[float, dict]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "costinfer",
+    elapsed, summary, _ = timed_costinfer(
         "run",
         str(data),
         "--provider",
@@ -71,13 +66,7 @@ def costinfer_run(url: str, data: Path, store: Path, out: Path, n: int, concurre
         "--json",
         "--quiet",
         "--no-semantic",
-    ]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    elapsed = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.exit(f"costinfer run failed ({proc.returncode}): {proc.stderr.strip()}")
-    summary = json.loads(proc.stdout)
+    )
     assert summary["calls"] == n, summary
     return elapsed, summary
 
