@@ -448,29 +448,38 @@ class Store:
         return {k: int(v or 0) for k, v in out.items()}
 
     def pending(self, run_id: str, page: int = 2000) -> Iterator[list[Pending]]:
-        """The run's distinct requests with no answer yet, in input order, a page at a time (bounded memory)."""
+        """The run's distinct requests with no answer yet, in priority then input order, a page at a time.
+
+        They are sorted once into a numbered temporary table (DuckDB spills it to disk past its memory bound), then
+        read a numbered range at a time. Paging the run's requests with a keyset and LIMIT sorted them again for
+        every page: 0.2 s a page at 1,000,000 requests; holding one streaming query open instead would keep a
+        transaction open for the whole run and stop DuckDB from checkpointing its log meanwhile."""
         import orjson
 
-        cur = self.con.cursor()
+        cur = self.con.cursor()  # the temporary table is this cursor's own
         try:
-            last_priority, last_idx = 2**31, -1
-            while True:
-                rows = cur.execute(
-                    """
-                    SELECT rk.priority, rk.first_idx, q.key, q.body, coalesce(q.input_bound, q.input_tokens),
-                           q.max_tokens, q.model, q.input_tokens
-                    FROM run_keys rk JOIN requests q ON q.key = rk.key
-                    WHERE rk.run_id = ? AND (rk.priority < ? OR (rk.priority = ? AND rk.first_idx > ?))
-                      AND rk.answer_key IS NULL
-                      AND NOT EXISTS (SELECT 1 FROM responses r WHERE r.key = rk.key)
-                    ORDER BY rk.priority DESC, rk.first_idx LIMIT ?
-                    """,
-                    [run_id, last_priority, last_priority, last_idx, page],
-                ).fetchall()
-                if not rows:
-                    return
-                last_priority, last_idx = int(rows[-1][0]), int(rows[-1][1])
-                yield [Pending(r[2], orjson.loads(r[3]), int(r[4]), int(r[5]), str(r[6]), int(r[7])) for r in rows]
+            cur.execute(
+                """
+                CREATE OR REPLACE TEMP TABLE pending_requests AS
+                SELECT row_number() OVER (ORDER BY rk.priority DESC, rk.first_idx) AS n,
+                       q.key, q.body, coalesce(q.input_bound, q.input_tokens) AS input_bound, q.max_tokens, q.model,
+                       q.input_tokens
+                FROM run_keys rk JOIN requests q ON q.key = rk.key
+                WHERE rk.run_id = ? AND rk.answer_key IS NULL
+                  AND NOT EXISTS (SELECT 1 FROM responses r WHERE r.key = rk.key)
+                ORDER BY n
+                """,
+                [run_id],
+            )
+            done = 0
+            while rows := cur.execute(
+                "SELECT key, body, input_bound, max_tokens, model, input_tokens FROM pending_requests "
+                "WHERE n > ? AND n <= ? ORDER BY n",
+                [done, done + page],
+            ).fetchall():
+                done += len(rows)
+                yield [Pending(r[0], orjson.loads(r[1]), int(r[2]), int(r[3]), str(r[4]), int(r[5])) for r in rows]
+            cur.execute("DROP TABLE pending_requests")
         finally:
             cur.close()
 
