@@ -26,7 +26,6 @@ from costinfer.core.progress import ProgressSink
 from costinfer.core.reader import jsonl_blocks, read_chunks
 from costinfer.core.rows import RowSpec
 from costinfer.core.store import Store
-from costinfer.core.tokens import TokenCounter
 
 # From this size on, counting uses quicktok's batch counter: it loads 0.25 s slower than tiktoken, then counts faster.
 FAST_COUNT_BYTES = 16 * 1024 * 1024
@@ -62,7 +61,6 @@ class Ingest:
     endpoint: str
     provider: str
     catalog: Catalog
-    counter: TokenCounter = field(default_factory=TokenCounter)  # for the notes only
     prices: dict[str, ModelPrice] = field(default_factory=dict)
     semantic_opt_out: set[str] = field(default_factory=set)  # keys with a row that must not take a semantic answer
     _notes: set[str] = field(default_factory=set)
