@@ -11,6 +11,8 @@ id has ``row_id`` null and takes its position as its identity when stored.
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import orjson
@@ -56,18 +58,12 @@ class ChunkProcessor:
         self._unpriced: dict[str, str] = {}
 
     def jsonl_block(self, first_line: int, block: bytes) -> ChunkResult:
-        return self.process(jsonl_block_rows(first_line, block))
+        with _without_cyclic_gc():
+            return self._process(jsonl_block_rows(first_line, block))
 
     def process(self, rows: list[RawRow]) -> ChunkResult:
-        # A chunk builds tens of thousands of small objects and no reference cycles: the cyclic collector, run over
-        # and over meanwhile, only costs time (about a tenth of it). Reference counting frees the chunk afterwards.
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
+        with _without_cyclic_gc():
             return self._process(rows)
-        finally:
-            if collecting:
-                gc.enable()
 
     def _process(self, rows: list[RawRow]) -> ChunkResult:
         spec = self.job.spec
@@ -78,35 +74,44 @@ class ChunkProcessor:
         rejects: list[Reject] = []
         first: dict[str, Reject | None] = {}  # key -> the reject its first row got (None: good)
         opt_out: list[str] = []
+        prices, keys = self.prices, self.keys.keys
         for idx, raw in enumerate(rows):
-            if raw.error is not None or raw.data is None:
+            data = raw.data
+            if raw.error is not None or data is None:
                 fld, reason = raw.error or ("(line)", "unreadable")
                 rejects.append(Reject(idx, raw.line, fld, reason))
                 continue
-            req = build(idx, raw.line, raw.data, spec)
-            if raw.data.get(id_field) in (None, ""):
+            req = build(idx, raw.line, data, spec)
+            if data.get(id_field) in (None, ""):
                 req.id_default = True  # stored as its position once the chunk's offset is known
             if isinstance(req, Reject):
                 rejects.append(req)
                 continue
             model = req.body["model"]
-            if model not in self.prices and self._price(model) is None:
+            if model not in prices and self._price(model) is None:
                 rejects.append(_reject(req, "model", self._unpriced[model]))
                 continue
-            req.key, req.norm_key, req.group_key = self.keys.keys(req.body)
-            if req.extra.get("semantic") is False:
-                opt_out.append(req.key)  # this run's rows of the request take no semantic answer; it may lend its own
-            if req.key in first:
+            key, req.norm_key, req.group_key = keys(req.body)
+            req.key = key
+            if req.extra and req.extra.get("semantic") is False:
+                opt_out.append(key)  # this run's rows of the request take no semantic answer; it may lend its own
+            if key in first:
                 later.append(req)
             else:
-                first[req.key] = None
+                first[key] = None
                 new.append(req)
         counts, bounds = self.counter.measure([r.body for r in new])
         accepted: list[Request] = []
+        limits = {model: _limits_of(price) for model, price in prices.items()}
         for req, n, bound in zip(new, counts, bounds, strict=True):
             req.input_tokens = n
             req.input_bound = bound
-            problem = self._limits(req, self.prices[req.body["model"]])
+            body = req.body
+            max_in, max_out = limits[body["model"]]
+            if n <= max_in and body["max_tokens"] <= max_out:
+                accepted.append(req)  # within the model's limits: the commonest case, checked inline
+                continue
+            problem = self._limits(req, prices[body["model"]])
             if problem is not None:
                 first[req.key] = problem
                 rejects.append(problem)
@@ -168,6 +173,26 @@ class ChunkProcessor:
                 "group_key": pa.array([r.group_key for r in new], pa.string()),
             }
         )
+
+
+def _limits_of(price: ModelPrice) -> tuple[float, float]:
+    """(most input tokens, most output tokens) a model accepts; infinite when the catalog does not say."""
+    inf = float("inf")
+    max_in = price.max_input_tokens if price.max_input_tokens is not None else inf
+    return max_in, price.max_output_tokens if price.max_output_tokens is not None else inf
+
+
+@contextmanager
+def _without_cyclic_gc() -> Iterator[None]:
+    """A chunk builds tens of thousands of small objects and no reference cycles: the cyclic collector, run over and
+    over meanwhile, only costs time (about a tenth of it). Reference counting frees the chunk afterwards."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _reject(req: Request, field_name: str, reason: str) -> Reject:

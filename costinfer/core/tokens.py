@@ -282,12 +282,13 @@ class TokenCounter:
                 texts.append(message["content"])
                 owners.append(i)
             totals[i] = total
-            plain[i] = not body.get("response_format")
+            plain[i] = "response_format" not in body or not body["response_format"]
         for model, (texts, owners) in batches.items():
             for owner, n in zip(owners, self.encoder(model).count_many(texts), strict=True):
                 totals[owner] += n
+        exact = {model: not self.encoder(model).approximate for model in batches}
         for i, body in enumerate(bodies):
-            if plain[i] and not self.encoder(str(body["model"])).approximate:
+            if plain[i] and exact[body["model"]]:
                 bounds[i] = totals[i] + 8  # what input_bound says of a plain request, without looking at it again
             else:
                 bounds[i] = self.input_bound(body, totals[i])
