@@ -64,6 +64,7 @@ def test_worker_processes_store_what_inline_ingestion_stores(tmp_path: Path, mon
     data = tmp_path / "rows.jsonl"
     _dataset(data)
     monkeypatch.setattr(ingest_module, "BLOCK_BYTES", 8192)  # many blocks from a small file
+    monkeypatch.setattr(ingest_module, "WRITE_ROWS", 300)  # and many batches: repeats span batches too
     outcomes = {}
     for workers in ("0", "2"):
         monkeypatch.setenv("COSTINFER_INGEST_WORKERS", workers)
@@ -72,6 +73,8 @@ def test_worker_processes_store_what_inline_ingestion_stores(tmp_path: Path, mon
         prepared = plan(opts)
         rejects_file = (tmp_path / "out.rejects.jsonl").read_text()
         outcomes[workers] = (prepared.plan.as_dict(), _stored(store_path, prepared.run_id), rejects_file)
+        with Store.open(store_path) as store:  # each request stored once, whatever batches its rows fell in
+            assert store.con.execute("SELECT count(*) = count(DISTINCT key) FROM requests").fetchone() == (True,)
     inline, pooled = outcomes["0"], outcomes["2"]
     assert pooled[1] == inline[1]
     assert pooled[0] == inline[0]

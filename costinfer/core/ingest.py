@@ -64,7 +64,6 @@ class Ingest:
     prices: dict[str, ModelPrice] = field(default_factory=dict)
     semantic_opt_out: set[str] = field(default_factory=set)  # keys with a row that must not take a semantic answer
     _notes: set[str] = field(default_factory=set)
-    _keys: set[str] = field(default_factory=set)  # keys whose request this ingestion has stored
 
     def notes(self) -> list[str]:
         return sorted(self._notes)
@@ -136,16 +135,17 @@ class Ingest:
         )
 
     def _first_seen(self, requests: pa.Table) -> pa.Table:
-        """The requests whose key no earlier chunk of this ingestion had (each chunk lists a key once)."""
-        seen = self._keys
+        """Each key of a batch once: chunks list a key once each, but two chunks of a batch may share one. (Keys
+        stored by earlier batches or runs are dropped by the store.)"""
+        keys = requests.column("key")
+        if pc.count_distinct(keys).as_py() == requests.num_rows:
+            return requests  # the common case, checked in C++
+        seen: set[str] = set()
         first = []
-        for key in requests.column("key").to_pylist():
-            if key in seen:
-                first.append(False)
-            else:
-                seen.add(key)
-                first.append(True)
-        return requests if all(first) else requests.filter(pa.array(first, pa.bool_()))
+        for key in keys.to_pylist():
+            first.append(key not in seen)
+            seen.add(key)
+        return requests.filter(pa.array(first, pa.bool_()))
 
 
 def _shift(result: ChunkResult, offset: int) -> None:

@@ -308,7 +308,7 @@ class Store:
         """Store chunks of rows in one transaction: their items, the request bodies not stored yet, their rejects.
 
         A row without an id (null ``row_id``) takes its position as its id. ``requests`` holds each key at most once;
-        requests are content-addressed, so a key already stored (by an earlier run) is not stored again."""
+        requests are content-addressed, so a key already stored (by an earlier batch or run) is not stored again."""
         con = self.con
         con.execute("BEGIN TRANSACTION")
         try:
