@@ -91,7 +91,7 @@ def _jsonl_rows(path: Path) -> Iterator[RawRow]:
 
 
 def jsonl_blocks(path: Path, block_bytes: int = 4 << 20) -> Iterator[tuple[int, bytes]]:
-    """(first line number, bytes) of consecutive whole-line blocks of a JSONL file: for parsing in other processes."""
+    """(first line number, bytes) of consecutive whole-line blocks of a JSONL file, parsed a block at a time."""
     line = 1
     carry = b""
     with path.open("rb") as fh:

@@ -469,7 +469,9 @@ def _execute_run(
         notes.append(f"{guard.overruns} calls were billed more than their reserved worst case")
     if stop_reason == "interrupted":
         notes.append("stopped: rerun the same command to resume; answered rows will not be paid again")
-    result = RunSummary(
+    saved = _savings(store, run_id, prepared.prices)
+    clock.mark("report")
+    return RunSummary(
         run_id=run_id,
         resumed=prepared.resumed,
         rows=int(summary["rows"]),
@@ -484,7 +486,7 @@ def _execute_run(
         fallback=int(summary["fallback"]),
         embeddings_computed=prepared.embeddings_computed,
         failed=int(summary["failed"]),
-        saved_usd={},
+        saved_usd=saved,
         not_run=int(summary["not_run"]),
         input_tokens=int(summary["input_tokens"]),
         output_tokens=int(summary["output_tokens"]),
@@ -494,16 +496,12 @@ def _execute_run(
         stop_reason=stop_reason,
         output=str(opts.output_path()),
         rejects_file=prepared.rejects_file,
-        elapsed_s=0.0,
+        elapsed_s=round(clock.elapsed(), 3),
         calls_elapsed_s=round(calls_elapsed, 3),
         notes=notes,
         plan=prepared.plan.as_dict(),
+        timings=clock.rounded(),
     )
-    result.saved_usd = _savings(store, run_id, prepared.prices)
-    clock.mark("report")
-    result.elapsed_s = round(clock.elapsed(), 3)
-    result.timings = clock.rounded()
-    return result
 
 
 def _savings(store: Store, run_id: str, prices: dict[str, ModelPrice]) -> dict[str, Decimal]:

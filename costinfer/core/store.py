@@ -323,16 +323,16 @@ class Store:
                 con.unregister("chunk_items")
             if requests is not None and requests.num_rows:
                 con.register("chunk_requests", requests)
-                # a plain insert of what is not stored yet: an anti-join or DISTINCT in the INSERT made DuckDB write
-                # the rows twice as slowly (benchmarks/plan_scale.py)
+                # a plain insert of what is not stored yet: with an anti-join or DISTINCT inside the INSERT, DuckDB
+                # spent a third more CPU and twice as long checkpointing (benchmarks/plan_scale.py)
                 stored = con.execute(
                     "SELECT key FROM requests WHERE key IN (SELECT key FROM chunk_requests)"
                 ).fetchall()
-                con.unregister("chunk_requests")
                 if stored:
                     known = pa.array([k for (k,) in stored], pa.string())
                     requests = requests.filter(pc.invert(pc.is_in(requests.column("key"), value_set=known)))
-                con.register("chunk_requests", requests)
+                    con.unregister("chunk_requests")
+                    con.register("chunk_requests", requests)
                 con.execute(
                     f"INSERT INTO requests ({_NEW_REQUEST_COLUMNS}) SELECT {_NEW_REQUEST_COLUMNS} FROM chunk_requests"
                 )
