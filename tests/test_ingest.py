@@ -11,7 +11,7 @@ import pytest
 import costinfer.core.ingest as ingest_module
 from costinfer.core.runner import RunOptions, plan
 from costinfer.core.store import Store
-from tests.conftest import SAMPLE, read_jsonl
+from tests.conftest import SAMPLE, Cli, read_jsonl
 
 
 def _dataset(path: Path) -> None:
@@ -102,3 +102,12 @@ def test_blocks_of_lines_read_the_rows_the_line_reader_reads(tmp_path: Path) -> 
     for block_bytes in (64, 1000, 8192, 1 << 20):
         by_block = [row for first, block in jsonl_blocks(data, block_bytes) for row in jsonl_block_rows(first, block)]
         assert by_block == by_line, block_bytes
+
+
+def test_a_bad_worker_count_is_a_configuration_error(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"prompt": "hi"}\n')
+    monkeypatch.setenv("COSTINFER_INGEST_WORKERS", "two")
+    result = cli("plan", data, "--store", tmp_path / "s.duckdb")
+    assert result.exit_code == 2
+    assert "COSTINFER_INGEST_WORKERS must be a whole number of processes, got 'two'" in result.stderr

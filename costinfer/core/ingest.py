@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from costinfer.core.chunks import ChunkJob, ChunkProcessor, ChunkResult, start_worker, worker_jsonl_block
-from costinfer.core.errors import InputError
+from costinfer.core.errors import ConfigError, InputError
 from costinfer.core.prices import Catalog, ModelPrice
 from costinfer.core.progress import ProgressSink
 from costinfer.core.reader import jsonl_blocks, read_chunks
@@ -43,9 +43,11 @@ BLOCK_BYTES = 4 << 20
 def ingest_workers(size: int) -> int:
     """Worker processes for a JSONL file of ``size`` bytes: 0 (inline) below ``PARALLEL_BYTES``.
     ``COSTINFER_INGEST_WORKERS`` overrides (0 = always inline; n = n workers for any size)."""
-    forced = os.environ.get("COSTINFER_INGEST_WORKERS")
-    if forced is not None and forced.strip():
-        return max(0, int(forced))
+    forced = os.environ.get("COSTINFER_INGEST_WORKERS", "").strip()
+    if forced:
+        if not forced.isdigit():
+            raise ConfigError(f"COSTINFER_INGEST_WORKERS must be a whole number of processes, got '{forced}'")
+        return int(forced)
     if size < PARALLEL_BYTES:
         return 0
     return max(1, min(os.cpu_count() or 1, 4))
@@ -71,6 +73,8 @@ class Ingest:
     def run(self, progress: ProgressSink) -> None:
         progress.phase("reading", None)
         size = self.path.stat().st_size
+        if size == 0:
+            raise InputError(f"{self.path}: the file is empty: no rows to run")
         job = ChunkJob(self.spec, self.endpoint, self.provider, self.catalog, fast_count=size >= FAST_COUNT_BYTES)
         workers = ingest_workers(size) if self.fmt == "jsonl" else 0
         results = self._pooled(job, workers) if workers else self._inline(job)
@@ -98,8 +102,6 @@ class Ingest:
     def _inline(self, job: ChunkJob) -> Iterator[ChunkResult]:
         processor = ChunkProcessor(job)
         if self.fmt == "jsonl":  # blocks of lines, as workers get them: faster than a row at a time
-            if self.path.stat().st_size == 0:
-                raise InputError(f"{self.path}: the file is empty: no rows to run")
             for first_line, block in jsonl_blocks(self.path, BLOCK_BYTES):
                 yield processor.jsonl_block(first_line, block)
             return
@@ -108,8 +110,6 @@ class Ingest:
 
     def _pooled(self, job: ChunkJob, workers: int) -> Iterator[ChunkResult]:
         """Blocks of lines to worker processes, results back in input order, a few blocks in flight."""
-        if self.path.stat().st_size == 0:
-            raise InputError(f"{self.path}: the file is empty: no rows to run")
         context = multiprocessing.get_context("spawn")  # no fork: this process runs DuckDB's threads
         with ProcessPoolExecutor(workers, mp_context=context, initializer=start_worker, initargs=(job,)) as pool:
             in_flight: list[Future[ChunkResult]] = []
