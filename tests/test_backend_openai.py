@@ -129,7 +129,7 @@ def test_sends_the_key_and_reads_a_real_answer(sim: Simulator, monkeypatch: pyte
     assert done.text and 0 < done.output_tokens <= 8 and done.input_tokens > 0  # type: ignore[attr-defined]
 
 
-def test_connection_refused_is_retryable() -> None:
+def test_connection_refused_is_its_own_class_and_retryable() -> None:
     backend = OpenAIBackend(BackendConfig(base_url="http://127.0.0.1:9/v1", api_key="x", timeout_s=5))
 
     async def call() -> None:
@@ -138,4 +138,6 @@ def test_connection_refused_is_retryable() -> None:
 
     with pytest.raises(BackendError) as info:
         anyio.run(call)
-    assert info.value.error_class == "connection_error" and info.value.retryable
+    # its own class: the executor stops a run whose server refuses every connection instead of retrying each row
+    assert info.value.error_class == "cannot_connect" and info.value.retryable
+    assert "refused" in str(info.value).lower()

@@ -105,7 +105,8 @@ def test_quota_exhausted_stops_the_run_instead_of_retrying(cli: Cli, tmp_path: P
 
 @pytest.mark.parametrize("rpm", [600])
 def test_the_client_paces_under_an_enforced_limit(cli: Cli, tmp_path: Path, rpm: int) -> None:
-    """A short version of benchmarks/rate_limits.py: 60 calls at 600/min take about 6 s and earn no 429."""
+    """A short version of benchmarks/rate_limits.py: 60 calls against a sliding minute of 600 earn no 429. (The
+    server's headers report room for all 60: the client uses it rather than spacing them over 6 s.)"""
     data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"q{i}", "max_tokens": 8} for i in range(60)])
     with running_in_thread(SimulatorConfig(rpm=rpm, log_path=tmp_path / "log.jsonl")) as sim:
         result = cli(
@@ -126,8 +127,8 @@ def test_the_client_paces_under_an_enforced_limit(cli: Cli, tmp_path: Path, rpm:
         statuses = Counter(e["status"] for e in sim_log(sim))
     assert result.exit_code == 0
     assert statuses[429] == 0 and statuses[200] == 60
-    # 60 calls at 97% of 600/min cannot take less than ~6 s; the upper bound only catches idling
-    assert 5.5 < json.loads(result.stdout)["calls_elapsed_s"] < 15.0
+    # the upper bound only catches idling
+    assert json.loads(result.stdout)["calls_elapsed_s"] < 15.0
 
 
 def test_a_model_in_an_outage_falls_back_and_the_cache_stays_truthful(cli: Cli, tmp_path: Path) -> None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import time
+from collections import Counter
+from pathlib import Path
 
 import anyio
+import pytest
 
 from costinfer.core.breaker import CircuitBreaker
 from costinfer.core.ratelimit import SAFETY, RateLimiter, parse_reset
-from costinfer.simulator import RateWindow
+from costinfer.simulator import RateWindow, SimulatorConfig, running_in_thread
+from tests.conftest import Cli, sim_log, write_jsonl
 
 
 def test_parse_reset_formats() -> None:
@@ -84,3 +89,51 @@ def test_breaker_opens_after_a_run_of_failures_and_backs_off() -> None:
     assert breaker.opened == 2 and breaker.cooldown_s == 0.2  # doubled twice, capped
     breaker.success()
     assert breaker.cooldown_s == 0.05 and breaker.failures == 0
+
+
+def _paced_run(cli: Cli, tmp: Path, mode: str, rpm: int, n: int) -> tuple[float, Counter[object]]:
+    data = write_jsonl(tmp / "d.jsonl", [{"prompt": f"q{i}", "max_tokens": 8} for i in range(n)])
+    cfg = SimulatorConfig(rpm=rpm, limit_mode=mode, log_path=tmp / "log.jsonl")
+    with running_in_thread(cfg) as sim:
+        result = cli(
+            "run", data, "--base-url", sim.url, "--store", tmp / "s.duckdb", "-o", tmp / "o.jsonl", "--json",
+        )  # fmt: skip
+        statuses = Counter(e["status"] for e in sim_log(sim))
+    assert result.exit_code == 0, result.stderr
+    return float(json.loads(result.stdout)["calls_elapsed_s"]), statuses
+
+
+@pytest.mark.slow
+def test_a_token_bucket_server_is_used_to_its_reported_capacity(cli: Cli, tmp_path: Path) -> None:
+    """660 calls against a full bucket of 600/min: 600 may go at once, the rest at 10/s, so about 6 s are possible;
+    spacing every call evenly would take 68 s. The limit is learned from the headers alone (no --rpm)."""
+    elapsed, statuses = _paced_run(cli, tmp_path, "bucket", 600, 660)
+    assert statuses[200] == 660 and statuses[429] == 0
+    assert elapsed < 30, elapsed  # about 10 s with the slow start; the bound holds on a machine at half speed
+
+
+@pytest.mark.slow
+def test_a_server_enforcing_short_windows_costs_at_most_a_429_or_two(cli: Cli, tmp_path: Path) -> None:
+    """The headers report a minute's bucket but the server allows 10 a second: the slow start's first call past the
+    window earns a 429, and from then calls are evenly spaced."""
+    elapsed, statuses = _paced_run(cli, tmp_path, "second", 600, 120)
+    assert statuses[200] == 120 and statuses[429] <= 2, statuses
+    assert elapsed < 30, elapsed
+
+
+def test_a_bucket_limiter_spends_reported_room_then_paces_at_the_refill_rate() -> None:
+    limiter = RateLimiter(rpm=60)  # 1/s
+    limiter.observe({"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "0"})
+
+    async def one() -> float:
+        started = time.monotonic()
+        await limiter.acquire(1)
+        limiter.release(1)
+        return time.monotonic() - started
+
+    # an empty bucket: the next call waits one refill step (1 s), not the reset of the whole bucket
+    assert 0.5 < anyio.run(one) < 1.6
+    limiter.observe({"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "59"})
+    assert anyio.run(one) < 0.5  # room reported: no wait
+    limiter.rate_limited(0.0)  # a 429 the reported room did not predict: even spacing from now on
+    assert limiter.even

@@ -8,6 +8,7 @@ third party registers its own (see ``pyproject.toml``).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
@@ -24,6 +25,7 @@ class Completion:
     output_tokens: int
     cached_tokens: int = 0  # input tokens read from the provider's prompt cache (part of input_tokens)
     cache_write_tokens: int = 0  # input tokens written to it (part of input_tokens; Anthropic bills them higher)
+    reasoning_tokens: int = 0  # hidden reasoning tokens (part of output_tokens, billed as output)
     finish_reason: str | None = None
     model: str | None = None
     http_status: int = 200
@@ -48,6 +50,12 @@ class Backend(ABC):
 
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
+        self.reasoning_models: frozenset[str] = frozenset()
+
+    def use_models(self, prices: Mapping[str, Any]) -> None:
+        """The run's models, priced (``ModelPrice``): a protocol may shape a request by what its model is (OpenAI's
+        reasoning models take ``max_completion_tokens``)."""
+        self.reasoning_models = frozenset(name for name, price in prices.items() if getattr(price, "reasoning", False))
 
     @property
     def endpoint(self) -> str:

@@ -88,6 +88,12 @@ class OpenAIBackend(Backend):
             ) from exc
         except aiohttp.ClientPayloadError as exc:
             raise BackendError(f"truncated answer: {exc}", error_class="malformed_response", retryable=True) from exc
+        except aiohttp.ClientConnectorError as exc:  # refused, no such host, no route: nothing answered at all
+            errno = exc.os_error.errno if exc.os_error is not None else None
+            reason = os.strerror(errno) if errno else str(exc)
+            if isinstance(exc, aiohttp.ClientConnectorDNSError):
+                reason = f"cannot resolve the host {exc.host} ({reason})"
+            raise BackendError(reason, error_class="cannot_connect", retryable=True) from exc
         except aiohttp.ClientError as exc:
             raise BackendError(
                 f"connection failed: {exc.__class__.__name__}: {exc}", error_class="connection_error", retryable=True
@@ -101,7 +107,11 @@ class OpenAIBackend(Backend):
         return done
 
     def translate(self, body: dict[str, Any]) -> dict[str, Any]:
-        """The provider-neutral request in this protocol's shape (OpenAI's is the neutral one)."""
+        """The provider-neutral request in this protocol's shape (OpenAI's is the neutral one). A reasoning model
+        refuses ``max_tokens`` and takes ``max_completion_tokens``, which bounds its hidden reasoning too."""
+        if body.get("model") in self.reasoning_models and "max_tokens" in body:
+            body = dict(body)
+            body["max_completion_tokens"] = body.pop("max_tokens")
         return body
 
     def parse(self, raw: bytes) -> Completion:
@@ -114,6 +124,7 @@ def parse_chat_completion(raw: bytes) -> Completion:
         choice = data["choices"][0]
         usage = data.get("usage") or {}
         details = usage.get("prompt_tokens_details") or {}
+        output_details = usage.get("completion_tokens_details") or {}
         message = choice.get("message") or {}
         text = message.get("content")
         if text is None and message.get("tool_calls"):
@@ -123,6 +134,7 @@ def parse_chat_completion(raw: bytes) -> Completion:
             input_tokens=int(usage.get("prompt_tokens", 0)),
             output_tokens=int(usage.get("completion_tokens", 0)),
             cached_tokens=int(details.get("cached_tokens") or 0),
+            reasoning_tokens=int(output_details.get("reasoning_tokens") or 0),
             finish_reason=choice.get("finish_reason"),
             model=data.get("model"),
         )

@@ -13,8 +13,10 @@ from costinfer.core.errors import CostinferError, ExitCode
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; 1 internal error (a bug: please report it); 2 bad option or configuration; "
-    "3 bad input data; 4 budget stopped the run with rows not run; 5 some rows failed; 6 the store is in use by "
-    "another process; 130 interrupted (Ctrl-C or SIGTERM; rerun the same command to resume)."
+    "3 bad input data; 4 budget stopped the run with rows not run; 5 some rows failed (or the server cannot be "
+    "reached); 6 the store is in use by another process; 7 a file or the store could not be written (disk full?): "
+    "answers already saved are kept, rerun to finish; 130 interrupted (Ctrl-C or SIGTERM; rerun the same command to "
+    "resume)."
 )
 
 app = typer.Typer(
@@ -67,10 +69,41 @@ COMMAND_MODULES = {
 }
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"costinfer {version('costinfer')}")
+        except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
+            typer.echo("costinfer (not installed)")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _group() -> None:
+def _group(
+    _version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     # costinfer is always a group of commands, even when only the one being run is loaded (see ``main``)
     pass
+
+
+def _short_helps(typer_app: typer.Typer) -> None:
+    """Each command's first sentence as its line in the command list, whole: click would cut it at the width."""
+    for info in typer_app.registered_commands:
+        text = info.help or (info.callback.__doc__ if info.callback else None)
+        if info.short_help is None and text:
+            info.short_help = text.strip().split("\n\n")[0].replace("\n", " ")
+    for group in typer_app.registered_groups:
+        sub = group.typer_instance
+        if sub is None:
+            continue
+        text = group.help if isinstance(group.help, str) else sub.info.help
+        if not isinstance(group.short_help, str) and isinstance(text, str):
+            group.short_help = text.strip().split("\n\n")[0].replace("\n", " ")
+        _short_helps(sub)
 
 
 def load_commands(only: str | None = None) -> typer.Typer:
@@ -80,6 +113,7 @@ def load_commands(only: str | None = None) -> typer.Typer:
     for name, module in COMMAND_MODULES.items():
         if only in (None, name) or only not in COMMAND_MODULES:
             importlib.import_module(module)
+    _short_helps(app)
     return app
 
 

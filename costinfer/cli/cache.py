@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -11,12 +12,13 @@ from rich.table import Table
 
 from costinfer.cli.app import app, err_console, handled, out_console
 from costinfer.core.calibrate import load_pairs, recommend, similarities, sweep
-from costinfer.core.errors import ConfigError, ExitCode
+from costinfer.core.errors import ConfigError, ExitCode, WriteError
 from costinfer.core.store import Store
 
 cache_app = typer.Typer(help="The response cache, its embeddings, and the semantic threshold.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 
+EXPORT_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 StoreOpt = typer.Option(None, "--store", help="The DuckDB store. Default: $COSTINFER_STORE or the per-user one.")
 
 
@@ -74,7 +76,7 @@ def calibrate(
 @cache_app.command("stats")
 def stats(store: Optional[Path] = StoreOpt, json_out: bool = typer.Option(False, "--json")) -> None:
     """What the cache holds, what it cost, and how many embeddings are kept."""
-    with handled(), Store.open(store) as st:
+    with handled(), Store.open(store, create=False) as st:
         row = st.con.execute(
             """
             SELECT (SELECT count(*) FROM responses) AS answers,
@@ -102,10 +104,14 @@ def stats(store: Optional[Path] = StoreOpt, json_out: bool = typer.Option(False,
 @cache_app.command("clear")
 def clear(store: Optional[Path] = StoreOpt, yes: bool = typer.Option(False, "--yes", help="Do not ask.")) -> None:
     """Forget every cached answer and embedding (the ledger of calls and costs is kept)."""
-    with handled(), Store.open(store) as st:
-        if not yes and not typer.confirm(f"Forget every cached answer in {st.path}?"):
-            raise typer.Exit(1)
-        n = st.clear_cache()
+    with handled():
+        if not yes and not sys.stdin.isatty():
+            raise ConfigError("cache clear asks before it forgets; with no terminal to ask on, pass --yes")
+        with Store.open(store, create=False) as st:
+            if not yes and not typer.confirm(f"Forget every cached answer in {st.path}?", default=False):
+                err_console.print("nothing was forgotten", markup=False)
+                raise typer.Exit(1)
+            n = st.clear_cache()
         out_console.print(f"{n} cached answers forgotten; the ledger is kept", markup=False)
 
 
@@ -115,19 +121,31 @@ def prune(
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """Forget cached answers older than N days (the ledger of calls and costs is kept)."""
-    with handled(), Store.open(store) as st:
+    with handled():
         if older_than < 0:
             raise ConfigError("--older-than must be zero or more days")
-        n = st.prune_cache(older_than)
+        with Store.open(store, create=False) as st:
+            n = st.prune_cache(older_than)
         out_console.print(f"{n} cached answers older than {older_than} days forgotten", markup=False)
 
 
 @cache_app.command("export")
 def export(
-    path: Path = typer.Argument(..., help="Where to write: .jsonl or .parquet."),
+    path: Path = typer.Argument(..., help="Where to write: .jsonl, .csv or .parquet."),
     store: Optional[Path] = StoreOpt,
 ) -> None:
-    """Write every cached answer with its request as JSONL or Parquet."""
-    with handled(), Store.open(store) as st:
-        n = st.export_cache(path)
+    """Write every cached answer with its request as JSONL, CSV or Parquet."""
+    with handled():
+        fmt = EXPORT_FORMATS.get(path.suffix.lower())
+        if fmt is None:
+            raise ConfigError(f"{path}: export writes .jsonl, .csv or .parquet; name a file with one of those")
+        if not path.parent.is_dir():
+            raise ConfigError(f"{path}: the folder {path.parent} does not exist")
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a folder; name a file")
+        with Store.open(store, create=False) as st:
+            try:
+                n = st.export_cache(path, fmt)
+            except OSError as exc:
+                raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
         out_console.print(f"{n} cached answers written to {path}", markup=False)

@@ -24,3 +24,11 @@ SEMANTIC_THRESHOLD = typer.Option(
 EMBEDDING_MODEL = typer.Option(
     None, help="A sentence-transformers model name or path (default: all-MiniLM-L6-v2, offline)."
 )
+STRICT_FIELDS = typer.Option(
+    False,
+    "--strict-fields",
+    help="A row field costinfer does not know (a typo such as max_token) makes the row bad, instead of a warning.",
+)
+ON_BAD_ROW = typer.Option(
+    "fail", help="fail: stop before any call if a row is bad (the safe default in CI); skip: run the rest."
+)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional, cast
 
 import orjson
 import typer
@@ -19,7 +19,11 @@ from costinfer.core.runner import plan as make_plan
 
 @app.command("plan")
 def plan_command(
-    path: Path = typer.Argument(..., help="The dataset: .jsonl, .csv or .parquet.", show_default=False),
+    path: Path = typer.Argument(
+        ...,
+        help="The dataset: .jsonl, .csv or .parquet (.jsonl.gz and .jsonl.zst too), or - for JSONL on stdin.",
+        show_default=False,
+    ),
     budget: Optional[str] = typer.Option(None, help="Dollars the run may spend; the plan says whether it fits."),
     model: str = typer.Option(DEFAULT_MODEL, help="The model for rows that do not name one."),
     provider: str = typer.Option("simulate", help="The provider the run will use (it shapes the request keys)."),
@@ -31,6 +35,8 @@ def plan_command(
     template: Optional[str] = options.TEMPLATE,
     system: Optional[str] = options.SYSTEM,
     max_tokens: int = typer.Option(DEFAULT_MAX_TOKENS, help="The output cap for rows that do not set max_tokens."),
+    on_bad_row: str = options.ON_BAD_ROW,
+    strict_fields: bool = options.STRICT_FIELDS,
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where the run will write (names rejects)."),
     prices: Optional[Path] = options.PRICES,
     config: Optional[Path] = options.CONFIG,
@@ -42,6 +48,13 @@ def plan_command(
     """Count, price and plan a dataset's run against a budget, without touching the network.
 
     Exits 0 when the expected cost fits the budget, 4 when it does not, 3 when rows are bad.
+
+    \b
+    Examples:
+      costinfer plan prompts.jsonl --budget 50                  # does it fit? (exit 4 if not)
+      costinfer plan prompts.jsonl --model gpt-4.1-mini --json  # the plan as one JSON object
+      costinfer plan data.csv --template "Classify: {text}" --budget 5
+    A run with the same options then starts without reading the dataset again.
     """
     with handled():
         opts = RunOptions(
@@ -57,6 +70,8 @@ def plan_command(
             template=template,
             system=system,
             max_tokens=max_tokens,
+            on_bad_row=cast(Literal["fail", "skip"], on_bad_row),  # checked by the core's validate()
+            strict_fields=strict_fields,
             output=output,
             prices=prices,
             config=config,
@@ -70,7 +85,7 @@ def plan_command(
         if json_out:
             typer.echo(orjson.dumps(data).decode())
         else:
-            out_console.print(plan_table(data))
+            out_console.print(plan_table(data, out_console.width), soft_wrap=False)
         for note in prepared.notes:
             err_console.print(f"note: {note}", markup=False)
         if prepared.counts["rejects"]:

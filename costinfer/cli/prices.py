@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich import box
 from rich.table import Table
 
 from costinfer.cli.app import app, handled, out_console
@@ -51,21 +52,44 @@ def list_prices(
         if json_out:
             typer.echo(json.dumps(dict(rows), default=float))
             return
-        table = Table(title=f"prices ({catalog.source}); $ per 1M tokens")
-        for col in ("model", "provider", "input", "output", "cached input", "batch in", "batch out", "context"):
-            table.add_column(col, justify="left" if col in ("model", "provider") else "right", no_wrap=True)
-        for model, e in rows:
-            table.add_row(
-                model,
-                str(e.get("litellm_provider", "")),
-                _per_million(e, "input_cost_per_token"),
-                _per_million(e, "output_cost_per_token"),
-                _per_million(e, "cache_read_input_token_cost"),
-                _per_million(e, "input_cost_per_token_batches"),
-                _per_million(e, "output_cost_per_token_batches"),
-                str(e.get("max_input_tokens", "-")),
-            )
-        out_console.print(table)
+        out_console.print(prices_table(rows, catalog.source, out_console.width))
+
+
+# (header, catalog field or None for the provider, shown when narrow)
+_COLUMNS = (
+    ("model", "", True),
+    ("provider", "litellm_provider", False),
+    ("input", "input_cost_per_token", True),
+    ("output", "output_cost_per_token", True),
+    ("cached in", "cache_read_input_token_cost", True),
+    ("batch in", "input_cost_per_token_batches", False),
+    ("batch out", "output_cost_per_token_batches", False),
+    ("context", "max_input_tokens", True),
+)
+# Below this width the table drops the provider and batch columns (``prices show`` and ``--json`` keep everything)
+WIDE = 100
+
+
+def prices_table(rows: list[tuple[str, dict[str, Any]]], source: str, width: int) -> Table:
+    """Prices per million tokens; every number stays readable at 80 columns (fewer columns, never cut cells)."""
+    narrow = width < WIDE
+    columns = [c for c in _COLUMNS if c[2] or not narrow]
+    title = f"$ per 1M tokens, {source}" if narrow else f"prices ({source}); $ per 1M tokens"
+    table = Table(title=title, box=None if narrow else box.SIMPLE_HEAD, pad_edge=False)
+    for header, _, _ in columns:
+        left = header in ("model", "provider")
+        table.add_column(header, justify="left" if left else "right", no_wrap=True, overflow="fold")
+    for model, e in rows:
+        cells = []
+        for header, name, _ in columns:
+            if header == "model":
+                cells.append(model)
+            elif name in ("litellm_provider", "max_input_tokens"):
+                cells.append(str(e.get(name, "-")))
+            else:
+                cells.append(_per_million(e, name))
+        table.add_row(*cells)
+    return table
 
 
 @prices_app.command("show")

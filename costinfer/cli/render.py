@@ -14,7 +14,11 @@ from costinfer.core.progress import NullProgress, ProgressSink
 
 
 class PlainProgress:
-    """One line every few seconds on stderr: for CI logs and cron mail."""
+    """One line every few seconds on stderr, for CI logs and cron mail; the first failure or retry of each kind is
+    printed when it happens, and every line counts them."""
+
+    # an ETA from fewer calls than this, or from less time than one line's interval, is noise
+    ETA_MIN_DONE = 10
 
     def __init__(self, console: Console, every_s: float = 5.0) -> None:
         self.console = console
@@ -22,10 +26,14 @@ class PlainProgress:
         self.name = ""
         self.total: int | None = None
         self.started = time.monotonic()
-        self.last = 0.0
+        self.last = self.started
+        self.retries = 0
+        self.failed = 0
+        self._seen: set[tuple[str, str]] = set()
 
     def phase(self, name: str, total: int | None) -> None:
-        self.name, self.total, self.started, self.last = name, total, time.monotonic(), 0.0
+        self.name, self.total = name, total
+        self.started = self.last = time.monotonic()
         if name == "calling":
             self.console.print(f"calling: {total} distinct requests to send", markup=False)
 
@@ -34,17 +42,35 @@ class PlainProgress:
         if now - self.last < self.every_s and done != self.total:
             return
         self.last = now
-        rate = done / max(now - self.started, 1e-9)
+        elapsed = now - self.started
+        rate = done / max(elapsed, 1e-9)
         if self.name == "calling":
-            left = f", ETA {((self.total or done) - done) / rate:.0f}s" if rate > 0 and self.total else ""
+            left = ""
+            if self.total and done < self.total and done >= self.ETA_MIN_DONE and elapsed >= self.every_s:
+                left = f", ETA {(self.total - done) / rate:.0f}s"
+            trouble = "".join(
+                f", {n} {label}" for n, label in ((self.failed, "failed"), (self.retries, "retries")) if n
+            )
             self.console.print(
-                f"calling: {done}/{self.total} calls, ${cost_usd:.4f} spent, {rate:.1f} calls/s{left}", markup=False
+                f"calling: {done}/{self.total} calls, ${cost_usd:.4f} spent, {rate:.1f} calls/s{trouble}{left}",
+                markup=False,
             )
         else:
             self.console.print(f"{self.name}: {done} rows", markup=False)
 
     def note(self, text: str) -> None:
         self.console.print(text, markup=False)
+
+    def problem(self, kind: str, text: str) -> None:
+        if kind == "retry":
+            self.retries += 1
+        else:
+            self.failed += 1
+        error_class = text.split(":", 1)[0]
+        if (kind, error_class) not in self._seen:  # the first of each kind at once; the rest in the counts
+            self._seen.add((kind, error_class))
+            what = "retrying" if kind == "retry" else "failed"
+            self.console.print(f"{what}: {text} (more like it are counted in the progress lines)", markup=False)
 
 
 class RichProgress:
@@ -65,6 +91,7 @@ class RichProgress:
         )
         self.task: Any = None
         self.started = time.monotonic()
+        self.problems: dict[str, int] = {}
 
     def phase(self, name: str, total: int | None) -> None:
         if self.task is None:
@@ -77,10 +104,16 @@ class RichProgress:
     def advance(self, done: int, cost_usd: Decimal) -> None:
         rate = done / max(time.monotonic() - self.started, 1e-9)
         cost = f"${cost_usd:.4f}" if self.bar.tasks[self.task].description == "calling" else ""
-        self.bar.update(self.task, completed=done, cost=cost, rate=f"{rate:.0f}/s")
+        self.bar.update(self.task, completed=done, cost=cost, rate=f"{rate:.0f}/s{self._trouble()}")
 
     def note(self, text: str) -> None:
         self.console.print(text, markup=False)
+
+    def problem(self, kind: str, text: str) -> None:
+        self.problems[kind] = self.problems.get(kind, 0) + 1
+
+    def _trouble(self) -> str:
+        return "".join(f", {n} {'retries' if k == 'retry' else 'failed'}" for k, n in sorted(self.problems.items()))
 
     def stop(self) -> None:
         if self.task is not None:
@@ -100,10 +133,19 @@ def stop_progress(progress: ProgressSink) -> None:
         progress.stop()
 
 
+def usd(value: Any) -> str:
+    """Dollars as people read them, one precision for costs and budgets alike: at least cents, down to a millionth
+    where that is what it takes ($1.00, $0.03249, $0.003825)."""
+    amount = Decimal(str(value)).quantize(Decimal("0.000001"))
+    text = format(amount, "f").rstrip("0")
+    whole, _, cents = text.partition(".")
+    return f"${whole}.{cents.ljust(2, '0')}"
+
+
 def summary_table(data: dict[str, Any]) -> Table:
     table = Table(title="costinfer run", show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column(justify="right")
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(justify="right", overflow="fold")
     rows = [
         ("rows", data["rows"]),
         ("rejected rows", data["rejects"]),
@@ -119,13 +161,17 @@ def summary_table(data: dict[str, Any]) -> Table:
         ("not run", data["not_run"]),
         ("input tokens billed", data["input_tokens"]),
         ("output tokens billed", data["output_tokens"]),
-        ("cost now", f"${Decimal(data['cost_usd']):.6f}"),
-        ("cost of the run", f"${Decimal(data['run_cost_usd']):.6f}"),
-        ("budget", "none" if data["budget_usd"] is None else f"${Decimal(data['budget_usd']):.2f}"),
+    ]
+    if data.get("reasoning_tokens"):
+        rows.append(("of which reasoning", data["reasoning_tokens"]))
+    rows += [
+        ("cost now", usd(data["cost_usd"])),
+        ("cost of the run", usd(data["run_cost_usd"])),
+        ("budget", "none" if data["budget_usd"] is None else usd(data["budget_usd"])),
         ("results", data["output"]),
     ]
-    for source, usd in (data.get("saved_usd") or {}).items():
-        rows.append((f"saved by {source}", f"${Decimal(usd):.6f}"))
+    for source, amount in (data.get("saved_usd") or {}).items():
+        rows.append((f"saved by {source}", usd(amount)))
     if data.get("rejects_file"):
         rows.append(("rejects", data["rejects_file"]))
     for name, value in rows:
@@ -133,50 +179,62 @@ def summary_table(data: dict[str, Any]) -> Table:
     return table
 
 
-def plan_table(plan: dict[str, Any]) -> Table:
+# Below this width the plan table leaves out the worst-case output column and names each model's output basis under
+# the table instead of in a column, so that no model name or number is cut
+WIDE = 110
+
+
+def plan_table(plan: dict[str, Any], width: int = WIDE) -> Table:
     """The plan as people read it: per model, then totals, then whether it fits."""
+    narrow = width < WIDE
     table = Table(title="costinfer plan", box=None, pad_edge=False)
-    for col in ("model", "requests", "input", "output exp.", "output worst", "$ exp.", "$ worst", "output basis"):
+    columns = ["model", "requests", "input", "output exp.", "output worst", "$ exp.", "$ worst", "output basis"]
+    if narrow:
+        columns = ["model", "requests", "input", "output exp.", "$ exp.", "$ worst"]
+    for col in columns:
         left = col in ("model", "output basis")
-        table.add_column(col, justify="left" if left else "right", overflow="fold", no_wrap=not left)
+        table.add_column(col, justify="left" if left else "right", no_wrap=col != "output basis", overflow="fold")
     for m in plan["models"]:
-        table.add_row(
-            m["model"],
-            str(m["requests"]),
-            str(m["input_tokens"]),
-            str(m["expected_output_tokens"]),
-            str(m["worst_output_tokens"]),
-            f"${Decimal(m['expected_cost_usd']):.4f}",
-            f"${Decimal(m['worst_cost_usd']):.4f}",
-            m["output_basis"],
-        )
-    table.add_row(
-        "total",
-        str(plan["to_call"]),
-        str(plan["input_tokens"]),
-        str(plan["expected_output_tokens"]),
-        str(plan["worst_output_tokens"]),
-        f"${Decimal(plan['expected_cost_usd']):.4f}",
-        f"${Decimal(plan['worst_cost_usd']):.4f}",
-        "",
-        style="bold",
-    )
+        cells = {
+            "model": m["model"],
+            "requests": str(m["requests"]),
+            "input": str(m["input_tokens"]),
+            "output exp.": str(m["expected_output_tokens"]),
+            "output worst": str(m["worst_output_tokens"]),
+            "$ exp.": usd(m["expected_cost_usd"]),
+            "$ worst": usd(m["worst_cost_usd"]),
+            "output basis": m["output_basis"],
+        }
+        table.add_row(*(cells[c] for c in columns))
+    totals = {
+        "model": "total",
+        "requests": str(plan["to_call"]),
+        "input": str(plan["input_tokens"]),
+        "output exp.": str(plan["expected_output_tokens"]),
+        "output worst": str(plan["worst_output_tokens"]),
+        "$ exp.": usd(plan["expected_cost_usd"]),
+        "$ worst": usd(plan["worst_cost_usd"]),
+        "output basis": "",
+    }
+    table.add_row(*(totals[c] for c in columns), style="bold")
     budget = plan["budget_usd"]
     fits = (
         "no budget set"
         if budget is None
         else (
-            f"fits: expected ${Decimal(plan['expected_cost_usd']):.4f} of ${Decimal(plan['left_usd']):.4f} left"
+            f"fits: expected {usd(plan['expected_cost_usd'])} of {usd(plan['left_usd'])} left"
             if plan["fits"]
-            else f"DOES NOT FIT: expected ${Decimal(plan['expected_cost_usd']):.4f} > "
-            f"${Decimal(plan['left_usd']):.4f} left"
+            else f"DOES NOT FIT: expected {usd(plan['expected_cost_usd'])} > {usd(plan['left_usd'])} left"
         )
     )
+    basis = "".join(f" Output of {m['model']}: {m['output_basis']}." for m in plan["models"]) if narrow else ""
     table.caption = (
         f"{plan['rows']} rows, {plan['rejects']} rejected, {plan['distinct']} distinct requests, "
         f"{plan['duplicates']} duplicates, {plan['cache_hits']} rows from the cache, "
         f"{plan['answered_in_run']} answered earlier in this run, {plan['to_call']} to call. {fits}"
         + ("" if plan["fits_worst_case"] or budget is None else "; the worst case does not fit: the guard will stop")
+        + ("." if basis else "")
+        + basis
     )
     table.caption_justify = "left"
     return table

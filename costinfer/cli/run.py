@@ -31,7 +31,11 @@ def parse_budget(text: str | None) -> Decimal | None:
 
 @app.command("run")
 def run_command(
-    path: Path = typer.Argument(..., help="The dataset: .jsonl, .csv or .parquet.", show_default=False),
+    path: Path = typer.Argument(
+        ...,
+        help="The dataset: .jsonl, .csv or .parquet (.jsonl.gz and .jsonl.zst too), or - for JSONL on stdin.",
+        show_default=False,
+    ),
     provider: str = typer.Option(
         "simulate", help="openai, vllm, simulate (the built-in rehearsal server), or a plugin."
     ),
@@ -57,9 +61,8 @@ def run_command(
     max_tokens: int = typer.Option(
         DEFAULT_MAX_TOKENS, help="The output cap for rows that do not set max_tokens; the budget reserves it."
     ),
-    on_bad_row: str = typer.Option(
-        "fail", help="fail: stop before any call if a row is bad (the safe default in CI); skip: run the rest."
-    ),
+    on_bad_row: str = options.ON_BAD_ROW,
+    strict_fields: bool = options.STRICT_FIELDS,
     timeout: float = typer.Option(60.0, help="Seconds to wait for one answer."),
     max_attempts: int = typer.Option(4, help="Attempts per request for errors that may pass (429, 5xx, timeouts)."),
     on_over_budget: str = typer.Option(
@@ -83,13 +86,26 @@ def run_command(
     ),
     sim_tpm: Optional[int] = typer.Option(None, help="With --provider simulate: a tokens-per-minute limit to enforce."),
     sim_seed: Optional[int] = typer.Option(None, help="With --provider simulate: the seed of the injected faults."),
+    sim_limit_mode: str = typer.Option(
+        "window", help="With --provider simulate: how --sim-rpm/--sim-tpm are enforced: window, bucket or second."
+    ),
     semantic: Optional[bool] = options.SEMANTIC,
     semantic_threshold: float = options.SEMANTIC_THRESHOLD,
     embedding_model: Optional[str] = options.EMBEDDING_MODEL,
     json_out: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
-    """Run every row of a dataset and write one result per row."""
+    """Run every row of a dataset and write one result per row.
+
+    \b
+    Examples:
+      costinfer run prompts.jsonl --provider simulate --budget 1       # a rehearsal, no key, nothing paid
+      costinfer run prompts.jsonl --provider openai --budget 50 -o results.jsonl
+      costinfer run data.csv --template "Classify: {text}" --model gpt-4o-mini --budget 5
+      zcat big.jsonl.gz | costinfer run - --budget 20 -o out.parquet
+      costinfer run prompts.jsonl --budget 50 --json > summary.json     # machine-readable summary
+    Rerun the same command after a crash or Ctrl-C: it resumes and pays for nothing twice.
+    """
     with handled():
         opts = RunOptions(
             input_path=path,
@@ -119,21 +135,24 @@ def run_command(
             simulator_rpm=sim_rpm,
             simulator_tpm=sim_tpm,
             simulator_seed=sim_seed,
+            simulator_limit_mode=sim_limit_mode,
             rpm=rpm,
             tpm=tpm,
             fallback_model=fallback_model,
             semantic_threshold=semantic_threshold,
             embedding_model=embedding_model,
+            strict_fields=strict_fields,
         )
         if semantic is not None:
             opts.semantic = semantic
-        if not 0 < semantic_threshold <= 1:
-            raise ConfigError(f"--semantic-threshold must be in (0, 1], got {semantic_threshold}")
         progress = make_progress(err_console, quiet)
 
         def show_plan(plan: Plan) -> None:
+            # the plan and its notes (unknown fields, estimates) before anything is sent, not after the money is spent
             if not quiet:
-                err_console.print(plan_table(plan.as_dict()))
+                err_console.print(plan_table(plan.as_dict(), err_console.width), soft_wrap=False)
+            for note in plan.notes:
+                err_console.print(f"note: {note}", markup=False)
 
         try:
             summary = run(opts, progress, on_plan=show_plan)
@@ -144,7 +163,7 @@ def run_command(
             typer.echo(orjson.dumps(data).decode())
         elif not quiet:
             out_console.print(summary_table(data))
-        for note in summary.notes:
+        for note in summary.notes[len(summary.plan.get("notes") or []) :]:  # the plan's were shown with it
             err_console.print(f"note: {note}", markup=False)
         if summary.stop_reason == "budget" and summary.not_run:
             err_console.print(

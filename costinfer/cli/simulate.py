@@ -10,7 +10,7 @@ import typer
 from costinfer.cli.app import app, err_console, handled
 from costinfer.core.errors import ConfigError
 from costinfer.simulator import SimulatorConfig, serve_forever
-from costinfer.simulator.faults import parse_faults
+from costinfer.simulator.faults import LIMIT_MODES, parse_faults
 
 simulate_app = typer.Typer(help="The built-in OpenAI-compatible simulator.", no_args_is_help=True)
 app.add_typer(simulate_app, name="simulate")
@@ -28,6 +28,11 @@ def serve(
     ),
     rpm: Optional[int] = typer.Option(None, help="Enforce a requests-per-minute limit (429 past it, OpenAI headers)."),
     tpm: Optional[int] = typer.Option(None, help="Enforce a tokens-per-minute limit (prompt + max_tokens)."),
+    limit_mode: str = typer.Option(
+        "window",
+        help="How --rpm/--tpm are enforced: window (a sliding minute), bucket (a token bucket, full at the start), "
+        "second (one-second windows behind a bucket's headers).",
+    ),
     retry_after: float = typer.Option(1.0, help="Seconds an injected 429 asks the client to wait."),
     slow_s: float = typer.Option(120.0, help="How long an injected timeout keeps the client waiting."),
     seed: Optional[int] = typer.Option(None, help="Seed of the fault draws, for repeatable rehearsals."),
@@ -47,11 +52,22 @@ def serve(
             faults=injected,
             rpm=rpm,
             tpm=tpm,
+            limit_mode=limit_mode,
             down_models=tuple(down_model),
         )
+        if limit_mode not in LIMIT_MODES:
+            raise ConfigError(f"--limit-mode must be one of {', '.join(LIMIT_MODES)}, got '{limit_mode}'")
+
+        if log is not None and not log.parent.is_dir():
+            raise ConfigError(f"--log {log}: the folder {log.parent} does not exist")
 
         def ready(url: str) -> None:
             err_console.print(f"simulator listening on {url}", markup=False)
             print(url, flush=True)
 
-        serve_forever(host, port, cfg, on_ready=ready)
+        try:
+            serve_forever(host, port, cfg, on_ready=ready)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port (0 picks a free one)"
+            ) from None

@@ -47,6 +47,7 @@ class ChunkResult:
     opt_out: list[str] = field(default_factory=list)  # keys with a row that must not take a semantic answer
     models: list[str] = field(default_factory=list)  # priced models the chunk's rows name
     notes: list[str] = field(default_factory=list)  # the token counter's notes (estimates, substitutes)
+    unknown_fields: dict[str, int] = field(default_factory=dict)  # a field costinfer does not read -> its first line
 
 
 class ChunkProcessor:
@@ -56,6 +57,7 @@ class ChunkProcessor:
         self.counter = TokenCounter(fast=job.fast_count)
         self.prices: dict[str, ModelPrice] = {}
         self._unpriced: dict[str, str] = {}
+        self._known = job.spec.known_fields()
 
     def jsonl_block(self, first_line: int, block: bytes) -> ChunkResult:
         with _without_cyclic_gc():
@@ -74,13 +76,17 @@ class ChunkProcessor:
         rejects: list[Reject] = []
         first: dict[str, Reject | None] = {}  # key -> the reject its first row got (None: good)
         opt_out: list[str] = []
-        prices, keys = self.prices, self.keys.keys
+        unknown: dict[str, int] = {}
+        prices, keys, known = self.prices, self.keys.keys, self._known
         for idx, raw in enumerate(rows):
             data = raw.data
             if raw.error is not None or data is None:
                 fld, reason = raw.error or ("(line)", "unreadable")
                 rejects.append(Reject(idx, raw.line, fld, reason))
                 continue
+            if not data.keys() <= known:
+                for name in data.keys() - known:
+                    unknown.setdefault(name, raw.line)
             req = build(idx, raw.line, data, spec)
             if data.get(id_field) in (None, ""):
                 req.id_default = True  # stored as its position once the chunk's offset is known
@@ -91,6 +97,11 @@ class ChunkProcessor:
             if model not in prices and self._price(model) is None:
                 rejects.append(_reject(req, "model", self._unpriced[model]))
                 continue
+            if prices[model].reasoning:
+                refused = _reasoning_refuses(req.body)
+                if refused is not None:
+                    rejects.append(_reject(req, *refused))
+                    continue
             key, req.norm_key, req.group_key = keys(req.body)
             req.key = key
             if req.extra and req.extra.get("semantic") is False:
@@ -132,6 +143,7 @@ class ChunkProcessor:
             opt_out=opt_out,
             models=sorted(self.prices),
             notes=self.counter.notes(),
+            unknown_fields=unknown,
         )
 
     def _price(self, model: str) -> ModelPrice | None:
@@ -173,6 +185,22 @@ class ChunkProcessor:
                 "group_key": pa.array([r.group_key for r in new], pa.string()),
             }
         )
+
+
+# What OpenAI's reasoning models refuse with a 400 on every call: sampling parameters other than their defaults
+_REASONING_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
+
+
+def _reasoning_refuses(body: dict[str, object]) -> tuple[str, str] | None:
+    """(field, reason) when a request for a reasoning model sets what the provider would refuse, else None."""
+    for name, default in _REASONING_DEFAULTS.items():
+        value = body.get(name)
+        if value is not None and value != default:
+            return name, (
+                f"{body['model']} is a reasoning model: OpenAI accepts only the default {name} ({default:g}) and "
+                f"would refuse {value:g} on every call; remove the field or pick a model that takes it"
+            )
+    return None
 
 
 def _limits_of(price: ModelPrice) -> tuple[float, float]:

@@ -20,6 +20,7 @@ class ExitCode(IntEnum):
     BUDGET = 4  # the budget stopped the run: some rows were not run
     ROWS_FAILED = 5  # the run finished but some rows carry an error
     STORE_BUSY = 6  # another costinfer process holds the store
+    WRITE_FAILED = 7  # a file or the store could not be written (disk full?): what was saved is kept; rerun
     INTERRUPTED = 130  # Ctrl-C or SIGTERM: what finished is saved; rerun to resume
 
 
@@ -69,6 +70,19 @@ class StoreBusyError(StoreError):
     """Another process holds the store's write lock."""
 
     exit_code = ExitCode.STORE_BUSY
+
+
+class WriteError(CostinferError):
+    """The results, the rejects or the store could not be written (a full disk, a lost mount). Answers committed to
+    the store before are kept: the message says how to get the results without paying again."""
+
+    exit_code = ExitCode.WRITE_FAILED
+
+
+class UnreachableError(CostinferError):
+    """The server cannot be reached at all (connection refused, no such host): the run stopped early."""
+
+    exit_code = ExitCode.ROWS_FAILED
 
 
 class BackendError(CostinferError):

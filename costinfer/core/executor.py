@@ -25,7 +25,7 @@ import duckdb
 from costinfer.backends.base import Backend, Completion
 from costinfer.core.breaker import CircuitBreaker
 from costinfer.core.budget import BudgetGuard
-from costinfer.core.errors import AuthError, BackendError
+from costinfer.core.errors import AuthError, BackendError, WriteError
 from costinfer.core.keys import request_key
 from costinfer.core.prices import ModelPrice
 from costinfer.core.progress import NullProgress, ProgressSink
@@ -44,6 +44,10 @@ class ExecConfig:
     rpm: float | None = None
     tpm: float | None = None
     fallback_model: str | None = None  # sent instead while the circuit breaker is open
+    # a server that refuses every connection stops the run: after this many refusals in a row when nothing has
+    # answered yet, or after ``unreachable_s`` of nothing but refusals once something has
+    unreachable_after: int = 3
+    unreachable_s: float = 10.0
 
 
 class Executor:
@@ -67,6 +71,12 @@ class Executor:
         self.stop_reason: str | None = None
         self.auth_error: AuthError | None = None
         self.fatal_error: BackendError | None = None
+        self.store_error: BaseException | None = None  # the store could not commit (a full disk): the run stopped
+        self.lost = 0  # answers paid for whose commit failed: the rerun pays for them again
+        self.unreachable: str | None = None  # why the server cannot be reached at all: the run stopped
+        self._refused = 0  # connection failures in a row
+        self._refused_since = 0.0
+        self._reached = False  # some request got an HTTP answer in this invocation
         self.limiter = RateLimiter(cfg.rpm, cfg.tpm)
         self.breaker = CircuitBreaker()
         self.calls_done = 0  # durable outcomes of this invocation
@@ -102,6 +112,9 @@ class Executor:
                 tg.start_soon(self._write, cursor)
         finally:
             cursor.close()
+        if self.store_error is not None:  # answered after the commit failed: paid, never saved
+            self.lost += len(self._buffer)
+            self._buffer = []
 
     async def _produce(self, pages: Iterator[list[Pending]]) -> None:
         """Keep the queue at least a page ahead of the workers; pages come from the store in a thread."""
@@ -165,28 +178,38 @@ class Executor:
             if fallback is None:
                 await self.breaker.wait()
             # pace by what the provider counts (prompt tokens plus max_tokens), not by the budget's upper bound
-            await self.limiter.acquire((item.input_tokens or item.input_bound) + item.max_tokens)
+            metered = (item.input_tokens or item.input_bound) + item.max_tokens
+            await self.limiter.acquire(metered)
             if self.stopping:
+                self.limiter.release(metered)
                 return None
             body = {**item.body, "model": fallback} if fallback else item.body
             started = time.perf_counter()
             try:
-                done = await self.backend.complete(body)
+                try:
+                    done = await self.backend.complete(body)
+                finally:
+                    self.limiter.release(metered)
             except AuthError as exc:
                 self.auth_error = exc
                 self.request_stop("auth")
                 return None
             except BackendError as exc:
                 self.limiter.observe(exc.headers)
+                if exc.error_class == "cannot_connect" and self._refused_for_good(exc):
+                    return None
+                if exc.status is not None:
+                    self._reached, self._refused = True, 0
                 if exc.fatal:
                     self.fatal_error = exc
                     self.request_stop(exc.error_class)
                     return None
                 if exc.status == 429:
-                    self.limiter.pause(exc.retry_after if exc.retry_after is not None else 1.0)
+                    self.limiter.rate_limited(exc.retry_after)
                 elif exc.retryable and fallback is None:
                     self.breaker.failure()
                 if not exc.retryable or attempt >= self.cfg.max_attempts:
+                    self.progress.problem("failed", f"{exc.error_class}: {exc}")
                     return Outcome(
                         key=item.key,
                         provider=provider,
@@ -197,6 +220,7 @@ class Executor:
                         error_message=str(exc),
                         latency_ms=(time.perf_counter() - started) * 1000,
                     )
+                self.progress.problem("retry", f"{exc.error_class}: {exc}")
                 delay = random.uniform(0, min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2 ** (attempt - 1)))
                 if exc.retry_after is not None:
                     delay = max(delay, min(exc.retry_after, self.cfg.backoff_max_s))
@@ -206,6 +230,7 @@ class Executor:
                     return None
                 continue
             latency = (time.perf_counter() - started) * 1000
+            self._reached, self._refused = True, 0
             self.limiter.observe(done.headers)
             if fallback:
                 # the answer is the fallback request's: cached under its own key, lent to the original one
@@ -213,6 +238,20 @@ class Executor:
                 return self._answer(key, fallback, self.prices[fallback], done, attempt, latency, item.key, body)
             self.breaker.success()
             return self._answer(item.key, item.model, price, done, attempt, latency)
+
+    def _refused_for_good(self, exc: BackendError) -> bool:
+        """Count a refused connection; True (and the run stops) once the server looks gone rather than busy."""
+        now = time.monotonic()
+        if self._refused == 0:
+            self._refused_since = now
+        self._refused += 1
+        if self._refused < self.cfg.unreachable_after:
+            return False
+        if self._reached and now - self._refused_since < self.cfg.unreachable_s:
+            return False
+        self.unreachable = str(exc)
+        self.request_stop("unreachable")
+        return True
 
     def _answer(
         self,
@@ -235,6 +274,7 @@ class Executor:
             input_tokens=done.input_tokens,
             output_tokens=done.output_tokens,
             cached_tokens=done.cached_tokens,
+            reasoning_tokens=done.reasoning_tokens,
             latency_ms=latency_ms,
             http_status=done.http_status,
             cost_usd=price.cost(done.input_tokens, done.output_tokens, done.cached_tokens, done.cache_write_tokens),
@@ -249,8 +289,14 @@ class Executor:
             batch, self._buffer = self._buffer, []
             if batch:
                 started = time.perf_counter()
-                with anyio.CancelScope(shield=True):  # a commit under way is never cut in half
-                    await anyio.to_thread.run_sync(self.store.record, self.run_id, batch, cursor)
+                try:
+                    with anyio.CancelScope(shield=True):  # a commit under way is never cut in half
+                        await anyio.to_thread.run_sync(self.store.record, self.run_id, batch, cursor)
+                except WriteError as exc:
+                    self.store_error = exc.__cause__ or exc
+                    self.lost = len(batch)
+                    self.request_stop("store_error")
+                    return
                 took = time.perf_counter() - started
                 wait = min(max(self.cfg.commit_interval_s, self.cfg.commit_duty * took), 1.0)
                 self.calls_done += len(batch)

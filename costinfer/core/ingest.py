@@ -23,8 +23,8 @@ from costinfer.core.chunks import ChunkJob, ChunkProcessor, ChunkResult, start_w
 from costinfer.core.errors import ConfigError, InputError
 from costinfer.core.prices import Catalog, ModelPrice
 from costinfer.core.progress import ProgressSink
-from costinfer.core.reader import jsonl_blocks, read_chunks
-from costinfer.core.rows import RowSpec
+from costinfer.core.reader import jsonl_blocks, read_chunks, row_kind
+from costinfer.core.rows import RowSpec, did_you_mean
 from costinfer.core.store import Store
 
 # From this size on, counting uses quicktok's batch counter: it loads 0.25 s slower than tiktoken, then counts faster.
@@ -63,18 +63,23 @@ class Ingest:
     endpoint: str
     provider: str
     catalog: Catalog
+    label: str = ""  # what messages call the input (the path as given, or <stdin>)
     prices: dict[str, ModelPrice] = field(default_factory=dict)
     semantic_opt_out: set[str] = field(default_factory=set)  # keys with a row that must not take a semantic answer
     _notes: set[str] = field(default_factory=set)
+    _unknown: dict[str, int] = field(default_factory=dict)
 
     def notes(self) -> list[str]:
-        return sorted(self._notes)
+        found = sorted(self._notes)
+        if self._unknown:
+            found.insert(0, unknown_fields_warning(self._unknown, self.spec, row_kind(self.fmt)))
+        return found
 
     def run(self, progress: ProgressSink) -> None:
         progress.phase("reading", None)
         size = self.path.stat().st_size
         if size == 0:
-            raise InputError(f"{self.path}: the file is empty: no rows to run")
+            raise InputError(f"{self.label or self.path}: the file is empty: no rows to run")
         job = ChunkJob(self.spec, self.endpoint, self.provider, self.catalog, fast_count=size >= FAST_COUNT_BYTES)
         workers = ingest_workers(size) if self.fmt == "jsonl" else 0
         results = self._pooled(job, workers) if workers else self._inline(job)
@@ -88,6 +93,8 @@ class Ingest:
             held_rows += result.rows
             self.semantic_opt_out.update(result.opt_out)
             self._notes.update(result.notes)
+            for name, line in result.unknown_fields.items():
+                self._unknown.setdefault(name, line)
             for model in result.models:
                 if model not in self.prices:
                     self.prices[model] = self.catalog.lookup(model, self.provider)
@@ -97,7 +104,7 @@ class Ingest:
             progress.advance(rows, Decimal(0))
         self._write(held)
         if rows == 0:
-            raise InputError(f"{self.path}: the file holds no rows")
+            raise InputError(f"{self.label or self.path}: the file holds no rows")
 
     def _inline(self, job: ChunkJob) -> Iterator[ChunkResult]:
         processor = ChunkProcessor(job)
@@ -146,6 +153,18 @@ class Ingest:
             first.append(key not in seen)
             seen.add(key)
         return requests.filter(pa.array(first, pa.bool_()))
+
+
+def unknown_fields_warning(unknown: dict[str, int], spec: RowSpec, kind: str = "line") -> str:
+    """One line listing the fields costinfer ignored, where each first appeared, with a near miss named."""
+    known = spec.known_fields()
+    shown = sorted(unknown.items(), key=lambda item: (item[1], item[0]))[:10]
+    parts = [f"'{name}' ({kind} {line}){did_you_mean(name, known)}" for name, line in shown]
+    more = f" and {len(unknown) - len(shown)} more" if len(unknown) > len(shown) else ""
+    return (
+        f"fields costinfer does not know were ignored (not sent): {', '.join(parts)}{more}; put extra data under "
+        f"metadata, or pass --strict-fields to refuse such rows"
+    )
 
 
 def _shift(result: ChunkResult, offset: int) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -37,6 +38,9 @@ class ModelPrice:
     batch_output: Decimal
     max_input_tokens: int | None
     max_output_tokens: int | None
+    # an OpenAI reasoning model (o-series, gpt-5 family): it takes max_completion_tokens, bills hidden reasoning
+    # tokens as output, and refuses sampling parameters other than their defaults
+    reasoning: bool = False
 
     def cost(
         self,
@@ -58,6 +62,18 @@ class ModelPrice:
     def worst_case(self, input_tokens: int, max_tokens: int) -> Decimal:
         """The most a call can cost: every input token at its dearest input price, and every allowed output token."""
         return input_tokens * max(self.input, self.cache_write) + max_tokens * self.output
+
+
+# OpenAI's reasoning families by name, for catalog entries that do not say (a custom model, an older snapshot)
+_REASONING_NAMES = re.compile(r"^(?:openai/)?(?:o\d|gpt-5|gpt-6)")
+
+
+def is_reasoning_model(model: str, entry: dict[str, Any]) -> bool:
+    """An OpenAI reasoning model: the catalog's ``supports_reasoning``, or the family's name. Only OpenAI's protocol
+    changes for them (Anthropic's thinking models take the same request shape as any other)."""
+    if str(entry.get("litellm_provider", "openai")) != "openai":
+        return False
+    return bool(entry.get("supports_reasoning")) or bool(_REASONING_NAMES.match(model))
 
 
 def parse_catalog(text: str, source: str) -> dict[str, dict[str, Any]]:
@@ -169,9 +185,9 @@ class Catalog:
             if provider in SELF_HOSTED:
                 return ModelPrice(model, provider, ZERO, ZERO, ZERO, ZERO, ZERO, ZERO, None, None)
             raise ConfigError(
-                f"no price for model '{model}' in the catalog ({self.source}); add it under [models.\"{model}\"] in "
-                f'costinfer.toml (or [self_hosted."{model}"] for your own GPU), pass --prices FILE, or pick a '
-                f"model that `costinfer prices list` shows"
+                f"no price for model '{model}' in the catalog ({self.source}){self._did_you_mean(model)}; add it "
+                f'under [models."{model}"] in costinfer.toml (or [self_hosted."{model}"] for your own GPU), pass '
+                f"--prices FILE, or pick a model that `costinfer prices list` shows"
             )
         return ModelPrice(
             model=model,
@@ -184,4 +200,11 @@ class Catalog:
             batch_output=_dec(entry, "output_cost_per_token_batches", _dec(entry, "output_cost_per_token")),
             max_input_tokens=_int(entry, "max_input_tokens"),
             max_output_tokens=_int(entry, "max_output_tokens"),
+            reasoning=is_reasoning_model(model, entry),
         )
+
+    def _did_you_mean(self, model: str) -> str:
+        import difflib
+
+        close = difflib.get_close_matches(model, self.models(), n=1, cutoff=0.8)
+        return f": did you mean '{close[0]}'?" if close else ""

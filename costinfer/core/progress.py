@@ -16,6 +16,9 @@ class ProgressSink(Protocol):
     def note(self, text: str) -> None:
         """A message for the user (a warning, a resume hint)."""
 
+    def problem(self, kind: str, text: str) -> None:
+        """A call went wrong: ``kind`` is "retry" (it will be tried again) or "failed" (its row keeps the error)."""
+
 
 class NullProgress:
     def phase(self, name: str, total: int | None) -> None:
@@ -25,4 +28,7 @@ class NullProgress:
         pass
 
     def note(self, text: str) -> None:
+        pass
+
+    def problem(self, kind: str, text: str) -> None:
         pass

@@ -12,7 +12,7 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
@@ -28,7 +28,11 @@ _EXTENSIONS = {
     ".parquet": "parquet",
     ".pq": "parquet",
 }
+# Compressed text inputs, streamed: gzip from the standard library, Zstandard through the zstandard package
+COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
 CHUNK_ROWS = 4096
+# A CSV cell may hold as long a prompt as a JSONL line may (the csv module's default limit is 131,072 characters)
+csv.field_size_limit(2**31 - 1)
 
 
 @dataclass(slots=True)
@@ -40,18 +44,52 @@ class RawRow:
     error: tuple[str, str] | None = None
 
 
+def compression_of(path: Path) -> str | None:
+    """'gzip' or 'zstd' for a compressed file (by its last extension), None for a plain one."""
+    return COMPRESSIONS.get(path.suffix.lower())
+
+
 def detect_format(path: Path, override: str | None = None) -> str:
+    compression = compression_of(path)
+    inner = path.with_suffix("") if compression else path
     if override:
         if override not in FORMATS:
             raise InputError(f"{path}: unknown --format '{override}'; use one of {', '.join(FORMATS)}")
-        return override
-    fmt = _EXTENSIONS.get(path.suffix.lower())
-    if fmt is None:
-        raise InputError(
-            f"{path}: cannot tell the format from the extension '{path.suffix or '(none)'}'; "
-            f"use .jsonl, .csv or .parquet, or pass --format {'|'.join(FORMATS)}"
-        )
+        fmt = override
+    else:
+        found = _EXTENSIONS.get(inner.suffix.lower())
+        if found is None:
+            raise InputError(
+                f"{path}: cannot tell the format from the extension '{inner.suffix or '(none)'}'; "
+                f"use .jsonl, .csv or .parquet (.jsonl.gz, .jsonl.zst), or pass --format {'|'.join(FORMATS)}"
+            )
+        fmt = found
+    if compression and fmt == "parquet":
+        raise InputError(f"{path}: a Parquet file compresses its own columns; give it uncompressed")
     return fmt
+
+
+def open_input(path: Path) -> IO[bytes]:
+    """The file's bytes, decompressed as they are read when its extension says it is compressed."""
+    compression = compression_of(path)
+    if compression == "gzip":
+        import gzip
+
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    if compression == "zstd":
+        try:
+            import zstandard
+        except ImportError:  # pragma: no cover - a dependency of costinfer
+            raise InputError(
+                f"{path}: reading .zst files needs the zstandard package (pip install zstandard)"
+            ) from None
+        raw = zstandard.ZstdDecompressor().stream_reader(path.open("rb"), closefd=True)
+        return io.BufferedReader(raw)  # line iteration, which the raw reader lacks
+    return path.open("rb")
+
+
+def _bad_compressed(path: Path, exc: Exception) -> InputError:
+    return InputError(f"{path}: cannot decompress the file: {exc}")
 
 
 def row_kind(fmt: str) -> str:
@@ -83,20 +121,26 @@ def read_chunks(path: Path, fmt: str, chunk_rows: int = CHUNK_ROWS) -> Iterator[
 
 
 def _jsonl_rows(path: Path) -> Iterator[RawRow]:
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            row = jsonl_row(lineno, raw[:-1] if raw.endswith(b"\n") else raw)
-            if row is not None:
-                yield row
+    with open_input(path) as fh:
+        try:
+            for lineno, raw in enumerate(fh, 1):
+                row = jsonl_row(lineno, raw[:-1] if raw.endswith(b"\n") else raw)
+                if row is not None:
+                    yield row
+        except (OSError, EOFError, ValueError) as exc:  # a damaged or cut gzip/zstd stream
+            raise _bad_compressed(path, exc) from exc
 
 
 def jsonl_blocks(path: Path, block_bytes: int = 4 << 20) -> Iterator[tuple[int, bytes]]:
     """(first line number, bytes) of consecutive whole-line blocks of a JSONL file, parsed a block at a time."""
     line = 1
     carry = b""
-    with path.open("rb") as fh:
+    with open_input(path) as fh:
         while True:
-            data = fh.read(block_bytes)
+            try:
+                data = fh.read(block_bytes)
+            except (OSError, EOFError, ValueError) as exc:  # a damaged or cut gzip/zstd stream
+                raise _bad_compressed(path, exc) from exc
             if not data:
                 break
             data = carry + data
@@ -114,6 +158,8 @@ def jsonl_blocks(path: Path, block_bytes: int = 4 << 20) -> Iterator[tuple[int, 
 def jsonl_block_rows(first_line: int, block: bytes) -> list[RawRow]:
     """The rows of a block from ``jsonl_blocks``, as ``_jsonl_rows`` reads them."""
     rows = []
+    if block.endswith(b"\n"):
+        block = block[:-1]
     for offset, raw in enumerate(block.split(b"\n")):
         row = jsonl_row(first_line + offset, raw)
         if row is not None:
@@ -151,7 +197,7 @@ class _BadBytes(Exception):
         self.reason = reason
 
 
-def _decoded_lines(fh: io.BufferedReader, counter: list[int]) -> Iterator[str]:
+def _decoded_lines(fh: IO[bytes], counter: list[int]) -> Iterator[str]:
     for raw in fh:
         counter[0] += 1
         try:
@@ -165,7 +211,7 @@ def _decoded_lines(fh: io.BufferedReader, counter: list[int]) -> Iterator[str]:
 def _csv_rows(path: Path) -> Iterator[RawRow]:
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     counter = [0]
-    with path.open("rb") as fh:
+    with open_input(path) as fh:
         lines = _decoded_lines(fh, counter)
         reader = csv.reader(lines, delimiter=delimiter)
         try:

@@ -20,6 +20,31 @@ from costinfer.core.request import Reject, Request
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 _JSON_FIELDS = ("messages", "response_format", "tools", "tool_choice", "metadata", "stop")
+# Every row field costinfer reads, besides the prompt and id columns (--prompt-field, --id-field) and the columns a
+# --template names. Anything else is not sent: a warning lists such fields once per run, --strict-fields rejects them.
+KNOWN_FIELDS = frozenset(
+    {
+        "prompt",
+        "messages",
+        "id",
+        "system",
+        "model",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "frequency_penalty",
+        "presence_penalty",
+        "seed",
+        "stop",
+        "response_format",
+        "tools",
+        "tool_choice",
+        "metadata",
+        "priority",
+        "semantic",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +58,25 @@ class RowSpec:
     template: str | None = None
     system: str | None = None
     text_cells: bool = False  # CSV: every cell is a string
+    strict_fields: bool = False  # a field outside ``known_fields`` rejects the row
 
     def template_fields(self) -> list[str]:
         if not self.template:
             return []
         return [name for _, name, _, _ in string.Formatter().parse(self.template) if name]
+
+    def known_fields(self) -> frozenset[str]:
+        """The fields a row of this dataset may carry without a warning."""
+        columns = [name.split(".")[0].split("[")[0] for name in self.template_fields()]
+        return KNOWN_FIELDS | {self.prompt_field, self.id_field, *columns}
+
+
+def did_you_mean(name: str, choices: frozenset[str]) -> str:
+    """ " (did you mean 'max_tokens'?)" for a near miss, else ""."""
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.75)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 class _Bad(Exception):
@@ -76,12 +115,20 @@ def _build_plain(row_idx: int, line: int, data: dict[str, Any], spec: RowSpec) -
         row_id = str(row_id)
     elif type(row_id) is not str:
         return None
-    model = data.get("model") or spec.model
-    max_tokens = data.get("max_tokens") or spec.max_tokens
-    system = data.get("system") or spec.system
+    # absent (None) takes the default; any other value is the row's own, checked as the reference checks it
+    model = data.get("model")
+    if model is None:
+        model = spec.model
+    max_tokens = data.get("max_tokens")
+    if max_tokens is None:
+        max_tokens = spec.max_tokens
+    system = data.get("system")
+    if system is None or system == "":
+        system = spec.system
     metadata = data.get("metadata")
     if (
         type(model) is not str
+        or not model.strip()
         or type(max_tokens) is not int
         or max_tokens < 1
         or (system is not None and type(system) is not str)
@@ -102,10 +149,29 @@ def build_any(row_idx: int, line: int, data: dict[str, Any], spec: RowSpec) -> R
     row_id: str | None = None
     try:
         row_id = _row_id(data, spec, row_idx)
+        if spec.strict_fields:
+            known = spec.known_fields()
+            unknown = sorted(name for name in data if name not in known)
+            if unknown:
+                raise _Bad(
+                    unknown[0],
+                    f"unknown field{did_you_mean(unknown[0], known)}; costinfer would not send it. Put extra data "
+                    f"under metadata, or run without --strict-fields to warn instead",
+                )
         data = _parse_cells(data, spec.text_cells)
-        body: dict[str, Any] = {"model": _opt_str(data, "model") or spec.model}
+        model = _opt_str(data, "model")
+        if model is not None and not model.strip():
+            raise _Bad("model", "is empty: name a model, or leave the field out for --model's")
+        body: dict[str, Any] = {"model": model or spec.model}
         body["messages"] = _messages(data, spec)
-        body["max_tokens"] = _opt_int(data, "max_tokens", minimum=1) or spec.max_tokens
+        # zero is a value, not an absence: the providers refuse max_tokens 0, so the row is rejected, never resized
+        max_tokens = _opt_int(data, "max_tokens", minimum=1)
+        completion_cap = _opt_int(data, "max_completion_tokens", minimum=1)
+        if completion_cap is not None:  # OpenAI's newer name for the same cap: the request keeps one neutral name
+            if max_tokens is not None and max_tokens != completion_cap:
+                raise _Bad("max_completion_tokens", f"is {completion_cap} but max_tokens is {max_tokens}: give one")
+            max_tokens = completion_cap
+        body["max_tokens"] = spec.max_tokens if max_tokens is None else max_tokens
         for name, low, high in (("temperature", 0.0, 2.0), ("top_p", 0.0, 1.0)):
             value = _opt_float(data, name, low, high)
             if value is not None:
@@ -133,7 +199,8 @@ def build_any(row_idx: int, line: int, data: dict[str, Any], spec: RowSpec) -> R
         if data.get("tool_choice") is not None:
             body["tool_choice"] = data["tool_choice"]
         metadata = _opt_dict(data, "metadata")
-        priority = _opt_int(data, "priority") or 0
+        priority = _opt_int(data, "priority")
+        priority = 0 if priority is None else priority
         semantic = data.get("semantic", True)
         if isinstance(semantic, str):
             semantic = semantic.strip().lower() not in ("false", "0", "no")

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import os
 import signal
+import string
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
+import duckdb
 import orjson
 
 from costinfer.backends.base import Backend, BackendConfig, backend_class
@@ -28,7 +30,16 @@ from costinfer.core.config import Config
 from costinfer.core.dedupe import DEFAULT_THRESHOLD, DedupeStats
 from costinfer.core.dedupe import resolve as dedupe_resolve
 from costinfer.core.embed import Embedder, missing_dependency
-from costinfer.core.errors import AuthError, BudgetError, ConfigError, ExitCode, InputError
+from costinfer.core.errors import (
+    AuthError,
+    BudgetError,
+    ConfigError,
+    CostinferError,
+    ExitCode,
+    InputError,
+    UnreachableError,
+    WriteError,
+)
 from costinfer.core.executor import ExecConfig, Executor
 from costinfer.core.ingest import FAST_COUNT_BYTES, Ingest, ingest_workers
 from costinfer.core.plan import Plan
@@ -37,12 +48,15 @@ from costinfer.core.prices import Catalog, ModelPrice
 from costinfer.core.progress import NullProgress, ProgressSink
 from costinfer.core.reader import detect_format, row_kind
 from costinfer.core.rows import RowSpec
-from costinfer.core.store import Store
+from costinfer.core.source import Source, check_file, is_stdin, open_source
+from costinfer.core.store import Store, default_store_path
 from costinfer.core.timing import Stopwatch
 from costinfer.core.tokens import warm_up
 
 DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_MAX_TOKENS = 512
+# The largest budget accepted: the store keeps dollars as DECIMAL(38,12)
+MAX_BUDGET = Decimal(10) ** 12
 
 
 @dataclass
@@ -74,17 +88,20 @@ class RunOptions:
     simulator_rpm: int | None = None
     simulator_tpm: int | None = None
     simulator_seed: int | None = None
+    simulator_limit_mode: str = "window"  # how the simulator enforces its limits: window, bucket or second
     rpm: float | None = None  # the provider's limits, to pace calls within
     tpm: float | None = None
     fallback_model: str | None = None  # sent instead while the provider keeps failing (circuit breaker open)
     semantic: bool = field(default_factory=lambda: os.environ.get("COSTINFER_SEMANTIC", "1") != "0")
     semantic_threshold: float = DEFAULT_THRESHOLD
     embedding_model: str | None = None
+    strict_fields: bool = False  # a row with a field costinfer does not know is a bad row, not a warning
 
     def output_path(self) -> Path:
         if self.output is not None:
             return self.output
-        return Path.cwd() / f"{self.input_path.stem}.results.jsonl"
+        stem = "stdin" if is_stdin(self.input_path) else Source(self.input_path, "", {}).stem
+        return Path.cwd() / f"{stem}.results.jsonl"
 
     def rejects_path(self) -> Path:
         if self.rejects is not None:
@@ -113,6 +130,7 @@ class RunSummary:
     saved_usd: dict[str, Decimal]  # per source: what the reused rows would have cost as calls of their own
     input_tokens: int
     output_tokens: int
+    reasoning_tokens: int  # the part of output_tokens a reasoning model spent thinking
     cost_usd: Decimal  # billed by this invocation
     run_cost_usd: Decimal  # billed by the whole run, with earlier attempts before a resume
     budget_usd: Decimal | None
@@ -156,12 +174,9 @@ def money_text(value: Decimal) -> str:
     return "0" if text in ("-0", "0") else text
 
 
-def fingerprint(opts: RunOptions, fmt: str, endpoint: str) -> str:
-    st = opts.input_path.stat()
+def fingerprint(opts: RunOptions, source: Source, fmt: str, endpoint: str) -> str:
     parts = {
-        "path": str(opts.input_path.resolve()),
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
+        **source.identity,
         "format": fmt,
         "endpoint": endpoint,
         "model": opts.model,
@@ -173,14 +188,17 @@ def fingerprint(opts: RunOptions, fmt: str, endpoint: str) -> str:
         "on_bad_row": opts.on_bad_row,
         "semantic": [opts.semantic, opts.semantic_threshold, opts.embedding_model],
     }
+    if opts.strict_fields:  # only when set: runs planned before the option existed keep their fingerprint
+        parts["strict_fields"] = True
     return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def validate(opts: RunOptions) -> None:
+    """Every option checked before anything is read or sent: one line naming the option and the fix."""
     if opts.concurrency < 1:
         raise ConfigError(f"--concurrency must be at least 1, got {opts.concurrency}")
-    if opts.budget_usd is not None and opts.budget_usd < 0:
-        raise ConfigError(f"--budget must be zero or more dollars, got {opts.budget_usd}")
+    if opts.budget_usd is not None and not (0 <= opts.budget_usd <= MAX_BUDGET):
+        raise ConfigError(f"--budget must be between 0 and {MAX_BUDGET:,} dollars, got {opts.budget_usd}")
     if opts.max_tokens < 1:
         raise ConfigError(f"--max-tokens must be at least 1, got {opts.max_tokens}")
     for name, value in (("--rpm", opts.rpm), ("--tpm", opts.tpm)):
@@ -190,6 +208,17 @@ def validate(opts: RunOptions) -> None:
         raise ConfigError(f"--on-over-budget must be fail or partial, got {opts.on_over_budget}")
     if opts.on_bad_row not in ("fail", "skip"):
         raise ConfigError(f"--on-bad-row must be fail or skip, got {opts.on_bad_row}")
+    if not 0 < opts.semantic_threshold <= 1:
+        raise ConfigError(f"--semantic-threshold must be in (0, 1], got {opts.semantic_threshold}")
+    if opts.timeout_s <= 0:
+        raise ConfigError(f"--timeout must be more than 0 seconds, got {opts.timeout_s}")
+    if opts.max_attempts < 1:
+        raise ConfigError(f"--max-attempts must be at least 1, got {opts.max_attempts}")
+    if opts.base_url is not None:
+        check_url(opts.base_url)
+    if opts.template is not None:
+        check_template(opts.template)
+    check_file(opts.input_path)
     out = opts.output_path()
     if out.suffix.lower() not in (".jsonl", ".parquet"):
         raise ConfigError(f"--output {out}: the results file must end in .jsonl or .parquet")
@@ -199,6 +228,62 @@ def validate(opts: RunOptions) -> None:
             raise ConfigError(f"{flag} {path}: the folder {folder} does not exist; nothing was sent")
         if not os.access(folder, os.W_OK):
             raise ConfigError(f"{flag} {path}: the folder {folder} is not writable; nothing was sent")
+        if path.is_dir():
+            raise ConfigError(f"{flag} {path}: is a folder; name a file")
+    _check_distinct(opts)
+
+
+def _check_distinct(opts: RunOptions) -> None:
+    """The input, the results, the rejects and the store are four different files: writing one must never destroy
+    another (``-o data.jsonl`` once overwrote the dataset with its results)."""
+    named = [("--output", opts.output_path()), ("--rejects", opts.rejects_path())]
+    named.append(("--store", opts.store or default_store_path()))
+    if not is_stdin(opts.input_path):
+        named.insert(0, ("the input", opts.input_path))
+    for i, (flag_a, a) in enumerate(named):
+        for flag_b, b in named[i + 1 :]:
+            if _same_file(a, b):
+                raise ConfigError(
+                    f"{flag_b} {b} is the same file as {flag_a}{'' if flag_a == 'the input' else ' ' + str(a)}: "
+                    f"writing it would destroy the other; choose another path. Nothing was read or sent"
+                )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+        return a.expanduser().resolve() == b.expanduser().resolve()
+    except OSError:
+        return False
+
+
+def check_url(url: str) -> None:
+    """A base URL must be http(s)://host[:port][/path]: anything else fails here, not as an error on every call."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise ConfigError(f"--base-url '{url}' is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"--base-url '{url}' is not a URL: give http(s)://HOST[:PORT]/PATH, e.g. http://127.0.0.1:8000/v1"
+        )
+
+
+def check_template(template: str) -> None:
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise ConfigError(
+            f"--template '{template}': {exc}; write a column as {{name}} and a brace as {{{{ or }}}}"
+        ) from None
+    if not any(names):
+        raise ConfigError(
+            f"--template '{template}' names no column: write columns as {{name}}, e.g. 'Classify: {{text}}'"
+        )
 
 
 @dataclass
@@ -226,16 +311,20 @@ class _Setup:
 
 def _setup(opts: RunOptions) -> _Setup:
     validate(opts)
-    fmt = detect_format(opts.input_path, opts.input_format)
-    if not opts.input_path.exists():
-        raise InputError(f"{opts.input_path}: no such file")
+    fmt = (
+        detect_format(opts.input_path, opts.input_format)
+        if not is_stdin(opts.input_path)
+        else (opts.input_format or "jsonl")
+    )
+    if is_stdin(opts.input_path) and fmt == "parquet":
+        raise ConfigError("a Parquet dataset cannot come from standard input: name the file")
     config = Config.load(opts.config)
     catalog = Catalog.load(opts.prices, config)
     cls = backend_class(opts.provider)
     catalog.lookup(opts.model, cls.name)  # an unknown default model fails before anything is read or sent
     if opts.fallback_model:
         catalog.lookup(opts.fallback_model, cls.name)
-    size = opts.input_path.stat().st_size
+    size = 0 if is_stdin(opts.input_path) else opts.input_path.stat().st_size
     if fmt != "jsonl" or not ingest_workers(size):  # this process counts: load its encoder while reading starts
         warm_up(opts.model, fast=size >= FAST_COUNT_BYTES)
     return _Setup(fmt, config, catalog, cls)
@@ -250,8 +339,11 @@ def plan(opts: RunOptions, progress: ProgressSink | None = None) -> Prepared:
     clock = Stopwatch()
     setup = _setup(opts)
     backend = setup.backend_cls(BackendConfig(base_url=opts.base_url or "http://plan.invalid"))
-    with Store.open(opts.store, wait_seconds=opts.store_wait_s) as store:
-        return _prepare(opts, setup, backend.name, backend.endpoint, store, progress, clock, planning=True)
+    with (
+        open_source(opts.input_path, setup.fmt) as source,
+        Store.open(opts.store, wait_seconds=opts.store_wait_s) as store,
+    ):
+        return _prepare(opts, setup, source, backend.name, backend.endpoint, store, progress, clock, planning=True)
 
 
 def run(
@@ -266,17 +358,24 @@ def run(
     clock = Stopwatch()
     setup = _setup(opts)
     with contextlib.ExitStack() as stack:
+        source = stack.enter_context(open_source(opts.input_path, setup.fmt))
         base_url = opts.base_url
         if setup.backend_cls.name == "simulate" and base_url is None:
             from costinfer.simulator import SimulatorConfig, running_in_thread
-            from costinfer.simulator.faults import parse_faults
+            from costinfer.simulator.faults import LIMIT_MODES, parse_faults
 
             try:
                 faults = parse_faults(opts.simulator_faults, opts.simulator_seed, slow_s=opts.timeout_s * 2)
             except ValueError as exc:
                 raise ConfigError(f"--sim-faults: {exc}") from None
+            if opts.simulator_limit_mode not in LIMIT_MODES:
+                raise ConfigError(f"--sim-limit-mode must be one of {', '.join(LIMIT_MODES)}")
             sim_cfg = SimulatorConfig(
-                latency_ms=opts.simulator_latency_ms, faults=faults, rpm=opts.simulator_rpm, tpm=opts.simulator_tpm
+                latency_ms=opts.simulator_latency_ms,
+                faults=faults,
+                rpm=opts.simulator_rpm,
+                tpm=opts.simulator_tpm,
+                limit_mode=opts.simulator_limit_mode,
             )
             sim = stack.enter_context(running_in_thread(sim_cfg))
             base_url = sim.url
@@ -286,16 +385,18 @@ def run(
         if hasattr(backend, "api_key"):
             backend.api_key()  # a missing key fails now, naming its variable
         store = stack.enter_context(Store.open(opts.store, wait_seconds=opts.store_wait_s))
-        prepared = _prepare(opts, setup, backend.name, backend.endpoint, store, progress, clock, planning=False)
+        prepared = _prepare(opts, setup, source, backend.name, backend.endpoint, store, progress, clock, planning=False)
         if on_plan is not None:
             on_plan(prepared.plan)
         _check_budget(opts, prepared, store)
+        backend.use_models(prepared.prices)
         return _execute_run(opts, backend, store, prepared, progress)
 
 
 def _prepare(
     opts: RunOptions,
     setup: _Setup,
+    source: Source,
     provider: str,
     endpoint: str,
     store: Store,
@@ -304,7 +405,7 @@ def _prepare(
     *,
     planning: bool,
 ) -> Prepared:
-    fp = fingerprint(opts, setup.fmt, endpoint)
+    fp = fingerprint(opts, source, setup.fmt, endpoint)
     previous = store.find_unfinished_run(fp)
     resumed = previous is not None and previous["status"] in ("running", "stopped")
     if previous is not None:
@@ -317,7 +418,7 @@ def _prepare(
             run_id,
             fp,
             {
-                "input_path": str(opts.input_path.resolve()),
+                "input_path": _dataset_name(source),
                 "input_format": setup.fmt,
                 "provider": provider,
                 "endpoint": endpoint,
@@ -335,8 +436,9 @@ def _prepare(
         template=opts.template,
         system=opts.system,
         text_cells=(setup.fmt == "csv"),
+        strict_fields=opts.strict_fields,
     )
-    ingest = Ingest(store, run_id, opts.input_path, setup.fmt, spec, endpoint, provider, setup.catalog)
+    ingest = Ingest(store, run_id, source.path, setup.fmt, spec, endpoint, provider, setup.catalog, source.label)
     fresh = previous is None or not previous["ingested"]
     reuse = DedupeStats()
     if fresh:
@@ -346,13 +448,14 @@ def _prepare(
         clock.mark("read")
         counts = store.finish_ingest(run_id, opts.id_field)
         reuse = _resolve_reuse(opts, store, run_id, progress, ingest.semantic_opt_out)
-        store.set_run(run_id, options=orjson.dumps({**_options_record(opts), "reuse": asdict(reuse)}).decode())
+        record = {**_options_record(opts), "reuse": asdict(reuse), "notes": ingest.notes()}
+        store.set_run(run_id, options=orjson.dumps(record).decode())
     else:
         row = store.run(run_id) or {}
         counts = {"rows": int(row["rows"]), "rejects": int(row["rejects"]), "distinct": int(row["distinct_keys"])}
     clock.mark("index")
-    input_path = str(opts.input_path)
-    notes = ingest.notes()
+    input_path = source.label
+    notes = ingest.notes() if fresh else _stored_notes(store, run_id)
     reuse_note = _reuse_note(store, run_id)
     if reuse_note:
         notes.append(reuse_note)
@@ -360,13 +463,16 @@ def _prepare(
     if warning:
         notes.append(warning)
     rejects_file: str | None = None
-    if counts["rejects"]:
-        rejects_path = opts.rejects_path()
-        store.write_rejects(run_id, rejects_path, input_path)
+    rejects_path = opts.rejects_path()
+    if not counts["rejects"]:
+        _remove_stale(rejects_path)  # a rejects file beside these results would speak of another run
+    else:
+        _write_or_explain(rejects_path, lambda: store.write_rejects(run_id, rejects_path, input_path), False)
         rejects_file = str(rejects_path)
         if opts.on_bad_row == "fail" and not planning:
             first = store.first_rejects(run_id, 1)[0]
             store.set_run(run_id, status="rejected", finished_at=_now(), stop_reason="bad_input")
+            _remove_stale(opts.output_path())  # no results for this run: an earlier run's must not pass for them
             more = counts["rejects"] - 1
             tail = f" (and {more} more bad row{'s' if more != 1 else ''})" if more else ""
             raise InputError(
@@ -378,7 +484,7 @@ def _prepare(
     prices = dict(ingest.prices) if fresh else _prices_for_run(store, run_id, setup.catalog, provider)
     if opts.fallback_model:
         prices[opts.fallback_model] = setup.catalog.lookup(opts.fallback_model, provider)
-    the_plan = compute_plan(store, run_id, prices, opts.budget_usd, str(opts.input_path.resolve()), notes)
+    the_plan = compute_plan(store, run_id, prices, opts.budget_usd, _dataset_name(source), notes)
     computed = reuse.embeddings_computed if fresh else 0
     clock.mark("plan")
     return Prepared(run_id, resumed, counts, prices, rejects_file, notes, the_plan, computed, clock)
@@ -401,6 +507,47 @@ def _resolve_reuse(
     return stats
 
 
+def _stored_notes(store: Store, run_id: str) -> list[str]:
+    """The notes ingestion made (unknown fields, estimated counts) when the rows were read by an earlier command."""
+    row = store.run(run_id) or {}
+    return list(orjson.loads(row.get("options") or "{}").get("notes") or [])
+
+
+def _dataset_name(source: Source) -> str:
+    return str(source.identity.get("path") or source.label)
+
+
+def _remove_stale(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_file():
+            path.unlink()
+
+
+def _write_or_explain(path: Path, write: Callable[[], object], paid: bool, store: Store | None = None) -> None:
+    """Write an output file; a failure (a full disk) is one line that says what is kept and how to get the file."""
+    try:
+        write()
+    except (OSError, duckdb.Error) as exc:
+        reason = _io_reason(exc)
+        saved = (
+            f"; every answer is saved in the store {store.path}: free space and rerun the same command to write the "
+            f"results without paying again"
+            if paid and store is not None
+            else "; nothing was sent"
+        )
+        raise WriteError(f"cannot write {path}: {reason}{saved}") from exc
+
+
+def _io_reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc)
+    for known in ("No space left on device", "Disk quota exceeded", "Read-only file system", "Permission denied"):
+        if known.lower() in text.lower():
+            return known
+    return text.splitlines()[0] if text else exc.__class__.__name__
+
+
 def _reuse_note(store: Store, run_id: str) -> str | None:
     row = store.run(run_id) or {}
     reuse = orjson.loads(row.get("options") or "{}").get("reuse") or {}
@@ -412,6 +559,7 @@ def _check_budget(opts: RunOptions, prepared: Prepared, store: Store) -> None:
     if the_plan.fits or opts.on_over_budget == "partial":
         return
     store.set_run(prepared.run_id, status="planned")
+    _remove_stale(opts.output_path())  # nothing ran: an earlier run's results must not pass for this one's
     raise BudgetError(
         f"the expected cost ${the_plan.expected_cost_usd:.4f} (worst case ${the_plan.worst_cost_usd:.4f}) is more "
         f"than the budget left (${the_plan.left_usd:.4f}); nothing was sent. Raise --budget, or pass "
@@ -443,26 +591,24 @@ def _execute_run(
     )
     progress.phase("calling", prepared.plan.to_call)
     clock.mark("plan")
+    failure: CostinferError | None = None
     try:
         if prepared.plan.to_call:
             anyio.run(_execute, executor, store.pending(run_id), backend_options=_loop_options())
-        if executor.auth_error is not None:
-            hint = f"; check {backend.api_key_env}" if backend.api_key_env else ""
-            raise AuthError(f"the server refused the credentials ({executor.auth_error}){hint}; the run stopped early")
-        if executor.fatal_error is not None:
-            raise BudgetError(
-                f"the provider says the account's quota is used up ({executor.fatal_error}); the run stopped early. "
-                f"Rerun the same command once the account has credit: answered rows will not be paid again"
-            )
+        failure = _failure(executor, backend, store)
     finally:
         stop_reason = executor.stop_reason
         calls_elapsed = clock.mark("calls")
-        not_run_reason = f"not_run: {stop_reason}" if stop_reason else "not_run"
-        out = opts.output_path()
-        store.write_results(run_id, out, "parquet" if out.suffix.lower() == ".parquet" else "jsonl", not_run_reason)
-        status = "completed" if stop_reason is None else "stopped"
-        store.set_run(run_id, status=status, finished_at=_now(), stop_reason=stop_reason)
+        if executor.store_error is None:  # a store that failed a commit is not read again: rerun to get the file
+            not_run_reason = f"not_run: {stop_reason}" if stop_reason else "not_run"
+            out = opts.output_path()
+            fmt = "parquet" if out.suffix.lower() == ".parquet" else "jsonl"
+            _write_or_explain(out, lambda: store.write_results(run_id, out, fmt, not_run_reason), True, store)
+            status = "completed" if stop_reason is None else "stopped"
+            store.set_run(run_id, status=status, finished_at=_now(), stop_reason=stop_reason)
         clock.mark("results")
+    if failure is not None:
+        raise failure
     summary = store.summary(run_id)
     notes = list(prepared.notes)
     if guard.overruns:
@@ -490,6 +636,7 @@ def _execute_run(
         not_run=int(summary["not_run"]),
         input_tokens=int(summary["input_tokens"]),
         output_tokens=int(summary["output_tokens"]),
+        reasoning_tokens=int(summary["reasoning_tokens"]),
         cost_usd=executor.cost_done,
         run_cost_usd=Decimal(summary["run_cost_usd"]),
         budget_usd=opts.budget_usd,
@@ -502,6 +649,32 @@ def _execute_run(
         plan=prepared.plan.as_dict(),
         timings=clock.rounded(),
     )
+
+
+def _failure(executor: Executor, backend: Backend, store: Store) -> CostinferError | None:
+    """What stopped the run early, as the one line the user sees (after the results so far are written)."""
+    if executor.store_error is not None:
+        return WriteError(
+            f"cannot write to the store {store.path}: {_io_reason(executor.store_error)}; the "
+            f"{executor.calls_done} answers saved before are kept ({executor.lost} paid answers could not be saved "
+            f"and will be asked again). Free space and rerun the same command: saved answers are not paid again, and "
+            f"the results file is written"
+        )
+    if executor.auth_error is not None:
+        hint = f"; check {backend.api_key_env}" if backend.api_key_env else ""
+        return AuthError(f"the server refused the credentials ({executor.auth_error}){hint}; the run stopped early")
+    if executor.fatal_error is not None:
+        return BudgetError(
+            f"the provider says the account's quota is used up ({executor.fatal_error}); the run stopped early. "
+            f"Rerun the same command once the account has credit: answered rows will not be paid again"
+        )
+    if executor.unreachable is not None:
+        url = backend.config.base_url or backend.default_base_url or backend.endpoint
+        return UnreachableError(
+            f"cannot connect to {url}: {executor.unreachable}; the run stopped (answers saved before stay saved). "
+            f"Start the server or fix --base-url, then rerun the same command"
+        )
+    return None
 
 
 def _savings(store: Store, run_id: str, prices: dict[str, ModelPrice]) -> dict[str, Decimal]:

@@ -7,6 +7,7 @@ file for writing; a second costinfer process waits up to ``wait_seconds`` and th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -20,7 +21,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from costinfer.core.errors import StoreBusyError, StoreError
+from costinfer.core.errors import StoreBusyError, StoreError, WriteError
 
 ENV_STORE = "COSTINFER_STORE"
 ENV_MEMORY = "COSTINFER_DUCKDB_MEMORY"
@@ -36,6 +37,30 @@ def default_store_path() -> Path:
         return Path(env).expanduser()
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "costinfer" / "store.duckdb"
+
+
+# Every DuckDB database file has these bytes at offset 8 (its header's magic number)
+_DUCKDB_MAGIC = b"DUCK"
+
+
+def check_store_path(path: Path, *, create: bool = True) -> None:
+    """A store path must be a DuckDB database file, or a new path (only where ``create`` allows making one)."""
+    if path.is_dir():
+        raise StoreError(f"--store {path}: is a folder; name a file such as {path / 'store.duckdb'}")
+    if not path.exists():
+        if not create:
+            raise StoreError(f"--store {path}: no store there (nothing has run with it); check the path")
+        return
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(12)
+    except OSError as exc:
+        raise StoreError(f"--store {path}: cannot be read: {exc.strerror}") from exc
+    if head[8:12] != _DUCKDB_MAGIC:
+        raise StoreError(
+            f"--store {path}: is not a DuckDB database (it holds other data); costinfer will not use or overwrite "
+            f"it. Pass a new path or an existing costinfer store; nothing was read or sent"
+        )
 
 
 def money(value: Decimal) -> Decimal:
@@ -141,6 +166,13 @@ def _m5_no_staging(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("DROP TABLE ingest_requests")
 
 
+def _m6_reasoning_tokens(con: duckdb.DuckDBPyConnection) -> None:
+    # Reasoning models bill hidden reasoning tokens as output: the ledger and the cache keep them as a column of their
+    # own (a part of output_tokens), so a report can tell thinking from answering.
+    con.execute("ALTER TABLE calls ADD COLUMN reasoning_tokens INTEGER NOT NULL DEFAULT 0")
+    con.execute("ALTER TABLE responses ADD COLUMN reasoning_tokens INTEGER NOT NULL DEFAULT 0")
+
+
 _NEW_REQUEST_COLUMNS = "key, endpoint, model, body, input_tokens, max_tokens, input_bound, norm_key, group_key"
 
 MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
@@ -149,6 +181,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] =
     (3, "normalized and semantic tiers: request norm/group keys, run_keys answers, embeddings", _m3_semantic),
     (4, "requests without a primary key; ingestion staged in ingest_requests", _m4_requests_without_primary_key),
     (5, "ingestion stores requests directly; the staging table is dropped", _m5_no_staging),
+    (6, "reasoning tokens in the ledger and the cache", _m6_reasoning_tokens),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -169,6 +202,7 @@ class Outcome:
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
+    reasoning_tokens: int = 0  # part of output_tokens
     cost_usd: Decimal = Decimal(0)
     latency_ms: float | None = None
     http_status: int | None = None
@@ -203,8 +237,13 @@ class Store:
     # --- opening ----------------------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path | None = None, *, wait_seconds: float = 0.0, read_only: bool = False) -> Store:
+    def open(
+        cls, path: Path | None = None, *, wait_seconds: float = 0.0, read_only: bool = False, create: bool = True
+    ) -> Store:
+        """Open (or, with ``create``, make) the store. A path that holds anything but a DuckDB database is refused:
+        DuckDB would open a JSON or CSV file as a view and keep the store in memory, so nothing would be saved."""
         path = (path or default_store_path()).expanduser()
+        check_store_path(path, create=create)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -348,7 +387,8 @@ class Store:
                 con.unregister("chunk_rejects")
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
             raise
 
     def finish_ingest(self, run_id: str, id_field: str = "id") -> dict[str, int]:
@@ -415,13 +455,11 @@ class Store:
         """Write the run's rejects as JSONL (file, line, id, field, reason); returns how many."""
         row = self.con.execute("SELECT count(*) FROM rejects WHERE run_id = ?", [run_id]).fetchone()
         n = int(row[0]) if row else 0
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         query = (
             f"SELECT {_sql_str(input_path)} AS file, line, row_id AS id, field, reason FROM rejects "
             f"WHERE run_id = {_sql_str(run_id)} ORDER BY row_idx"
         )
-        self.con.execute(f"COPY ({query}) TO {_sql_str(str(tmp))} (FORMAT JSON)")
-        os.replace(tmp, path)
+        _copy_atomically(self.con, query, path, "FORMAT JSON")
         return n
 
     # --- planning and execution -------------------------------------------------------------------------------
@@ -503,6 +541,7 @@ class Store:
                 "input_tokens": pa.array([o.input_tokens for o in outcomes], pa.int32()),
                 "output_tokens": pa.array([o.output_tokens for o in outcomes], pa.int32()),
                 "cached_tokens": pa.array([o.cached_tokens for o in outcomes], pa.int32()),
+                "reasoning_tokens": pa.array([o.reasoning_tokens for o in outcomes], pa.int32()),
                 # exact: Decimal -> text here, text -> DECIMAL(38,12) in SQL
                 "cost_usd": pa.array([str(money(o.cost_usd)) for o in outcomes], pa.string()),
                 "latency_ms": pa.array([o.latency_ms for o in outcomes], pa.float64()),
@@ -510,21 +549,27 @@ class Store:
                 "finish_reason": pa.array([o.finish_reason for o in outcomes], pa.string()),
             }
         )
+        try:
+            self._record(con, run_id, batch, outcomes)
+        except (duckdb.Error, OSError) as exc:
+            raise WriteError(f"{self.path}: cannot save answers: {exc}") from exc
+
+    def _record(self, con: duckdb.DuckDBPyConnection, run_id: str, batch: pa.Table, outcomes: list[Outcome]) -> None:
         con.execute("BEGIN TRANSACTION")
         try:
             con.register("outcome_batch", batch)
             con.execute(
                 "INSERT INTO calls (run_id, key, provider, model, status, attempts, http_status, error_class, "
-                "error_message, input_tokens, output_tokens, cached_tokens, cost_usd, latency_ms) "
+                "error_message, input_tokens, output_tokens, cached_tokens, reasoning_tokens, cost_usd, latency_ms) "
                 "SELECT run_id, key, provider, model, CASE WHEN ok THEN 'ok' ELSE 'error' END, attempts, http_status, "
-                "error_class, error_message, input_tokens, output_tokens, cached_tokens, "
+                "error_class, error_message, input_tokens, output_tokens, cached_tokens, reasoning_tokens, "
                 "cost_usd::DECIMAL(38,12), latency_ms FROM outcome_batch"
             )
             con.execute(
                 "INSERT INTO responses (key, run_id, provider, model, response, finish_reason, input_tokens, "
-                "output_tokens, cached_tokens, cost_usd, latency_ms) "
+                "output_tokens, cached_tokens, reasoning_tokens, cost_usd, latency_ms) "
                 "SELECT key, run_id, provider, model, response, finish_reason, input_tokens, output_tokens, "
-                "cached_tokens, cost_usd::DECIMAL(38,12), latency_ms FROM outcome_batch WHERE ok "
+                "cached_tokens, reasoning_tokens, cost_usd::DECIMAL(38,12), latency_ms FROM outcome_batch WHERE ok "
                 "ON CONFLICT DO NOTHING"
             )
             con.unregister("outcome_batch")
@@ -546,7 +591,8 @@ class Store:
                     )
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
             raise
 
     # --- the cache ------------------------------------------------------------------------------------------
@@ -568,16 +614,15 @@ class Store:
         self.con.execute("COMMIT")
         return int(row[0]) if row else 0
 
-    def export_cache(self, path: Path) -> int:
+    def export_cache(self, path: Path, fmt: str = "json") -> int:
+        """Every cached answer with its request, as ``fmt`` (json lines, csv or parquet), written atomically."""
         query = (
             "SELECT r.key, q.endpoint, r.model, q.body AS request, r.response, r.finish_reason, r.input_tokens, "
             "r.output_tokens, r.cost_usd, r.run_id, r.created_at FROM responses r JOIN requests q ON q.key = r.key "
             "ORDER BY r.created_at"
         )
-        fmt = "FORMAT PARQUET" if path.suffix.lower() == ".parquet" else "FORMAT JSON"
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        self.con.execute(f"COPY ({query}) TO {_sql_str(str(tmp))} ({fmt})")
-        os.replace(tmp, path)
+        options = {"json": "FORMAT JSON", "csv": "FORMAT CSV, HEADER", "parquet": "FORMAT PARQUET"}[fmt]
+        _copy_atomically(self.con, query, path, options)
         row = self.con.execute("SELECT count(*) FROM responses").fetchone()
         return int(row[0]) if row else 0
 
@@ -596,7 +641,8 @@ class Store:
             rows AS (
                 SELECT i.row_idx, i.row_id, i.line, i.key, i.metadata, rk.first_idx, rk.tier, rk.similarity,
                        rk.answer_key, q.model AS requested_model, r.run_id AS answered_by, r.response, r.model,
-                       r.provider, r.finish_reason, r.input_tokens, r.output_tokens, r.cost_usd, r.latency_ms,
+                       r.provider, r.finish_reason, r.input_tokens, r.output_tokens, r.reasoning_tokens, r.cost_usd,
+                       r.latency_ms,
                        e.error
                 FROM items i
                 JOIN run_keys rk ON rk.run_id = i.run_id AND rk.key = i.key
@@ -617,7 +663,7 @@ class Store:
                         WHEN tier IS NOT NULL THEN tier
                         WHEN answered_by <> {rid} THEN 'cache'
                         WHEN row_idx = first_idx THEN 'fresh' ELSE 'duplicate' END AS source,
-                   input_tokens, output_tokens,
+                   input_tokens, output_tokens, reasoning_tokens,
                    CASE WHEN answered_by = {rid} AND row_idx = first_idx AND coalesce(tier, 'fallback') = 'fallback'
                         THEN cost_usd
                         WHEN answered_by IS NULL THEN NULL ELSE 0 END::DECIMAL(38,12) AS cost_usd,
@@ -648,15 +694,8 @@ class Store:
 
     def write_results(self, run_id: str, path: Path, fmt: str, not_run_reason: str) -> None:
         """Write one row per good input row, in input order, atomically (a temporary file, then a rename)."""
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         options = "FORMAT PARQUET" if fmt == "parquet" else "FORMAT JSON"
-        query = self.results_query(run_id, not_run_reason)
-        try:
-            self.con.execute(f"COPY ({query}) TO {_sql_str(str(tmp))} ({options})")
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        _copy_atomically(self.con, self.results_query(run_id, not_run_reason), path, options)
 
     def summary(self, run_id: str) -> dict[str, Any]:
         rid = _sql_str(run_id)
@@ -676,12 +715,27 @@ class Store:
                    (SELECT count(*) FROM calls WHERE run_id = {rid}) AS run_calls,
                    (SELECT coalesce(sum(input_tokens), 0) FROM calls WHERE run_id = {rid}) AS input_tokens,
                    (SELECT coalesce(sum(output_tokens), 0) FROM calls WHERE run_id = {rid}) AS output_tokens,
+                   (SELECT coalesce(sum(reasoning_tokens), 0) FROM calls WHERE run_id = {rid}) AS reasoning_tokens,
                    (SELECT coalesce(sum(cost_usd), 0) FROM calls WHERE run_id = {rid}) AS run_cost_usd
             FROM res
             """
         )
         out = _one_dict(row) or {}
         return out
+
+
+def _copy_atomically(con: duckdb.DuckDBPyConnection, query: str, path: Path, options: str) -> None:
+    """``COPY (query) TO path``: into a temporary file beside it, then renamed over it, so a reader never sees half a
+    file and a failed write (a full disk) leaves the old file whole and no temporary one behind. Raises ``OSError``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        con.execute(f"COPY ({query}) TO {_sql_str(str(tmp))} ({options})")
+        os.replace(tmp, path)
+    except duckdb.Error as exc:
+        raise OSError(f"{exc}") from exc
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def _one_dict(rel: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:

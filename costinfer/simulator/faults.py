@@ -112,6 +112,94 @@ def _duration(seconds: float) -> str:
     return f"{int(minutes)}m{secs:.0f}s" if minutes else f"{secs:.3g}s"
 
 
+class TokenBucket:
+    """Requests and tokens metered as providers document it: a bucket holding a minute's allowance, full at the start,
+    refilled continuously at limit/60 per second. The headers report what the bucket holds."""
+
+    def __init__(self, rpm: int | None, tpm: int | None) -> None:
+        self.rpm = rpm
+        self.tpm = tpm
+        now = time.monotonic()
+        self._level = {"requests": float(rpm or 0), "tokens": float(tpm or 0)}
+        self._at = now
+
+    def _refill(self, now: float) -> None:
+        elapsed = now - self._at
+        self._at = now
+        for kind, limit in (("requests", self.rpm), ("tokens", self.tpm)):
+            if limit is not None:
+                self._level[kind] = min(float(limit), self._level[kind] + elapsed * limit / 60)
+
+    def admit(self, tokens: int) -> float | None:
+        now = time.monotonic()
+        self._refill(now)
+        waits = []
+        if self.rpm is not None and self._level["requests"] < 1:
+            waits.append((1 - self._level["requests"]) * 60 / self.rpm)
+        if self.tpm is not None and self._level["tokens"] < tokens:
+            waits.append((tokens - self._level["tokens"]) * 60 / self.tpm)
+        if waits:
+            return max(max(waits), 0.001)
+        self._level["requests"] -= 1
+        self._level["tokens"] -= tokens
+        return None
+
+    def headers(self) -> dict[str, str]:
+        self._refill(time.monotonic())
+        out: dict[str, str] = {}
+        for kind, limit in (("requests", self.rpm), ("tokens", self.tpm)):
+            if limit is None:
+                continue
+            level = max(self._level[kind], 0.0)
+            out[f"x-ratelimit-limit-{kind}"] = str(limit)
+            out[f"x-ratelimit-remaining-{kind}"] = str(int(level))
+            out[f"x-ratelimit-reset-{kind}"] = _duration((limit - level) * 60 / limit)
+        return out
+
+
+class PerSecondWindow(TokenBucket):
+    """A server that reports a minute's bucket in its headers but enforces the limit over one-second windows
+    (limit/60 requests each second), as OpenAI says it may: a burst the headers allow still earns 429s."""
+
+    def __init__(self, rpm: int | None, tpm: int | None) -> None:
+        super().__init__(rpm, tpm)
+        self._second = -1
+        self._count = 0
+        self._tokens = 0
+
+    def admit(self, tokens: int) -> float | None:
+        now = time.monotonic()
+        second = int(now)
+        if second != self._second:
+            self._second, self._count, self._tokens = second, 0, 0
+        over = (self.rpm is not None and self._count + 1 > max(self.rpm / 60, 1)) or (
+            self.tpm is not None and self._tokens + tokens > max(self.tpm / 60, tokens)
+        )
+        if over:
+            return max(second + 1 - now, 0.001)
+        wait = super().admit(tokens)
+        if wait is None:
+            self._count += 1
+            self._tokens += tokens
+        return wait
+
+
+LIMIT_MODES: dict[str, type[RateWindow] | type[TokenBucket]] = {
+    "window": RateWindow,
+    "bucket": TokenBucket,
+    "second": PerSecondWindow,
+}
+
+
+def rate_meter(mode: str, rpm: int | None, tpm: int | None) -> RateWindow | TokenBucket:
+    """The enforcement a simulator applies: 'window' (a sliding minute), 'bucket' (a token bucket, full at the start)
+    or 'second' (one-second windows behind a bucket's headers)."""
+    if mode not in LIMIT_MODES:
+        raise ValueError(f"unknown limit mode '{mode}'; known: {', '.join(LIMIT_MODES)}")
+    meter: RateWindow | TokenBucket = LIMIT_MODES[mode](rpm, tpm)
+    return meter
+
+
 FAULT_NAMES = ("429", "5xx", "timeout", "drop", "malformed", "truncated")
 
 

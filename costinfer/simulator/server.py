@@ -24,8 +24,9 @@ from typing import IO, Any
 import orjson
 from aiohttp import web
 
+from costinfer.core.prices import is_reasoning_model
 from costinfer.core.tokens import TokenCounter
-from costinfer.simulator.faults import Faults, RateWindow
+from costinfer.simulator.faults import Faults, rate_meter
 
 # Common English words that are one token each in both cl100k_base and o200k_base (with their leading space).
 _WORDS = [
@@ -84,7 +85,10 @@ class SimulatorConfig:
     faults: Faults = field(default_factory=Faults)
     rpm: int | None = None  # enforced requests per minute (429 past it)
     tpm: int | None = None  # enforced tokens per minute: prompt tokens plus max_tokens, as OpenAI counts them
+    limit_mode: str = "window"  # how rpm/tpm are enforced: window (sliding minute), bucket, second (see faults.py)
     down_models: tuple[str, ...] = ()  # models in an outage: every request for them gets a 503 (529 on Anthropic's)
+    min_reasoning_tokens: int = 16  # a reasoning model's hidden thinking per answer (o-series, gpt-5 family)
+    max_reasoning_tokens: int = 96
 
 
 def _error(
@@ -109,7 +113,14 @@ def _text(content: Any) -> str:
 
 
 def _chat_completion(
-    digest: str, model: str, text: str, finish: str, prompt_tokens: int, completion_tokens: int, created: float
+    digest: str,
+    model: str,
+    text: str,
+    finish: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    created: float,
+    reasoning_tokens: int = 0,
 ) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-sim-{digest[:24]}",
@@ -124,6 +135,7 @@ def _chat_completion(
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
             "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": reasoning_tokens},
         },
     }
 
@@ -153,17 +165,36 @@ def body_digest(body: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def answer_for(body: dict[str, Any], cfg: SimulatorConfig) -> tuple[str, int, str]:
-    """The deterministic answer to a request: its text, its output tokens and its finish reason."""
+def answer_for(body: dict[str, Any], cfg: SimulatorConfig, reasoning: bool = False) -> tuple[str, int, str, int]:
+    """The deterministic answer to a request: its text, its output tokens (reasoning included), its finish reason
+    and its hidden reasoning tokens. A reasoning model thinks first: the cap bounds thinking and answer together."""
     seed = hashlib.sha256(orjson.dumps([body.get("model"), body.get("messages")], option=orjson.OPT_SORT_KEYS)).digest()
     rng = random.Random(seed)
     length = rng.randint(cfg.min_output_tokens, cfg.max_output_tokens)
+    thinking = rng.randint(cfg.min_reasoning_tokens, cfg.max_reasoning_tokens) if reasoning else 0
     cap = body.get("max_tokens") or body.get("max_completion_tokens")
     finish = "stop"
-    if isinstance(cap, int) and 0 < cap < length:
-        length, finish = cap, "length"
+    if isinstance(cap, int) and 0 < cap < thinking + length:
+        thinking = min(thinking, cap)
+        length, finish = cap - thinking, "length"
     words = [rng.choice(_WORDS) for _ in range(length)]
-    return " ".join(words), length, finish
+    return " ".join(words), thinking + length, finish, thinking
+
+
+def reasoning_refusal(body: dict[str, Any]) -> str | None:
+    """What OpenAI answers with a 400 for a reasoning model's request (max_tokens; sampling other than default)."""
+    if "max_tokens" in body:
+        return (
+            "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead."
+        )
+    for name, default in (("temperature", 1), ("top_p", 1), ("presence_penalty", 0), ("frequency_penalty", 0)):
+        value = body.get(name)
+        if value is not None and value != default:
+            return (
+                f"Unsupported value: '{name}' does not support {value} with this model. "
+                f"Only the default ({default}) value is supported."
+            )
+    return None
 
 
 class Simulator:
@@ -172,7 +203,7 @@ class Simulator:
         self.counter = TokenCounter()
         self.requests = 0  # requests answered with 200 and a good body: the calls a provider would bill
         self.received = 0  # every request, faults and refusals included
-        self.window = RateWindow(self.cfg.rpm, self.cfg.tpm)
+        self.window = rate_meter(self.cfg.limit_mode, self.cfg.rpm, self.cfg.tpm)
         self._log: IO[bytes] | None = None
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -200,6 +231,12 @@ class Simulator:
             prompt_tokens = self.counter.count_body(body)
         except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
             return _error(400, "invalid_request_error", f"bad request: {exc}")
+        if is_reasoning_model(str(body["model"]), {}):
+            refusal = reasoning_refusal(body)
+            if refusal is not None:
+                self.received += 1
+                self._record(time.time(), body_digest(body), body, 400, "openai")
+                return _error(400, "invalid_request_error", refusal)
         return await self._serve(request, body, body, prompt_tokens, "openai")
 
     async def messages(self, request: web.Request) -> web.StreamResponse:
@@ -231,7 +268,7 @@ class Simulator:
         received = time.time()
         self.received += 1
         digest = body_digest(body)
-        max_tokens = int(chat.get("max_tokens") or 0)
+        max_tokens = int(chat.get("max_tokens") or chat.get("max_completion_tokens") or 0)
         wait = self.window.admit(prompt_tokens + max_tokens)
         limit_headers = self.window.headers()
         if wait is not None:
@@ -270,14 +307,17 @@ class Simulator:
         if fault == "timeout":
             self._record(received, digest, body, "timeout", protocol)
             await asyncio.sleep(self.cfg.faults.slow_s)
-        text, completion_tokens, finish = answer_for(chat, self.cfg)
+        reasoning = protocol == "openai" and is_reasoning_model(str(chat["model"]), {})
+        text, completion_tokens, finish, thinking = answer_for(chat, self.cfg, reasoning)
         delay = self.cfg.latency_ms + (random.uniform(-1, 1) * self.cfg.jitter_ms if self.cfg.jitter_ms else 0.0)
         if delay > 0:
             await asyncio.sleep(delay / 1000)
         if protocol == "anthropic":
             payload = _anthropic_message(digest, chat["model"], text, finish, prompt_tokens, completion_tokens)
         else:
-            payload = _chat_completion(digest, chat["model"], text, finish, prompt_tokens, completion_tokens, received)
+            payload = _chat_completion(
+                digest, chat["model"], text, finish, prompt_tokens, completion_tokens, received, thinking
+            )
         raw = orjson.dumps(payload)
         if fault == "drop":
             self._record(received, digest, body, "drop", protocol)

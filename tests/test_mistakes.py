@@ -1,0 +1,155 @@
+"""A corpus of user mistakes through the real CLI (a subprocess each): every one is a single line with its own
+documented exit code and the fix named; none is an "internal error" (exit 1, which the docs call a bug) and none
+shows a traceback."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from costinfer.core.errors import ExitCode
+from tests.conftest import Cli, subprocess_cli, write_jsonl
+
+
+def _busy_port() -> tuple[socket.socket, int]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock, sock.getsockname()[1]
+
+
+def _cases(tmp: Path, busy_port: int) -> list[tuple[str, list[str], int, str]]:
+    """(name, argv, expected exit code, a phrase the one line must hold)."""
+    data = write_jsonl(tmp / "data.jsonl", [{"prompt": "hello"}, {"prompt": "world"}])
+    folder = tmp / "a-folder.jsonl"
+    folder.mkdir()
+    not_duckdb = tmp / "results.jsonl"
+    not_duckdb.write_text('{"id": 1}\n')
+    store = tmp / "store.duckdb"
+    run = ["run", "--store", str(store), "--quiet"]
+    return [
+        ("input is a folder", [*run, str(folder)], ExitCode.BAD_INPUT, "is a directory"),
+        ("input does not exist", [*run, str(tmp / "nope.jsonl")], ExitCode.BAD_INPUT, "no such file"),
+        ("budget too large", [*run, str(data), "--budget", "1e27"], ExitCode.USAGE, "--budget must be between"),
+        ("budget not a number", [*run, str(data), "--budget", "lots"], ExitCode.USAGE, "--budget must be a number"),
+        ("template unclosed", [*run, str(data), "--template", "{prompt"], ExitCode.USAGE, "--template"),
+        ("template without a column", [*run, str(data), "--template", "hi"], ExitCode.USAGE, "names no column"),
+        ("output is the input", [*run, str(data), "-o", str(data)], ExitCode.USAGE, "same file as the input"),
+        ("rejects is the input", [*run, str(data), "--rejects", str(data)], ExitCode.USAGE, "same file"),
+        (
+            "store is a JSON file",
+            ["run", str(data), "--store", str(not_duckdb), "--quiet"],
+            ExitCode.USAGE,
+            "is not a DuckDB database",
+        ),
+        ("store is a folder", ["run", str(data), "--store", str(tmp), "--quiet"], ExitCode.USAGE, "is a folder"),
+        ("base url not a url", [*run, str(data), "--base-url", "not a url"], ExitCode.USAGE, "is not a URL"),
+        ("base url bad port", [*run, str(data), "--base-url", "http://h:port/v1"], ExitCode.USAGE, "is not a URL"),
+        ("misspelled model", [*run, str(data), "--model", "gpt-4o-mni"], ExitCode.USAGE, "did you mean 'gpt-4o-mini'"),
+        ("threshold out of range", [*run, str(data), "--semantic-threshold", "5"], ExitCode.USAGE, "(0, 1]"),
+        ("plan threshold", ["plan", str(data), "--semantic-threshold", "5"], ExitCode.USAGE, "(0, 1]"),
+        ("zero timeout", [*run, str(data), "--timeout", "0"], ExitCode.USAGE, "--timeout"),
+        ("nothing on stdin", [*run, "-"], ExitCode.BAD_INPUT, "no rows arrived"),
+        ("cache clear, no terminal", ["cache", "clear", "--store", str(store)], ExitCode.USAGE, "pass --yes"),
+        (
+            "cache export into a missing folder",
+            ["cache", "export", str(tmp / "no" / "x.jsonl"), "--store", str(store)],
+            ExitCode.USAGE,
+            "does not exist",
+        ),
+        (
+            "cache export to an unknown format",
+            ["cache", "export", str(tmp / "x.txt"), "--store", str(store)],
+            ExitCode.USAGE,
+            ".jsonl, .csv or .parquet",
+        ),
+        (
+            "cache stats on a typo",
+            ["cache", "stats", "--store", str(tmp / "typo.duckdb")],
+            ExitCode.USAGE,
+            "no store there",
+        ),
+        (
+            "simulate serve on a busy port",
+            ["simulate", "serve", "--port", str(busy_port)],
+            ExitCode.USAGE,
+            "cannot listen on",
+        ),
+        (
+            "simulate serve logging into a missing folder",
+            ["simulate", "serve", "--port", "0", "--log", str(tmp / "no" / "log.jsonl")],
+            ExitCode.USAGE,
+            "does not exist",
+        ),
+        ("unknown command", ["frobnicate"], ExitCode.USAGE, "No such command"),
+    ]
+
+
+@pytest.mark.slow
+def test_no_user_mistake_is_an_internal_error(tmp_path: Path) -> None:
+    sock, busy = _busy_port()
+    try:
+        cases = _cases(tmp_path, busy)
+        procs = []
+        for _, argv, _, _ in cases:
+            proc = subprocess_cli(*argv, stdin=subprocess.DEVNULL)  # no terminal, as in CI and cron
+            procs.append(proc)
+        failures = []
+        for (name, _, code, phrase), proc in zip(cases, procs, strict=True):
+            out, err = proc.communicate(timeout=120)
+            text = out + err
+            problems = []
+            if proc.returncode != code:
+                problems.append(f"exit {proc.returncode}, expected {int(code)}")
+            if "internal error" in text or "Traceback" in text:
+                problems.append("internal error or traceback")
+            if phrase not in text:
+                problems.append(f"no {phrase!r}")
+            if problems:
+                failures.append(f"{name}: {'; '.join(problems)}\n    {text.strip()[:400]}")
+        assert not failures, "\n".join(failures)
+    finally:
+        sock.close()
+    assert not (tmp_path / "typo.duckdb").exists(), "a read-only command created a store"
+
+
+def test_cache_export_writes_the_format_its_name_says(cli: Cli, tmp_path: Path, sim: object) -> None:
+    import csv
+
+    import pyarrow.parquet as pq
+
+    store = tmp_path / "s.duckdb"
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"question {i}"} for i in range(5)])
+    assert cli("run", data, "--store", store, "-o", tmp_path / "o.jsonl", "--quiet").exit_code == 0
+    for name in ("x.csv", "x.jsonl", "x.parquet"):
+        result = cli("cache", "export", tmp_path / name, "--store", store)
+        assert result.exit_code == 0, result.output
+    with (tmp_path / "x.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 5 and {"key", "request", "response", "cost_usd"} <= set(rows[0])
+    assert pq.read_table(tmp_path / "x.parquet").num_rows == 5
+    assert len((tmp_path / "x.jsonl").read_text().splitlines()) == 5
+    assert not list(tmp_path.glob(".*.tmp")), "a temporary file was left behind"
+
+
+def test_version_and_help_examples(cli: Cli) -> None:
+    result = cli("--version")
+    assert result.exit_code == 0 and result.output.startswith("costinfer ")
+    for command in ("run", "plan"):
+        text = cli(command, "--help").output
+        assert "Examples:" in text and f"costinfer {command} " in text
+    top = subprocess.run(
+        [sys.executable, "-m", "costinfer", "--help"],
+        capture_output=True,
+        text=True,
+        env={"COLUMNS": "80", "NO_COLOR": "1", "PATH": "/usr/bin:/bin"},
+        check=False,
+    ).stdout
+    commands = top.split("Commands:")[1]
+    assert "..." not in commands, top  # no command's line is cut off
+    flat = " ".join(commands.split())
+    assert "without touching the network" in flat and "model_prices_and_context_window.json format" in flat
