@@ -28,7 +28,7 @@ SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 def throughput(n: int) -> None:
     from costinfer.core.embed import Embedder
-    from costinfer.core.store import Store
+    from costinfer.store import Store
 
     with (SHARED / "banking77" / "train.csv").open(encoding="utf-8", newline="") as fh:
         texts = list(dict.fromkeys(r["text"] for r in csv.DictReader(fh)))[:n]

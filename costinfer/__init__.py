@@ -25,7 +25,7 @@ _EXPORTS = {
     "RunOptions": "costinfer.core.runner",
     "RunSummary": "costinfer.core.runner",
     "run": "costinfer.core.runner",
-    "Store": "costinfer.core.store",
+    "Store": "costinfer.store",
 }
 
 __all__ = [
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     )
     from costinfer.core.keys import request_key
     from costinfer.core.runner import RunOptions, RunSummary, run
-    from costinfer.core.store import Store
+    from costinfer.store import Store
 
 
 def __getattr__(name: str) -> Any:

@@ -22,7 +22,7 @@ from costinfer.core.budget import BudgetGuard
 from costinfer.core.errors import BackendError
 from costinfer.core.executor import ExecConfig, Executor
 from costinfer.core.prices import Catalog
-from costinfer.core.store import Pending, Store
+from costinfer.store import Pending, Store
 
 PRICE = Catalog.load().lookup("gpt-4o", "openai")
 
@@ -91,7 +91,7 @@ def test_spend_never_passes_the_budget(
             ExecConfig(concurrency=concurrency, max_attempts=3, backoff_base_s=0.001, commit_interval_s=0.001),
         )
         anyio.run(executor.run, iter([pending]))
-        ledger = store.con.execute("SELECT coalesce(sum(cost_usd), 0), count(*) FROM calls").fetchone()
+        ledger = store._con.execute("SELECT coalesce(sum(cost_usd), 0), count(*) FROM calls").fetchone()
     assert ledger is not None
     assert guard.spent <= budget  # the guarantee
     assert guard.reserved == 0  # every reserved cent was settled or released

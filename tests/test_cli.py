@@ -70,7 +70,7 @@ def test_core_never_imports_typer_or_rich() -> None:
 def test_the_store_never_draws_duckdbs_progress_bar(tmp_path: object) -> None:
     from pathlib import Path
 
-    from costinfer.core.store import Store
+    from costinfer.store import Store
 
     with Store.open(Path(str(tmp_path)) / "s.duckdb") as store:
-        assert store.con.execute("SELECT current_setting('enable_progress_bar')").fetchone() == (False,)
+        assert store._con.execute("SELECT current_setting('enable_progress_bar')").fetchone() == (False,)

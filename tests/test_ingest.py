@@ -10,7 +10,7 @@ import pytest
 
 import costinfer.core.ingest as ingest_module
 from costinfer.core.runner import RunOptions, plan
-from costinfer.core.store import Store
+from costinfer.store import Store
 from tests.conftest import SAMPLE, Cli, read_jsonl
 
 
@@ -42,7 +42,7 @@ def _dataset(path: Path) -> None:
 
 def _stored(store_path: Path, run_id: str) -> dict[str, Any]:
     with Store.open(store_path) as store:
-        con = store.con
+        con = store._con
 
         def rows(sql: str) -> list[tuple[Any, ...]]:
             return con.execute(sql, [run_id]).fetchall()
@@ -74,7 +74,7 @@ def test_worker_processes_store_what_inline_ingestion_stores(tmp_path: Path, mon
         rejects_file = (tmp_path / "out.rejects.jsonl").read_text()
         outcomes[workers] = (prepared.plan.as_dict(), _stored(store_path, prepared.run_id), rejects_file)
         with Store.open(store_path) as store:  # each request stored once, whatever batches its rows fell in
-            assert store.con.execute("SELECT count(*) = count(DISTINCT key) FROM requests").fetchone() == (True,)
+            assert store._con.execute("SELECT count(*) = count(DISTINCT key) FROM requests").fetchone() == (True,)
     inline, pooled = outcomes["0"], outcomes["2"]
     assert pooled[1] == inline[1]
     assert pooled[0] == inline[0]

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from costinfer.core.errors import ExitCode
-from costinfer.core.store import SCHEMA_VERSION, Store
 from costinfer.simulator import Simulator
+from costinfer.store import SCHEMA_VERSION, Store
 from tests.conftest import (
     PROTOCOLS,
     SAMPLE,
@@ -229,10 +229,10 @@ def test_auth_failure_stops_the_run_early(cli: Cli, tmp_path: Path, store_path: 
 def test_store_schema_is_versioned(store_path: Path) -> None:
     with Store.open(store_path) as store:
         assert store.schema_version() == SCHEMA_VERSION
-        names = {n for (n,) in store.con.execute("SELECT name FROM schema_migrations").fetchall()}
+        names = {n for (n,) in store._con.execute("SELECT name FROM schema_migrations").fetchall()}
         assert names and all(names)
     with Store.open(store_path) as store:  # opening again applies nothing twice
-        assert store.con.execute("SELECT count(*) FROM schema_migrations").fetchone() == (SCHEMA_VERSION,)
+        assert store._con.execute("SELECT count(*) FROM schema_migrations").fetchone() == (SCHEMA_VERSION,)
 
 
 def test_a_second_process_on_the_same_store_stops_clearly(tmp_path: Path, store_path: Path) -> None:

@@ -13,7 +13,7 @@ from rich.table import Table
 from costinfer.cli.app import app, err_console, handled, out_console
 from costinfer.core.calibrate import load_pairs, recommend, similarities, sweep
 from costinfer.core.errors import ConfigError, ExitCode, WriteError
-from costinfer.core.store import Store
+from costinfer.store import Store
 
 cache_app = typer.Typer(help="The response cache, its embeddings, and the semantic threshold.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
@@ -77,21 +77,7 @@ def calibrate(
 def stats(store: Optional[Path] = StoreOpt, json_out: bool = typer.Option(False, "--json")) -> None:
     """What the cache holds, what it cost, and how many embeddings are kept."""
     with handled(), Store.open(store, create=False) as st:
-        row = st.con.execute(
-            """
-            SELECT (SELECT count(*) FROM responses) AS answers,
-                   (SELECT coalesce(sum(cost_usd), 0) FROM responses) AS paid_usd,
-                   (SELECT count(*) FROM requests) AS requests,
-                   (SELECT count(*) FROM embeddings) AS embeddings,
-                   (SELECT count(*) FROM runs) AS runs,
-                   (SELECT min(created_at) FROM responses)::VARCHAR AS oldest,
-                   (SELECT max(created_at) FROM responses)::VARCHAR AS newest
-            """
-        ).fetchone()
-        assert row is not None
-        data = dict(
-            zip(("answers", "paid_usd", "requests", "embeddings", "runs", "oldest", "newest"), row, strict=True)
-        )
+        data = st.cache_stats()
         data["paid_usd"] = str(data["paid_usd"])
         data["store"] = str(st.path)
         if json_out:

@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from costinfer.core.guards import conflict
-from costinfer.core.store import Store
+from costinfer.store import Store
 
 DEFAULT_THRESHOLD = 0.95  # calibrated on STS-B train+dev (docs/semantic.md); --semantic-threshold overrides it
 EXACT_SEARCH_LIMIT = 50_000  # vectors in one group above which search switches from exact to HNSW (benchmarks)
@@ -55,79 +54,19 @@ def resolve(
     return stats
 
 
-def _apply(store: Store, run_id: str, rows: list[tuple[str, str, str, float]]) -> None:
-    if not rows:
-        return
-    table = pa.table(
-        {
-            "key": pa.array([r[0] for r in rows], pa.string()),
-            "answer_key": pa.array([r[1] for r in rows], pa.string()),
-            "tier": pa.array([r[2] for r in rows], pa.string()),
-            "similarity": pa.array([r[3] for r in rows], pa.float64()),
-        }
-    )
-    store.con.register("reuse_map", table)
-    store.con.execute(
-        "UPDATE run_keys SET answer_key = m.answer_key, tier = m.tier, similarity = m.similarity "
-        "FROM reuse_map m WHERE run_keys.run_id = ? AND run_keys.key = m.key",
-        [run_id],
-    )
-    store.con.unregister("reuse_map")
-
-
 def _normalized(store: Store, run_id: str) -> int:
-    rows = store.con.execute(
-        """
-        WITH cand AS (
-            SELECT rk.key, rk.first_idx, q.norm_key
-            FROM run_keys rk JOIN requests q ON q.key = rk.key
-            WHERE rk.run_id = $1 AND rk.answer_key IS NULL AND q.norm_key IS NOT NULL
-              AND NOT EXISTS (SELECT 1 FROM responses r WHERE r.key = rk.key)),
-        earlier AS (  -- normalized forms an earlier run answered: the earliest answer lends
-            SELECT q.norm_key, arg_min(q.key, r.created_at) AS key
-            FROM requests q JOIN responses r ON r.key = q.key
-            WHERE q.norm_key IN (SELECT norm_key FROM cand) GROUP BY q.norm_key),
-        firsts AS (  -- normalized forms several of this run's requests share: the first row's lends
-            SELECT norm_key, arg_min(key, first_idx) AS key FROM cand GROUP BY norm_key HAVING count(*) > 1),
-        shared AS (  -- only these forms can change an answer (most forms are one request's: skipped early)
-            SELECT norm_key, key FROM firsts
-            UNION ALL SELECT norm_key, NULL FROM earlier WHERE norm_key NOT IN (SELECT norm_key FROM firsts))
-        SELECT c.key, coalesce(e.key, s.key) AS answer_key
-        FROM cand c JOIN shared s ON s.norm_key = c.norm_key LEFT JOIN earlier e ON e.norm_key = c.norm_key
-        WHERE coalesce(e.key, s.key) <> c.key
-        """,
-        [run_id],
-    ).fetchall()
-    _apply(store, run_id, [(k, a, "normalized", 1.0) for k, a in rows])
+    rows = store.normalized_matches(run_id)
+    store.set_reuse(run_id, [(k, a, "normalized", 1.0) for k, a in rows])
     return len(rows)
 
 
 def _semantic(
     store: Store, run_id: str, embedder: Any, threshold: float, stats: DedupeStats, opt_out: set[str]
 ) -> None:
-    candidates = store.con.execute(
-        """
-        SELECT rk.key, q.group_key, coalesce(q.sem_text, json_extract_string(q.body, '$.messages[#-1].content'))
-        FROM run_keys rk JOIN requests q ON q.key = rk.key
-        WHERE rk.run_id = ? AND rk.answer_key IS NULL AND q.group_key IS NOT NULL
-          AND NOT EXISTS (SELECT 1 FROM responses r WHERE r.key = rk.key)
-        ORDER BY rk.first_idx
-        """,
-        [run_id],
-    ).fetchall()
+    candidates = store.semantic_candidates(run_id)
     if not candidates:
         return
-    groups = {g for _, g, _ in candidates}
-    store.con.register("sem_groups", pa.table({"group_key": pa.array(sorted(groups), pa.string())}))
-    answered = store.con.execute(
-        """
-        SELECT q.key, q.group_key, coalesce(q.sem_text, json_extract_string(q.body, '$.messages[#-1].content'))
-        FROM requests q JOIN sem_groups g ON g.group_key = q.group_key
-        WHERE EXISTS (SELECT 1 FROM responses r WHERE r.key = q.key)
-        ORDER BY q.created_at
-        """
-    ).fetchall()
-    store.con.unregister("sem_groups")
+    answered = store.answered_in_groups(sorted({g for _, g, _ in candidates}))
     texts = [t for _, _, t in answered] + [t for _, _, t in candidates]
     by_group: dict[str, list[int]] = defaultdict(list)  # group -> indexes of answered entries
     for i, (_, group, _) in enumerate(answered):
@@ -172,7 +111,7 @@ def _semantic(
                 lenders.append(pos)
             else:
                 reuse.append((keys[pos], keys[match[0]], "semantic", round(min(match[1], 1.0), 6)))
-    _apply(store, run_id, reuse)
+    store.set_reuse(run_id, reuse)
     stats.semantic = len(reuse)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from costinfer.core.errors import ConfigError
-from costinfer.core.store import Store
+from costinfer.store import Store
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 BATCH = 64
@@ -103,17 +103,7 @@ class Embedder:
     def _stored(self, hashes: list[str]) -> dict[str, np.ndarray]:
         if not hashes:
             return {}
-        wanted = pa.table({"text_hash": pa.array(hashes, pa.string())})
-        cur = self.store.con.cursor()
-        try:
-            cur.register("wanted_hashes", wanted)
-            table: Any = cur.sql(
-                "SELECT e.text_hash, e.vector FROM embeddings e JOIN wanted_hashes w USING (text_hash) "
-                "WHERE e.model = $model",
-                params={"model": self.model_name},
-            ).to_arrow_table()
-        finally:
-            cur.close()
+        table = self.store.embeddings(self.model_name, hashes)
         if table.num_rows == 0:
             return {}
         vectors = table.column("vector").combine_chunks()
@@ -133,9 +123,4 @@ class Embedder:
                 ),
             }
         )
-        cur = self.store.con.cursor()
-        try:
-            cur.register("new_embeddings", table)
-            cur.execute("INSERT INTO embeddings (model, text_hash, vector) SELECT * FROM new_embeddings")
-        finally:
-            cur.close()
+        self.store.add_embeddings(table)

@@ -20,7 +20,6 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-import duckdb
 
 from costinfer.backends.base import Backend, Completion
 from costinfer.core.breaker import CircuitBreaker
@@ -30,7 +29,7 @@ from costinfer.core.keys import request_key
 from costinfer.core.prices import ModelPrice
 from costinfer.core.progress import NullProgress, ProgressSink
 from costinfer.core.ratelimit import RateLimiter
-from costinfer.core.store import Outcome, Pending, Store
+from costinfer.store import Outcome, Pending, Store, Writer
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,16 +101,16 @@ class Executor:
         return self._stopping.is_set()
 
     async def run(self, pages: Iterator[list[Pending]]) -> None:
-        cursor = self.store.con.cursor()
+        writer = self.store.writer()  # commits from a worker thread, on a cursor of its own
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._produce, pages)
                 self._workers_left = self.cfg.concurrency
                 for _ in range(self.cfg.concurrency):
                     tg.start_soon(self._work)
-                tg.start_soon(self._write, cursor)
+                tg.start_soon(self._write, writer)
         finally:
-            cursor.close()
+            writer.close()
         if self.store_error is not None:  # answered after the commit failed: paid, never saved
             self.lost += len(self._buffer)
             self._buffer = []
@@ -282,7 +281,7 @@ class Executor:
             request_body=body,
         )
 
-    async def _write(self, cursor: duckdb.DuckDBPyConnection) -> None:
+    async def _write(self, writer: Writer) -> None:
         wait = self.cfg.commit_interval_s
         while True:
             finished = self._workers_left == 0
@@ -291,7 +290,7 @@ class Executor:
                 started = time.perf_counter()
                 try:
                     with anyio.CancelScope(shield=True):  # a commit under way is never cut in half
-                        await anyio.to_thread.run_sync(self.store.record, self.run_id, batch, cursor)
+                        await anyio.to_thread.run_sync(writer.record, self.run_id, batch)
                 except WriteError as exc:
                     self.store_error = exc.__cause__ or exc
                     self.lost = len(batch)

@@ -25,7 +25,7 @@ from costinfer.core.prices import Catalog, ModelPrice
 from costinfer.core.progress import ProgressSink
 from costinfer.core.reader import jsonl_blocks, read_chunks, row_kind
 from costinfer.core.rows import RowSpec, did_you_mean
-from costinfer.core.store import Store
+from costinfer.store import Store
 
 # From this size on, counting uses quicktok's batch counter: it loads 0.25 s slower than tiktoken, then counts faster.
 FAST_COUNT_BYTES = 16 * 1024 * 1024
@@ -137,22 +137,9 @@ class Ingest:
         self.store.add_chunk(
             self.run_id,
             pa.concat_tables([h.items for h in held]),
-            self._first_seen(pa.concat_tables(requests)) if requests else None,
+            pa.concat_tables(requests) if requests else None,  # a key two chunks share: the store keeps the first
             pa.concat_tables(rejects) if rejects else None,
         )
-
-    def _first_seen(self, requests: pa.Table) -> pa.Table:
-        """Each key of a batch once: chunks list a key once each, but two chunks of a batch may share one. (Keys
-        stored by earlier batches or runs are dropped by the store.)"""
-        keys = requests.column("key")
-        if pc.count_distinct(keys).as_py() == requests.num_rows:
-            return requests  # the common case, checked in C++
-        seen: set[str] = set()
-        first = []
-        for key in keys.to_pylist():
-            first.append(key not in seen)
-            seen.add(key)
-        return requests.filter(pa.array(first, pa.bool_()))
 
 
 def unknown_fields_warning(unknown: dict[str, int], spec: RowSpec, kind: str = "line") -> str:

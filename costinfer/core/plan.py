@@ -15,7 +15,7 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from costinfer.core.prices import ModelPrice
-from costinfer.core.store import Store
+from costinfer.store import Store
 
 MIN_SAMPLES = 10
 DEFAULT_OUTPUT_FRACTION = Decimal("0.5")
@@ -117,17 +117,7 @@ class OutputModel:
     """Expected output tokens per (model, max_tokens), learned from the ledger."""
 
     def __init__(self, store: Store, input_path: str | None) -> None:
-        rows = store.con.execute(
-            """
-            SELECT q.model, q.max_tokens, coalesce(r.input_path = ?, false) AS same_dataset, count(*) AS n,
-                   avg(c.output_tokens) AS mean_out, sum(c.output_tokens) AS out_sum, sum(q.max_tokens) AS cap_sum,
-                   sum(c.input_tokens) AS billed_in, sum(q.input_tokens) AS counted_in
-            FROM calls c JOIN requests q ON q.key = c.key LEFT JOIN runs r ON r.run_id = c.run_id
-            WHERE c.status = 'ok'
-            GROUP BY ALL
-            """,
-            [input_path],
-        ).fetchall()
+        rows = store.output_history(input_path)
         self._bucket: dict[tuple[str, int, bool], tuple[int, Decimal]] = {}
         self._ratio: dict[str, list[int]] = {}  # model -> [n, out_sum, cap_sum, billed_in, counted_in]
         for model, max_tokens, same, n, mean_out, out_sum, cap_sum, billed_in, counted_in in rows:
@@ -164,21 +154,11 @@ def compute(
     notes: list[str] | None = None,
 ) -> Plan:
     counts = store.plan_counts(run_id)
-    groups = store.con.execute(
-        """
-        SELECT q.model, q.max_tokens, count(*), sum(q.input_tokens), sum(coalesce(q.input_bound, q.input_tokens))
-        FROM run_keys rk JOIN requests q ON q.key = rk.key
-        WHERE rk.run_id = ? AND rk.answer_key IS NULL
-          AND NOT EXISTS (SELECT 1 FROM responses r WHERE r.key = rk.key)
-        GROUP BY ALL ORDER BY 1, 2
-        """,
-        [run_id],
-    ).fetchall()
+    groups = store.pending_groups(run_id)
     learned = OutputModel(store, input_path)
     lines: dict[str, ModelLine] = {}
     for model, max_tokens, n, counted, bound in groups:
         price = prices[model]
-        n, max_tokens, counted, bound = int(n), int(max_tokens), int(counted), int(bound)
         per_request, basis = learned.expected(model, max_tokens)
         expected_out = _ceil(per_request * n)
         expected_in = _ceil(counted * learned.input_correction(model))

@@ -49,9 +49,9 @@ from costinfer.core.progress import NullProgress, ProgressSink
 from costinfer.core.reader import detect_format, row_kind
 from costinfer.core.rows import RowSpec
 from costinfer.core.source import Source, check_file, is_stdin, open_source
-from costinfer.core.store import Store, default_store_path
 from costinfer.core.timing import Stopwatch
 from costinfer.core.tokens import warm_up
+from costinfer.store import Store, default_store_path
 
 DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_MAX_TOKENS = 512
@@ -719,10 +719,7 @@ async def _watch_signals(executor: Executor, scope: anyio.CancelScope) -> None:
 
 
 def _prices_for_run(store: Store, run_id: str, catalog: Catalog, provider: str) -> dict[str, ModelPrice]:
-    rows = store.con.execute(
-        "SELECT DISTINCT q.model FROM run_keys rk JOIN requests q ON q.key = rk.key WHERE rk.run_id = ?", [run_id]
-    ).fetchall()
-    return {str(model): catalog.lookup(model, provider) for (model,) in rows}
+    return {model: catalog.lookup(model, provider) for model in store.run_models(run_id)}
 
 
 def _options_record(opts: RunOptions) -> dict[str, Any]:

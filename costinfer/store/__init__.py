@@ -1,0 +1,28 @@
+"""The DuckDB store: runs, rows, request bodies, the response cache, embeddings and the ledger of calls."""
+
+from costinfer.store.base import (
+    ENV_STORE,
+    MONEY,
+    Outcome,
+    Pending,
+    check_store_path,
+    default_store_path,
+    money,
+)
+from costinfer.store.outcomes import Writer
+from costinfer.store.schema import MIGRATIONS, SCHEMA_VERSION
+from costinfer.store.store import Store
+
+__all__ = [
+    "ENV_STORE",
+    "MIGRATIONS",
+    "MONEY",
+    "SCHEMA_VERSION",
+    "Outcome",
+    "Pending",
+    "Store",
+    "Writer",
+    "check_store_path",
+    "default_store_path",
+    "money",
+]

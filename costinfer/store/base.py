@@ -1,0 +1,152 @@
+"""What every part of the store shares: the connection (private to this package), the values it hands out, and the
+small SQL helpers. The rules that several queries share are written here once."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from costinfer.core.errors import StoreError
+
+ENV_STORE = "COSTINFER_STORE"
+ENV_MEMORY = "COSTINFER_DUCKDB_MEMORY"
+DEFAULT_MEMORY = "1GB"
+MONEY = pa.decimal128(38, 12)
+_QUANTUM = Decimal("1e-12")
+# Every DuckDB database file has these bytes at offset 8 (its header's magic number)
+_DUCKDB_MAGIC = b"DUCK"
+
+# A distinct request of a run (``rk``, a row of run_keys) that nothing answers yet: no reuse tier lends it an answer
+# and the cache holds none. What is left to send, to plan and to embed is this, everywhere.
+UNANSWERED = "rk.answer_key IS NULL AND NOT EXISTS (SELECT 1 FROM responses r WHERE r.key = rk.key)"
+
+
+def default_store_path() -> Path:
+    """``$COSTINFER_STORE``, else ``$XDG_DATA_HOME/costinfer/store.duckdb`` (``~/.local/share`` without XDG)."""
+    env = os.environ.get(ENV_STORE)
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "costinfer" / "store.duckdb"
+
+
+def check_store_path(path: Path, *, create: bool = True) -> None:
+    """A store path must be a DuckDB database file, or a new path (only where ``create`` allows making one)."""
+    if path.is_dir():
+        raise StoreError(f"--store {path}: is a folder; name a file such as {path / 'store.duckdb'}")
+    if not path.exists():
+        if not create:
+            raise StoreError(f"--store {path}: no store there (nothing has run with it); check the path")
+        return
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(12)
+    except OSError as exc:
+        raise StoreError(f"--store {path}: cannot be read: {exc.strerror}") from exc
+    if head[8:12] != _DUCKDB_MAGIC:
+        raise StoreError(
+            f"--store {path}: is not a DuckDB database (it holds other data); costinfer will not use or overwrite "
+            f"it. Pass a new path or an existing costinfer store; nothing was read or sent"
+        )
+
+
+def money(value: Decimal) -> Decimal:
+    return value.quantize(_QUANTUM)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The final result of one distinct request in a run: an answer, or an error after the retries."""
+
+    key: str
+    provider: str
+    model: str
+    attempts: int
+    response: str | None = None
+    finish_reason: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0  # part of output_tokens
+    cost_usd: Decimal = Decimal(0)
+    latency_ms: float | None = None
+    http_status: int | None = None
+    error_class: str | None = None
+    error_message: str | None = None
+    replaces: str | None = None  # a fallback answer: the key of the request it stands in for
+    request_body: dict[str, Any] | None = None  # ... and the fallback request that was sent
+
+    @property
+    def ok(self) -> bool:
+        return self.error_class is None
+
+
+@dataclass(slots=True)
+class Pending:
+    key: str
+    body: dict[str, Any]
+    input_bound: int  # the most input tokens this request can be billed for
+    max_tokens: int
+    model: str
+    input_tokens: int = 0  # the counted input tokens: what a provider's tokens-per-minute limit counts
+
+
+class Part:
+    """A part of the store: its methods use the one connection, which no module outside this package sees."""
+
+    path: Path
+    _con: duckdb.DuckDBPyConnection
+
+
+def one_dict(rel: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
+    row = rel.fetchone()
+    if row is None:
+        return None
+    return dict(zip([d[0] for d in rel.description], row, strict=True))
+
+
+def sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def copy_atomically(con: duckdb.DuckDBPyConnection, query: str, path: Path, options: str) -> None:
+    """``COPY (query) TO path``: into a temporary file beside it, then renamed over it, so a reader never sees half a
+    file and a failed write (a full disk) leaves the old file whole and no temporary one behind. Raises ``OSError``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        con.execute(f"COPY ({query}) TO {sql_str(str(tmp))} ({options})")
+        os.replace(tmp, path)
+    except duckdb.Error as exc:
+        raise OSError(f"{exc}") from exc
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def registered(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> Any:
+    """An Arrow table visible to SQL as ``name`` for the length of a block."""
+    con.register(name, table)
+    try:
+        yield
+    finally:
+        con.unregister(name)
+
+
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Any:
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
+        raise

@@ -1,0 +1,178 @@
+"""Runs and what ingestion writes: the run's record, its rows (items), the distinct request bodies, its rejects.
+
+Requests are content-addressed: a key is stored once, whichever chunk, batch or run brought it first (``add_chunk``
+is the one place that decides it). ``finish_ingest`` settles what spans chunks: repeated ids and the run's distinct
+requests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from costinfer.store.base import Part, copy_atomically, one_dict, registered, sql_str, transaction
+
+_NEW_REQUEST_COLUMNS = "key, endpoint, model, body, input_tokens, max_tokens, input_bound, norm_key, group_key"
+
+
+class RunsPart(Part):
+    def find_unfinished_run(self, fingerprint: str) -> dict[str, Any] | None:
+        rel = self._con.execute(
+            "SELECT * FROM runs WHERE fingerprint = ? AND status IN ('planned', 'running', 'stopped') "
+            "ORDER BY started_at DESC LIMIT 1",
+            [fingerprint],
+        )
+        return one_dict(rel)
+
+    def create_run(self, run_id: str, fingerprint: str, fields: dict[str, Any]) -> None:
+        cols = ["run_id", "fingerprint", "status", *fields]
+        marks = ", ".join("?" for _ in cols)
+        self._con.execute(
+            f"INSERT INTO runs ({', '.join(cols)}) VALUES ({marks})", [run_id, fingerprint, "running", *fields.values()]
+        )
+
+    def set_run(self, run_id: str, **fields: Any) -> None:
+        sets = ", ".join(f"{name} = ?" for name in fields)
+        self._con.execute(f"UPDATE runs SET {sets} WHERE run_id = ?", [*fields.values(), run_id])
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        return one_dict(self._con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]))
+
+    def run_models(self, run_id: str) -> list[str]:
+        """The models a run's distinct requests name."""
+        rows = self._con.execute(
+            "SELECT DISTINCT q.model FROM run_keys rk JOIN requests q ON q.key = rk.key WHERE rk.run_id = ?", [run_id]
+        ).fetchall()
+        return sorted(str(model) for (model,) in rows)
+
+
+class IngestPart(Part):
+    def reset_ingest(self, run_id: str) -> None:
+        """Forget a half-ingested run's rows so that ingestion can start over; responses and calls are kept."""
+        for table in ("items", "rejects", "run_keys"):
+            self._con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+
+    def add_chunk(self, run_id: str, items: pa.Table, requests: pa.Table | None, rejects: pa.Table | None) -> None:
+        """Store chunks of rows in one transaction: their items, the request bodies not stored yet, their rejects.
+
+        A row without an id (null ``row_id``) takes its position as its id. ``requests`` may repeat a key (two
+        chunks of a batch); the first is kept, and a key already stored (by an earlier batch or run) is not stored
+        again."""
+        con = self._con
+        with transaction(con):
+            if items.num_rows:
+                with registered(con, "chunk_items", items):
+                    con.execute(
+                        "INSERT INTO items (run_id, row_idx, line, row_id, key, metadata, priority) "
+                        "SELECT $1, row_idx, line, coalesce(row_id, CAST(row_idx AS VARCHAR)), key, metadata, priority "
+                        "FROM chunk_items",
+                        [run_id],
+                    )
+            if requests is not None and requests.num_rows:
+                requests = _first_of_each_key(requests)
+                with registered(con, "chunk_requests", requests):
+                    # a plain insert of what is not stored yet: with an anti-join or DISTINCT inside the INSERT,
+                    # DuckDB spent a third more CPU and twice as long checkpointing (benchmarks/plan_scale.py)
+                    stored = con.execute(
+                        "SELECT key FROM requests WHERE key IN (SELECT key FROM chunk_requests)"
+                    ).fetchall()
+                if stored:
+                    known = pa.array([k for (k,) in stored], pa.string())
+                    requests = requests.filter(pc.invert(pc.is_in(requests.column("key"), value_set=known)))
+                with registered(con, "chunk_requests", requests):
+                    con.execute(
+                        f"INSERT INTO requests ({_NEW_REQUEST_COLUMNS}) SELECT {_NEW_REQUEST_COLUMNS} "
+                        f"FROM chunk_requests"
+                    )
+            if rejects is not None and rejects.num_rows:
+                with registered(con, "chunk_rejects", rejects):
+                    con.execute(
+                        "INSERT INTO rejects (run_id, row_idx, line, row_id, field, reason) "
+                        "SELECT $1, row_idx, line, CASE WHEN id_default THEN CAST(row_idx AS VARCHAR) ELSE row_id END, "
+                        "field, reason FROM chunk_rejects",
+                        [run_id],
+                    )
+
+    def finish_ingest(self, run_id: str, id_field: str = "id") -> dict[str, int]:
+        """Settle what spans chunks: a row repeating an earlier row's id becomes a reject; then the run's distinct
+        requests (``run_keys``) and its counts."""
+        con = self._con
+        with transaction(con):
+            repeated = con.execute(
+                "SELECT count(*) - count(DISTINCT row_id) FROM items WHERE run_id = ?", [run_id]
+            ).fetchone()
+            if repeated and repeated[0]:
+                con.execute(
+                    """
+                    CREATE OR REPLACE TEMP TABLE repeated_ids AS
+                    SELECT row_idx, line, row_id FROM (
+                        SELECT row_idx, line, row_id, row_number() OVER (PARTITION BY row_id ORDER BY row_idx) AS nth
+                        FROM items WHERE run_id = $1)
+                    WHERE nth > 1
+                    """,
+                    [run_id],
+                )
+                con.execute(
+                    "INSERT INTO rejects (run_id, row_idx, line, row_id, field, reason) "
+                    "SELECT $1, row_idx, line, row_id, $2, format('duplicate id ''{}''', row_id) FROM repeated_ids",
+                    [run_id, id_field],
+                )
+                con.execute(
+                    "DELETE FROM items WHERE run_id = $1 AND row_idx IN (SELECT row_idx FROM repeated_ids)", [run_id]
+                )
+                con.execute("DROP TABLE repeated_ids")
+            con.execute(
+                "INSERT INTO run_keys (run_id, key, first_idx, n_rows, priority) "
+                "SELECT run_id, key, min(row_idx), count(*), max(priority) FROM items WHERE run_id = ? "
+                "GROUP BY run_id, key",
+                [run_id],
+            )
+            counts = con.execute(
+                "SELECT (SELECT count(*) FROM items WHERE run_id = $1), "
+                "(SELECT count(*) FROM rejects WHERE run_id = $1), (SELECT count(*) FROM run_keys WHERE run_id = $1)",
+                [run_id],
+            ).fetchone()
+            assert counts is not None
+            rows, rejects, distinct = (int(c) for c in counts)
+            con.execute(
+                "UPDATE runs SET rows = ?, rejects = ?, distinct_keys = ?, ingested = true WHERE run_id = ?",
+                [rows, rejects, distinct, run_id],
+            )
+        return {"rows": rows, "rejects": rejects, "distinct": distinct}
+
+    def rejects_count(self, run_id: str) -> int:
+        row = self._con.execute("SELECT count(*) FROM rejects WHERE run_id = ?", [run_id]).fetchone()
+        return int(row[0]) if row else 0
+
+    def first_rejects(self, run_id: str, limit: int) -> list[dict[str, Any]]:
+        rel = self._con.execute(
+            "SELECT row_idx, line, row_id, field, reason FROM rejects WHERE run_id = ? ORDER BY row_idx LIMIT ?",
+            [run_id, limit],
+        )
+        cols = [d[0] for d in rel.description]
+        return [dict(zip(cols, r, strict=True)) for r in rel.fetchall()]
+
+    def write_rejects(self, run_id: str, path: Path, input_path: str) -> int:
+        """Write the run's rejects as JSONL (file, line, id, field, reason), atomically; returns how many."""
+        query = (
+            f"SELECT {sql_str(input_path)} AS file, line, row_id AS id, field, reason FROM rejects "
+            f"WHERE run_id = {sql_str(run_id)} ORDER BY row_idx"
+        )
+        copy_atomically(self._con, query, path, "FORMAT JSON")
+        return self.rejects_count(run_id)
+
+
+def _first_of_each_key(requests: pa.Table) -> pa.Table:
+    """Each key of a batch once: chunks list a key once each, but two chunks of a batch may share one."""
+    keys = requests.column("key")
+    if pc.count_distinct(keys).as_py() == requests.num_rows:
+        return requests  # the common case, checked in C++
+    seen: set[str] = set()
+    first = []
+    for key in keys.to_pylist():
+        first.append(key not in seen)
+        seen.add(key)
+    return requests.filter(pa.array(first, pa.bool_()))

@@ -1,0 +1,116 @@
+"""A run's results: one row per good input row, in input order, built by one query (``RESULT_ROWS``) into a temporary
+table once per run; the results file, the summary and the savings are read from that table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from costinfer.store.base import Part, copy_atomically, one_dict, sql_str
+
+# The result row: what answered it (fresh, duplicate, cache, normalized, semantic, fallback), what it cost (on the row
+# that paid), and the error of its last call. ``not_run`` marks a row nothing answered and no call failed for.
+RESULT_ROWS = """
+    WITH last_error AS (
+        SELECT key, arg_max(error_class || ': ' || coalesce(error_message, ''), finished_at) AS error
+        FROM calls WHERE run_id = $run AND status = 'error' GROUP BY key),
+    rows AS (
+        SELECT i.row_idx, i.row_id, i.line, i.key, i.metadata, rk.first_idx, rk.tier, rk.similarity,
+               rk.answer_key, q.model AS requested_model, r.run_id AS answered_by, r.response, r.model,
+               r.provider, r.finish_reason, r.input_tokens, r.output_tokens, r.reasoning_tokens, r.cost_usd,
+               r.latency_ms, e.error
+        FROM items i
+        JOIN run_keys rk ON rk.run_id = i.run_id AND rk.key = i.key
+        JOIN requests q ON q.key = i.key
+        LEFT JOIN responses r ON r.key = coalesce(rk.answer_key, i.key)
+        LEFT JOIN last_error e ON e.key = coalesce(rk.answer_key, i.key)
+        WHERE i.run_id = $run),
+    lenders AS (  -- the row whose answer a reused row got: in this run, else in the run that paid
+        SELECT rk.key, min_by(i.row_id, i.row_idx) AS row_id
+        FROM run_keys rk JOIN items i ON i.run_id = rk.run_id AND i.key = rk.key
+        WHERE rk.key IN (SELECT answer_key FROM rows WHERE answer_key IS NOT NULL)
+          AND (rk.run_id = $run OR rk.run_id = (SELECT run_id FROM responses WHERE responses.key = rk.key))
+        GROUP BY rk.key)
+    SELECT rows.row_id AS id, row_idx AS "row", response, coalesce(model, requested_model) AS model,
+           provider,
+           CASE WHEN answered_by IS NULL THEN NULL
+                WHEN tier IS NOT NULL THEN tier
+                WHEN answered_by <> $run THEN 'cache'
+                WHEN row_idx = first_idx THEN 'fresh' ELSE 'duplicate' END AS source,
+           input_tokens, output_tokens, reasoning_tokens,
+           CASE WHEN answered_by = $run AND row_idx = first_idx AND coalesce(tier, 'fallback') = 'fallback'
+                THEN cost_usd
+                WHEN answered_by IS NULL THEN NULL ELSE 0 END::DECIMAL(38,12) AS cost_usd,
+           CASE WHEN answered_by = $run AND coalesce(tier, 'fallback') = 'fallback' THEN latency_ms
+                WHEN answered_by IS NULL THEN NULL ELSE 0 END AS latency_ms,
+           finish_reason,
+           CASE WHEN answered_by IS NULL THEN error END AS error,
+           answered_by IS NULL AND error IS NULL AS not_run,
+           CASE WHEN tier IS NOT NULL THEN similarity END AS similarity,
+           l.row_id AS reused_from,
+           metadata, rows.key
+    FROM rows LEFT JOIN lenders l ON l.key = rows.answer_key
+    ORDER BY row_idx
+"""
+_FILE_COLUMNS = (
+    'id, "row", response, model, provider, source, input_tokens, output_tokens, reasoning_tokens, cost_usd, '
+    "latency_ms, finish_reason, {error} AS error, similarity, reused_from, metadata, key"
+)
+
+
+class ResultsPart(Part):
+    _results_of: str | None = None  # the run whose result rows the temporary table holds
+
+    def collect_results(self, run_id: str) -> None:
+        """Build the run's result rows once (after its calls): the file, the summary and the savings read them."""
+        self._con.execute(f"CREATE OR REPLACE TEMP TABLE run_results AS {RESULT_ROWS.replace('$run', sql_str(run_id))}")
+        self._results_of = run_id
+
+    def _results(self, run_id: str) -> None:
+        if self._results_of != run_id:
+            self.collect_results(run_id)
+
+    def write_results(self, run_id: str, path: Path, fmt: str, not_run_reason: str) -> None:
+        """Write one row per good input row, in input order, atomically (a temporary file, then a rename)."""
+        self.collect_results(run_id)
+        columns = _FILE_COLUMNS.format(error=f"CASE WHEN not_run THEN {sql_str(not_run_reason)} ELSE error END")
+        options = "FORMAT PARQUET" if fmt == "parquet" else "FORMAT JSON"
+        copy_atomically(self._con, f'SELECT {columns} FROM run_results ORDER BY "row"', path, options)
+
+    def reuse_by_source(self, run_id: str) -> list[tuple[str, str, int, int, int]]:
+        """(source, model, rows, input tokens, output tokens) of the rows answered without a call of their own."""
+        self._results(run_id)
+        rows = self._con.execute(
+            """
+            SELECT res.source, q.model, count(*), sum(q.input_tokens), sum(coalesce(res.output_tokens, 0))
+            FROM run_results res JOIN requests q ON q.key = res.key
+            WHERE res.source IN ('duplicate', 'cache', 'normalized', 'semantic')
+            GROUP BY ALL
+            """
+        ).fetchall()
+        return [(str(a), str(b), int(c), int(d), int(e)) for a, b, c, d, e in rows]
+
+    def summary(self, run_id: str) -> dict[str, Any]:
+        self._results(run_id)
+        row = self._con.execute(
+            """
+            SELECT count(*) AS rows,
+                   count(*) FILTER (WHERE source = 'fresh') AS fresh,
+                   count(*) FILTER (WHERE source = 'duplicate') AS duplicates,
+                   count(*) FILTER (WHERE source = 'cache') AS cache_hits,
+                   count(*) FILTER (WHERE source = 'normalized') AS normalized,
+                   count(*) FILTER (WHERE source = 'semantic') AS semantic,
+                   count(*) FILTER (WHERE source = 'fallback') AS fallback,
+                   count(*) FILTER (WHERE error IS NOT NULL) AS failed,
+                   count(*) FILTER (WHERE not_run) AS not_run,
+                   (SELECT count(*) FROM rejects WHERE run_id = $1) AS rejects,
+                   (SELECT count(*) FROM calls WHERE run_id = $1) AS run_calls,
+                   (SELECT coalesce(sum(input_tokens), 0) FROM calls WHERE run_id = $1) AS input_tokens,
+                   (SELECT coalesce(sum(output_tokens), 0) FROM calls WHERE run_id = $1) AS output_tokens,
+                   (SELECT coalesce(sum(reasoning_tokens), 0) FROM calls WHERE run_id = $1) AS reasoning_tokens,
+                   (SELECT coalesce(sum(cost_usd), 0) FROM calls WHERE run_id = $1) AS run_cost_usd
+            FROM run_results
+            """,
+            [run_id],
+        )
+        return one_dict(row) or {}

@@ -1,0 +1,121 @@
+"""The store's schema: each migration a named function, applied once, in order, recorded in ``schema_migrations``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import duckdb
+
+
+def _m1_initial(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE TABLE runs (
+            run_id VARCHAR PRIMARY KEY, fingerprint VARCHAR NOT NULL, status VARCHAR NOT NULL,
+            input_path VARCHAR, input_format VARCHAR, provider VARCHAR, endpoint VARCHAR, model VARCHAR,
+            budget_usd DECIMAL(38,12), options JSON, rows BIGINT, rejects BIGINT, distinct_keys BIGINT,
+            ingested BOOLEAN NOT NULL DEFAULT false,
+            started_at TIMESTAMPTZ NOT NULL DEFAULT now(), finished_at TIMESTAMPTZ, stop_reason VARCHAR);
+        CREATE TABLE items (
+            run_id VARCHAR NOT NULL, row_idx BIGINT NOT NULL, line BIGINT NOT NULL, row_id VARCHAR NOT NULL,
+            key VARCHAR NOT NULL, metadata JSON);
+        CREATE TABLE rejects (
+            run_id VARCHAR NOT NULL, row_idx BIGINT NOT NULL, line BIGINT NOT NULL, row_id VARCHAR,
+            field VARCHAR NOT NULL, reason VARCHAR NOT NULL);
+        CREATE TABLE requests (
+            key VARCHAR PRIMARY KEY, endpoint VARCHAR NOT NULL, model VARCHAR NOT NULL, body JSON NOT NULL,
+            input_tokens INTEGER NOT NULL, max_tokens INTEGER NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now());
+        CREATE TABLE run_keys (
+            run_id VARCHAR NOT NULL, key VARCHAR NOT NULL, first_idx BIGINT NOT NULL, n_rows BIGINT NOT NULL);
+        CREATE TABLE responses (
+            key VARCHAR PRIMARY KEY, run_id VARCHAR NOT NULL, provider VARCHAR NOT NULL, model VARCHAR NOT NULL,
+            response VARCHAR, finish_reason VARCHAR, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
+            cached_tokens INTEGER NOT NULL, cost_usd DECIMAL(38,12) NOT NULL, latency_ms DOUBLE,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now());
+        CREATE TABLE calls (
+            run_id VARCHAR NOT NULL, key VARCHAR NOT NULL, provider VARCHAR NOT NULL, model VARCHAR NOT NULL,
+            status VARCHAR NOT NULL, attempts INTEGER NOT NULL, http_status INTEGER, error_class VARCHAR,
+            error_message VARCHAR, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
+            cached_tokens INTEGER NOT NULL, cost_usd DECIMAL(38,12) NOT NULL, latency_ms DOUBLE,
+            finished_at TIMESTAMPTZ NOT NULL DEFAULT now());
+        """
+    )
+
+
+def _m2_bounds_and_priority(con: duckdb.DuckDBPyConnection) -> None:
+    # input_bound: the most input tokens a request can be billed for (the budget reserves it);
+    # priority: with --on-over-budget partial, higher-priority rows run first.
+    con.execute(
+        """
+        ALTER TABLE requests ADD COLUMN input_bound INTEGER;
+        UPDATE requests SET input_bound = input_tokens;
+        ALTER TABLE items ADD COLUMN priority INTEGER DEFAULT 0;
+        ALTER TABLE run_keys ADD COLUMN priority INTEGER DEFAULT 0;
+        """
+    )
+
+
+def _m3_semantic(con: duckdb.DuckDBPyConnection) -> None:
+    # norm_key: the normalized tier's key; group_key: the request without its last user message, the only part the
+    # semantic tier may differ in; sem_text: that message. run_keys gain where their answer comes from.
+    con.execute(
+        """
+        ALTER TABLE requests ADD COLUMN norm_key VARCHAR;
+        ALTER TABLE requests ADD COLUMN group_key VARCHAR;
+        ALTER TABLE requests ADD COLUMN sem_text VARCHAR;
+        ALTER TABLE run_keys ADD COLUMN answer_key VARCHAR;
+        ALTER TABLE run_keys ADD COLUMN tier VARCHAR;
+        ALTER TABLE run_keys ADD COLUMN similarity DOUBLE;
+        CREATE TABLE embeddings (
+            model VARCHAR NOT NULL, text_hash VARCHAR NOT NULL, vector FLOAT[] NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now());
+        """
+    )
+
+
+_REQUEST_COLUMNS = "key, endpoint, model, body, input_tokens, max_tokens, input_bound, norm_key, group_key, sem_text"
+
+
+def _m4_requests_without_primary_key(con: duckdb.DuckDBPyConnection) -> None:
+    # The primary key's index cost 1.6 s per 200,000 inserted requests (benchmarks/plan_scale.py). Uniqueness is kept
+    # by ingestion instead: a run's new requests are staged, then added with one anti-join when ingestion ends.
+    con.execute(
+        f"""
+        CREATE TABLE requests_v4 (
+            key VARCHAR NOT NULL, endpoint VARCHAR NOT NULL, model VARCHAR NOT NULL, body JSON NOT NULL,
+            input_tokens INTEGER NOT NULL, max_tokens INTEGER NOT NULL, input_bound INTEGER, norm_key VARCHAR,
+            group_key VARCHAR, sem_text VARCHAR, created_at TIMESTAMPTZ NOT NULL DEFAULT now());
+        INSERT INTO requests_v4 ({_REQUEST_COLUMNS}, created_at) SELECT {_REQUEST_COLUMNS}, created_at FROM requests;
+        DROP TABLE requests;
+        ALTER TABLE requests_v4 RENAME TO requests;
+        CREATE TABLE ingest_requests (
+            run_id VARCHAR NOT NULL, key VARCHAR NOT NULL, endpoint VARCHAR NOT NULL, model VARCHAR NOT NULL,
+            body JSON NOT NULL, input_tokens INTEGER NOT NULL, max_tokens INTEGER NOT NULL, input_bound INTEGER,
+            norm_key VARCHAR, group_key VARCHAR, sem_text VARCHAR);
+        """
+    )
+
+
+def _m5_no_staging(con: duckdb.DuckDBPyConnection) -> None:
+    # Ingestion stores new requests straight into `requests` (content-addressed: a key is stored once), in batches
+    # large enough that DuckDB writes them once; the staging table wrote every body twice.
+    con.execute("DROP TABLE ingest_requests")
+
+
+def _m6_reasoning_tokens(con: duckdb.DuckDBPyConnection) -> None:
+    # Reasoning models bill hidden reasoning tokens as output: the ledger and the cache keep them as a column of their
+    # own (a part of output_tokens), so a report can tell thinking from answering.
+    con.execute("ALTER TABLE calls ADD COLUMN reasoning_tokens INTEGER NOT NULL DEFAULT 0")
+    con.execute("ALTER TABLE responses ADD COLUMN reasoning_tokens INTEGER NOT NULL DEFAULT 0")
+
+
+MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
+    (1, "initial schema: runs, items, rejects, requests, run_keys, responses, calls", _m1_initial),
+    (2, "requests.input_bound for the budget's worst case; row priority", _m2_bounds_and_priority),
+    (3, "normalized and semantic tiers: request norm/group keys, run_keys answers, embeddings", _m3_semantic),
+    (4, "requests without a primary key; ingestion staged in ingest_requests", _m4_requests_without_primary_key),
+    (5, "ingestion stores requests directly; the staging table is dropped", _m5_no_staging),
+    (6, "reasoning tokens in the ledger and the cache", _m6_reasoning_tokens),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]

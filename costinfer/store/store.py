@@ -1,0 +1,105 @@
+"""The DuckDB store: opening it (one writer process at a time), its schema, and the parts that own its SQL.
+
+One file, queryable with plain SQL (``docs/store.md`` lists the tables). The connection is private to this package:
+every other module calls a named method, and each rule (what is unanswered, what a result row is, what is stored
+once) is written in one place. DuckDB lets one process at a time open a file for writing; a second costinfer process
+waits up to ``wait_seconds`` and then stops with ``StoreBusyError``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import duckdb
+
+from costinfer.core.errors import StoreBusyError, StoreError
+from costinfer.store.base import DEFAULT_MEMORY, ENV_MEMORY, check_store_path, default_store_path, sql_str, transaction
+from costinfer.store.cache import CachePart
+from costinfer.store.ingest import IngestPart, RunsPart
+from costinfer.store.outcomes import OutcomesPart
+from costinfer.store.planning import PlanningPart
+from costinfer.store.results import ResultsPart
+from costinfer.store.reuse import ReusePart
+from costinfer.store.schema import MIGRATIONS, SCHEMA_VERSION
+
+_BUSY = re.compile(r"lock", re.IGNORECASE)
+
+
+class Store(RunsPart, IngestPart, ReusePart, PlanningPart, OutcomesPart, ResultsPart, CachePart):
+    def __init__(self, path: Path, con: duckdb.DuckDBPyConnection) -> None:
+        self.path = path
+        self._con = con
+
+    @classmethod
+    def open(
+        cls, path: Path | None = None, *, wait_seconds: float = 0.0, read_only: bool = False, create: bool = True
+    ) -> Store:
+        """Open (or, with ``create``, make) the store. A path that holds anything but a DuckDB database is refused:
+        DuckDB would open a JSON or CSV file as a view and keep the store in memory, so nothing would be saved."""
+        path = (path or default_store_path()).expanduser()
+        check_store_path(path, create=create)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot create the store's folder: {exc.strerror}") from exc
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                con = duckdb.connect(str(path), read_only=read_only)
+                break
+            except duckdb.IOException as exc:
+                if not _BUSY.search(str(exc)):
+                    raise StoreError(f"{path}: cannot open the store: {exc}") from exc
+                if time.monotonic() >= deadline:
+                    holder = re.search(r"PID (\d+)", str(exc))
+                    who = f" (pid {holder.group(1)})" if holder else ""
+                    raise StoreBusyError(
+                        f"{path}: the store is in use by another process{who}; wait for it to finish, pass "
+                        f"--store-wait SECONDS to wait for it, or use another --store"
+                    ) from exc
+                time.sleep(0.2)
+            except duckdb.Error as exc:
+                raise StoreError(f"{path}: not a DuckDB file costinfer can open: {exc}") from exc
+        # DuckDB draws a progress bar on stdout during long queries: it would corrupt `--json` output
+        con.execute("SET enable_progress_bar = false")
+        # DuckDB may otherwise take most of the machine's memory for large joins; past this it spills to disk
+        con.execute(f"SET memory_limit = {sql_str(os.environ.get(ENV_MEMORY, DEFAULT_MEMORY))}")
+        store = cls(path, con)
+        if not read_only:
+            store.migrate()
+        return store
+
+    def migrate(self) -> None:
+        con = self._con
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, "
+            "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        current = self.schema_version()
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: the store's schema is version {current}, newer than this costinfer knows "
+                f"({SCHEMA_VERSION}); upgrade costinfer"
+            )
+        for version, name, apply in MIGRATIONS:
+            if version <= current:
+                continue
+            with transaction(con):
+                apply(con)
+                con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, name])
+
+    def schema_version(self) -> int:
+        row = self._con.execute("SELECT max(version) FROM schema_migrations").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
