@@ -10,7 +10,7 @@ import pytest
 
 from costinfer.backends.anthropic import AnthropicBackend, parse_message, to_messages_request
 from costinfer.backends.base import BackendConfig
-from costinfer.backends.openai import _http_error
+from costinfer.backends.transport import http_error as _http_error
 from costinfer.core.errors import AuthError, BackendError
 from costinfer.core.prices import Catalog
 from costinfer.simulator import Simulator

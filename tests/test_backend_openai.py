@@ -9,7 +9,8 @@ import anyio
 import pytest
 
 from costinfer.backends.base import BackendConfig, backend_class, registry
-from costinfer.backends.openai import OpenAIBackend, VLLMBackend, _http_error, parse_chat_completion
+from costinfer.backends.openai import OpenAIBackend, VLLMBackend, parse_chat_completion
+from costinfer.backends.transport import http_error as _http_error
 from costinfer.core.errors import AuthError, BackendError, ConfigError
 from costinfer.core.prices import Catalog
 from costinfer.simulator import Simulator

@@ -12,31 +12,27 @@ from typing import Any, ClassVar
 
 import orjson
 
-from costinfer.backends.base import Completion
-from costinfer.backends.openai import MALFORMED, OpenAIBackend, malformed
+from costinfer.backends.base import Backend, Completion
+from costinfer.backends.transport import MALFORMED, malformed
 from costinfer.core.errors import BackendError
 
 ANTHROPIC_VERSION = "2023-06-01"
 _STOP = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls"}
 
 
-class AnthropicBackend(OpenAIBackend):
+class AnthropicBackend(Backend):
     name: ClassVar[str] = "anthropic"
     default_base_url: ClassVar[str | None] = "https://api.anthropic.com"
     api_key_env: ClassVar[str | None] = "ANTHROPIC_API_KEY"
     key_required: ClassVar[bool] = True
     path: ClassVar[str] = "/v1/messages"
+    supports_batch: ClassVar[bool] = True
+    prompt_cache: ClassVar[bool] = True
 
     @property
     def base_url(self) -> str:
         url = super().base_url
         return url[: -len("/v1")] if url.endswith("/v1") else url
-
-    @property
-    def endpoint(self) -> str:
-        if self.config.base_url and self.base_url != self.default_base_url:
-            return f"{self.name}:{self.base_url}"
-        return self.name
 
     def headers(self) -> dict[str, str]:
         headers = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION}

@@ -1,18 +1,22 @@
-"""The backend interface and the registry of backends by name.
+"""The provider interface, and the registry of providers by name.
 
-A backend turns one provider-neutral chat request (OpenAI's chat-completions shape) into one ``Completion``, or raises
-``BackendError``. Built-in backends are registered through the ``costinfer.backends`` entry-point group, exactly as a
-third party registers its own (see ``pyproject.toml``).
+A provider is one class per protocol: it turns a provider-neutral chat request (OpenAI's chat-completions shape) into
+its own request, reads its own answer into a ``Completion``, and declares what it is with class attributes. HTTP is
+the transport's (``transport.py``). Every provider, the built-in ones included, is found through the
+``costinfer.backends`` entry-point group (see ``pyproject.toml``); a third party registers its own the same way.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+import os
+from abc import ABC
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
+from costinfer.backends.transport import HttpTransport
 from costinfer.core.errors import ConfigError
 
 ENTRY_POINT_GROUP = "costinfer.backends"
@@ -41,26 +45,67 @@ class BackendConfig:
 
 
 class Backend(ABC):
-    """One kind of server. Subclasses declare what they are with class attributes."""
+    """One provider protocol. Subclasses declare what they are with class attributes and implement ``parse`` (and
+    ``translate`` where their request is not OpenAI's chat shape)."""
 
     name: ClassVar[str]
     default_base_url: ClassVar[str | None] = None
+    path: ClassVar[str] = "/chat/completions"  # posted to, under the base URL
     api_key_env: ClassVar[str | None] = None
-    key_required: ClassVar[bool] = True
+    key_required: ClassVar[bool] = False
+    self_hosted: ClassVar[bool] = False  # the user's own hardware: a model missing from the catalog costs nothing
+    supports_batch: ClassVar[bool] = False  # a provider batch API at batch prices
+    prompt_cache: ClassVar[bool] = False  # the provider bills repeated prompt prefixes at a cached price
 
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
+        self.transport = HttpTransport(config.timeout_s, config.concurrency)
         self.reasoning_models: frozenset[str] = frozenset()
+
+    # --- what the provider is -----------------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        url = self.config.base_url or self.default_base_url
+        if not url:
+            raise ConfigError(f"provider '{self.name}' needs --base-url")
+        return url.rstrip("/")
+
+    @property
+    def endpoint(self) -> str:
+        """What identifies the server in the request key: the same model on another server may answer differently."""
+        if self.config.base_url and self.base_url != (self.default_base_url or "").rstrip("/"):
+            return f"{self.name}:{self.base_url}"
+        return self.name
+
+    def api_key(self) -> str | None:
+        """The key from the config or the provider's variable; a required one that is missing fails, naming it."""
+        key = self.config.api_key or (os.environ.get(self.api_key_env) if self.api_key_env else None)
+        if not key and self.key_required:
+            raise ConfigError(
+                f"provider '{self.name}' needs an API key: set the environment variable {self.api_key_env}"
+            )
+        return key or None
+
+    def headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json"}
+        key = self.api_key()
+        if key:
+            headers["authorization"] = f"Bearer {key}"
+        return headers
 
     def use_models(self, prices: Mapping[str, Any]) -> None:
         """The run's models, priced (``ModelPrice``): a protocol may shape a request by what its model is (OpenAI's
         reasoning models take ``max_completion_tokens``)."""
         self.reasoning_models = frozenset(name for name, price in prices.items() if getattr(price, "reasoning", False))
 
-    @property
-    def endpoint(self) -> str:
-        """What identifies the server in the request key: the same model on another server may answer differently."""
-        return self.name
+    @classmethod
+    def local_server(cls, settings: Mapping[str, Any]) -> AbstractContextManager[str] | None:
+        """A server this provider starts itself when no --base-url is given (the simulator does): a context manager
+        yielding its base URL, or None."""
+        return None
+
+    # --- calling ------------------------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Backend:
         await self.start()
@@ -69,36 +114,47 @@ class Backend(ABC):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def start(self) -> None:  # noqa: B027 - optional hook
-        """Open connections; called once before the first ``complete``."""
+    async def start(self) -> None:
+        await self.transport.start(self.headers())
 
-    async def close(self) -> None:  # noqa: B027 - optional hook
-        """Close connections."""
+    async def close(self) -> None:
+        await self.transport.close()
 
-    @abstractmethod
-    async def complete(self, body: dict[str, Any]) -> Completion: ...
+    async def complete(self, body: dict[str, Any]) -> Completion:
+        if not self.transport.started:
+            await self.start()
+        raw, headers = await self.transport.post(f"{self.base_url}{self.path}", self.translate(body))
+        done = self.parse(raw)
+        done.headers = headers
+        return done
+
+    def translate(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The provider-neutral request in this protocol's shape (OpenAI's chat shape is the neutral one)."""
+        return body
+
+    def parse(self, raw: bytes) -> Completion:
+        """The answer's body as a ``Completion``; ``transport.malformed`` for a body that is not the protocol's.
+        Every protocol implements it (a test double may override ``complete`` instead)."""
+        raise NotImplementedError(f"provider '{self.name}' does not parse answers")
 
 
 def registry() -> dict[str, type[Backend]]:
-    """Every backend known by name: the built-in ones and any installed through the entry-point group."""
+    """Every provider known by name, each found through the entry-point group."""
     found: dict[str, type[Backend]] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
-            found[ep.name] = ep.load()
-        except Exception as exc:  # a broken plugin must not break the built-in backends
-            raise ConfigError(f"the backend plugin '{ep.name}' ({ep.value}) cannot be loaded: {exc}") from exc
-    if "openai" not in found:  # running from a source tree that was never installed
-        from costinfer.backends.anthropic import AnthropicBackend
-        from costinfer.backends.openai import OpenAIBackend, SimulateBackend, VLLMBackend
-
-        for cls in (OpenAIBackend, VLLMBackend, SimulateBackend, AnthropicBackend):
-            found.setdefault(cls.name, cls)
+            cls = ep.load()
+        except Exception as exc:  # a broken plugin must not pass for a working one
+            raise ConfigError(f"the provider plugin '{ep.name}' ({ep.value}) cannot be loaded: {exc}") from exc
+        if not (isinstance(cls, type) and issubclass(cls, Backend)):
+            raise ConfigError(f"the provider plugin '{ep.name}' ({ep.value}) is not a costinfer Backend class")
+        found[ep.name] = cls
     return found
 
 
 def backend_class(name: str) -> type[Backend]:
     backends = registry()
     if name not in backends:
-        known = ", ".join(sorted(backends))
+        known = ", ".join(sorted(backends)) or "none (is costinfer installed? pip install -e .)"
         raise ConfigError(f"unknown provider '{name}'; known providers: {known}")
     return backends[name]

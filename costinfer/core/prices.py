@@ -6,6 +6,7 @@ Prices are read with ``parse_float=Decimal`` so that ``1.5e-07`` stays exactly 0
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -22,8 +23,6 @@ from costinfer.core.errors import ConfigError
 ENV_PRICES = "COSTINFER_PRICES"
 
 ZERO = Decimal(0)
-# Providers whose models run on the user's own hardware: a model missing from the catalog costs nothing per token.
-SELF_HOSTED = frozenset({"vllm"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +73,15 @@ def is_reasoning_model(model: str, entry: dict[str, Any]) -> bool:
     if str(entry.get("litellm_provider", "openai")) != "openai":
         return False
     return bool(entry.get("supports_reasoning")) or bool(_REASONING_NAMES.match(model))
+
+
+@functools.cache
+def _self_hosted(provider: str) -> bool:
+    """Whether a provider runs models on the user's own hardware, as its class declares (``Backend.self_hosted``)."""
+    from costinfer.backends.base import registry
+
+    cls = registry().get(provider)
+    return bool(cls is not None and cls.self_hosted)
 
 
 def parse_catalog(text: str, source: str) -> dict[str, dict[str, Any]]:
@@ -182,7 +190,7 @@ class Catalog:
     def lookup(self, model: str, provider: str) -> ModelPrice:
         entry = self._entries.get(model) or self._entries.get(f"{provider}/{model}")
         if entry is None:
-            if provider in SELF_HOSTED:
+            if _self_hosted(provider):  # the user's own hardware: a model missing from the catalog costs nothing
                 return ModelPrice(model, provider, ZERO, ZERO, ZERO, ZERO, ZERO, ZERO, None, None)
             raise ConfigError(
                 f"no price for model '{model}' in the catalog ({self.source}){self._did_you_mean(model)}; add it "

@@ -360,30 +360,13 @@ def run(
     with contextlib.ExitStack() as stack:
         source = stack.enter_context(open_source(opts.input_path, setup.fmt))
         base_url = opts.base_url
-        if setup.backend_cls.name == "simulate" and base_url is None:
-            from costinfer.simulator import SimulatorConfig, running_in_thread
-            from costinfer.simulator.faults import LIMIT_MODES, parse_faults
-
-            try:
-                faults = parse_faults(opts.simulator_faults, opts.simulator_seed, slow_s=opts.timeout_s * 2)
-            except ValueError as exc:
-                raise ConfigError(f"--sim-faults: {exc}") from None
-            if opts.simulator_limit_mode not in LIMIT_MODES:
-                raise ConfigError(f"--sim-limit-mode must be one of {', '.join(LIMIT_MODES)}")
-            sim_cfg = SimulatorConfig(
-                latency_ms=opts.simulator_latency_ms,
-                faults=faults,
-                rpm=opts.simulator_rpm,
-                tpm=opts.simulator_tpm,
-                limit_mode=opts.simulator_limit_mode,
-            )
-            sim = stack.enter_context(running_in_thread(sim_cfg))
-            base_url = sim.url
+        server = setup.backend_cls.local_server(_simulator_settings(opts)) if base_url is None else None
+        if server is not None:  # the provider serves itself (the simulator): its URL for this run
+            base_url = stack.enter_context(server)
         backend = setup.backend_cls(
             BackendConfig(base_url=base_url, timeout_s=opts.timeout_s, concurrency=opts.concurrency)
         )
-        if hasattr(backend, "api_key"):
-            backend.api_key()  # a missing key fails now, naming its variable
+        backend.api_key()  # a missing key fails now, naming its variable
         store = stack.enter_context(Store.open(opts.store, wait_seconds=opts.store_wait_s))
         prepared = _prepare(opts, setup, source, backend.name, backend.endpoint, store, progress, clock, planning=False)
         if on_plan is not None:
@@ -720,6 +703,19 @@ async def _watch_signals(executor: Executor, scope: anyio.CancelScope) -> None:
 
 def _prices_for_run(store: Store, run_id: str, catalog: Catalog, provider: str) -> dict[str, ModelPrice]:
     return {model: catalog.lookup(model, provider) for model in store.run_models(run_id)}
+
+
+def _simulator_settings(opts: RunOptions) -> dict[str, Any]:
+    """What a provider that serves itself (the simulator) is configured with, from the run's options."""
+    return {
+        "latency_ms": opts.simulator_latency_ms,
+        "faults": opts.simulator_faults,
+        "rpm": opts.simulator_rpm,
+        "tpm": opts.simulator_tpm,
+        "seed": opts.simulator_seed,
+        "limit_mode": opts.simulator_limit_mode,
+        "timeout_s": opts.timeout_s,
+    }
 
 
 def _options_record(opts: RunOptions) -> dict[str, Any]:
