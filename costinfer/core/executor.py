@@ -22,13 +22,13 @@ import anyio
 import anyio.to_thread
 
 from costinfer.backends.base import Backend, Completion
-from costinfer.core.breaker import CircuitBreaker
 from costinfer.core.budget import BudgetGuard
 from costinfer.core.errors import AuthError, BackendError, WriteError
 from costinfer.core.keys import request_key
 from costinfer.core.prices import ModelPrice
 from costinfer.core.progress import NullProgress, ProgressSink
 from costinfer.core.ratelimit import RateLimiter
+from costinfer.core.routing import Router
 from costinfer.store import Outcome, Pending, Store, Writer
 
 
@@ -77,7 +77,7 @@ class Executor:
         self._refused_since = 0.0
         self._reached = False  # some request got an HTTP answer in this invocation
         self.limiter = RateLimiter(cfg.rpm, cfg.tpm)
-        self.breaker = CircuitBreaker()
+        self.router = Router(cfg.fallback_model)
         self.calls_done = 0  # durable outcomes of this invocation
         self.cost_done = Decimal(0)  # durable billed dollars of this invocation
         self._buffer: list[Outcome] = []
@@ -150,11 +150,11 @@ class Executor:
         try:
             while (item := await self._next()) is not None:
                 price = self.prices[item.model]
-                worst = price.worst_case(item.input_bound, item.max_tokens)
-                if self.cfg.fallback_model:  # the call may go to either model: hold the dearer worst case
-                    worst = max(
-                        worst, self.prices[self.cfg.fallback_model].worst_case(item.input_bound, item.max_tokens)
-                    )
+                # the call may go to any of the router's candidates: hold the dearest worst case
+                worst = max(
+                    self.prices[m].worst_case(item.input_bound, item.max_tokens)
+                    for m in self.router.candidates(item.model)
+                )
                 if not self.budget.try_reserve(worst):
                     self.request_stop("budget")
                     return
@@ -173,16 +173,15 @@ class Executor:
         attempt = 0
         while True:
             attempt += 1
-            fallback = self.cfg.fallback_model if self.cfg.fallback_model and self.breaker.is_open else None
-            if fallback is None:
-                await self.breaker.wait()
+            choice = self.router.choose(item.model)
+            await self.router.ready(choice)
             # pace by what the provider counts (prompt tokens plus max_tokens), not by the budget's upper bound
             metered = (item.input_tokens or item.input_bound) + item.max_tokens
             await self.limiter.acquire(metered)
             if self.stopping:
                 self.limiter.release(metered)
                 return None
-            body = {**item.body, "model": fallback} if fallback else item.body
+            body = {**item.body, "model": choice.model} if choice.substitute else item.body
             started = time.perf_counter()
             try:
                 try:
@@ -205,8 +204,8 @@ class Executor:
                     return None
                 if exc.status == 429:
                     self.limiter.rate_limited(exc.retry_after)
-                elif exc.retryable and fallback is None:
-                    self.breaker.failure()
+                else:
+                    self.router.failed(choice, server_fault=exc.retryable)
                 if not exc.retryable or attempt >= self.cfg.max_attempts:
                     self.progress.problem("failed", f"{exc.error_class}: {exc}")
                     return Outcome(
@@ -231,11 +230,12 @@ class Executor:
             latency = (time.perf_counter() - started) * 1000
             self._reached, self._refused = True, 0
             self.limiter.observe(done.headers)
-            if fallback:
-                # the answer is the fallback request's: cached under its own key, lent to the original one
+            self.router.answered(choice)
+            if choice.substitute:
+                # the answer is the substitute request's: cached under its own key, lent to the original one
                 key = request_key(body, self.backend.endpoint)
-                return self._answer(key, fallback, self.prices[fallback], done, attempt, latency, item.key, body)
-            self.breaker.success()
+                model = choice.model
+                return self._answer(key, model, self.prices[model], done, attempt, latency, item.key, body)
             return self._answer(item.key, item.model, price, done, attempt, latency)
 
     def _refused_for_good(self, exc: BackendError) -> bool:
