@@ -22,8 +22,8 @@ _EXPORTS = {
     "StoreBusyError": "costinfer.core.errors",
     "StoreError": "costinfer.core.errors",
     "request_key": "costinfer.core.keys",
-    "RunOptions": "costinfer.core.runner",
-    "RunSummary": "costinfer.core.runner",
+    "RunOptions": "costinfer.core.options",
+    "RunSummary": "costinfer.core.summary",
     "run": "costinfer.core.runner",
     "Store": "costinfer.store",
 }
@@ -59,7 +59,9 @@ if TYPE_CHECKING:
         StoreError,
     )
     from costinfer.core.keys import request_key
-    from costinfer.core.runner import RunOptions, RunSummary, run
+    from costinfer.core.options import RunOptions
+    from costinfer.core.runner import run
+    from costinfer.core.summary import RunSummary
     from costinfer.store import Store
 
 

@@ -11,7 +11,7 @@ import pytest
 from costinfer.backends.anthropic import AnthropicBackend, parse_message, to_messages_request
 from costinfer.backends.base import BackendConfig
 from costinfer.backends.transport import http_error as _http_error
-from costinfer.core.errors import AuthError, BackendError
+from costinfer.core.errors import AuthError, BackendError, ConfigError
 from costinfer.core.prices import Catalog
 from costinfer.simulator import Simulator
 
@@ -132,5 +132,5 @@ def test_sends_the_headers_the_api_requires(sim: Simulator) -> None:
 
 def test_missing_key_names_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
-    with pytest.raises(Exception, match="ANTHROPIC_API_KEY"):
+    with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY"):
         AnthropicBackend(BackendConfig()).api_key()

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 import costinfer.core.ingest as ingest_module
-from costinfer.core.runner import RunOptions, plan
+from costinfer.core.options import RunOptions
+from costinfer.core.runner import plan
 from costinfer.store import Store
 from tests.conftest import SAMPLE, Cli, read_jsonl
 

@@ -96,9 +96,23 @@ _bodies = st.fixed_dictionaries(
     },
 )
 
+# Bodies the fast path takes (the last message a plain user message), mixed with any: drawn alone, ``_bodies`` sent
+# nine in ten examples to the reference, which then only compared the reference with itself
+_plain_texts = st.one_of(st.text(max_size=40), st.sampled_from(["Hello  World", "ÉCOLE ﬁne", "café", "UPPER"]))
+_fast_bodies = st.builds(
+    lambda body, history, text: {**body, "messages": [*history, {"role": "user", "content": text}]},
+    st.fixed_dictionaries(
+        {"model": st.sampled_from(["gpt-4o-mini", "gpt-4o"]), "max_tokens": st.integers(1, 64)},
+        optional={"temperature": st.floats(0, 2), "seed": st.integers(0, 9)},
+    ),
+    st.lists(st.fixed_dictionaries({"role": st.sampled_from(["system", "assistant"]), "content": _plain_texts})),
+    _plain_texts,
+)
+_mixed_bodies = st.one_of(_fast_bodies, _fast_bodies, _bodies)
+
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(bodies=st.lists(_bodies, min_size=1, max_size=6), endpoint=st.sampled_from(["openai", "simulate"]))
+@given(bodies=st.lists(_mixed_bodies, min_size=1, max_size=6), endpoint=st.sampled_from(["openai", "simulate"]))
 def test_key_maker_matches_the_reference_functions(bodies: list[dict[str, object]], endpoint: str) -> None:
     maker = KeyMaker(endpoint)
     for body in [*bodies, *bodies]:  # the second pass reads the memo
@@ -114,3 +128,29 @@ def test_normalizing_ascii_text_collapses_white_space_like_split_and_join(text: 
     from costinfer.core.guards import normalize_text
 
     assert normalize_text(text) == " ".join(text.lower().split())
+
+
+def test_the_key_fast_path_runs_in_most_examples_it_is_checked_on() -> None:
+    """The property above compares the fast path with the reference; where the fast path hands a body to the
+    reference, it compares the reference with itself. Count that: most bodies must take the fast path."""
+    tally = {"bodies": 0, "reference": 0}
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(bodies=st.lists(_mixed_bodies, min_size=1, max_size=6), endpoint=st.sampled_from(["openai", "simulate"]))
+    def check(bodies: list[dict[str, object]], endpoint: str) -> None:
+        maker = KeyMaker(endpoint)
+        reference = maker._reference
+        calls: list[int] = []
+
+        def counted(body: dict[str, object]) -> tuple[str, str, str | None]:
+            calls.append(1)
+            return reference(body)  # type: ignore[arg-type]
+
+        maker._reference = counted  # type: ignore[method-assign]
+        for body in bodies:
+            assert maker.keys(body)[0] == request_key(body, endpoint)
+        tally["bodies"] += len(bodies)
+        tally["reference"] += len(calls)
+
+    check()
+    assert tally["bodies"] > 0 and tally["reference"] <= 0.5 * tally["bodies"], tally

@@ -59,3 +59,34 @@ def test_a_plain_row_keeps_its_prompt_id_and_defaults() -> None:
         "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
         "max_tokens": 64,
     }
+
+
+def test_the_row_fast_path_runs_in_most_examples_it_is_checked_on() -> None:
+    """Where the fast path declines a row (returns None), the property above compares the reference with itself.
+    On plain rows, the kind most datasets are made of, the fast path must take nearly every row and agree."""
+    from costinfer.core.rows import _build_plain
+
+    tally = {"rows": 0, "fast": 0}
+    plain_rows = st.fixed_dictionaries(
+        {"prompt": st.text(min_size=1, max_size=20).filter(str.strip)},
+        optional={
+            "id": st.one_of(st.integers(0, 10**6), st.text(min_size=1, max_size=8)),
+            "model": st.sampled_from(["gpt-4o", "gpt-4o-mini"]),
+            "max_tokens": st.integers(1, 4096),
+            "system": st.text(min_size=1, max_size=10),
+            "metadata": st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+        },
+    )
+
+    @settings(max_examples=300, deadline=None)
+    @given(row=plain_rows, spec=_specs.filter(lambda s: s.prompt_field == "prompt" and s.id_field == "id"))
+    def check(row: dict[str, object], spec: RowSpec) -> None:
+        fast = _build_plain(0, 1, row, spec)
+        tally["rows"] += 1
+        if fast is not None:
+            tally["fast"] += 1
+            reference = build_any(0, 1, row, spec)
+            assert isinstance(reference, Request) and _fields(fast) == _fields(reference)
+
+    check()
+    assert tally["fast"] >= 0.95 * tally["rows"], tally

@@ -251,13 +251,17 @@ def test_store_wait_waits_for_the_other_process(tmp_path: Path, store_path: Path
 
     data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "a"}])
     store = Store.open(store_path)
-    proc = subprocess_cli(
-        "run", data, "--store", store_path, "--output", tmp_path / "o.jsonl", "--quiet", "--store-wait", "60"
-    )
-    time.sleep(3)
+    proc = subprocess_cli("run", data, "--store", store_path, "--output", tmp_path / "o.jsonl", "--store-wait", "60")
+    assert proc.stderr is not None
+    # the child says when it finds the store held: proof that it met the lock (a child that started after the
+    # store was released, or that gave up at once, would not say it)
+    first = proc.stderr.readline()
+    assert first.startswith("waiting up to 60s for the store"), first
+    time.sleep(1)
+    assert proc.poll() is None  # still waiting
     store.close()
-    proc.communicate(timeout=60)
-    assert proc.returncode == 0
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
 
 
 def test_store_from_environment_variable(cli: Cli, tmp_path: Path) -> None:

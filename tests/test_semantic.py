@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 from pathlib import Path
 
@@ -13,7 +14,10 @@ from costinfer.core.guards import conflict
 from costinfer.simulator import Simulator
 from tests.conftest import SHARED_DATA, Cli, read_jsonl, write_jsonl
 
-pytest.importorskip("sentence_transformers", reason="the semantic extra is not installed")
+# Only the tests that embed need the semantic extra; the guard and template tests are pure and always run
+needs_embeddings = pytest.mark.skipif(
+    importlib.util.find_spec("sentence_transformers") is None, reason="the semantic extra is not installed"
+)
 
 
 def run(cli: Cli, sim: Simulator, data: Path, store: Path, *extra: str) -> tuple[dict, list[dict]]:
@@ -41,6 +45,7 @@ def test_guards_refuse_pairs_that_differ_in_a_number_negation_quote_or_name(a: s
     assert conflict(a, b) is not None
 
 
+@needs_embeddings
 def test_pairs_differing_only_in_a_number_or_negation_are_never_matched(
     cli: Cli, sim: Simulator, tmp_path: Path
 ) -> None:
@@ -59,6 +64,7 @@ def test_pairs_differing_only_in_a_number_or_negation_are_never_matched(
     assert {r["source"] for r in results} == {"fresh"}
 
 
+@needs_embeddings
 def test_near_duplicates_share_one_call_and_say_where_the_answer_came_from(
     cli: Cli, sim: Simulator, tmp_path: Path
 ) -> None:
@@ -85,6 +91,7 @@ def test_near_duplicates_share_one_call_and_say_where_the_answer_came_from(
     assert float(summary["saved_usd"]["semantic"]) > 0
 
 
+@needs_embeddings
 def test_across_runs_the_cache_answers_near_duplicates_and_no_embedding_is_computed_twice(
     cli: Cli, sim: Simulator, tmp_path: Path
 ) -> None:
@@ -137,6 +144,7 @@ def test_template_boilerplate_is_not_what_is_compared() -> None:
 needs_data = pytest.mark.skipif(not SHARED_DATA.exists(), reason=f"reference data not found at {SHARED_DATA}")
 
 
+@needs_embeddings
 @needs_data
 def test_banking77_reuses_answers_only_within_an_intent(cli: Cli, sim: Simulator, tmp_path: Path) -> None:
     with (SHARED_DATA / "banking77" / "test.csv").open(encoding="utf-8", newline="") as fh:
@@ -162,6 +170,7 @@ def test_banking77_reuses_answers_only_within_an_intent(cli: Cli, sim: Simulator
     assert same / len(reused) >= 0.97
 
 
+@needs_embeddings
 @needs_data
 def test_default_threshold_precision_on_stsb_test(cli: Cli, tmp_path: Path) -> None:
     pairs = tmp_path / "stsb-test.jsonl"
@@ -190,6 +199,7 @@ def test_default_threshold_precision_on_stsb_test(cli: Cli, tmp_path: Path) -> N
     assert at_default["precision"] >= 0.97
 
 
+@needs_embeddings
 def test_the_normalized_tier_lends_an_earlier_runs_answer_before_this_runs_first(
     cli: Cli, sim: Simulator, tmp_path: Path
 ) -> None:

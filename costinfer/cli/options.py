@@ -1,18 +1,60 @@
-"""Options that several commands share, defined once so that their help cannot drift apart."""
+"""The options of ``run`` and ``plan``, defined once. Each command's parameter has the name of the ``RunOptions``
+field it sets, so ``run_options`` builds the dataclass without copying fields by hand, and the core validates it in one
+place (``costinfer.core.options.validate``)."""
 
 from __future__ import annotations
+
+import dataclasses
+from decimal import Decimal, InvalidOperation
+from typing import Any
 
 import typer
 
 from costinfer.core.dedupe import DEFAULT_THRESHOLD
+from costinfer.core.errors import ConfigError
+from costinfer.core.options import DEFAULT_MAX_TOKENS, DEFAULT_MODEL, RunOptions
 
+PATH = typer.Argument(
+    ...,
+    help="The dataset: .jsonl, .csv or .parquet (.jsonl.gz and .jsonl.zst too), or - for JSONL on stdin.",
+    show_default=False,
+    metavar="PATH",
+)
+PROVIDER = typer.Option(
+    "simulate", help="openai, anthropic, vllm, simulate (the built-in rehearsal server), or a plugin."
+)
+BASE_URL = typer.Option(None, help="The server's base URL, e.g. http://127.0.0.1:8000/v1.")
+MODEL = typer.Option(DEFAULT_MODEL, help="The model for rows that do not name one.")
+BUDGET = typer.Option(None, "--budget", help="Dollars the run may spend at most; calls stop before passing it.")
+STORE = typer.Option(
+    None, help="The DuckDB store. Default: $COSTINFER_STORE, else ~/.local/share/costinfer/store.duckdb"
+)
+STORE_WAIT = typer.Option(0.0, "--store-wait", help="Seconds to wait for another process to release the store.")
+OUTPUT = typer.Option(
+    None, "--output", "-o", help="Results file (.jsonl or .parquet). Default: ./<input name>.results.jsonl"
+)
+REJECTS = typer.Option(None, help="Where bad rows go. Default: beside the results, .rejects.jsonl")
 FORMAT = typer.Option(None, "--format", help="jsonl, csv or parquet; default: by extension.")
 PROMPT_FIELD = typer.Option("prompt", help="The column that holds the prompt text.")
 ID_FIELD = typer.Option("id", help="The column that holds the row id; without one, the row position.")
 TEMPLATE = typer.Option(None, help='Build the prompt from columns, e.g. "Classify: {text}".')
 SYSTEM = typer.Option(None, help="A system prompt for rows that do not carry one.")
+MAX_TOKENS = typer.Option(
+    DEFAULT_MAX_TOKENS, help="The output cap for rows that do not set max_tokens; the budget reserves it."
+)
+ON_BAD_ROW = typer.Option(
+    "fail", help="fail: stop before any call if a row is bad (the safe default in CI); skip: run the rest."
+)
+STRICT_FIELDS = typer.Option(
+    False,
+    "--strict-fields",
+    help="A row field costinfer does not know (a typo such as max_token) makes the row bad, instead of a warning.",
+)
 PRICES = typer.Option(None, help="A price catalog in LiteLLM's JSON format.")
 CONFIG = typer.Option(None, help="costinfer.toml. Default: $COSTINFER_CONFIG or ./costinfer.toml")
+FALLBACK_MODEL = typer.Option(
+    None, help="A model to send to while the provider keeps failing (the circuit breaker is open)."
+)
 SEMANTIC = typer.Option(
     None,
     "--semantic/--no-semantic",
@@ -24,11 +66,34 @@ SEMANTIC_THRESHOLD = typer.Option(
 EMBEDDING_MODEL = typer.Option(
     None, help="A sentence-transformers model name or path (default: all-MiniLM-L6-v2, offline)."
 )
-STRICT_FIELDS = typer.Option(
-    False,
-    "--strict-fields",
-    help="A row field costinfer does not know (a typo such as max_token) makes the row bad, instead of a warning.",
-)
-ON_BAD_ROW = typer.Option(
-    "fail", help="fail: stop before any call if a row is bad (the safe default in CI); skip: run the rest."
-)
+JSON = typer.Option(False, "--json", help="Print the result as one JSON object on stdout.")
+
+# CLI parameters that set no RunOptions field as they are: output switches, and those converted on the way
+_NOT_FIELDS = {"json_out", "quiet", "budget", "semantic"}
+
+
+def parse_budget(text: str | None) -> Decimal | None:
+    """--budget as exact dollars ("50", "$0.25"); its range is checked with the other options."""
+    if text is None:
+        return None
+    try:
+        value = Decimal(text.strip().lstrip("$"))
+    except InvalidOperation:
+        raise ConfigError(f"--budget must be a number of dollars, got '{text}'") from None
+    if not value.is_finite():
+        raise ConfigError(f"--budget must be a number of dollars, got '{text}'")
+    return value
+
+
+def run_options(params: dict[str, Any]) -> RunOptions:
+    """``RunOptions`` from a command's parameters (named as its fields; ``budget`` as text, ``semantic`` None for
+    the default)."""
+    fields = {f.name for f in dataclasses.fields(RunOptions)}
+    values = {k: v for k, v in params.items() if k in fields and k not in _NOT_FIELDS}
+    unknown = set(params) - fields - _NOT_FIELDS
+    assert not unknown, f"CLI parameters that set no RunOptions field: {sorted(unknown)}"
+    values["budget_usd"] = parse_budget(params.get("budget"))
+    opts = RunOptions(**values)
+    if params.get("semantic") is not None:
+        opts.semantic = bool(params["semantic"])
+    return opts

@@ -10,15 +10,12 @@ as one JSON line (``--log``), which tests read to see which calls were made.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 import random
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any
 
 import orjson
@@ -26,69 +23,18 @@ from aiohttp import web
 
 from costinfer.core.prices import is_reasoning_model
 from costinfer.core.tokens import TokenCounter
-from costinfer.simulator.faults import Faults, rate_meter
+from costinfer.simulator.answers import (
+    answer_for,
+    anthropic_message,
+    body_digest,
+    chat_completion,
+    reasoning_refusal,
+    text_of,
+)
+from costinfer.simulator.config import SimulatorConfig
+from costinfer.simulator.faults import rate_meter
 
-# Common English words that are one token each in both cl100k_base and o200k_base (with their leading space).
-_WORDS = [
-    "the",
-    "answer",
-    "is",
-    "that",
-    "this",
-    "request",
-    "was",
-    "handled",
-    "by",
-    "a",
-    "simple",
-    "model",
-    "which",
-    "can",
-    "give",
-    "good",
-    "short",
-    "replies",
-    "about",
-    "many",
-    "topics",
-    "such",
-    "as",
-    "money",
-    "time",
-    "work",
-    "people",
-    "data",
-    "and",
-    "more",
-    "so",
-    "you",
-    "may",
-    "use",
-    "it",
-    "to",
-    "test",
-    "your",
-    "pipeline",
-    "before",
-    "paying",
-]
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1-nano")
-
-
-@dataclass(slots=True)
-class SimulatorConfig:
-    latency_ms: float = 0.0
-    jitter_ms: float = 0.0
-    log_path: Path | None = None
-    min_output_tokens: int = 4
-    max_output_tokens: int = 48
-    faults: Faults = field(default_factory=Faults)
-    rpm: int | None = None  # enforced requests per minute (429 past it)
-    tpm: int | None = None  # enforced tokens per minute: prompt tokens plus max_tokens, as OpenAI counts them
-    limit_mode: str = "window"  # how rpm/tpm are enforced: window (sliding minute), bucket, second (see faults.py)
-    down_models: tuple[str, ...] = ()  # models in an outage: every request for them gets a 503 (529 on Anthropic's)
-    min_reasoning_tokens: int = 16  # a reasoning model's hidden thinking per answer (o-series, gpt-5 family)
-    max_reasoning_tokens: int = 96
 
 
 def _error(
@@ -104,97 +50,6 @@ def _error(
 
 def _retry_after(seconds: float) -> dict[str, str]:
     return {"retry-after": str(max(1, math.ceil(seconds))), "retry-after-ms": str(max(1, math.ceil(seconds * 1000)))}
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-
-
-def _chat_completion(
-    digest: str,
-    model: str,
-    text: str,
-    finish: str,
-    prompt_tokens: int,
-    completion_tokens: int,
-    created: float,
-    reasoning_tokens: int = 0,
-) -> dict[str, Any]:
-    return {
-        "id": f"chatcmpl-sim-{digest[:24]}",
-        "object": "chat.completion",
-        "created": int(created),
-        "model": model,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": None}
-        ],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": reasoning_tokens},
-        },
-    }
-
-
-def _anthropic_message(
-    digest: str, model: str, text: str, finish: str, prompt_tokens: int, completion_tokens: int
-) -> dict[str, Any]:
-    return {
-        "id": f"msg_sim{digest[:24]}",
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": [{"type": "text", "text": text}],
-        "stop_reason": "max_tokens" if finish == "length" else "end_turn",
-        "stop_sequence": None,
-        "usage": {
-            "input_tokens": prompt_tokens,
-            "output_tokens": completion_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
-        },
-    }
-
-
-def body_digest(body: dict[str, Any]) -> str:
-    """The digest the request log records for a body: SHA-256 of its sorted-key JSON."""
-    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
-
-
-def answer_for(body: dict[str, Any], cfg: SimulatorConfig, reasoning: bool = False) -> tuple[str, int, str, int]:
-    """The deterministic answer to a request: its text, its output tokens (reasoning included), its finish reason
-    and its hidden reasoning tokens. A reasoning model thinks first: the cap bounds thinking and answer together."""
-    seed = hashlib.sha256(orjson.dumps([body.get("model"), body.get("messages")], option=orjson.OPT_SORT_KEYS)).digest()
-    rng = random.Random(seed)
-    length = rng.randint(cfg.min_output_tokens, cfg.max_output_tokens)
-    thinking = rng.randint(cfg.min_reasoning_tokens, cfg.max_reasoning_tokens) if reasoning else 0
-    cap = body.get("max_tokens") or body.get("max_completion_tokens")
-    finish = "stop"
-    if isinstance(cap, int) and 0 < cap < thinking + length:
-        thinking = min(thinking, cap)
-        length, finish = cap - thinking, "length"
-    words = [rng.choice(_WORDS) for _ in range(length)]
-    return " ".join(words), thinking + length, finish, thinking
-
-
-def reasoning_refusal(body: dict[str, Any]) -> str | None:
-    """What OpenAI answers with a 400 for a reasoning model's request (max_tokens; sampling other than default)."""
-    if "max_tokens" in body:
-        return (
-            "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead."
-        )
-    for name, default in (("temperature", 1), ("top_p", 1), ("presence_penalty", 0), ("frequency_penalty", 0)):
-        value = body.get(name)
-        if value is not None and value != default:
-            return (
-                f"Unsupported value: '{name}' does not support {value} with this model. "
-                f"Only the default ({default}) value is supported."
-            )
-    return None
 
 
 class Simulator:
@@ -255,7 +110,7 @@ class Simulator:
                 raise ValueError("messages: roles must be 'user' or 'assistant' (system is a top-level field)")
             system = body.get("system")
             chat = [{"role": "system", "content": system}] if isinstance(system, str) else []
-            chat += [{"role": m["role"], "content": _text(m["content"])} for m in body["messages"]]
+            chat += [{"role": m["role"], "content": text_of(m["content"])} for m in body["messages"]]
             as_chat = {"model": body["model"], "messages": chat, "max_tokens": body["max_tokens"]}
             prompt_tokens = self.counter.count_body(as_chat)
         except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -313,9 +168,9 @@ class Simulator:
         if delay > 0:
             await asyncio.sleep(delay / 1000)
         if protocol == "anthropic":
-            payload = _anthropic_message(digest, chat["model"], text, finish, prompt_tokens, completion_tokens)
+            payload = anthropic_message(digest, chat["model"], text, finish, prompt_tokens, completion_tokens)
         else:
-            payload = _chat_completion(
+            payload = chat_completion(
                 digest, chat["model"], text, finish, prompt_tokens, completion_tokens, received, thinking
             )
         raw = orjson.dumps(payload)

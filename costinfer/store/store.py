@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -35,7 +36,13 @@ class Store(RunsPart, IngestPart, ReusePart, PlanningPart, OutcomesPart, Results
 
     @classmethod
     def open(
-        cls, path: Path | None = None, *, wait_seconds: float = 0.0, read_only: bool = False, create: bool = True
+        cls,
+        path: Path | None = None,
+        *,
+        wait_seconds: float = 0.0,
+        read_only: bool = False,
+        create: bool = True,
+        on_wait: Callable[[str], None] | None = None,
     ) -> Store:
         """Open (or, with ``create``, make) the store. A path that holds anything but a DuckDB database is refused:
         DuckDB would open a JSON or CSV file as a view and keep the store in memory, so nothing would be saved."""
@@ -53,13 +60,16 @@ class Store(RunsPart, IngestPart, ReusePart, PlanningPart, OutcomesPart, Results
             except duckdb.IOException as exc:
                 if not _BUSY.search(str(exc)):
                     raise StoreError(f"{path}: cannot open the store: {exc}") from exc
+                holder = re.search(r"PID (\d+)", str(exc))
+                who = f" (pid {holder.group(1)})" if holder else ""
                 if time.monotonic() >= deadline:
-                    holder = re.search(r"PID (\d+)", str(exc))
-                    who = f" (pid {holder.group(1)})" if holder else ""
                     raise StoreBusyError(
                         f"{path}: the store is in use by another process{who}; wait for it to finish, pass "
                         f"--store-wait SECONDS to wait for it, or use another --store"
                     ) from exc
+                if on_wait is not None:
+                    on_wait(f"waiting up to {wait_seconds:g}s for the store {path}, in use by another process{who}")
+                    on_wait = None  # once
                 time.sleep(0.2)
             except duckdb.Error as exc:
                 raise StoreError(f"{path}: not a DuckDB file costinfer can open: {exc}") from exc

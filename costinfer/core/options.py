@@ -1,0 +1,211 @@
+"""A run's options, defined once: the dataclass, its validation (every option checked before anything is read or
+sent), and the fingerprint that makes the same command the same run."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import string
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from costinfer.core.dedupe import DEFAULT_THRESHOLD
+from costinfer.core.errors import (
+    ConfigError,
+)
+from costinfer.core.source import Source, check_file, is_stdin
+from costinfer.store import default_store_path
+
+DEFAULT_MODEL = "gpt-4o-mini"
+DEFAULT_MAX_TOKENS = 512
+# The largest budget accepted: the store keeps dollars as DECIMAL(38,12)
+MAX_BUDGET = Decimal(10) ** 12
+
+
+@dataclass
+class RunOptions:
+    input_path: Path
+    provider: str = "simulate"
+    model: str = DEFAULT_MODEL
+    base_url: str | None = None
+    budget_usd: Decimal | None = None
+    output: Path | None = None
+    rejects: Path | None = None
+    store: Path | None = None
+    store_wait_s: float = 0.0
+    concurrency: int = 16
+    input_format: str | None = None
+    prompt_field: str = "prompt"
+    id_field: str = "id"
+    template: str | None = None
+    system: str | None = None
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    on_bad_row: Literal["fail", "skip"] = "fail"
+    timeout_s: float = 60.0
+    max_attempts: int = 4
+    prices: Path | None = None
+    config: Path | None = None
+    on_over_budget: Literal["fail", "partial"] = "fail"
+    simulator_latency_ms: float = 0.0
+    simulator_faults: str | None = None  # e.g. "429=0.05,5xx=0.1": a rehearsal against faults
+    simulator_rpm: int | None = None
+    simulator_tpm: int | None = None
+    simulator_seed: int | None = None
+    simulator_limit_mode: str = "window"  # how the simulator enforces its limits: window, bucket or second
+    rpm: float | None = None  # the provider's limits, to pace calls within
+    tpm: float | None = None
+    fallback_model: str | None = None  # sent instead while the provider keeps failing (circuit breaker open)
+    semantic: bool = field(default_factory=lambda: os.environ.get("COSTINFER_SEMANTIC", "1") != "0")
+    semantic_threshold: float = DEFAULT_THRESHOLD
+    embedding_model: str | None = None
+    strict_fields: bool = False  # a row with a field costinfer does not know is a bad row, not a warning
+
+    def output_path(self) -> Path:
+        if self.output is not None:
+            return self.output
+        stem = "stdin" if is_stdin(self.input_path) else Source(self.input_path, "", {}).stem
+        return Path.cwd() / f"{stem}.results.jsonl"
+
+    def rejects_path(self) -> Path:
+        if self.rejects is not None:
+            return self.rejects
+        out = self.output_path()
+        return out.with_name(f"{out.stem}.rejects.jsonl")
+
+
+def fingerprint(opts: RunOptions, source: Source, fmt: str, endpoint: str) -> str:
+    parts = {
+        **source.identity,
+        "format": fmt,
+        "endpoint": endpoint,
+        "model": opts.model,
+        "max_tokens": opts.max_tokens,
+        "prompt_field": opts.prompt_field,
+        "id_field": opts.id_field,
+        "template": opts.template,
+        "system": opts.system,
+        "on_bad_row": opts.on_bad_row,
+        "semantic": [opts.semantic, opts.semantic_threshold, opts.embedding_model],
+    }
+    if opts.strict_fields:  # only when set: runs planned before the option existed keep their fingerprint
+        parts["strict_fields"] = True
+    return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def validate(opts: RunOptions) -> None:
+    """Every option checked before anything is read or sent: one line naming the option and the fix."""
+    if opts.concurrency < 1:
+        raise ConfigError(f"--concurrency must be at least 1, got {opts.concurrency}")
+    if opts.budget_usd is not None and opts.budget_usd < 0:
+        raise ConfigError(f"--budget must be zero or more dollars, got {opts.budget_usd}")
+    if opts.budget_usd is not None and opts.budget_usd > MAX_BUDGET:
+        raise ConfigError(f"--budget must be at most {MAX_BUDGET:,} dollars, got {opts.budget_usd}")
+    if opts.max_tokens < 1:
+        raise ConfigError(f"--max-tokens must be at least 1, got {opts.max_tokens}")
+    for name, value in (("--rpm", opts.rpm), ("--tpm", opts.tpm)):
+        if value is not None and value <= 0:
+            raise ConfigError(f"{name} must be more than 0, got {value}")
+    if opts.on_over_budget not in ("fail", "partial"):
+        raise ConfigError(f"--on-over-budget must be fail or partial, got {opts.on_over_budget}")
+    if opts.on_bad_row not in ("fail", "skip"):
+        raise ConfigError(f"--on-bad-row must be fail or skip, got {opts.on_bad_row}")
+    if not 0 < opts.semantic_threshold <= 1:
+        raise ConfigError(f"--semantic-threshold must be in (0, 1], got {opts.semantic_threshold}")
+    if opts.timeout_s <= 0:
+        raise ConfigError(f"--timeout must be more than 0 seconds, got {opts.timeout_s}")
+    if opts.max_attempts < 1:
+        raise ConfigError(f"--max-attempts must be at least 1, got {opts.max_attempts}")
+    if opts.base_url is not None:
+        check_url(opts.base_url)
+    if opts.template is not None:
+        check_template(opts.template)
+    check_file(opts.input_path)
+    out = opts.output_path()
+    if out.suffix.lower() not in (".jsonl", ".parquet"):
+        raise ConfigError(f"--output {out}: the results file must end in .jsonl or .parquet")
+    for flag, path in (("--output", out), ("--rejects", opts.rejects_path())):
+        folder = path.parent
+        if not folder.is_dir():
+            raise ConfigError(f"{flag} {path}: the folder {folder} does not exist; nothing was sent")
+        if not os.access(folder, os.W_OK):
+            raise ConfigError(f"{flag} {path}: the folder {folder} is not writable; nothing was sent")
+        if path.is_dir():
+            raise ConfigError(f"{flag} {path}: is a folder; name a file")
+    _check_distinct(opts)
+
+
+def _check_distinct(opts: RunOptions) -> None:
+    """The input, the results, the rejects and the store are four different files: writing one must never destroy
+    another (``-o data.jsonl`` once overwrote the dataset with its results)."""
+    named = [("--output", opts.output_path()), ("--rejects", opts.rejects_path())]
+    named.append(("--store", opts.store or default_store_path()))
+    if not is_stdin(opts.input_path):
+        named.insert(0, ("the input", opts.input_path))
+    for i, (flag_a, a) in enumerate(named):
+        for flag_b, b in named[i + 1 :]:
+            if _same_file(a, b):
+                raise ConfigError(
+                    f"{flag_b} {b} is the same file as {flag_a}{'' if flag_a == 'the input' else ' ' + str(a)}: "
+                    f"writing it would destroy the other; choose another path. Nothing was read or sent"
+                )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+        return a.expanduser().resolve() == b.expanduser().resolve()
+    except OSError:
+        return False
+
+
+def check_url(url: str) -> None:
+    """A base URL must be http(s)://host[:port][/path]: anything else fails here, not as an error on every call."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise ConfigError(f"--base-url '{url}' is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"--base-url '{url}' is not a URL: give http(s)://HOST[:PORT]/PATH, e.g. http://127.0.0.1:8000/v1"
+        )
+
+
+def check_template(template: str) -> None:
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise ConfigError(
+            f"--template '{template}': {exc}; write a column as {{name}} and a brace as {{{{ or }}}}"
+        ) from None
+    if not any(names):
+        raise ConfigError(
+            f"--template '{template}' names no column: write columns as {{name}}, e.g. 'Classify: {{text}}'"
+        )
+
+
+def simulator_settings(opts: RunOptions) -> dict[str, Any]:
+    """What a provider that serves itself (the simulator) is configured with, from the run's options."""
+    return {
+        "latency_ms": opts.simulator_latency_ms,
+        "faults": opts.simulator_faults,
+        "rpm": opts.simulator_rpm,
+        "tpm": opts.simulator_tpm,
+        "seed": opts.simulator_seed,
+        "limit_mode": opts.simulator_limit_mode,
+        "timeout_s": opts.timeout_s,
+    }
+
+
+def options_record(opts: RunOptions) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in vars(opts).items():
+        out[name] = str(value) if isinstance(value, (Path, Decimal)) else value
+    return out

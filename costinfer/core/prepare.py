@@ -1,0 +1,217 @@
+"""Before anything is sent: set up the catalog and the provider, read the dataset into the store (or pick up the
+run planned or started earlier), settle reuse, and plan the run."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+from costinfer.backends.base import Backend, backend_class
+from costinfer.core.config import Config
+from costinfer.core.dedupe import DedupeStats
+from costinfer.core.dedupe import resolve as dedupe_resolve
+from costinfer.core.embed import Embedder, missing_dependency
+from costinfer.core.errors import (
+    ConfigError,
+    InputError,
+)
+from costinfer.core.ingest import FAST_COUNT_BYTES, Ingest, ingest_workers
+from costinfer.core.options import RunOptions, fingerprint, options_record, validate
+from costinfer.core.outputs import remove_stale, write_or_explain
+from costinfer.core.plan import Plan
+from costinfer.core.plan import compute as compute_plan
+from costinfer.core.prices import Catalog, ModelPrice
+from costinfer.core.progress import ProgressSink
+from costinfer.core.reader import detect_format, row_kind
+from costinfer.core.rows import RowSpec
+from costinfer.core.source import Source, is_stdin
+from costinfer.core.timing import Stopwatch
+from costinfer.core.tokens import warm_up
+from costinfer.store import Store
+
+
+@dataclass
+class Prepared:
+    """A run ready to call: its rows are in the store and its plan is known."""
+
+    run_id: str
+    resumed: bool  # an earlier attempt of this same run had started calling
+    counts: dict[str, int]
+    prices: dict[str, ModelPrice]
+    rejects_file: str | None
+    notes: list[str]
+    plan: Plan
+    embeddings_computed: int = 0
+    clock: Stopwatch = field(default_factory=Stopwatch)
+
+
+@dataclass
+class Setup:
+    fmt: str
+    config: Config
+    catalog: Catalog
+    backend_cls: type[Backend]
+
+
+def load_setup(opts: RunOptions) -> Setup:
+    validate(opts)
+    fmt = (
+        detect_format(opts.input_path, opts.input_format)
+        if not is_stdin(opts.input_path)
+        else (opts.input_format or "jsonl")
+    )
+    if is_stdin(opts.input_path) and fmt == "parquet":
+        raise ConfigError("a Parquet dataset cannot come from standard input: name the file")
+    config = Config.load(opts.config)
+    catalog = Catalog.load(opts.prices, config)
+    cls = backend_class(opts.provider)
+    catalog.lookup(opts.model, cls.name)  # an unknown default model fails before anything is read or sent
+    if opts.fallback_model:
+        catalog.lookup(opts.fallback_model, cls.name)
+    size = 0 if is_stdin(opts.input_path) else opts.input_path.stat().st_size
+    if fmt != "jsonl" or not ingest_workers(size):  # this process counts: load its encoder while reading starts
+        warm_up(opts.model, fast=size >= FAST_COUNT_BYTES)
+    return Setup(fmt, config, catalog, cls)
+
+
+def prepare(
+    opts: RunOptions,
+    setup: Setup,
+    source: Source,
+    provider: str,
+    endpoint: str,
+    store: Store,
+    progress: ProgressSink,
+    clock: Stopwatch,
+    *,
+    planning: bool,
+) -> Prepared:
+    fp = fingerprint(opts, source, setup.fmt, endpoint)
+    previous = store.find_unfinished_run(fp)
+    resumed = previous is not None and previous["status"] in ("running", "stopped")
+    if previous is not None:
+        run_id = str(previous["run_id"])
+        if resumed:
+            progress.note(f"resuming run {run_id}: rows already answered are not paid again")
+    else:
+        run_id = uuid.uuid4().hex
+        store.create_run(
+            run_id,
+            fp,
+            {
+                "input_path": dataset_name(source),
+                "input_format": setup.fmt,
+                "provider": provider,
+                "endpoint": endpoint,
+                "model": opts.model,
+                "budget_usd": opts.budget_usd,
+                "options": orjson.dumps(options_record(opts)).decode(),
+            },
+        )
+    store.set_run(run_id, status="planned" if planning or not resumed else "running", stop_reason=None)
+    spec = RowSpec(
+        model=opts.model,
+        max_tokens=opts.max_tokens,
+        prompt_field=opts.prompt_field,
+        id_field=opts.id_field,
+        template=opts.template,
+        system=opts.system,
+        text_cells=(setup.fmt == "csv"),
+        strict_fields=opts.strict_fields,
+    )
+    ingest = Ingest(store, run_id, source.path, setup.fmt, spec, endpoint, provider, setup.catalog, source.label)
+    fresh = previous is None or not previous["ingested"]
+    reuse = DedupeStats()
+    if fresh:
+        store.reset_ingest(run_id)
+        clock.mark("setup")
+        ingest.run(progress)
+        clock.mark("read")
+        counts = store.finish_ingest(run_id, opts.id_field)
+        reuse = resolve_reuse(opts, store, run_id, progress, ingest.semantic_opt_out)
+        record = {**options_record(opts), "reuse": asdict(reuse), "notes": ingest.notes()}
+        store.set_run(run_id, options=orjson.dumps(record).decode())
+    else:
+        row = store.run(run_id) or {}
+        counts = {"rows": int(row["rows"]), "rejects": int(row["rejects"]), "distinct": int(row["distinct_keys"])}
+    clock.mark("index")
+    input_path = source.label
+    notes = ingest.notes() if fresh else stored_notes(store, run_id)
+    semantic_state = reuse_note(store, run_id)
+    if semantic_state:
+        notes.append(semantic_state)
+    warning = setup.catalog.age_warning(setup.config.max_age_days)
+    if warning:
+        notes.append(warning)
+    rejects_file: str | None = None
+    rejects_path = opts.rejects_path()
+    if not counts["rejects"]:
+        remove_stale(rejects_path)  # a rejects file beside these results would speak of another run
+    else:
+        write_or_explain(rejects_path, lambda: store.write_rejects(run_id, rejects_path, input_path), False)
+        rejects_file = str(rejects_path)
+        if opts.on_bad_row == "fail" and not planning:
+            first = store.first_rejects(run_id, 1)[0]
+            store.set_run(run_id, status="rejected", finished_at=now_utc(), stop_reason="bad_input")
+            remove_stale(opts.output_path())  # no results for this run: an earlier run's must not pass for them
+            more = counts["rejects"] - 1
+            tail = f" (and {more} more bad row{'s' if more != 1 else ''})" if more else ""
+            raise InputError(
+                f"{input_path}:{row_kind(setup.fmt)} {first['line']}: field '{first['field']}': {first['reason']}"
+                f"{tail}; nothing was sent. All bad rows are in {rejects_path}; fix them or pass --on-bad-row skip"
+            )
+        notes.append(f"{counts['rejects']} bad rows {'found' if planning else 'skipped'}; see {rejects_file}")
+    # a fresh ingestion priced every model its rows name; a resumed run's models are read back from the store
+    prices = dict(ingest.prices) if fresh else prices_for_run(store, run_id, setup.catalog, provider)
+    if opts.fallback_model:
+        prices[opts.fallback_model] = setup.catalog.lookup(opts.fallback_model, provider)
+    the_plan = compute_plan(store, run_id, prices, opts.budget_usd, dataset_name(source), notes)
+    computed = reuse.embeddings_computed if fresh else 0
+    clock.mark("plan")
+    return Prepared(run_id, resumed, counts, prices, rejects_file, notes, the_plan, computed, clock)
+
+
+def resolve_reuse(
+    opts: RunOptions, store: Store, run_id: str, progress: ProgressSink, opt_out: set[str]
+) -> DedupeStats:
+    embedder = None
+    note = None
+    if not opts.semantic:
+        note = "semantic tier off (--no-semantic or COSTINFER_SEMANTIC=0)"
+    elif (why := missing_dependency()) is not None:
+        note = f"semantic tier off: {why}"
+    else:
+        embedder = Embedder(store, opts.embedding_model)
+        progress.note(f"semantic tier: embedding with {embedder.model_name}")
+    stats = dedupe_resolve(store, run_id, embedder, opts.semantic_threshold, opt_out)
+    stats.semantic_note = note
+    return stats
+
+
+def stored_notes(store: Store, run_id: str) -> list[str]:
+    """The notes ingestion made (unknown fields, estimated counts) when the rows were read by an earlier command."""
+    row = store.run(run_id) or {}
+    return list(orjson.loads(row.get("options") or "{}").get("notes") or [])
+
+
+def dataset_name(source: Source) -> str:
+    return str(source.identity.get("path") or source.label)
+
+
+def reuse_note(store: Store, run_id: str) -> str | None:
+    row = store.run(run_id) or {}
+    reuse = orjson.loads(row.get("options") or "{}").get("reuse") or {}
+    return reuse.get("semantic_note")
+
+
+def prices_for_run(store: Store, run_id: str, catalog: Catalog, provider: str) -> dict[str, ModelPrice]:
+    return {model: catalog.lookup(model, provider) for model in store.run_models(run_id)}
+
+
+def now_utc() -> Any:
+    import datetime
+
+    return datetime.datetime.now(datetime.UTC)

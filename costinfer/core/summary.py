@@ -1,0 +1,86 @@
+"""What a run reports when it ends: the summary (``--json`` prints it) and what reuse saved."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from costinfer.core.errors import (
+    ExitCode,
+)
+from costinfer.core.prices import ModelPrice
+from costinfer.store import Store
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    resumed: bool
+    rows: int
+    rejects: int
+    distinct: int
+    calls: int  # calls this invocation made and saved
+    fresh: int
+    duplicates: int
+    cache_hits: int
+    normalized: int  # rows answered by the normalized-text tier
+    semantic: int  # rows answered by the semantic tier
+    fallback: int  # rows answered by the fallback model while the provider kept failing
+    embeddings_computed: int
+    failed: int
+    not_run: int
+    saved_usd: dict[str, Decimal]  # per source: what the reused rows would have cost as calls of their own
+    input_tokens: int
+    output_tokens: int
+    reasoning_tokens: int  # the part of output_tokens a reasoning model spent thinking
+    cost_usd: Decimal  # billed by this invocation
+    run_cost_usd: Decimal  # billed by the whole run, with earlier attempts before a resume
+    budget_usd: Decimal | None
+    stop_reason: str | None
+    output: str
+    rejects_file: str | None
+    elapsed_s: float
+    calls_elapsed_s: float  # the part of elapsed_s spent sending calls
+    notes: list[str] = field(default_factory=list)
+    plan: dict[str, Any] = field(default_factory=dict)
+    # seconds per phase: setup, read (parse, key, count), index (distinct requests, reuse tiers), plan, calls,
+    # results (the results file), report (the summary)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.stop_reason == "interrupted":
+            return ExitCode.INTERRUPTED
+        if self.stop_reason == "budget" and self.not_run:
+            return ExitCode.BUDGET
+        if self.failed:
+            return ExitCode.ROWS_FAILED
+        return ExitCode.OK
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if isinstance(value, Decimal):
+                value = money_text(value)
+            elif isinstance(value, dict):
+                value = {k: money_text(v) if isinstance(v, Decimal) else v for k, v in value.items()}
+            out[name] = value
+        out["exit_code"] = int(self.exit_code)
+        return out
+
+
+def money_text(value: Decimal) -> str:
+    """Exact dollars as plain decimal text: no exponent, no trailing zeros."""
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "0") else text
+
+
+def savings(store: Store, run_id: str, prices: dict[str, ModelPrice]) -> dict[str, Decimal]:
+    saved: dict[str, Decimal] = {}
+    for source, model, _, input_tokens, output_tokens in store.reuse_by_source(run_id):
+        price = prices.get(model)
+        if price is not None:
+            saved[source] = saved.get(source, Decimal(0)) + price.cost(input_tokens, output_tokens)
+    return saved

@@ -1,0 +1,24 @@
+"""How a simulator behaves: latency, the answers' lengths, faults, enforced limits, models in an outage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from costinfer.simulator.faults import Faults
+
+
+@dataclass(slots=True)
+class SimulatorConfig:
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    log_path: Path | None = None
+    min_output_tokens: int = 4
+    max_output_tokens: int = 48
+    faults: Faults = field(default_factory=Faults)
+    rpm: int | None = None  # enforced requests per minute (429 past it)
+    tpm: int | None = None  # enforced tokens per minute: prompt tokens plus max_tokens, as OpenAI counts them
+    limit_mode: str = "window"  # how rpm/tpm are enforced: window (sliding minute), bucket, second (see faults.py)
+    down_models: tuple[str, ...] = ()  # models in an outage: every request for them gets a 503 (529 on Anthropic's)
+    min_reasoning_tokens: int = 16  # a reasoning model's hidden thinking per answer (o-series, gpt-5 family)
+    max_reasoning_tokens: int = 96

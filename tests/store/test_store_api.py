@@ -1,0 +1,66 @@
+"""The store through its named methods alone, on a real DuckDB file: ingestion, what is pending, outcomes, results."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+from costinfer.core.chunks import ChunkJob, ChunkProcessor
+from costinfer.core.prices import Catalog
+from costinfer.core.reader import RawRow
+from costinfer.core.rows import RowSpec
+from costinfer.store import Outcome, Store
+from tests.conftest import read_jsonl
+
+
+def test_a_run_through_the_store_api(tmp_path: Path) -> None:
+    job = ChunkJob(RowSpec(model="gpt-4o-mini", max_tokens=16), "simulate", "simulate", Catalog.load())
+    chunk = ChunkProcessor(job).process([RawRow(i + 1, {"prompt": p}) for i, p in enumerate("abac")])
+    assert chunk.requests is not None
+    with Store.open(tmp_path / "s.duckdb") as store:
+        store.create_run("r1", "fingerprint", {"model": "gpt-4o-mini"})
+        store.add_chunk("r1", chunk.items, chunk.requests, None)
+        store.add_chunk("r1", chunk.items.slice(0, 0), chunk.requests, None)  # the same bodies again: kept once
+        assert store.finish_ingest("r1") == {"rows": 4, "rejects": 0, "distinct": 3}
+        assert store.plan_counts("r1")["pending_keys"] == 3
+        assert [(m, n) for m, _, n, _, _ in store.pending_groups("r1")] == [("gpt-4o-mini", 3)]
+        keys = [p.key for page in store.pending("r1") for p in page]
+        assert len(keys) == 3  # in input order: a, b, c
+        paid = Outcome(keys[0], "simulate", "gpt-4o-mini", 1, response="A", input_tokens=5, output_tokens=2)
+        paid.cost_usd = Decimal("0.001")
+        failed = Outcome(keys[1], "simulate", "gpt-4o-mini", 4, error_class="server_error", error_message="HTTP 503")
+        store.record("r1", [paid, failed])
+        assert store.plan_counts("r1")["pending_keys"] == 2  # the failed request is still to send
+        store.write_results("r1", tmp_path / "o.jsonl", "jsonl", "not_run: test")
+        rows = read_jsonl(tmp_path / "o.jsonl")
+        assert [r["source"] for r in rows] == ["fresh", None, "duplicate", None]
+        assert [r["error"] for r in rows] == [None, "server_error: HTTP 503", None, "not_run: test"]
+        assert [Decimal(str(r["cost_usd"])) if r["cost_usd"] is not None else None for r in rows] == [
+            Decimal("0.001"),
+            None,
+            Decimal(0),
+            None,
+        ]
+        summary = store.summary("r1")
+        assert (summary["fresh"], summary["duplicates"], summary["failed"], summary["not_run"]) == (1, 1, 1, 1)
+        assert store.run_spend("r1") == Decimal("0.001")
+        assert store.cache_stats()["answers"] == 1
+        assert store.run_models("r1") == ["gpt-4o-mini"]
+
+
+def test_a_writer_commits_from_its_own_cursor(tmp_path: Path) -> None:
+    import threading
+
+    job = ChunkJob(RowSpec(model="gpt-4o-mini", max_tokens=16), "simulate", "simulate", Catalog.load())
+    chunk = ChunkProcessor(job).process([RawRow(1, {"prompt": "x"})])
+    with Store.open(tmp_path / "s.duckdb") as store:
+        store.create_run("r", "fp", {})
+        store.add_chunk("r", chunk.items, chunk.requests, None)
+        store.finish_ingest("r")
+        key = next(iter(store.pending("r")))[0].key
+        writer = store.writer()
+        thread = threading.Thread(target=writer.record, args=("r", [Outcome(key, "simulate", "m", 1, response="y")]))
+        thread.start()
+        thread.join()
+        writer.close()
+        assert store.plan_counts("r")["pending_keys"] == 0
