@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
@@ -83,109 +85,96 @@ def test_stale_outputs_are_replaced_or_removed(cli: Cli, tmp_path: Path) -> None
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def _tmpfs(folder: Path, size: str) -> None:
+@contextmanager
+def _small_disk(folder: Path, size: str) -> Iterator[Path]:
+    """A folder on a tmpfs of ``size``: a disk that fills up, for real."""
     folder.mkdir()
     proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
     if proc.returncode != 0:
         pytest.skip(f"a full disk is rehearsed on a small tmpfs, which needs root to mount: {proc.stderr.decode()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
-def _umount(folder: Path) -> None:
-    subprocess.run(["umount", "-l", str(folder)], check=False)
+@contextmanager
+def _simulator(log: Path, *extra: str) -> Iterator[str]:
+    """``costinfer simulate serve`` in a process of its own (it must outlive the runs); yields its URL."""
+    with subprocess.Popen([*SERVE, "--log", str(log), *extra], stdout=subprocess.PIPE, text=True) as server:
+        try:
+            assert server.stdout is not None
+            yield server.stdout.readline().strip()
+        finally:
+            server.terminate()
+
+
+OPENAI_ENV = {"OPENAI_API_KEY": "sk-test"}
 
 
 @pytest.mark.slow
 def test_a_full_disk_for_the_results_loses_no_answer(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "data.jsonl", [{"prompt": f"a long enough question {i} " * 20} for i in range(300)])
-    full = tmp_path / "full"
-    _tmpfs(full, "64k")
-    try:
+    store, log = tmp_path / "s.duckdb", tmp_path / "sim.jsonl"
+    with _small_disk(tmp_path / "full", "64k") as full, _simulator(log) as url:
         (full / "filler").write_bytes(b"x" * 60_000)
-        store, log = tmp_path / "s.duckdb", tmp_path / "sim.jsonl"
-        with subprocess.Popen(
-            [*SERVE, "--log", str(log)],
-            stdout=subprocess.PIPE,
-            text=True,
-        ) as server:
-            try:
-                assert server.stdout is not None
-                url = server.stdout.readline().strip()
-                args = ["run", data, "--store", store, "--base-url", url, "--provider", "openai", "--quiet"]
-                env = {"OPENAI_API_KEY": "sk-test"}
-                proc = subprocess_cli(*args, "-o", full / "out.jsonl", env=env)
-                _, err = proc.communicate(timeout=120)
-                assert proc.returncode == ExitCode.WRITE_FAILED, err
-                assert len([ln for ln in err.splitlines() if ln.startswith("error:")]) == 1, err
-                assert "Traceback" not in err and "internal error" not in err
-                assert "No space left on device" in err and str(store) in err and "without paying again" in err
-                assert not [p for p in full.iterdir() if p.name != "filler"], "a partial results file was left"
-                paid = len(read_jsonl(log))
-                assert paid == 300
-                # the rerun writes the results elsewhere without a single call
-                proc = subprocess_cli(*args, "-o", tmp_path / "out.jsonl", env=env)
-                _, err = proc.communicate(timeout=120)
-                assert proc.returncode == 0, err
-                assert len(read_jsonl(log)) == paid
-                assert len(read_jsonl(tmp_path / "out.jsonl")) == 300
-            finally:
-                server.terminate()
-    finally:
-        _umount(full)
+        args = ["run", data, "--store", store, "--base-url", url, "--provider", "openai", "--quiet"]
+        proc = subprocess_cli(*args, "-o", full / "out.jsonl", env=OPENAI_ENV)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == ExitCode.WRITE_FAILED, err
+        assert len([ln for ln in err.splitlines() if ln.startswith("error:")]) == 1, err
+        assert "Traceback" not in err and "internal error" not in err
+        assert "No space left on device" in err and str(store) in err and "without paying again" in err
+        assert not [p for p in full.iterdir() if p.name != "filler"], "a partial results file was left"
+        paid = len(read_jsonl(log))
+        assert paid == 300
+        # the rerun writes the results elsewhere without a single call
+        proc = subprocess_cli(*args, "-o", tmp_path / "out.jsonl", env=OPENAI_ENV)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert len(read_jsonl(log)) == paid
+        assert len(read_jsonl(tmp_path / "out.jsonl")) == 300
 
 
 @pytest.mark.slow
 def test_a_full_disk_for_the_store_stops_the_run_and_the_rerun_resumes(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "data.jsonl", [{"prompt": f"question {i} " + "pad " * 200} for i in range(400)])
-    disk = tmp_path / "disk"
-    _tmpfs(disk, "24m")
-    try:
-        store, log = disk / "s.duckdb", tmp_path / "sim.jsonl"
-        with subprocess.Popen(
-            [*SERVE, "--log", str(log), "--latency-ms", "20"],
-            stdout=subprocess.PIPE,
-            text=True,
-        ) as server:
+    log = tmp_path / "sim.jsonl"
+    with _small_disk(tmp_path / "disk", "24m") as disk, _simulator(log, "--latency-ms", "20") as url:
+        store = disk / "s.duckdb"
+        args = ["run", data, "--store", store, "--base-url", url, "--provider", "openai", "--quiet"]
+        args += ["-c", "4", "-o", tmp_path / "out.jsonl"]
+        proc = subprocess_cli(*args, env=OPENAI_ENV)
+        deadline = time.monotonic() + 60
+        while (not log.exists() or len(log.read_text().splitlines()) < 20) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        filler = disk / "filler"
+        with filler.open("wb") as fh:  # fill the disk while answers are being committed
             try:
-                assert server.stdout is not None
-                url = server.stdout.readline().strip()
-                args = ["run", data, "--store", store, "--base-url", url, "--provider", "openai", "--quiet"]
-                args += ["-c", "4", "-o", tmp_path / "out.jsonl"]
-                env = {"OPENAI_API_KEY": "sk-test"}
-                proc = subprocess_cli(*args, env=env)
-                deadline = time.monotonic() + 60
-                while (not log.exists() or len(log.read_text().splitlines()) < 20) and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                filler = disk / "filler"
-                with filler.open("wb") as fh:  # fill the disk while answers are being committed
-                    try:
-                        while True:
-                            fh.write(b"\0" * 65536)
-                            fh.flush()
-                    except OSError:
-                        pass
-                _, err = proc.communicate(timeout=120)
-                if proc.returncode == 0:
-                    pytest.fail(f"the run finished before the disk filled; make the dataset larger: {err}")
-                assert proc.returncode == ExitCode.WRITE_FAILED, err
-                assert "Traceback" not in err and "internal error" not in err
-                assert f"cannot write to the store {store}" in err and "not paid again" in err
-                first_err = err
-                filler.unlink()
-                proc = subprocess_cli(*args, env=env)
-                _, err = proc.communicate(timeout=120)
-                assert proc.returncode == 0, err
-                answered = [json.loads(line) for line in log.read_text().splitlines()]
-                digests = [a["digest"] for a in answered if a["status"] == 200]
-                assert len(set(digests)) == 400
-                # paid twice: only the answers the message counted as paid and not saved
-                found = re.search(r"\((\d+) paid answers could not be saved", first_err)
-                assert found is not None, first_err
-                assert len(digests) - 400 == int(found.group(1))
-                assert len(read_jsonl(tmp_path / "out.jsonl")) == 400
-            finally:
-                server.terminate()
-    finally:
-        _umount(disk)
+                while True:
+                    fh.write(b"\0" * 65536)
+                    fh.flush()
+            except OSError:
+                pass
+        _, err = proc.communicate(timeout=120)
+        if proc.returncode == 0:
+            pytest.fail(f"the run finished before the disk filled; make the dataset larger: {err}")
+        assert proc.returncode == ExitCode.WRITE_FAILED, err
+        assert "Traceback" not in err and "internal error" not in err
+        assert f"cannot write to the store {store}" in err and "not paid again" in err
+        first_err = err
+        filler.unlink()
+        proc = subprocess_cli(*args, env=OPENAI_ENV)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        answered = [json.loads(line) for line in log.read_text().splitlines()]
+        digests = [a["digest"] for a in answered if a["status"] == 200]
+        assert len(set(digests)) == 400
+        # paid twice: only the answers the message counted as paid and not saved
+        found = re.search(r"\((\d+) paid answers could not be saved", first_err)
+        assert found is not None, first_err
+        assert len(digests) - 400 == int(found.group(1))
+        assert len(read_jsonl(tmp_path / "out.jsonl")) == 400
 
 
 # --- the request sent is the one asked for ------------------------------------------------------------------------

@@ -14,10 +14,7 @@ from costinfer.core.config import Config
 from costinfer.core.dedupe import DedupeStats
 from costinfer.core.dedupe import resolve as dedupe_resolve
 from costinfer.core.embed import Embedder, missing_dependency
-from costinfer.core.errors import (
-    ConfigError,
-    InputError,
-)
+from costinfer.core.errors import BadRowError, ConfigError
 from costinfer.core.ingest import FAST_COUNT_BYTES, Ingest, ingest_workers
 from costinfer.core.options import RunOptions, fingerprint, options_record, validate
 from costinfer.core.outputs import remove_stale, write_or_explain
@@ -159,9 +156,13 @@ def prepare(
             remove_stale(opts.output_path())  # no results for this run: an earlier run's must not pass for them
             more = counts["rejects"] - 1
             tail = f" (and {more} more bad row{'s' if more != 1 else ''})" if more else ""
-            raise InputError(
-                f"{input_path}:{row_kind(setup.fmt)} {first['line']}: field '{first['field']}': {first['reason']}"
-                f"{tail}; nothing was sent. All bad rows are in {rejects_path}; fix them or pass --on-bad-row skip"
+            raise BadRowError(
+                input_path,
+                int(first["line"]),
+                str(first["field"]),
+                f"{first['reason']}{tail}; nothing was sent. All bad rows are in {rejects_path}; fix them or pass "
+                f"--on-bad-row skip",
+                row_kind=row_kind(setup.fmt),
             )
         notes.append(f"{counts['rejects']} bad rows {'found' if planning else 'skipped'}; see {rejects_file}")
     # a fresh ingestion priced every model its rows name; a resumed run's models are read back from the store
