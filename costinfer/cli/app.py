@@ -61,9 +61,12 @@ def handled() -> Iterator[None]:
 
 # Each command's module registers it on ``app`` when imported.
 COMMAND_MODULES = {
+    "analyze": "costinfer.cli.analyze",
     "cache": "costinfer.cli.cache",
     "plan": "costinfer.cli.plan",
     "prices": "costinfer.cli.prices",
+    "report": "costinfer.cli.analyze",
+    "runs": "costinfer.cli.analyze",
     "run": "costinfer.cli.run",
     "simulate": "costinfer.cli.simulate",
 }

@@ -66,6 +66,12 @@ SEMANTIC_THRESHOLD = typer.Option(
 EMBEDDING_MODEL = typer.Option(
     None, help="A sentence-transformers model name or path (default: all-MiniLM-L6-v2, offline)."
 )
+REPORT = typer.Option(
+    True, "--report/--no-report", help="Write <results>.report.json and a self-contained <results>.report.html."
+)
+METRICS_FILE = typer.Option(
+    None, help="Write the run's figures in Prometheus's text format here (for the node exporter's textfile collector)."
+)
 JSON = typer.Option(False, "--json", help="Print the result as one JSON object on stdout.")
 
 # CLI parameters that set no RunOptions field as they are: output switches, and those converted on the way

@@ -174,6 +174,9 @@ def summary_table(data: dict[str, Any]) -> Table:
         rows.append((f"saved by {source}", usd(amount)))
     if data.get("rejects_file"):
         rows.append(("rejects", data["rejects_file"]))
+    for path in data.get("reports") or []:
+        if str(path).endswith(".html"):
+            rows.append(("report", path))
     for name, value in rows:
         table.add_row(name, str(value))
     return table

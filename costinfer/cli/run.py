@@ -72,6 +72,8 @@ def run_command(
     semantic: Optional[bool] = options.SEMANTIC,
     semantic_threshold: float = options.SEMANTIC_THRESHOLD,
     embedding_model: Optional[str] = options.EMBEDDING_MODEL,
+    report: bool = options.REPORT,
+    metrics_file: Optional[Path] = options.METRICS_FILE,
     json_out: bool = options.JSON,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:

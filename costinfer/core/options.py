@@ -63,6 +63,8 @@ class RunOptions:
     semantic_threshold: float = DEFAULT_THRESHOLD
     embedding_model: str | None = None
     strict_fields: bool = False  # a row with a field costinfer does not know is a bad row, not a warning
+    report: bool = True  # write <results>.report.json and .report.html
+    metrics_file: Path | None = None  # the run's figures in Prometheus's text format, for the textfile collector
 
     def output_path(self) -> Path:
         if self.output is not None:
@@ -209,3 +211,8 @@ def options_record(opts: RunOptions) -> dict[str, Any]:
     for name, value in vars(opts).items():
         out[name] = str(value) if isinstance(value, (Path, Decimal)) else value
     return out
+
+
+def dataset_label(opts: RunOptions) -> str:
+    """The dataset's name in metrics and reports: its file name (or stdin)."""
+    return "stdin" if is_stdin(opts.input_path) else opts.input_path.name

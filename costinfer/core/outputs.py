@@ -33,6 +33,17 @@ def write_or_explain(path: Path, write: Callable[[], object], paid: bool, store:
         raise WriteError(f"cannot write {path}: {reason}{saved}") from exc
 
 
+def write_or_explain_report(write: Callable[[], tuple[Path, Path]], results: Path) -> tuple[Path, Path]:
+    """Write the run's report; a failure says that the answers and results are kept and how to rebuild it."""
+    try:
+        return write()
+    except OSError as exc:
+        raise WriteError(
+            f"cannot write the report beside {results}: {io_reason(exc)}; the answers and the results file are "
+            f"kept: free space and run `costinfer report RUN_ID` to rebuild it"
+        ) from exc
+
+
 def io_reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror

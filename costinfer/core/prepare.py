@@ -170,6 +170,10 @@ def prepare(
     if opts.fallback_model:
         prices[opts.fallback_model] = setup.catalog.lookup(opts.fallback_model, provider)
     the_plan = compute_plan(store, run_id, prices, opts.budget_usd, dataset_name(source), notes)
+    # the plan is kept with the run: its report sets it beside the outcome
+    record = orjson.loads((store.run(run_id) or {}).get("options") or "{}")
+    record.update(plan=the_plan.as_dict(), results=str(opts.output_path().resolve()))
+    store.set_run(run_id, options=orjson.dumps(record).decode())
     computed = reuse.embeddings_computed if fresh else 0
     clock.mark("plan")
     return Prepared(run_id, resumed, counts, prices, rejects_file, notes, the_plan, computed, clock)

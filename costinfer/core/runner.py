@@ -26,14 +26,15 @@ from costinfer.core.errors import (
     WriteError,
 )
 from costinfer.core.executor import ExecConfig, Executor
-from costinfer.core.options import RunOptions, simulator_settings
-from costinfer.core.outputs import io_reason, remove_stale, write_or_explain
+from costinfer.core.options import RunOptions, dataset_label, simulator_settings
+from costinfer.core.outputs import io_reason, remove_stale, write_or_explain, write_or_explain_report
 from costinfer.core.plan import Plan
 from costinfer.core.prepare import Prepared, load_setup, now_utc, prepare
 from costinfer.core.progress import NullProgress, ProgressSink
 from costinfer.core.source import open_source
 from costinfer.core.summary import RunSummary, savings
 from costinfer.core.timing import Stopwatch
+from costinfer.report import write_report
 from costinfer.store import Store
 
 
@@ -145,8 +146,13 @@ def _execute_run(
     if stop_reason == "interrupted":
         notes.append("stopped: rerun the same command to resume; answered rows will not be paid again")
     saved = savings(store, run_id, prepared.prices)
+    reports: list[str] = []
+    if opts.report:
+        out = opts.output_path()
+        written = write_or_explain_report(lambda: write_report(store, run_id, prepared.prices, out), out)
+        reports = [str(p) for p in written]
     clock.mark("report")
-    return RunSummary(
+    summary_value = RunSummary(
         run_id=run_id,
         resumed=prepared.resumed,
         rows=int(summary["rows"]),
@@ -177,7 +183,18 @@ def _execute_run(
         notes=notes,
         plan=prepared.plan.as_dict(),
         timings=clock.rounded(),
+        reports=reports,
     )
+    if opts.metrics_file is not None:
+        from costinfer.report.metrics import write_metrics
+
+        write_or_explain(
+            opts.metrics_file,
+            lambda: write_metrics(opts.metrics_file, summary_value.as_dict(), dataset_label(opts)),  # type: ignore[arg-type]
+            True,
+            store,
+        )
+    return summary_value
 
 
 def _failure(executor: Executor, backend: Backend, store: Store) -> CostinferError | None:

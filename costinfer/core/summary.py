@@ -47,6 +47,7 @@ class RunSummary:
     # seconds per phase: setup, read (parse, key, count), index (distinct requests, reuse tiers), plan, calls,
     # results (the results file), report (the summary)
     timings: dict[str, float] = field(default_factory=dict)
+    reports: list[str] = field(default_factory=list)  # the report files written beside the results (JSON, HTML)
 
     @property
     def exit_code(self) -> ExitCode:

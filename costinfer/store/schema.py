@@ -110,6 +110,19 @@ def _m6_reasoning_tokens(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE responses ADD COLUMN reasoning_tokens INTEGER NOT NULL DEFAULT 0")
 
 
+def _m7_run_sources(con: duckdb.DuckDBPyConnection) -> None:
+    # Where a run's rows got their answers, per source and requested model, priced: what they would have cost as calls
+    # of their own at list price (naive_usd) and what they cost (cost_usd). Reports and `costinfer analyze` read it.
+    con.execute(
+        """
+        CREATE TABLE run_sources (
+            run_id VARCHAR NOT NULL, source VARCHAR NOT NULL, model VARCHAR NOT NULL, rows BIGINT NOT NULL,
+            input_tokens BIGINT NOT NULL, output_tokens BIGINT NOT NULL,
+            naive_usd DECIMAL(38,12) NOT NULL, cost_usd DECIMAL(38,12) NOT NULL)
+        """
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     (1, "initial schema: runs, items, rejects, requests, run_keys, responses, calls", _m1_initial),
     (2, "requests.input_bound for the budget's worst case; row priority", _m2_bounds_and_priority),
@@ -117,5 +130,6 @@ MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] =
     (4, "requests without a primary key; ingestion staged in ingest_requests", _m4_requests_without_primary_key),
     (5, "ingestion stores requests directly; the staging table is dropped", _m5_no_staging),
     (6, "reasoning tokens in the ledger and the cache", _m6_reasoning_tokens),
+    (7, "run_sources: each run's rows by source and model, priced, for reports and analyze", _m7_run_sources),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]

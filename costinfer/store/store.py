@@ -19,6 +19,7 @@ import duckdb
 from costinfer.core.errors import StoreBusyError, StoreError
 from costinfer.store.base import DEFAULT_MEMORY, ENV_MEMORY, check_store_path, default_store_path, sql_str, transaction
 from costinfer.store.cache import CachePart
+from costinfer.store.history import HistoryPart
 from costinfer.store.ingest import IngestPart, RunsPart
 from costinfer.store.outcomes import OutcomesPart
 from costinfer.store.planning import PlanningPart
@@ -29,7 +30,7 @@ from costinfer.store.schema import MIGRATIONS, SCHEMA_VERSION
 _BUSY = re.compile(r"lock", re.IGNORECASE)
 
 
-class Store(RunsPart, IngestPart, ReusePart, PlanningPart, OutcomesPart, ResultsPart, CachePart):
+class Store(RunsPart, IngestPart, ReusePart, PlanningPart, OutcomesPart, ResultsPart, CachePart, HistoryPart):
     def __init__(self, path: Path, con: duckdb.DuckDBPyConnection) -> None:
         self.path = path
         self._con = con

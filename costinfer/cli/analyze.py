@@ -1,0 +1,195 @@
+"""``costinfer analyze``, ``costinfer runs`` and ``costinfer report``: what runs cost, across the store's history."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Optional
+
+import orjson
+import typer
+from rich.table import Table
+
+from costinfer.cli.app import app, handled, out_console
+from costinfer.cli.render import usd
+from costinfer.core.config import Config
+from costinfer.core.errors import ConfigError
+from costinfer.core.prices import Catalog
+from costinfer.store import Store
+from costinfer.store.history import GROUPINGS
+
+StoreOpt = typer.Option(None, "--store", help="The DuckDB store. Default: $COSTINFER_STORE or the per-user one.")
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """'7d', '12h', '30m' (ago), or a date or time ('2026-11-01', '2026-11-01T08:00')."""
+    now = now or datetime.now(UTC)
+    match = re.fullmatch(r"\s*(\d+)\s*([dhm])\s*", text)
+    if match:
+        n, unit = int(match.group(1)), match.group(2)
+        return now - timedelta(**{{"d": "days", "h": "hours", "m": "minutes"}[unit]: n})
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ConfigError(
+            f"--since must be a span such as 7d or 12h, or a date such as 2026-11-01; got '{text}'"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _rates(group: dict[str, Any]) -> dict[str, Any]:
+    """A group's figures as the outputs show them: exact dollars as text, hit rates, cost per 1,000 rows."""
+    rows = int(group.get("rows") or 0)
+    cost = Decimal(group.get("cost_usd") or 0)
+    out = {k: v for k, v in group.items() if k not in ("cache_rows", "near_rows", "duplicate_rows")}
+    out.update(
+        cost_usd=_money(cost),
+        saved_usd=_money(Decimal(group.get("saved_usd") or 0)),
+        calls=int(group.get("calls") or 0),
+        failed_calls=int(group.get("failed_calls") or 0),
+        failed_rows=int(group.get("failed_rows") or 0),
+        rows=rows,
+        runs=int(group.get("runs") or 0),
+        duplicate_rate=round(int(group.get("duplicate_rows") or 0) / rows, 4) if rows else None,
+        cache_hit_rate=round(int(group.get("cache_rows") or 0) / rows, 4) if rows else None,
+        near_hit_rate=round(int(group.get("near_rows") or 0) / rows, 4) if rows else None,
+        cost_per_1000_rows=_money(cost * 1000 / rows) if rows else None,
+    )
+    return out
+
+
+def _money(value: Decimal) -> str:
+    text = format(value.quantize(Decimal("1e-12")).normalize(), "f")
+    return "0" if text in ("0", "-0") else text
+
+
+@app.command("analyze")
+def analyze(
+    run_id: Optional[str] = typer.Argument(None, help="One run (an id or its start, as `costinfer runs` shows)."),
+    since: str = typer.Option("30d", help="Runs started since: 7d, 12h, or a date such as 2026-11-01."),
+    by: str = typer.Option("run", help=f"Group by {', '.join(GROUPINGS)}."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON object: totals and one entry per group."),
+    csv_out: bool = typer.Option(False, "--csv", help="One CSV row per group."),
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """Spend, calls, rows, hit rates, saved dollars and cost per 1,000 rows over the store's history.
+
+    \b
+    Examples:
+      costinfer analyze --since 7d                  # each run of the last week
+      costinfer analyze --since 30d --by day --json
+      costinfer analyze --by model --csv > spend.csv
+    """
+    with handled():
+        if by not in GROUPINGS:
+            raise ConfigError(f"--by must be one of {', '.join(GROUPINGS)}, got '{by}'")
+        if json_out and csv_out:
+            raise ConfigError("--json and --csv: choose one")
+        start = parse_since(since)
+        with Store.open(store, create=False) as st:
+            run = _one_run(st, run_id) if run_id else None
+            totals, groups = st.analyze(by, start, run)
+        totals = _rates(totals)
+        rows = [_rates(g) for g in groups]
+        for g in rows:
+            g[by] = str(g[by]) if g[by] is not None else None
+        if json_out:
+            typer.echo(json.dumps({"since": start.isoformat(), "by": by, "totals": totals, "groups": rows}))
+        elif csv_out:
+            columns = [by, "runs", "rows", "calls", "failed_calls", "failed_rows", "cost_usd", "saved_usd",
+                       "duplicate_rate", "cache_hit_rate", "near_hit_rate", "cost_per_1000_rows"]  # fmt: skip
+            writer = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+        else:
+            out_console.print(_table(by, rows, totals, start), soft_wrap=False)
+
+
+def _table(by: str, rows: list[dict[str, Any]], totals: dict[str, Any], start: datetime) -> Table:
+    table = Table(title=f"since {start:%Y-%m-%d %H:%M} UTC, by {by}", box=None, pad_edge=False)
+    table.add_column(by, no_wrap=True, overflow="ellipsis", max_width=24)
+    for col in ("rows", "calls", "spent", "saved", "cache", "$/1k rows", "failed"):
+        table.add_column(col, justify="right", no_wrap=True)
+
+    def pct(v: Any) -> str:
+        return "-" if v is None else f"{v:.0%}"
+
+    def line(name: str, g: dict[str, Any], **style: Any) -> None:
+        per_k = "-" if g["cost_per_1000_rows"] is None else usd(g["cost_per_1000_rows"])
+        table.add_row(
+            name, str(g["rows"]), str(g["calls"]), usd(g["cost_usd"]), usd(g["saved_usd"]), pct(g["cache_hit_rate"]),
+            per_k, str(g["failed_calls"]), **style,
+        )  # fmt: skip
+
+    for g in rows:
+        name = str(g[by])
+        line(name[:12] if by == "run" else Path(name).name if by == "dataset" else name, g)
+    line("total", totals, style="bold")
+    return table
+
+
+def _one_run(st: Store, prefix: str) -> str:
+    found = st.find_run(prefix)
+    if not found:
+        raise ConfigError(f"no run '{prefix}' in {st.path}; `costinfer runs` lists them")
+    if len(found) > 1 and prefix not in found:
+        raise ConfigError(f"'{prefix}' starts several runs ({', '.join(r[:12] for r in found)}); give more of the id")
+    return prefix if prefix in found else found[0]
+
+
+@app.command("runs")
+def runs(
+    limit: int = typer.Option(20, help="How many of the latest runs."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON array of runs."),
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """List the latest runs: id, started, dataset, model, rows, cost, status."""
+    with handled(), Store.open(store, create=False) as st:
+        found = st.runs_list(limit)
+        if json_out:
+            typer.echo(orjson.dumps(found, default=str).decode())
+            return
+        table = Table(box=None, pad_edge=False, padding=(0, 1))
+        for col in ("id", "started", "dataset", "model", "rows", "cost", "status"):
+            table.add_column(col, justify="right" if col in ("rows", "cost") else "left", no_wrap=True)
+        for r in found:  # fits 80 columns: the full id and dataset are in --json
+            status = r["stop_reason"] or r["status"]
+            table.add_row(
+                r["run_id"][:12], f"{r['started_at']:%m-%d %H:%M}", Path(str(r["dataset"] or "")).name[:14],
+                str(r["model"] or "")[:12], str(r["rows"]), usd(r["cost_usd"]), status[:10],
+            )  # fmt: skip
+        out_console.print(table, soft_wrap=False)
+
+
+@app.command("report")
+def report(
+    run_id: str = typer.Argument(..., help="The run (an id or its start, as `costinfer runs` shows)."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="The results file the report goes beside. Default: the run's own."
+    ),
+    prices: Optional[Path] = typer.Option(None, help="A price catalog in LiteLLM's JSON format."),
+    config: Optional[Path] = typer.Option(None, help="costinfer.toml."),
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """Rebuild a run's report (<results>.report.json and .report.html) from the store."""
+    with handled():
+        from costinfer.core.prepare import prices_for_run
+        from costinfer.report import write_report
+
+        catalog = Catalog.load(prices, Config.load(config))
+        with Store.open(store, create=False) as st:
+            run = _one_run(st, run_id)
+            record = st.run(run) or {}
+            options = orjson.loads(record.get("options") or "{}")
+            results = output or Path(options.get("results") or f"{run[:12]}.results.jsonl")
+            if not results.parent.is_dir():
+                raise ConfigError(f"{results.parent} does not exist; pass --output beside where the report should go")
+            st.collect_results(run)
+            paths = write_report(st, run, prices_for_run(st, run, catalog, str(record.get("provider"))), results)
+        for path in paths:
+            out_console.print(str(path), markup=False)

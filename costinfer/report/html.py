@@ -1,0 +1,176 @@
+"""The run report as one self-contained HTML page: charts drawn by pygal as inline SVG (no script, no CDN, nothing
+fetched), laid out by a Jinja2 template. It opens offline and stays small (tens of kilobytes)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import jinja2
+import pygal
+from pygal.style import Style
+
+STYLE = Style(
+    background="white",
+    plot_background="white",
+    foreground="#333",
+    foreground_strong="#111",
+    foreground_subtle="#888",
+    colors=("#2f6db5", "#e3873a", "#3a9e6b", "#b54a4a", "#7d5bb5", "#888888"),
+    font_family="sans-serif",
+)
+
+TEMPLATE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(
+    """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>costinfer report {{ r.run_id[:12] }}</title>
+<style>
+body { font-family: sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.4rem; margin-bottom: .2rem; } .sub { color: #666; margin-top: 0; }
+.cards { display: flex; gap: 1rem; flex-wrap: wrap; margin: 1rem 0 1.5rem; }
+.card { border: 1px solid #ddd; border-radius: 6px; padding: .6rem 1rem; min-width: 9rem; }
+.card b { display: block; font-size: 1.3rem; } .card span { color: #666; font-size: .85rem; }
+.grid { display: grid; grid-template-columns: 1fr 1fr; gap: 1.2rem; }
+.chart { border: 1px solid #eee; border-radius: 6px; padding: .4rem; }
+.chart h2 { font-size: 1rem; margin: .3rem .5rem; } .wide { grid-column: 1 / span 2; }
+table { border-collapse: collapse; font-size: .9rem; } td, th { padding: .2rem .7rem; text-align: right; }
+td:first-child, th:first-child { text-align: left; } tr:nth-child(even) { background: #f6f6f6; }
+</style></head><body>
+<h1>Where the money went: run {{ r.run_id[:12] }}</h1>
+<p class="sub">{{ r.dataset }} &middot; {{ r.provider }} / {{ r.model }} &middot; {{ r.status }}{% if r.stop_reason %}
+({{ r.stop_reason }}){% endif %} &middot; started {{ r.started_at }}</p>
+<div class="cards">
+  <div class="card"><b>{{ usd(r.cost_usd) }}</b><span>paid</span></div>
+  <div class="card"><b>{{ usd(r.waterfall.naive_usd) }}</b><span>every row sent, at list price</span></div>
+  <div class="card"><b>{{ usd(r.waterfall.naive_usd - r.cost_usd) }}</b><span>saved</span></div>
+  <div class="card"><b>{{ r.rows }}</b><span>rows ({{ r.rejects }} rejected)</span></div>
+  <div class="card"><b>{{ usd(r.plan_vs_outcome.expected_cost_usd) }}</b><span>the plan expected</span></div>
+  {% if r.budget_usd is not none %}<div class="card"><b>{{ usd(r.budget_usd) }}</b><span>budget</span></div>{% endif %}
+</div>
+<div class="grid">
+{% for chart in charts %}<div class="chart{% if chart.get("wide") %} wide{% endif %}" data-chart="{{ chart.id }}">
+<h2>{{ chart.title }}</h2>{{ chart.svg | safe }}</div>
+{% endfor %}
+</div>
+<h2>The waterfall's steps</h2>
+<table><tr><th>step</th><th>dollars</th></tr>
+<tr><td>every answered row sent online to its requested model, at list price</td>
+<td>{{ usd(r.waterfall.naive_usd) }}</td></tr>
+{% for s in r.waterfall.steps %}<tr><td>saved by {{ s.label }}</td><td>&minus;{{ usd(s.saved_usd) }}</td></tr>
+{% endfor %}<tr><td><b>paid</b> (the ledger)</td><td><b>{{ usd(r.waterfall.actual_usd) }}</b></td></tr></table>
+</body></html>
+"""
+)
+
+
+def usd(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    amount = Decimal(str(value))
+    return f"${amount:,.6f}".rstrip("0").rstrip(".") if abs(amount) < 1 else f"${amount:,.2f}"
+
+
+def _chart(kind: Any, **options: Any) -> Any:
+    return kind(
+        style=STYLE,
+        js=[],  # no script from a CDN: the SVG stands on its own
+        disable_xml_declaration=True,
+        explicit_size=False,
+        height=320,
+        legend_at_bottom=True,
+        print_values=False,
+        **options,
+    )
+
+
+def _svg(chart: Any) -> str:
+    return str(chart.render(is_unicode=True))
+
+
+def render(report: dict[str, Any]) -> str:
+    charts = [_waterfall(report), _cost_by_model(report), _tokens_by_model(report), _plan_vs_outcome(report)]
+    charts += [_latency(report), _errors(report), _calls_over_time(report)]
+    return TEMPLATE.render(r=report, charts=charts, usd=usd)
+
+
+def _waterfall(report: dict[str, Any]) -> dict[str, Any]:
+    """A waterfall drawn as stacked bars: an invisible base lifts each lever's saving to where the cost stood."""
+    w = report["waterfall"]
+    naive, steps = float(w["naive_usd"]), w["steps"]
+    style = Style(**{**STYLE.to_dict(), "colors": ("transparent", "#3a9e6b", "#2f6db5")})
+    chart = pygal.StackedBar(
+        style=style, js=[], disable_xml_declaration=True, explicit_size=False, height=320, show_legend=False,
+        x_label_rotation=15, value_formatter=usd,
+    )  # fmt: skip
+    chart.x_labels = ["every row at list price"] + [f"saved: {s['lever']}" for s in steps] + ["paid"]
+    base, level = [0.0], naive
+    saved: list[float | None] = [None]
+    for s in steps:
+        level -= float(s["saved_usd"])
+        base.append(level)
+        saved.append(float(s["saved_usd"]))
+    base.append(0.0)
+    saved.append(None)
+    chart.add("", base)
+    chart.add("saved", saved)
+    chart.add("cost", [naive] + [None] * len(steps) + [float(w["actual_usd"])])
+    title = "Savings: from every row sent at list price to what was paid"
+    return {"id": "waterfall", "title": title, "svg": _svg(chart), "wide": True}
+
+
+def _cost_by_model(report: dict[str, Any]) -> dict[str, Any]:
+    chart = _chart(pygal.HorizontalBar, value_formatter=usd)
+    for m in report["models"]:
+        chart.add(str(m["model"]), float(m["cost_usd"] or 0))
+    return {"id": "cost-by-model", "title": "Cost by model", "svg": _svg(chart)}
+
+
+def _tokens_by_model(report: dict[str, Any]) -> dict[str, Any]:
+    chart = _chart(pygal.StackedBar)
+    chart.x_labels = [str(m["model"]) for m in report["models"]]
+    cached = [int(m["cached_tokens"] or 0) for m in report["models"]]
+    chart.add("input", [int(m["input_tokens"] or 0) - c for m, c in zip(report["models"], cached, strict=True)])
+    chart.add("cached input", cached)
+    chart.add("output", [int(m["output_tokens"] or 0) for m in report["models"]])
+    return {"id": "tokens-by-model", "title": "Tokens by model", "svg": _svg(chart)}
+
+
+def _plan_vs_outcome(report: dict[str, Any]) -> dict[str, Any]:
+    p = report["plan_vs_outcome"]
+    chart = _chart(pygal.Bar, value_formatter=usd)
+    chart.x_labels = ["cost"]
+    chart.add("planned", float(p["expected_cost_usd"] or 0))
+    chart.add("paid", float(p["actual_cost_usd"] or 0))
+    if p.get("worst_cost_usd") is not None:
+        chart.add("worst case", float(p["worst_cost_usd"]))
+    return {"id": "plan-vs-outcome", "title": "The plan next to the outcome", "svg": _svg(chart)}
+
+
+def _latency(report: dict[str, Any]) -> dict[str, Any]:
+    lat = report["latency_ms"]
+    chart = _chart(pygal.Histogram, show_legend=False)
+    chart.add("calls", [(n, start, end) for start, end, n in lat["bins"]] or [(0, 0, 1)])
+    title = "Latency of answered calls (ms)"
+    if lat["p50"] is not None:
+        title += f": p50 {lat['p50']:.0f}, p90 {lat['p90']:.0f}, p99 {lat['p99']:.0f}"
+    return {"id": "latency", "title": title, "svg": _svg(chart)}
+
+
+def _errors(report: dict[str, Any]) -> dict[str, Any]:
+    chart = _chart(pygal.HorizontalBar)
+    if report["errors"]:
+        for error_class, n in report["errors"].items():
+            chart.add(str(error_class), int(n))
+    else:
+        chart.add("no errors", 0)
+    return {"id": "errors", "title": "Failed calls by error class", "svg": _svg(chart)}
+
+
+def _calls_over_time(report: dict[str, Any]) -> dict[str, Any]:
+    series = report["calls_per_minute"]
+    chart = _chart(pygal.XY, show_dots=len(series) < 3, x_title="seconds since the first call", y_title="calls/minute")
+    chart.add("calls per minute", series or [(0, 0)])
+    limit = report.get("rate_limit_rpm")
+    if limit and series:
+        chart.add("rate limit", [(series[0][0], limit), (series[-1][0], limit)])
+    title = "Calls over time, against the rate limit"
+    return {"id": "calls-over-time", "title": title, "svg": _svg(chart), "wide": True}
