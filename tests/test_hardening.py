@@ -359,20 +359,22 @@ def test_stdin_is_a_dataset_and_the_same_data_again_is_the_same_run(tmp_path: Pa
 
 
 @pytest.mark.parametrize("suffix", [".jsonl.gz", ".jsonl.zst"])
-def test_compressed_jsonl_is_read_as_it_streams(cli: Cli, tmp_path: Path, suffix: str) -> None:
+def test_compressed_jsonl_is_read_as_it_streams(
+    cli: Cli, tmp_path: Path, suffix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import zstandard
 
     raw = "".join(json.dumps(r) + "\n" for r in [*ROWS, {"id": "bad", "prompt": 1}]).encode()
     packed = gzip.compress(raw) if suffix == ".jsonl.gz" else zstandard.ZstdCompressor().compress(raw)
     data = tmp_path / f"data{suffix}"
     data.write_bytes(packed)
+    monkeypatch.chdir(tmp_path)  # the results go to the current folder by default
     result = cli("run", data, "--store", tmp_path / "s.duckdb", "--quiet", "--on-bad-row", "skip", "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["rows"] == 20
-    assert (Path.cwd() / "data.results.jsonl").exists()  # the default name drops both extensions
-    (Path.cwd() / "data.results.jsonl").unlink()
-    (Path.cwd() / "data.results.rejects.jsonl").unlink()
-    assert read_jsonl(tmp_path / "o.jsonl") if (tmp_path / "o.jsonl").exists() else True
+    # the default names drop both extensions
+    assert len(read_jsonl(tmp_path / "data.results.jsonl")) == 20
+    assert len(read_jsonl(tmp_path / "data.results.rejects.jsonl")) == 1
 
 
 def test_a_csv_prompt_as_long_as_a_jsonl_one_is_read(cli: Cli, tmp_path: Path) -> None:

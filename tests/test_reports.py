@@ -202,3 +202,27 @@ def test_readme_shows_what_it_cost() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert "## What did it cost?" in readme and "costinfer analyze" in readme
     assert readme.index("## Two commands") < readme.index("## What did it cost?")
+
+
+def test_tags_attribute_cost_in_the_ledger_analyze_and_the_report(cli: Cli, tmp_path: Path) -> None:
+    store = tmp_path / "s.duckdb"
+    rows = [{"prompt": f"search question {i}", "metadata": {"team": "search", "project": "faq"}} for i in range(6)] + [
+        {"prompt": f"billing question {i}", "metadata": {"team": "billing"}} for i in range(4)
+    ]
+    rows.append({"prompt": "search question 0", "metadata": {"team": "billing"}})  # a duplicate: search paid for it
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    _run(cli, data, store, tmp_path / "o.jsonl", "--tag-by", "team,project", "--tag", "env=ci")
+    with duckdb.connect(str(store), read_only=True) as con:
+        ledger = dict(con.execute("SELECT tag, sum(cost_usd) FROM calls GROUP BY 1").fetchall())
+        calls = dict(con.execute("SELECT tag, count(*) FROM calls GROUP BY 1").fetchall())
+    assert calls == {"env=ci,project=faq,team=search": 6, "env=ci,project=-,team=billing": 4}
+    result = cli("analyze", "--by", "tag", "--json", "--store", store)
+    assert result.exit_code == 0, result.stderr
+    groups = {g["tag"]: g for g in json.loads(result.stdout)["groups"]}
+    assert {t: Decimal(g["cost_usd"]) for t, g in groups.items()} == ledger
+    assert groups["env=ci,project=-,team=billing"]["rows"] == 5  # its duplicate row is attributed to it, at no cost
+    report = json.loads((tmp_path / "o.report.json").read_text())
+    assert {t["tag"] for t in report["tags"]} == set(ledger)
+    assert "cost-by-tag" in (tmp_path / "o.report.html").read_text()
+    bad = cli("run", data, "--store", store, "--tag", "nokey", "--quiet")
+    assert bad.exit_code == 2 and "--tag must be KEY=VALUE" in bad.stderr

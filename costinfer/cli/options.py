@@ -72,10 +72,14 @@ REPORT = typer.Option(
 METRICS_FILE = typer.Option(
     None, help="Write the run's figures in Prometheus's text format here (for the node exporter's textfile collector)."
 )
+TAG_BY = typer.Option(
+    None, help="Metadata keys whose values attribute each row's cost, e.g. team,project (see `analyze --by tag`)."
+)
+TAGS = typer.Option([], "--tag", help="A tag for every row of the run, KEY=VALUE; may be given more than once.")
 JSON = typer.Option(False, "--json", help="Print the result as one JSON object on stdout.")
 
 # CLI parameters that set no RunOptions field as they are: output switches, and those converted on the way
-_NOT_FIELDS = {"json_out", "quiet", "budget", "semantic"}
+_NOT_FIELDS = {"json_out", "quiet", "budget", "semantic", "tag_by", "tags"}
 
 
 def parse_budget(text: str | None) -> Decimal | None:
@@ -91,6 +95,17 @@ def parse_budget(text: str | None) -> Decimal | None:
     return value
 
 
+def parse_tags(items: list[str]) -> dict[str, str]:
+    """--tag team=search --tag env=prod as a dict; anything but KEY=VALUE is a configuration error."""
+    tags = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ConfigError(f"--tag must be KEY=VALUE, got '{item}'")
+        tags[key.strip()] = value.strip()
+    return tags
+
+
 def run_options(params: dict[str, Any]) -> RunOptions:
     """``RunOptions`` from a command's parameters (named as its fields; ``budget`` as text, ``semantic`` None for
     the default)."""
@@ -99,6 +114,8 @@ def run_options(params: dict[str, Any]) -> RunOptions:
     unknown = set(params) - fields - _NOT_FIELDS
     assert not unknown, f"CLI parameters that set no RunOptions field: {sorted(unknown)}"
     values["budget_usd"] = parse_budget(params.get("budget"))
+    values["tag_by"] = [k.strip() for k in (params.get("tag_by") or "").split(",") if k.strip()]
+    values["tags"] = parse_tags(params.get("tags") or [])
     opts = RunOptions(**values)
     if params.get("semantic") is not None:
         opts.semantic = bool(params["semantic"])

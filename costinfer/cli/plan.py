@@ -40,6 +40,8 @@ def plan_command(
     semantic: Optional[bool] = options.SEMANTIC,
     semantic_threshold: float = options.SEMANTIC_THRESHOLD,
     embedding_model: Optional[str] = options.EMBEDDING_MODEL,
+    tag_by: Optional[str] = options.TAG_BY,
+    tags: list[str] = options.TAGS,
     json_out: bool = options.JSON,
 ) -> None:
     """Count, price and plan a dataset's run against a budget, without touching the network.

@@ -73,6 +73,8 @@ def run_command(
     semantic_threshold: float = options.SEMANTIC_THRESHOLD,
     embedding_model: Optional[str] = options.EMBEDDING_MODEL,
     report: bool = options.REPORT,
+    tag_by: Optional[str] = options.TAG_BY,
+    tags: list[str] = options.TAGS,
     metrics_file: Optional[Path] = options.METRICS_FILE,
     json_out: bool = options.JSON,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),

@@ -43,6 +43,7 @@ class ExecConfig:
     rpm: float | None = None
     tpm: float | None = None
     fallback_model: str | None = None  # sent instead while the circuit breaker is open
+    tagged: bool = False  # rows carry tags: each call records its paying row's
     # a server that refuses every connection stops the run: after this many refusals in a row when nothing has
     # answered yet, or after ``unreachable_s`` of nothing but refusals once something has
     unreachable_after: int = 3
@@ -101,7 +102,7 @@ class Executor:
         return self._stopping.is_set()
 
     async def run(self, pages: Iterator[list[Pending]]) -> None:
-        writer = self.store.writer()  # commits from a worker thread, on a cursor of its own
+        writer = self.store.writer(self.cfg.tagged)  # commits from a worker thread, on a cursor of its own
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._produce, pages)

@@ -64,6 +64,8 @@ class RunOptions:
     embedding_model: str | None = None
     strict_fields: bool = False  # a row with a field costinfer does not know is a bad row, not a warning
     report: bool = True  # write <results>.report.json and .report.html
+    tag_by: list[str] = field(default_factory=list)  # metadata keys whose values attribute a row's cost
+    tags: dict[str, str] = field(default_factory=dict)  # the run's own tags, on every row
     metrics_file: Path | None = None  # the run's figures in Prometheus's text format, for the textfile collector
 
     def output_path(self) -> Path:
@@ -95,6 +97,8 @@ def fingerprint(opts: RunOptions, source: Source, fmt: str, endpoint: str) -> st
     }
     if opts.strict_fields:  # only when set: runs planned before the option existed keep their fingerprint
         parts["strict_fields"] = True
+    if opts.tag_by or opts.tags:
+        parts["tags"] = [opts.tag_by, opts.tags]
     return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 

@@ -128,6 +128,7 @@ def prepare(
         ingest.run(progress)
         clock.mark("read")
         counts = store.finish_ingest(run_id, opts.id_field)
+        store.set_tags(run_id, opts.tag_by, opts.tags)
         reuse = resolve_reuse(opts, store, run_id, progress, ingest.semantic_opt_out)
         record = {**options_record(opts), "reuse": asdict(reuse), "notes": ingest.notes()}
         store.set_run(run_id, options=orjson.dumps(record).decode())

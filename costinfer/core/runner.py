@@ -116,6 +116,7 @@ def _execute_run(
             rpm=opts.rpm,
             tpm=opts.tpm,
             fallback_model=opts.fallback_model,
+            tagged=bool(opts.tag_by or opts.tags),
         ),
         progress,
     )

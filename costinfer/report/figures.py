@@ -30,9 +30,9 @@ def price_sources(groups: list[dict[str, Any]], prices: dict[str, ModelPrice]) -
     """Per (source, requested model): rows, tokens, what the rows would have cost as calls of their own at list price
     (``naive_usd``) and what they cost (``cost_usd``). Rows with no answer (failed, not run) have no naive cost: what
     they would have written is unknown."""
-    out: dict[tuple[str, str], dict[str, Any]] = {}
+    out: dict[tuple[str, str, str | None], dict[str, Any]] = {}
     for g in groups:
-        source, model = str(g["source"]), str(g["requested"])
+        source, model, tag = str(g["source"]), str(g["requested"]), g.get("tag")
         price = prices.get(model)
         if source in REUSED:
             tokens_in = int(g["counted_input"])
@@ -43,9 +43,9 @@ def price_sources(groups: list[dict[str, Any]], prices: dict[str, ModelPrice]) -
         else:
             tokens_in, naive = int(g["counted_input"]), ZERO
         row = out.setdefault(
-            (source, model),
-            {"source": source, "model": model, "rows": 0, "input_tokens": 0, "output_tokens": 0, "naive_usd": ZERO,
-             "cost_usd": ZERO},
+            (source, model, tag),
+            {"source": source, "model": model, "tag": tag, "rows": 0, "input_tokens": 0, "output_tokens": 0,
+             "naive_usd": ZERO, "cost_usd": ZERO},
         )  # fmt: skip
         row["rows"] += int(g["rows"])
         row["input_tokens"] += tokens_in
@@ -105,6 +105,7 @@ def build(store: Store, run_id: str, prices: dict[str, ModelPrice]) -> dict[str,
         "waterfall": waterfall(sources, actual),
         "sources": sources,
         "models": calls["models"],
+        "tags": calls["tags"],
         "errors": calls["errors"],
         "latency_ms": calls["latency_ms"],
         "calls_per_minute": calls["calls_per_minute"],

@@ -88,6 +88,8 @@ def _svg(chart: Any) -> str:
 
 def render(report: dict[str, Any]) -> str:
     charts = [_waterfall(report), _cost_by_model(report), _tokens_by_model(report), _plan_vs_outcome(report)]
+    if report["tags"]:
+        charts.append(_cost_by_tag(report))
     charts += [_latency(report), _errors(report), _calls_over_time(report)]
     return TEMPLATE.render(r=report, charts=charts, usd=usd)
 
@@ -122,6 +124,13 @@ def _cost_by_model(report: dict[str, Any]) -> dict[str, Any]:
     for m in report["models"]:
         chart.add(str(m["model"]), float(m["cost_usd"] or 0))
     return {"id": "cost-by-model", "title": "Cost by model", "svg": _svg(chart)}
+
+
+def _cost_by_tag(report: dict[str, Any]) -> dict[str, Any]:
+    chart = _chart(pygal.HorizontalBar, value_formatter=usd)
+    for t in report["tags"][:12]:
+        chart.add(str(t["tag"]), float(t["cost_usd"] or 0))
+    return {"id": "cost-by-tag", "title": "Cost by tag (the row that paid)", "svg": _svg(chart)}
 
 
 def _tokens_by_model(report: dict[str, Any]) -> dict[str, Any]:

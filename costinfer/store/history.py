@@ -20,6 +20,7 @@ GROUPINGS = {
     "day": "CAST(day AS VARCHAR)",
     "dataset": "dataset",
     "source": "source",
+    "tag": "tag",
 }
 
 # One row per (run, source, model) with the run's day and dataset: rows and savings from run_sources; spend and calls
@@ -29,14 +30,15 @@ _FACTS = """
         SELECT run_id, started_at, input_path FROM runs
         WHERE started_at >= $since AND ($run IS NULL OR run_id = $run)),
     spend AS (
-        SELECT c.run_id, c.model, count(*) AS calls, count(*) FILTER (WHERE c.status = 'error') AS failed_calls,
+        SELECT c.run_id, c.model, c.tag, count(*) AS calls, count(*) FILTER (WHERE c.status = 'error') AS failed_calls,
                sum(c.cost_usd) AS cost_usd
         FROM calls c JOIN scope USING (run_id) GROUP BY ALL),
     sources AS (
-        SELECT s.run_id, s.source, s.model, s.rows, s.naive_usd, s.cost_usd
+        SELECT s.run_id, s.source, s.model, s.tag, s.rows, s.naive_usd, s.cost_usd
         FROM run_sources s JOIN scope USING (run_id)),
     run_facts AS (
         SELECT coalesce(src.run_id, sp.run_id) AS run_id, coalesce(src.model, sp.model) AS model,
+               coalesce(src.tag, sp.tag) AS tag,
                coalesce(src.source, 'fresh') AS source, coalesce(src.rows, 0) AS rows,
                CASE WHEN src.source IN ('duplicate', 'cache', 'normalized', 'semantic')
                     THEN src.naive_usd ELSE 0 END AS saved_usd,
@@ -45,7 +47,8 @@ _FACTS = """
                    AS failed_calls,
                CASE WHEN coalesce(src.source, 'fresh') = 'fresh' THEN coalesce(sp.cost_usd, 0) ELSE 0 END AS cost_usd
         FROM sources src
-        FULL JOIN spend sp ON sp.run_id = src.run_id AND sp.model = src.model AND src.source = 'fresh'),
+        FULL JOIN spend sp ON sp.run_id = src.run_id AND sp.model = src.model AND src.source = 'fresh'
+            AND sp.tag IS NOT DISTINCT FROM src.tag),
     facts AS (
         SELECT f.*, CAST(r.started_at AS DATE) AS day, r.input_path AS dataset
         FROM run_facts f JOIN runs r USING (run_id))
@@ -62,7 +65,7 @@ class HistoryPart(Part):
         rel = self._con.execute(
             """
             SELECT coalesce(res.source, CASE WHEN res.not_run THEN 'not_run' ELSE 'failed' END) AS source,
-                   q.model AS requested, res.model AS answered, count(*) AS rows,
+                   q.model AS requested, res.model AS answered, res.tag, count(*) AS rows,
                    sum(q.input_tokens) AS counted_input, coalesce(sum(res.input_tokens), 0) AS billed_input,
                    coalesce(sum(res.output_tokens), 0) AS output_tokens, coalesce(sum(res.cost_usd), 0) AS cost_usd
             FROM run_results res JOIN requests q ON q.key = res.key
@@ -83,13 +86,14 @@ class HistoryPart(Part):
                 "output_tokens": pa.array([r["output_tokens"] for r in rows], pa.int64()),
                 "naive_usd": pa.array([str(r["naive_usd"]) for r in rows], pa.string()),
                 "cost_usd": pa.array([str(r["cost_usd"]) for r in rows], pa.string()),
+                "tag": pa.array([r.get("tag") for r in rows], pa.string()),
             }
         )
         with transaction(self._con), registered(self._con, "new_sources", table):
             self._con.execute("DELETE FROM run_sources WHERE run_id = ?", [run_id])
             self._con.execute(
                 f"INSERT INTO run_sources SELECT $1, source, model, rows, input_tokens, output_tokens, "
-                f"naive_usd::{_decimal()}, cost_usd::{_decimal()} FROM new_sources",
+                f"naive_usd::{_decimal()}, cost_usd::{_decimal()}, tag FROM new_sources",
                 [run_id],
             )
 
@@ -114,6 +118,11 @@ class HistoryPart(Part):
         )
         cols = [d[0] for d in by_model.description]
         models = [dict(zip(cols, row, strict=True)) for row in by_model.fetchall()]
+        tags = con.execute(
+            "SELECT tag, count(*), sum(input_tokens), sum(cached_tokens), sum(output_tokens), sum(cost_usd) "
+            "FROM calls WHERE run_id = ? AND tag IS NOT NULL GROUP BY 1 ORDER BY 6 DESC, 1",
+            [run_id],
+        ).fetchall()
         errors = dict(
             con.execute(
                 "SELECT error_class, count(*) FROM calls WHERE run_id = ? AND status = 'error' "
@@ -157,6 +166,7 @@ class HistoryPart(Part):
             timeline = [(float(i) * step, n * 60.0 / step) for i, n in rows]
         return {
             "models": models,
+            "tags": [_tag_row(row) for row in tags],
             "errors": errors,
             "latency_ms": {
                 "count": int(count or 0),
@@ -216,6 +226,18 @@ class HistoryPart(Part):
         cols = [d[0] for d in group_rel.description]
         groups = [dict(zip(cols, row, strict=True)) for row in group_rel.fetchall()]
         return totals, groups
+
+
+def _tag_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    tag, calls, tokens_in, cached, tokens_out, cost = row
+    return {
+        "tag": tag,
+        "calls": int(calls),
+        "input_tokens": int(tokens_in),
+        "cached_tokens": int(cached),
+        "output_tokens": int(tokens_out),
+        "cost_usd": cost,
+    }
 
 
 def _decimal() -> str:

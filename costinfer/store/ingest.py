@@ -143,6 +143,16 @@ class IngestPart(Part):
             )
         return {"rows": rows, "rejects": rejects, "distinct": distinct}
 
+    def set_tags(self, run_id: str, keys: list[str], run_tags: dict[str, str]) -> None:
+        """Each row's tag: ``key=value`` for the metadata keys chosen (``-`` where a row lacks one) and the run's own
+        tags, sorted by key and joined with commas. The ledger and the reports attribute cost by it."""
+        parts = [(k, f"coalesce(json_extract_string(metadata, {sql_str('$.' + k)}), '-')") for k in keys]
+        parts += [(k, sql_str(v)) for k, v in run_tags.items()]
+        if not parts:
+            return
+        expr = " || ',' || ".join(f"{sql_str(k + '=')} || {value}" for k, value in sorted(parts))
+        self._con.execute(f"UPDATE items SET tag = {expr} WHERE run_id = ?", [run_id])
+
     def rejects_count(self, run_id: str) -> int:
         row = self._con.execute("SELECT count(*) FROM rejects WHERE run_id = ?", [run_id]).fetchone()
         return int(row[0]) if row else 0

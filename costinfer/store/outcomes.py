@@ -15,7 +15,9 @@ from costinfer.core.errors import WriteError
 from costinfer.store.base import Outcome, Part, money, registered, transaction
 
 
-def record(con: duckdb.DuckDBPyConnection, where: str, run_id: str, outcomes: list[Outcome]) -> None:
+def record(
+    con: duckdb.DuckDBPyConnection, where: str, run_id: str, outcomes: list[Outcome], tagged: bool = False
+) -> None:
     """Commit a group of outcomes; a failure (a full disk) is ``WriteError`` and nothing of the group is kept."""
     if not outcomes:
         return
@@ -51,6 +53,14 @@ def record(con: duckdb.DuckDBPyConnection, where: str, run_id: str, outcomes: li
                 "error_class, error_message, input_tokens, output_tokens, cached_tokens, reasoning_tokens, "
                 "cost_usd::DECIMAL(38,12), latency_ms FROM outcome_batch"
             )
+            if tagged:  # the call's tag is its paying row's (the first row of its request)
+                con.execute(
+                    "UPDATE calls SET tag = i.tag FROM run_keys rk, items i "
+                    "WHERE calls.run_id = $1 AND calls.tag IS NULL AND rk.run_id = $1 AND rk.key = calls.key "
+                    "AND i.run_id = $1 AND i.row_idx = rk.first_idx "
+                    "AND calls.key IN (SELECT key FROM outcome_batch)",
+                    [run_id],
+                )
             con.execute(
                 "INSERT INTO responses (key, run_id, provider, model, response, finish_reason, input_tokens, "
                 "output_tokens, cached_tokens, reasoning_tokens, cost_usd, latency_ms) "
@@ -82,21 +92,23 @@ def _lend_fallback(con: duckdb.DuckDBPyConnection, run_id: str, o: Outcome) -> N
 class Writer:
     """Commits outcomes on a cursor of its own, from whichever thread holds it. Close it when done."""
 
-    def __init__(self, cursor: duckdb.DuckDBPyConnection, where: str) -> None:
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, where: str, tagged: bool = False) -> None:
         self._cursor = cursor
         self._where = where
+        self._tagged = tagged
 
     def record(self, run_id: str, outcomes: list[Outcome]) -> None:
-        record(self._cursor, self._where, run_id, outcomes)
+        record(self._cursor, self._where, run_id, outcomes, self._tagged)
 
     def close(self) -> None:
         self._cursor.close()
 
 
 class OutcomesPart(Part):
-    def record(self, run_id: str, outcomes: list[Outcome]) -> None:
-        """Make a group of outcomes durable in one transaction: answers enter the cache, every call the ledger."""
-        record(self._con, str(self.path), run_id, outcomes)
+    def record(self, run_id: str, outcomes: list[Outcome], tagged: bool = False) -> None:
+        """Make a group of outcomes durable in one transaction: answers enter the cache, every call the ledger
+        (with its paying row's tag when the run is ``tagged``)."""
+        record(self._con, str(self.path), run_id, outcomes, tagged)
 
-    def writer(self) -> Writer:
-        return Writer(self._con.cursor(), str(self.path))
+    def writer(self, tagged: bool = False) -> Writer:
+        return Writer(self._con.cursor(), str(self.path), tagged)

@@ -15,7 +15,7 @@ RESULT_ROWS = """
         SELECT key, arg_max(error_class || ': ' || coalesce(error_message, ''), finished_at) AS error
         FROM calls WHERE run_id = $run AND status = 'error' GROUP BY key),
     rows AS (
-        SELECT i.row_idx, i.row_id, i.line, i.key, i.metadata, rk.first_idx, rk.tier, rk.similarity,
+        SELECT i.row_idx, i.row_id, i.line, i.key, i.metadata, i.tag, rk.first_idx, rk.tier, rk.similarity,
                rk.answer_key, q.model AS requested_model, r.run_id AS answered_by, r.response, r.model,
                r.provider, r.finish_reason, r.input_tokens, r.output_tokens, r.reasoning_tokens, r.cost_usd,
                r.latency_ms, e.error
@@ -48,7 +48,7 @@ RESULT_ROWS = """
            answered_by IS NULL AND error IS NULL AS not_run,
            CASE WHEN tier IS NOT NULL THEN similarity END AS similarity,
            l.row_id AS reused_from,
-           metadata, rows.key
+           metadata, rows.key, rows.tag
     FROM rows LEFT JOIN lenders l ON l.key = rows.answer_key
     ORDER BY row_idx
 """

@@ -123,6 +123,13 @@ def _m7_run_sources(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _m8_tags(con: duckdb.DuckDBPyConnection) -> None:
+    # Attribution: a row's tag ("team=search,project=faq": chosen metadata keys and the run's own tags), kept on its
+    # item, on the ledger's calls (the tag of the row that paid) and on the run's priced sources
+    for table in ("items", "calls", "run_sources"):
+        con.execute(f"ALTER TABLE {table} ADD COLUMN tag VARCHAR")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     (1, "initial schema: runs, items, rejects, requests, run_keys, responses, calls", _m1_initial),
     (2, "requests.input_bound for the budget's worst case; row priority", _m2_bounds_and_priority),
@@ -131,5 +138,6 @@ MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] =
     (5, "ingestion stores requests directly; the staging table is dropped", _m5_no_staging),
     (6, "reasoning tokens in the ledger and the cache", _m6_reasoning_tokens),
     (7, "run_sources: each run's rows by source and model, priced, for reports and analyze", _m7_run_sources),
+    (8, "tags for cost attribution on items, calls and run_sources", _m8_tags),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
