@@ -35,7 +35,7 @@ class AnthropicBackend(Backend):
         return url[: -len("/v1")] if url.endswith("/v1") else url
 
     def headers(self) -> dict[str, str]:
-        headers = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION}
+        headers = {"anthropic-version": ANTHROPIC_VERSION}
         key = self.api_key()
         if key:
             headers["x-api-key"] = key

@@ -88,7 +88,7 @@ class Backend(ABC):
         return key or None
 
     def headers(self) -> dict[str, str]:
-        headers = {"content-type": "application/json"}
+        headers: dict[str, str] = {}  # the transport sets each request's content type
         key = self.api_key()
         if key:
             headers["authorization"] = f"Bearer {key}"
@@ -98,6 +98,11 @@ class Backend(ABC):
         """The run's models, priced (``ModelPrice``): a protocol may shape a request by what its model is (OpenAI's
         reasoning models take ``max_completion_tokens``)."""
         self.reasoning_models = frozenset(name for name, price in prices.items() if getattr(price, "reasoning", False))
+
+    def batches(self) -> Any | None:
+        """This provider's batch API client (``submit``, ``status``, ``find``, ``results``, ``cancel``), or None
+        where it has none (``supports_batch``)."""
+        return None
 
     @classmethod
     def local_server(cls, settings: Mapping[str, Any]) -> AbstractContextManager[str] | None:

@@ -33,6 +33,13 @@ class OpenAIBackend(Backend):
     def parse(self, raw: bytes) -> Completion:
         return parse_chat_completion(raw)
 
+    def batches(self) -> Any | None:
+        if not self.supports_batch:
+            return None
+        from costinfer.backends.openai_batch import OpenAIBatches
+
+        return OpenAIBatches(self)
+
 
 def parse_chat_completion(raw: bytes) -> Completion:
     try:
@@ -82,7 +89,7 @@ class SimulateBackend(OpenAIBackend):
     default_base_url: ClassVar[str | None] = None
     api_key_env: ClassVar[str | None] = None
     key_required: ClassVar[bool] = False
-    supports_batch: ClassVar[bool] = False
+    supports_batch: ClassVar[bool] = True  # the simulator implements OpenAI's Batch API
     prompt_cache: ClassVar[bool] = False
 
     @property

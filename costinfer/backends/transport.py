@@ -18,6 +18,7 @@ from costinfer.core.errors import AuthError, BackendError
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 QUOTA_CODES = frozenset({"insufficient_quota", "enforced_spend_limit_reached", "billing_hard_limit_reached"})
+_JSON = {"content-type": "application/json"}
 # What parsing an answer raises when the body is not the protocol's shape
 MALFORMED = (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError, AttributeError)
 
@@ -45,9 +46,15 @@ class HttpTransport:
 
     async def post(self, url: str, payload: dict[str, Any]) -> tuple[bytes, dict[str, str] | None]:
         """The answer's body and its rate-limit headers; ``BackendError`` for anything but a 200."""
+        return await self.send("POST", url, orjson.dumps(payload), _JSON)
+
+    async def send(
+        self, method: str, url: str, data: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[bytes, dict[str, str] | None]:
+        """Any request (a GET, a JSON body, a multipart form), with the same error mapping as ``post``."""
         assert self._session is not None, "start() the transport first"
         try:
-            async with self._session.post(url, data=orjson.dumps(payload)) as resp:
+            async with self._session.request(method, url, data=data, headers=headers) as resp:
                 raw = await resp.read()
                 status = resp.status
                 retry_after = _retry_after(resp.headers)

@@ -62,6 +62,7 @@ def handled() -> Iterator[None]:
 # Each command's module registers it on ``app`` when imported.
 COMMAND_MODULES = {
     "analyze": "costinfer.cli.analyze",
+    "batches": "costinfer.cli.batches",
     "cache": "costinfer.cli.cache",
     "plan": "costinfer.cli.plan",
     "prices": "costinfer.cli.prices",

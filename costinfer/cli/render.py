@@ -231,6 +231,10 @@ def plan_table(plan: dict[str, Any], width: int = WIDE) -> Table:
         )
     )
     basis = "".join(f" Output of {m['model']}: {m['output_basis']}." for m in plan["models"]) if narrow else ""
+    batch = plan.get("expected_batch_cost_usd")
+    if batch is not None and plan["to_call"]:
+        saving = Decimal(plan["expected_cost_usd"]) - Decimal(batch)
+        basis += f" With --mode batch: expected {usd(batch)} (saves {usd(saving)}; results within 24 hours)."
     table.caption = (
         f"{plan['rows']} rows, {plan['rejects']} rejected, {plan['distinct']} distinct requests, "
         f"{plan['duplicates']} duplicates, {plan['cache_hits']} rows from the cache, "

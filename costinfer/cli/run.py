@@ -72,6 +72,14 @@ def run_command(
     semantic: Optional[bool] = options.SEMANTIC,
     semantic_threshold: float = options.SEMANTIC_THRESHOLD,
     embedding_model: Optional[str] = options.EMBEDDING_MODEL,
+    mode: str = typer.Option(
+        "online",
+        help="online: one call per request; batch: the provider's batch API at batch prices (openai, simulate).",
+    ),
+    wait: bool = typer.Option(
+        True, "--wait/--no-wait", help="Batch mode: wait for the batches, or submit, stop and collect on a later run."
+    ),
+    batch_poll_s: float = typer.Option(5.0, "--batch-poll", help="Batch mode: seconds before the first status check."),
     report: bool = options.REPORT,
     tag_by: Optional[str] = options.TAG_BY,
     tags: list[str] = options.TAGS,

@@ -37,6 +37,9 @@ def serve(
     slow_s: float = typer.Option(120.0, help="How long an injected timeout keeps the client waiting."),
     seed: Optional[int] = typer.Option(None, help="Seed of the fault draws, for repeatable rehearsals."),
     down_model: list[str] = typer.Option([], help="A model in an outage: every request for it gets a 503."),
+    batch_delay: float = typer.Option(0.5, help="Seconds a batch takes to complete (the Batch API)."),
+    batch_fail_rate: float = typer.Option(0.0, help="Share of batch items answered with an error."),
+    batch_expire_rate: float = typer.Option(0.0, help="Share of batch items that expire unanswered."),
 ) -> None:
     """Serve OpenAI chat completions (/v1/chat/completions) and Anthropic messages (/v1/messages) with
     deterministic answers and realistic usage until SIGINT or SIGTERM."""
@@ -54,6 +57,10 @@ def serve(
             tpm=tpm,
             limit_mode=limit_mode,
             down_models=tuple(down_model),
+            batch_delay_s=batch_delay,
+            batch_fail_rate=batch_fail_rate,
+            batch_expire_rate=batch_expire_rate,
+            seed=seed,
         )
         if limit_mode not in LIMIT_MODES:
             raise ConfigError(f"--limit-mode must be one of {', '.join(LIMIT_MODES)}, got '{limit_mode}'")

@@ -32,6 +32,7 @@ class ModelLine:
     expected_cost_usd: Decimal
     worst_cost_usd: Decimal
     output_basis: str  # where the expected output came from
+    expected_batch_cost_usd: Decimal = Decimal(0)  # the same requests through the provider's batch API
 
 
 @dataclass
@@ -67,6 +68,10 @@ class Plan:
         return sum((m.expected_cost_usd for m in self.models), Decimal(0))
 
     @property
+    def expected_batch_cost_usd(self) -> Decimal:
+        return sum((m.expected_batch_cost_usd for m in self.models), Decimal(0))
+
+    @property
     def worst_cost_usd(self) -> Decimal:
         return sum((m.worst_cost_usd for m in self.models), Decimal(0))
 
@@ -92,6 +97,7 @@ class Plan:
             "expected_output_tokens",
             "worst_output_tokens",
             "expected_cost_usd",
+            "expected_batch_cost_usd",
             "worst_cost_usd",
             "left_usd",
             "fits",
@@ -169,6 +175,7 @@ def compute(
         line.expected_output_tokens += expected_out
         line.worst_output_tokens += n * max_tokens
         line.expected_cost_usd += price.cost(expected_in, expected_out)
+        line.expected_batch_cost_usd += price.cost(expected_in, expected_out, batch=True)
         line.worst_cost_usd += price.worst_case(bound, n * max_tokens)
         if basis != line.output_basis:
             line.output_basis = "mixed"

@@ -58,8 +58,10 @@ class ModelPrice:
         fresh = input_tokens - cached - written
         return fresh * in_price + cached * self.cached_input + written * self.cache_write + output_tokens * out_price
 
-    def worst_case(self, input_tokens: int, max_tokens: int) -> Decimal:
+    def worst_case(self, input_tokens: int, max_tokens: int, *, batch: bool = False) -> Decimal:
         """The most a call can cost: every input token at its dearest input price, and every allowed output token."""
+        if batch:
+            return input_tokens * max(self.batch_input, self.cache_write) + max_tokens * self.batch_output
         return input_tokens * max(self.input, self.cache_write) + max_tokens * self.output
 
 
@@ -204,8 +206,9 @@ class Catalog:
             output=_dec(entry, "output_cost_per_token"),
             cached_input=_dec(entry, "cache_read_input_token_cost", _dec(entry, "input_cost_per_token")),
             cache_write=_dec(entry, "cache_creation_input_token_cost", _dec(entry, "input_cost_per_token")),
-            batch_input=_dec(entry, "input_cost_per_token_batches", _dec(entry, "input_cost_per_token")),
-            batch_output=_dec(entry, "output_cost_per_token_batches", _dec(entry, "output_cost_per_token")),
+            # without a batch price in the catalog, the providers' documented half of the online one
+            batch_input=_dec(entry, "input_cost_per_token_batches", _dec(entry, "input_cost_per_token") / 2),
+            batch_output=_dec(entry, "output_cost_per_token_batches", _dec(entry, "output_cost_per_token") / 2),
             max_input_tokens=_int(entry, "max_input_tokens"),
             max_output_tokens=_int(entry, "max_output_tokens"),
             reasoning=is_reasoning_model(model, entry),

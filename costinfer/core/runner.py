@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 
 from costinfer.backends.base import Backend, BackendConfig
+from costinfer.core.batch import BatchConfig, BatchExecutor
 from costinfer.core.budget import BudgetGuard
 from costinfer.core.errors import (
     AuthError,
@@ -104,22 +105,27 @@ def _execute_run(
     run_id = prepared.run_id
     store.set_run(run_id, status="running")
     guard = BudgetGuard(opts.budget_usd, prepared.plan.spent_usd)
-    executor = Executor(
-        store,
-        run_id,
-        backend,
-        prepared.prices,
-        guard,
-        ExecConfig(
-            concurrency=opts.concurrency,
-            max_attempts=opts.max_attempts,
-            rpm=opts.rpm,
-            tpm=opts.tpm,
-            fallback_model=opts.fallback_model,
-            tagged=bool(opts.tag_by or opts.tags),
-        ),
-        progress,
-    )
+    executor: Executor | BatchExecutor
+    if opts.mode == "batch":
+        batch_cfg = BatchConfig(wait=opts.wait, poll_s=opts.batch_poll_s, max_poll_s=max(opts.batch_poll_s, 60.0))
+        executor = BatchExecutor(store, run_id, backend, prepared.prices, guard, batch_cfg, progress)
+    else:
+        executor = Executor(
+            store,
+            run_id,
+            backend,
+            prepared.prices,
+            guard,
+            ExecConfig(
+                concurrency=opts.concurrency,
+                max_attempts=opts.max_attempts,
+                rpm=opts.rpm,
+                tpm=opts.tpm,
+                fallback_model=opts.fallback_model,
+                tagged=bool(opts.tag_by or opts.tags),
+            ),
+            progress,
+        )
     progress.phase("calling", prepared.plan.to_call)
     clock.mark("plan")
     failure: CostinferError | None = None
@@ -198,7 +204,7 @@ def _execute_run(
     return summary_value
 
 
-def _failure(executor: Executor, backend: Backend, store: Store) -> CostinferError | None:
+def _failure(executor: Executor | BatchExecutor, backend: Backend, store: Store) -> CostinferError | None:
     """What stopped the run early, as the one line the user sees (after the results so far are written)."""
     if executor.store_error is not None:
         return WriteError(
@@ -233,7 +239,7 @@ def _loop_options() -> dict[str, Any]:
     return {"use_uvloop": True}
 
 
-async def _execute(executor: Executor, pages: Iterator[Any]) -> None:
+async def _execute(executor: Executor | BatchExecutor, pages: Iterator[Any]) -> None:
     async with executor.backend, anyio.create_task_group() as tg:
         if _can_handle_signals():
             tg.start_soon(_watch_signals, executor, tg.cancel_scope)
@@ -247,7 +253,7 @@ def _can_handle_signals() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-async def _watch_signals(executor: Executor, scope: anyio.CancelScope) -> None:
+async def _watch_signals(executor: Executor | BatchExecutor, scope: anyio.CancelScope) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
             if executor.stopping:

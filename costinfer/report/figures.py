@@ -21,6 +21,7 @@ LEVERS = {
     "normalized": "the normalized tier (the same text up to case and spaces)",
     "semantic": "the semantic tier (near-duplicate questions)",
     "fallback": "the fallback model (answered while the provider failed)",
+    "batch": "batch pricing (the provider's batch API, results within 24 hours)",
     "other": "the provider's prompt cache and billing differences",
 }
 REUSED = ("duplicate", "cache", "normalized", "semantic")
@@ -37,7 +38,7 @@ def price_sources(groups: list[dict[str, Any]], prices: dict[str, ModelPrice]) -
         if source in REUSED:
             tokens_in = int(g["counted_input"])
             naive = price.cost(tokens_in, int(g["output_tokens"])) if price else ZERO
-        elif source in ("fresh", "fallback"):
+        elif source in ("fresh", "fallback", "batch"):
             tokens_in = int(g["billed_input"])
             naive = price.cost(tokens_in, int(g["output_tokens"])) if price else ZERO
         else:
@@ -65,10 +66,11 @@ def waterfall(sources: list[dict[str, Any]], actual_usd: Decimal) -> dict[str, A
         saved = sum((Decimal(s["naive_usd"]) for s in sources if s["source"] == lever), ZERO)
         if saved:
             steps.append({"lever": lever, "label": LEVERS[lever], "saved_usd": saved})
-    fallback = [s for s in sources if s["source"] == "fallback"]
-    if fallback:
-        saved = sum((Decimal(s["naive_usd"]) - Decimal(s["cost_usd"]) for s in fallback), ZERO)
-        steps.append({"lever": "fallback", "label": LEVERS["fallback"], "saved_usd": saved})
+    for lever in ("fallback", "batch"):  # answered by a call, at a price other than the requested model's online one
+        answered = [s for s in sources if s["source"] == lever]
+        if answered:
+            saved = sum((Decimal(s["naive_usd"]) - Decimal(s["cost_usd"]) for s in answered), ZERO)
+            steps.append({"lever": lever, "label": LEVERS[lever], "saved_usd": saved})
     other = naive - sum((Decimal(s["saved_usd"]) for s in steps), ZERO) - actual_usd
     if other:
         steps.append({"lever": "other", "label": LEVERS["other"], "saved_usd": other})

@@ -22,3 +22,7 @@ class SimulatorConfig:
     down_models: tuple[str, ...] = ()  # models in an outage: every request for them gets a 503 (529 on Anthropic's)
     min_reasoning_tokens: int = 16  # a reasoning model's hidden thinking per answer (o-series, gpt-5 family)
     max_reasoning_tokens: int = 96
+    batch_delay_s: float = 0.5  # a batch completes this long after it was created
+    batch_fail_rate: float = 0.0  # share of batch items answered with an error (in the error file)
+    batch_expire_rate: float = 0.0  # share of batch items that expire unanswered
+    seed: int | None = None  # the batch items' failures are drawn with it

@@ -31,6 +31,7 @@ from costinfer.simulator.answers import (
     reasoning_refusal,
     text_of,
 )
+from costinfer.simulator.batches import BatchApi
 from costinfer.simulator.config import SimulatorConfig
 from costinfer.simulator.faults import rate_meter
 
@@ -62,6 +63,14 @@ class Simulator:
         self._log: IO[bytes] | None = None
         self._runner: web.AppRunner | None = None
         self.url = ""
+        self.batches = BatchApi(
+            self._batch_answer,
+            self._batch_record,
+            self.cfg.batch_delay_s,
+            self.cfg.batch_fail_rate,
+            self.cfg.batch_expire_rate,
+            self.cfg.seed,
+        )
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -69,7 +78,30 @@ class Simulator:
         app.router.add_post("/v1/messages", self.messages)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/health", self.health)
+        self.batches.routes(app)
         return app
+
+    def _batch_answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """One batch line's answer, as the online endpoint would give it (no faults, no latency, no limits)."""
+        model = str(body.get("model"))
+        if is_reasoning_model(model, {}) and (refusal := reasoning_refusal(body)) is not None:
+            return 400, {"error": {"message": refusal, "type": "invalid_request_error"}}
+        prompt_tokens = self.counter.count_body(body)
+        text, completion_tokens, finish, thinking = answer_for(body, self.cfg, is_reasoning_model(model, {}))
+        digest = body_digest(body)
+        return 200, chat_completion(
+            digest, model, text, finish, prompt_tokens, completion_tokens, time.time(), thinking
+        )
+
+    def _batch_record(self, kind: str, body: dict[str, Any], status: int | str) -> None:
+        if kind == "batch_item" and status == 200:
+            self.requests += 1
+        if self._log is not None:
+            line = {"t": time.time(), "kind": kind, "status": status, "protocol": "openai-batch"}
+            line["digest" if kind == "batch_item" else "batch"] = (
+                body_digest(body) if kind == "batch_item" else body.get("batch")
+            )
+            self._log.write(orjson.dumps(line) + b"\n")
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

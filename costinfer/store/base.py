@@ -80,6 +80,7 @@ class Outcome:
     http_status: int | None = None
     error_class: str | None = None
     error_message: str | None = None
+    mode: str = "online"  # "batch": answered through a provider batch API, billed at batch prices
     replaces: str | None = None  # a fallback answer: the key of the request it stands in for
     request_body: dict[str, Any] | None = None  # ... and the fallback request that was sent
 

@@ -42,12 +42,14 @@ _FACTS = """
                coalesce(src.source, 'fresh') AS source, coalesce(src.rows, 0) AS rows,
                CASE WHEN src.source IN ('duplicate', 'cache', 'normalized', 'semantic')
                     THEN src.naive_usd ELSE 0 END AS saved_usd,
-               CASE WHEN coalesce(src.source, 'fresh') = 'fresh' THEN coalesce(sp.calls, 0) ELSE 0 END AS calls,
-               CASE WHEN coalesce(src.source, 'fresh') = 'fresh' THEN coalesce(sp.failed_calls, 0) ELSE 0 END
-                   AS failed_calls,
-               CASE WHEN coalesce(src.source, 'fresh') = 'fresh' THEN coalesce(sp.cost_usd, 0) ELSE 0 END AS cost_usd
+               CASE WHEN coalesce(src.source, 'fresh') IN ('fresh', 'batch') THEN coalesce(sp.calls, 0) ELSE 0 END
+                   AS calls,
+               CASE WHEN coalesce(src.source, 'fresh') IN ('fresh', 'batch') THEN coalesce(sp.failed_calls, 0)
+                    ELSE 0 END AS failed_calls,
+               CASE WHEN coalesce(src.source, 'fresh') IN ('fresh', 'batch') THEN coalesce(sp.cost_usd, 0) ELSE 0 END
+                   AS cost_usd
         FROM sources src
-        FULL JOIN spend sp ON sp.run_id = src.run_id AND sp.model = src.model AND src.source = 'fresh'
+        FULL JOIN spend sp ON sp.run_id = src.run_id AND sp.model = src.model AND src.source IN ('fresh', 'batch')
             AND sp.tag IS NOT DISTINCT FROM src.tag),
     facts AS (
         SELECT f.*, CAST(r.started_at AS DATE) AS day, r.input_path AS dataset
@@ -64,13 +66,17 @@ class HistoryPart(Part):
         self._results(run_id)  # type: ignore[attr-defined]
         rel = self._con.execute(
             """
-            SELECT coalesce(res.source, CASE WHEN res.not_run THEN 'not_run' ELSE 'failed' END) AS source,
+            SELECT CASE WHEN res.source = 'fresh' AND EXISTS (
+                            SELECT 1 FROM calls c WHERE c.run_id = $1 AND c.key = res.key AND c.status = 'ok'
+                            AND c.mode = 'batch') THEN 'batch'
+                        ELSE coalesce(res.source, CASE WHEN res.not_run THEN 'not_run' ELSE 'failed' END) END AS source,
                    q.model AS requested, res.model AS answered, res.tag, count(*) AS rows,
                    sum(q.input_tokens) AS counted_input, coalesce(sum(res.input_tokens), 0) AS billed_input,
                    coalesce(sum(res.output_tokens), 0) AS output_tokens, coalesce(sum(res.cost_usd), 0) AS cost_usd
             FROM run_results res JOIN requests q ON q.key = res.key
             GROUP BY ALL ORDER BY 1, 2
-            """
+            """,
+            [run_id],
         )
         cols = [d[0] for d in rel.description]
         return [dict(zip(cols, row, strict=True)) for row in rel.fetchall()]

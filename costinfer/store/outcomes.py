@@ -42,16 +42,18 @@ def record(
             "latency_ms": pa.array([o.latency_ms for o in outcomes], pa.float64()),
             "response": pa.array([o.response for o in outcomes], pa.string()),
             "finish_reason": pa.array([o.finish_reason for o in outcomes], pa.string()),
+            "mode": pa.array([o.mode for o in outcomes], pa.string()),
         }
     )
     try:
         with transaction(con), registered(con, "outcome_batch", batch):
             con.execute(
                 "INSERT INTO calls (run_id, key, provider, model, status, attempts, http_status, error_class, "
-                "error_message, input_tokens, output_tokens, cached_tokens, reasoning_tokens, cost_usd, latency_ms) "
+                "error_message, input_tokens, output_tokens, cached_tokens, reasoning_tokens, cost_usd, latency_ms, "
+                "mode) "
                 "SELECT run_id, key, provider, model, CASE WHEN ok THEN 'ok' ELSE 'error' END, attempts, http_status, "
                 "error_class, error_message, input_tokens, output_tokens, cached_tokens, reasoning_tokens, "
-                "cost_usd::DECIMAL(38,12), latency_ms FROM outcome_batch"
+                "cost_usd::DECIMAL(38,12), latency_ms, mode FROM outcome_batch"
             )
             if tagged:  # the call's tag is its paying row's (the first row of its request)
                 con.execute(

@@ -130,6 +130,24 @@ def _m8_tags(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"ALTER TABLE {table} ADD COLUMN tag VARCHAR")
 
 
+def _m9_batches(con: duckdb.DuckDBPyConnection) -> None:
+    # Provider batch jobs: recorded before anything is uploaded (state 'preparing'), then with the server's id
+    # ('submitted'), then 'collected'. A process that dies in between finds its batches here (or on the server, by
+    # their metadata) instead of submitting again. calls.mode says which calls were billed at batch prices.
+    con.execute(
+        """
+        CREATE TABLE batches (
+            local_id VARCHAR PRIMARY KEY, run_id VARCHAR NOT NULL, part INTEGER NOT NULL, provider VARCHAR NOT NULL,
+            endpoint VARCHAR NOT NULL, server_id VARCHAR, state VARCHAR NOT NULL, requests INTEGER NOT NULL,
+            reserved_usd DECIMAL(38,12) NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            updated_at TIMESTAMPTZ);
+        CREATE TABLE batch_items (
+            local_id VARCHAR NOT NULL, key VARCHAR NOT NULL, reserved_usd DECIMAL(38,12) NOT NULL);
+        ALTER TABLE calls ADD COLUMN mode VARCHAR NOT NULL DEFAULT 'online';
+        """
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     (1, "initial schema: runs, items, rejects, requests, run_keys, responses, calls", _m1_initial),
     (2, "requests.input_bound for the budget's worst case; row priority", _m2_bounds_and_priority),
@@ -139,5 +157,6 @@ MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] =
     (6, "reasoning tokens in the ledger and the cache", _m6_reasoning_tokens),
     (7, "run_sources: each run's rows by source and model, priced, for reports and analyze", _m7_run_sources),
     (8, "tags for cost attribution on items, calls and run_sources", _m8_tags),
+    (9, "provider batch jobs and their items; calls.mode", _m9_batches),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]

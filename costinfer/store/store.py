@@ -18,6 +18,7 @@ import duckdb
 
 from costinfer.core.errors import StoreBusyError, StoreError
 from costinfer.store.base import DEFAULT_MEMORY, ENV_MEMORY, check_store_path, default_store_path, sql_str, transaction
+from costinfer.store.batches import BatchesPart
 from costinfer.store.cache import CachePart
 from costinfer.store.history import HistoryPart
 from costinfer.store.ingest import IngestPart, RunsPart
@@ -30,7 +31,9 @@ from costinfer.store.schema import MIGRATIONS, SCHEMA_VERSION
 _BUSY = re.compile(r"lock", re.IGNORECASE)
 
 
-class Store(RunsPart, IngestPart, ReusePart, PlanningPart, OutcomesPart, ResultsPart, CachePart, HistoryPart):
+class Store(
+    RunsPart, IngestPart, ReusePart, PlanningPart, OutcomesPart, ResultsPart, CachePart, HistoryPart, BatchesPart
+):
     def __init__(self, path: Path, con: duckdb.DuckDBPyConnection) -> None:
         self.path = path
         self._con = con

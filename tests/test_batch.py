@@ -1,0 +1,140 @@
+"""Batch mode against the simulator's Batch API, over real HTTP, with the client killed at the worst moments: one
+batch on the server, every row answered once, batch prices in the ledger, only failed items resubmitted."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.conftest import read_jsonl, subprocess_cli, write_jsonl
+
+ROWS = [{"id": f"b{i}", "prompt": f"Batch question number {i}"} for i in range(40)]
+ENV = {"OPENAI_API_KEY": "sk-test"}
+
+
+@contextmanager
+def _simulator(log: Path, *extra: str) -> Iterator[str]:
+    cmd = [sys.executable, "-m", "costinfer", "simulate", "serve", "--port", "0", "--log", str(log), *extra]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as server:
+        try:
+            assert server.stdout is not None
+            yield server.stdout.readline().strip()
+        finally:
+            server.terminate()
+
+
+def _log(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _args(data: Path, store: Path, url: str, out: Path) -> list[object]:
+    return ["run", data, "--store", store, "--base-url", url, "--provider", "openai", "--mode", "batch", "-o", out,
+            "--batch-poll", "0.2"]  # fmt: skip
+
+
+def _ledger(store: Path) -> tuple[Decimal, int, int, int, set[str]]:
+    with duckdb.connect(str(store), read_only=True) as con:
+        row = con.execute(
+            "SELECT sum(cost_usd), sum(input_tokens), sum(output_tokens), count(*) FILTER (WHERE status = 'ok') "
+            "FROM calls"
+        ).fetchone()
+        modes = {m for (m,) in con.execute("SELECT DISTINCT mode FROM calls").fetchall()}
+    assert row is not None
+    return Decimal(row[0]), int(row[1]), int(row[2]), int(row[3]), modes
+
+
+@pytest.mark.slow
+def test_a_batch_run_killed_after_submission_reattaches_and_submits_nothing_twice(tmp_path: Path) -> None:
+    data, store, out, log = (
+        write_jsonl(tmp_path / "d.jsonl", ROWS),
+        tmp_path / "s.duckdb",
+        tmp_path / "o.jsonl",
+        tmp_path / "log.jsonl",
+    )
+    with _simulator(log, "--batch-delay", "3") as url:
+        proc = subprocess_cli(*_args(data, store, url, out), env=ENV)
+        deadline = time.monotonic() + 60
+        while not any(e.get("kind") == "batch_create" for e in _log(log)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)  # right after the server created the batch
+        proc.communicate(timeout=30)
+        again = subprocess_cli(*_args(data, store, url, out), "--json", env=ENV)
+        stdout, err = again.communicate(timeout=120)
+        assert again.returncode == 0, err
+        assert json.loads(stdout)["resumed"] is True and "re-attached" in err
+    entries = _log(log)
+    assert sum(e.get("kind") == "batch_create" for e in entries) == 1  # exactly one batch on the server
+    answered = Counter(e["digest"] for e in entries if e.get("kind") == "batch_item" and e["status"] == 200)
+    assert len(answered) == 40 and set(answered.values()) == {1}  # every row answered once
+    assert all(r["error"] is None and r["source"] == "fresh" for r in read_jsonl(out))
+    plan = subprocess_cli("plan", data, "--store", tmp_path / "p.duckdb", "--json")
+    planned = json.loads(plan.communicate(timeout=120)[0])
+    assert Decimal(planned["expected_batch_cost_usd"]) * 2 == Decimal(planned["expected_cost_usd"])
+    cost, tokens_in, tokens_out, ok, modes = _ledger(store)
+    # gpt-4o-mini's batch prices: $0.075 in, $0.30 out per million tokens (half the online ones)
+    assert ok == 40 and modes == {"batch"}
+    assert cost == Decimal(tokens_in) * Decimal("0.000000075") + Decimal(tokens_out) * Decimal("0.0000003")
+    report = json.loads((tmp_path / "o.report.json").read_text())
+    assert "batch" in {s["lever"] for s in report["waterfall"]["steps"]}
+
+
+@pytest.mark.slow
+def test_only_failed_or_expired_items_are_resubmitted(tmp_path: Path) -> None:
+    data, store, out, log = (
+        write_jsonl(tmp_path / "d.jsonl", ROWS),
+        tmp_path / "s.duckdb",
+        tmp_path / "o.jsonl",
+        tmp_path / "log.jsonl",
+    )
+    with _simulator(log, "--batch-delay", "0.2", "--batch-fail-rate", "0.1", "--batch-expire-rate", "0.05",
+                    "--seed", "7") as url:  # fmt: skip
+        proc = subprocess_cli(*_args(data, store, url, out), env=ENV)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    with duckdb.connect(str(store), read_only=True) as con:
+        parts = con.execute("SELECT part, requests FROM batches ORDER BY part").fetchall()
+        failed_first = con.execute(
+            "SELECT count(*) FROM calls c JOIN batch_items i ON i.key = c.key "
+            "JOIN batches b ON b.local_id = i.local_id WHERE b.part = 1 AND c.status = 'error'"
+        ).fetchone()
+    assert failed_first is not None and failed_first[0] > 0
+    assert parts[0][1] == 40 and parts[1][1] == failed_first[0]  # the second batch holds exactly the failures
+    answered = Counter(e["digest"] for e in _log(log) if e.get("kind") == "batch_item" and e["status"] == 200)
+    assert len(answered) == 40 and set(answered.values()) == {1}
+    assert all(r["error"] is None for r in read_jsonl(out))
+
+
+@pytest.mark.slow
+def test_no_wait_submits_and_a_later_run_collects_even_if_the_id_never_reached_the_store(tmp_path: Path) -> None:
+    data, store, out, log = (
+        write_jsonl(tmp_path / "d.jsonl", ROWS),
+        tmp_path / "s.duckdb",
+        tmp_path / "o.jsonl",
+        tmp_path / "log.jsonl",
+    )
+    with _simulator(log, "--batch-delay", "1") as url:
+        first = subprocess_cli(*_args(data, store, url, out), "--no-wait", "--json", env=ENV)
+        stdout, err = first.communicate(timeout=120)
+        assert first.returncode == 0, err
+        assert json.loads(stdout)["stop_reason"] == "submitted"
+        # as if the process had died after the server created the batch and before the store learned its id
+        with duckdb.connect(str(store)) as con:
+            con.execute("UPDATE batches SET state = 'preparing', server_id = NULL")
+        time.sleep(1.2)
+        second = subprocess_cli(*_args(data, store, url, out), "--json", env=ENV)
+        stdout, err = second.communicate(timeout=120)
+        assert second.returncode == 0, err
+        assert json.loads(stdout)["stop_reason"] is None
+    assert sum(e.get("kind") == "batch_create" for e in _log(log)) == 1  # found by its metadata, not submitted again
+    assert all(r["error"] is None for r in read_jsonl(out)) and len(read_jsonl(out)) == 40
