@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from costinfer.core.prices import Catalog
 from tests.conftest import read_jsonl, subprocess_cli, write_jsonl
 
 ROWS = [{"id": f"b{i}", "prompt": f"Batch question number {i}"} for i in range(40)]
@@ -38,9 +39,17 @@ def _log(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def _args(data: Path, store: Path, url: str, out: Path) -> list[object]:
-    return ["run", data, "--store", store, "--base-url", url, "--provider", "openai", "--mode", "batch", "-o", out,
-            "--batch-poll", "0.2"]  # fmt: skip
+def _target(url: str, protocol: str) -> list[str]:
+    if protocol == "anthropic":
+        return ["--provider", "anthropic", "--base-url", url.removesuffix("/v1"), "--model", "claude-haiku-4-5"]
+    return ["--provider", "openai", "--base-url", url]
+
+
+def _args(data: Path, store: Path, url: str, out: Path, protocol: str = "openai") -> list[object]:
+    return ["run", data, "--store", store, *_target(url, protocol), "--mode", "batch", "-o", out, "--batch-poll", "0.2"]
+
+
+ENVS = {"openai": {"OPENAI_API_KEY": "sk-test"}, "anthropic": {"ANTHROPIC_API_KEY": "sk-ant-test"}}
 
 
 def _ledger(store: Path) -> tuple[Decimal, int, int, int, set[str]]:
@@ -55,7 +64,10 @@ def _ledger(store: Path) -> tuple[Decimal, int, int, int, set[str]]:
 
 
 @pytest.mark.slow
-def test_a_batch_run_killed_after_submission_reattaches_and_submits_nothing_twice(tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+def test_a_batch_run_killed_after_submission_reattaches_and_submits_nothing_twice(
+    tmp_path: Path, protocol: str
+) -> None:
     data, store, out, log = (
         write_jsonl(tmp_path / "d.jsonl", ROWS),
         tmp_path / "s.duckdb",
@@ -63,13 +75,14 @@ def test_a_batch_run_killed_after_submission_reattaches_and_submits_nothing_twic
         tmp_path / "log.jsonl",
     )
     with _simulator(log, "--batch-delay", "3") as url:
-        proc = subprocess_cli(*_args(data, store, url, out), env=ENV)
+        env = ENVS[protocol]
+        proc = subprocess_cli(*_args(data, store, url, out, protocol), env=env)
         deadline = time.monotonic() + 60
         while not any(e.get("kind") == "batch_create" for e in _log(log)) and time.monotonic() < deadline:
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)  # right after the server created the batch
         proc.communicate(timeout=30)
-        again = subprocess_cli(*_args(data, store, url, out), "--json", env=ENV)
+        again = subprocess_cli(*_args(data, store, url, out, protocol), "--json", env=env)
         stdout, err = again.communicate(timeout=120)
         assert again.returncode == 0, err
         assert json.loads(stdout)["resumed"] is True and "re-attached" in err
@@ -78,13 +91,14 @@ def test_a_batch_run_killed_after_submission_reattaches_and_submits_nothing_twic
     answered = Counter(e["digest"] for e in entries if e.get("kind") == "batch_item" and e["status"] == 200)
     assert len(answered) == 40 and set(answered.values()) == {1}  # every row answered once
     assert all(r["error"] is None and r["source"] == "fresh" for r in read_jsonl(out))
-    plan = subprocess_cli("plan", data, "--store", tmp_path / "p.duckdb", "--json")
-    planned = json.loads(plan.communicate(timeout=120)[0])
+    plan = subprocess_cli("plan", data, "--store", tmp_path / "p.duckdb", "--json", *_target(url, protocol))
+    planned = json.loads(plan.communicate(timeout=120)[0])  # the plan prices both modes
     assert Decimal(planned["expected_batch_cost_usd"]) * 2 == Decimal(planned["expected_cost_usd"])
     cost, tokens_in, tokens_out, ok, modes = _ledger(store)
-    # gpt-4o-mini's batch prices: $0.075 in, $0.30 out per million tokens (half the online ones)
+    price = Catalog.load().lookup("gpt-4o-mini" if protocol == "openai" else "claude-haiku-4-5", protocol)
     assert ok == 40 and modes == {"batch"}
-    assert cost == Decimal(tokens_in) * Decimal("0.000000075") + Decimal(tokens_out) * Decimal("0.0000003")
+    assert price.batch_input * 2 == price.input  # batch prices: half the online ones
+    assert cost == tokens_in * price.batch_input + tokens_out * price.batch_output
     report = json.loads((tmp_path / "o.report.json").read_text())
     assert "batch" in {s["lever"] for s in report["waterfall"]["steps"]}
 

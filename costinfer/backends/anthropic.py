@@ -44,6 +44,11 @@ class AnthropicBackend(Backend):
     def translate(self, body: dict[str, Any]) -> dict[str, Any]:
         return to_messages_request(body)
 
+    def batches(self) -> Any | None:
+        from costinfer.backends.anthropic_batch import AnthropicBatches
+
+        return AnthropicBatches(self)
+
     def parse(self, raw: bytes) -> Completion:
         return parse_message(raw)
 

@@ -46,6 +46,9 @@ class ItemResult:
 class OpenAIBatches:
     """The Batch API of an OpenAI-protocol provider, over its transport and headers."""
 
+    max_requests = MAX_REQUESTS
+    max_bytes = MAX_BYTES
+
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
 
@@ -85,7 +88,9 @@ class OpenAIBatches:
     async def status(self, batch_id: str) -> BatchState:
         return _state(await self._json("GET", f"/batches/{batch_id}"))
 
-    async def find(self, metadata: dict[str, str]) -> list[BatchState]:
+    async def find(
+        self, metadata: dict[str, str], created_after: Any = None, requests: int | None = None
+    ) -> list[BatchState]:
         """The server's batches whose metadata holds all of ``metadata`` (newest first)."""
         found, after = [], None
         while True:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -132,7 +133,10 @@ class BatchExecutor:
             items = self.store.batch_items(batch["local_id"])
             self.guard.reserved += sum((r for _, r in items.values()), Decimal(0))  # held again until settled
             if batch["state"] == "preparing":
-                found = await self.client.find(self._metadata(int(batch["part"])))
+                since = batch["created_at"] - timedelta(minutes=5)  # clocks differ: a margin
+                found = await self.client.find(
+                    self._metadata(int(batch["part"])), created_after=since, requests=int(batch["requests"])
+                )
                 if found:
                     self.store.set_batch(batch["local_id"], server_id=found[0].id, state="submitted")
                     self.progress.note(f"batch part {batch['part']}: found on the server ({found[0].id})")
@@ -143,6 +147,9 @@ class BatchExecutor:
                 self.progress.note(f"batch part {batch['part']}: re-attached ({batch['server_id']})")
 
     async def _submit(self, pending: list[Pending]) -> None:
+        # the provider's documented limits per batch, and the configured ones where smaller
+        max_requests = min(self.cfg.max_requests, getattr(self.client, "max_requests", MAX_REQUESTS))
+        max_bytes = min(self.cfg.max_bytes, getattr(self.client, "max_bytes", MAX_BYTES))
         part: dict[str, Decimal] = {}
         items: list[tuple[str, dict[str, Any]]] = []
         size = 0
@@ -150,7 +157,7 @@ class BatchExecutor:
             price = self.prices[item.model]
             worst = price.worst_case(item.input_bound, item.max_tokens, batch=True)
             line = len(orjson.dumps(item.body)) + 200
-            if len(items) >= self.cfg.max_requests or size + line > self.cfg.max_bytes:
+            if len(items) >= max_requests or size + line > max_bytes:
                 await self._send(part, items)
                 part, items, size = {}, [], 0
             if not self.guard.try_reserve(worst):

@@ -52,7 +52,7 @@ class BatchApi:
 
     def __init__(
         self,
-        answer: Callable[[dict[str, Any]], tuple[int, dict[str, Any]]],
+        answer: Callable[[dict[str, Any], str], tuple[int, dict[str, Any]]],
         record: Callable[[str, dict[str, Any], int | str], None],
         delay_s: float = 0.5,
         fail_rate: float = 0.0,
@@ -76,6 +76,12 @@ class BatchApi:
         app.router.add_get("/v1/batches", self.list_batches)
         app.router.add_get("/v1/batches/{batch_id}", self.get)
         app.router.add_post("/v1/batches/{batch_id}/cancel", self.cancel)
+        # Anthropic's Message Batches: the requests inline, results as JSONL behind results_url
+        app.router.add_post("/v1/messages/batches", self.create_messages)
+        app.router.add_get("/v1/messages/batches", self.list_messages)
+        app.router.add_get("/v1/messages/batches/{batch_id}", self.get_messages)
+        app.router.add_post("/v1/messages/batches/{batch_id}/cancel", self.cancel_messages)
+        app.router.add_get("/v1/messages/batches/{batch_id}/results", self.messages_results)
 
     async def upload(self, request: web.Request) -> web.Response:
         form = await request.post()
@@ -153,7 +159,7 @@ class BatchApi:
                 error = {"code": "batch_expired", "message": "This request could not be executed before the window"}
                 errors.append({"id": _req_id(), "custom_id": custom_id, "response": None, "error": error})
                 continue
-            status, body = self.answer(chat)
+            status, body = self.answer(chat, "openai")
             if roll < self.expire_rate + self.fail_rate:
                 status, body = 500, {"error": {"message": "The server had an error (injected)", "type": "server_error"}}
             self.record("batch_item", chat, status)
@@ -169,6 +175,97 @@ class BatchApi:
         file_id = f"file-sim{uuid.uuid4().hex[:20]}"
         self.files[file_id] = b"".join(orjson.dumps(line) + b"\n" for line in lines)
         return file_id
+
+    # --- Anthropic's Message Batches -------------------------------------------------------------------------------
+
+    async def create_messages(self, request: web.Request) -> web.Response:
+        if not request.headers.get("x-api-key"):
+            return _error(401, "x-api-key header is required")
+        body = orjson.loads(await request.read())
+        requests = body.get("requests")
+        if not isinstance(requests, list) or not requests:
+            return _error(400, "requests: a non-empty list of {custom_id, params} is required")
+        file_id = f"file-sim{uuid.uuid4().hex[:20]}"
+        self.files[file_id] = b"".join(orjson.dumps(r) + b"\n" for r in requests)
+        batch = _Batch(f"msgbatch_sim{uuid.uuid4().hex[:20]}", file_id, "/v1/messages", {}, time.time())
+        batch.counts["total"] = len(requests)
+        self.batches[batch.id] = batch
+        self.created += 1
+        self.record("batch_create", {"batch": batch.id, "metadata": {}}, "created")
+        return web.json_response(self._message_batch(batch, request))
+
+    async def get_messages(self, request: web.Request) -> web.Response:
+        batch = self.batches.get(request.match_info["batch_id"])
+        if batch is None:
+            return _error(404, "no such batch")
+        self._advance_messages(batch)
+        return web.json_response(self._message_batch(batch, request))
+
+    async def list_messages(self, request: web.Request) -> web.Response:
+        found = [b for b in self.batches.values() if b.endpoint == "/v1/messages"]
+        for batch in found:
+            self._advance_messages(batch)
+        data = [self._message_batch(b, request) for b in sorted(found, key=lambda b: -b.created_at)]
+        return web.json_response({"data": data, "has_more": False, "first_id": None, "last_id": None})
+
+    async def cancel_messages(self, request: web.Request) -> web.Response:
+        batch = self.batches.get(request.match_info["batch_id"])
+        if batch is None:
+            return _error(404, "no such batch")
+        if batch.status not in FINAL:
+            batch.status = "cancelled"
+        return web.json_response(self._message_batch(batch, request))
+
+    async def messages_results(self, request: web.Request) -> web.Response:
+        batch = self.batches.get(request.match_info["batch_id"])
+        if batch is None or batch.output_file_id is None:
+            return _error(404, "the batch has no results yet")
+        return web.Response(body=self.files[batch.output_file_id], content_type="application/binary")
+
+    def _message_batch(self, batch: _Batch, request: web.Request) -> dict[str, Any]:
+        ended = batch.status in FINAL
+        counts = {
+            "processing": 0 if ended else batch.counts["total"],
+            "succeeded": batch.counts["completed"],
+            "errored": batch.counts["failed"],
+            "canceled": 0,
+            "expired": batch.counts.get("expired", 0),
+        }
+        base = str(request.url.origin())
+        return {
+            "id": batch.id,
+            "type": "message_batch",
+            "processing_status": "ended" if ended else "in_progress",
+            "request_counts": counts,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(batch.created_at)),
+            "ended_at": None,
+            "results_url": f"{base}/v1/messages/batches/{batch.id}/results" if batch.output_file_id else None,
+        }
+
+    def _advance_messages(self, batch: _Batch) -> None:
+        if batch.status in FINAL or time.time() - batch.created_at < self.delay_s:
+            return
+        results = []
+        for raw in self.files[batch.input_file_id].splitlines():
+            line = orjson.loads(raw)
+            custom_id, params = line["custom_id"], line["params"]
+            roll = self.rng.random()
+            if roll < self.expire_rate:
+                results.append({"custom_id": custom_id, "result": {"type": "expired"}})
+                batch.counts["expired"] = batch.counts.get("expired", 0) + 1
+                continue
+            status, body = self.answer(params, "anthropic")
+            if roll < self.expire_rate + self.fail_rate:
+                status, body = 500, {"type": "error", "error": {"type": "api_error", "message": "injected"}}
+            self.record("batch_item", params, status)
+            if status == 200:
+                results.append({"custom_id": custom_id, "result": {"type": "succeeded", "message": body}})
+                batch.counts["completed"] += 1
+            else:
+                results.append({"custom_id": custom_id, "result": {"type": "errored", "error": body}})
+                batch.counts["failed"] += 1
+        batch.output_file_id = self._file(results)
+        batch.status = "completed"
 
 
 def _req_id() -> str:

@@ -81,8 +81,16 @@ class Simulator:
         self.batches.routes(app)
         return app
 
-    def _batch_answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def _batch_answer(self, body: dict[str, Any], protocol: str = "openai") -> tuple[int, dict[str, Any]]:
         """One batch line's answer, as the online endpoint would give it (no faults, no latency, no limits)."""
+        if protocol == "anthropic":
+            try:
+                chat = messages_as_chat(body)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                return 400, {"type": "error", "error": {"type": "invalid_request_error", "message": str(exc)}}
+            text, tokens, finish, _ = answer_for(chat, self.cfg)
+            prompt = self.counter.count_body(chat)
+            return 200, anthropic_message(body_digest(body), str(chat["model"]), text, finish, prompt, tokens)
         model = str(body.get("model"))
         if is_reasoning_model(model, {}) and (refusal := reasoning_refusal(body)) is not None:
             return 400, {"error": {"message": refusal, "type": "invalid_request_error"}}
@@ -134,16 +142,7 @@ class Simulator:
             return _error(400, "invalid_request_error", "anthropic-version header is required", "anthropic")
         try:
             body = orjson.loads(await request.read())
-            if not isinstance(body, dict) or not body.get("model") or not isinstance(body.get("messages"), list):
-                raise ValueError("a messages request needs 'model' and 'messages'")
-            if not isinstance(body.get("max_tokens"), int):
-                raise ValueError("max_tokens: Field required")
-            if any(m.get("role") not in ("user", "assistant") for m in body["messages"]):
-                raise ValueError("messages: roles must be 'user' or 'assistant' (system is a top-level field)")
-            system = body.get("system")
-            chat = [{"role": "system", "content": system}] if isinstance(system, str) else []
-            chat += [{"role": m["role"], "content": text_of(m["content"])} for m in body["messages"]]
-            as_chat = {"model": body["model"], "messages": chat, "max_tokens": body["max_tokens"]}
+            as_chat = messages_as_chat(body)
             prompt_tokens = self.counter.count_body(as_chat)
         except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
             return _error(400, "invalid_request_error", str(exc), "anthropic")
@@ -254,6 +253,20 @@ class Simulator:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def messages_as_chat(body: Any) -> dict[str, Any]:
+    """An Anthropic Messages request checked as the API checks it, in OpenAI's chat shape (for counting and answers)."""
+    if not isinstance(body, dict) or not body.get("model") or not isinstance(body.get("messages"), list):
+        raise ValueError("a messages request needs 'model' and 'messages'")
+    if not isinstance(body.get("max_tokens"), int):
+        raise ValueError("max_tokens: Field required")
+    if any(m.get("role") not in ("user", "assistant") for m in body["messages"]):
+        raise ValueError("messages: roles must be 'user' or 'assistant' (system is a top-level field)")
+    system = body.get("system")
+    chat = [{"role": "system", "content": system}] if isinstance(system, str) else []
+    chat += [{"role": m["role"], "content": text_of(m["content"])} for m in body["messages"]]
+    return {"model": body["model"], "messages": chat, "max_tokens": body["max_tokens"]}
 
 
 @contextmanager
