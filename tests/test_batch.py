@@ -18,7 +18,7 @@ import duckdb
 import pytest
 
 from costinfer.core.prices import Catalog
-from tests.conftest import read_jsonl, subprocess_cli, write_jsonl
+from tests.conftest import Cli, read_jsonl, subprocess_cli, write_jsonl
 
 ROWS = [{"id": f"b{i}", "prompt": f"Batch question number {i}"} for i in range(40)]
 ENV = {"OPENAI_API_KEY": "sk-test"}
@@ -152,3 +152,47 @@ def test_no_wait_submits_and_a_later_run_collects_even_if_the_id_never_reached_t
         assert json.loads(stdout)["stop_reason"] is None
     assert sum(e.get("kind") == "batch_create" for e in _log(log)) == 1  # found by its metadata, not submitted again
     assert all(r["error"] is None for r in read_jsonl(out)) and len(read_jsonl(out)) == 40
+
+
+@pytest.mark.slow
+def test_batches_wait_collects_and_cancel_returns_requests_to_pending(tmp_path: Path) -> None:
+    data, store, out = write_jsonl(tmp_path / "d.jsonl", ROWS), tmp_path / "s.duckdb", tmp_path / "o.jsonl"
+    log = tmp_path / "log.jsonl"
+    with _simulator(log, "--batch-delay", "1") as url:
+        first = subprocess_cli(*_args(data, store, url, out), "--no-wait", "--json", env=ENV)
+        stdout, err = first.communicate(timeout=120)
+        assert first.returncode == 0, err
+        run_id = json.loads(stdout)["run_id"]
+        wait = subprocess_cli("batches", "wait", run_id[:10], "--store", store, "--poll", "0.2", env=ENV)
+        _, err = wait.communicate(timeout=120)
+        assert wait.returncode == 0 and "40 answers collected" in err, err
+        again = subprocess_cli(*_args(data, store, url, out), "--json", env=ENV)
+        stdout, err = again.communicate(timeout=120)
+        assert again.returncode == 0, err
+        assert json.loads(stdout)["calls"] == 0 and all(r["error"] is None for r in read_jsonl(out))
+    assert sum(e.get("kind") == "batch_create" for e in _log(log)) == 1
+    # cancel: a slow batch is cancelled on the server and its requests go in the next batch
+    other, log2 = write_jsonl(tmp_path / "e.jsonl", ROWS[:10]), tmp_path / "log2.jsonl"
+    with _simulator(log2, "--batch-delay", "30") as url:
+        first = subprocess_cli(*_args(other, store, url, tmp_path / "e.out.jsonl"), "--no-wait", "--json", env=ENV)
+        stdout, err = first.communicate(timeout=120)
+        run_id = json.loads(stdout)["run_id"]
+        cancel = subprocess_cli("batches", "cancel", run_id, "--store", store, env=ENV)
+        out_text, err = cancel.communicate(timeout=120)
+        assert cancel.returncode == 0 and "1 batches cancelled" in out_text, err
+    listed = json.loads(subprocess_cli("batches", "list", "--json", "--store", store).communicate(timeout=60)[0])
+    assert [b["state"] for b in listed if b["run_id"] == run_id] == ["cancelled"]
+
+
+def test_auto_mode_takes_the_batch_api_when_the_deadline_allows(cli: Cli, tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", ROWS[:10])
+    args = ["run", data, "--store", tmp_path / "s.duckdb", "-o", tmp_path / "o.jsonl", "--mode", "auto"]
+    result = cli(*args, "--batch-poll", "0.2", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert "mode auto: batch" in result.stderr
+    _, _, _, ok, modes = _ledger(tmp_path / "s.duckdb")
+    assert ok == 10 and modes == {"batch"}
+    args = ["run", data, "--store", tmp_path / "t.duckdb", "-o", tmp_path / "p.jsonl", "--mode", "auto"]
+    online = cli(*args, "--deadline", "1", "--json")
+    assert online.exit_code == 0 and "mode auto: online" in online.stderr
+    assert _ledger(tmp_path / "t.duckdb")[4] == {"online"}

@@ -40,6 +40,8 @@ def plan_command(
     semantic: Optional[bool] = options.SEMANTIC,
     semantic_threshold: float = options.SEMANTIC_THRESHOLD,
     embedding_model: Optional[str] = options.EMBEDDING_MODEL,
+    mode: str = typer.Option("online", help="online, batch or auto: the plan says which auto chooses and why."),
+    deadline_h: float = typer.Option(24.0, "--deadline", help="With --mode auto: hours the results may take."),
     tag_by: Optional[str] = options.TAG_BY,
     tags: list[str] = options.TAGS,
     json_out: bool = options.JSON,

@@ -74,8 +74,10 @@ def run_command(
     embedding_model: Optional[str] = options.EMBEDDING_MODEL,
     mode: str = typer.Option(
         "online",
-        help="online: one call per request; batch: the provider's batch API at batch prices (openai, simulate).",
+        help="online: one call per request; batch: the provider's batch API at batch prices (openai, anthropic, "
+        "simulate); auto: batch when the provider has one and --deadline allows its 24h window.",
     ),
+    deadline_h: float = typer.Option(24.0, "--deadline", help="With --mode auto: hours the results may take."),
     wait: bool = typer.Option(
         True, "--wait/--no-wait", help="Batch mode: wait for the batches, or submit, stop and collect on a later run."
     ),

@@ -109,6 +109,21 @@ class BatchExecutor:
             self.store_error = exc.__cause__ or exc
             self.stop_reason = "store_error"
 
+    async def collect(self) -> None:
+        """Only re-attach to this run's batches and collect them (``costinfer batches wait``): nothing new is sent."""
+        await self._reattach()
+        await self._collect_all()
+
+    async def cancel(self) -> int:
+        """Cancel this run's open batches on the server; their requests are pending again. Returns how many."""
+        await self._reattach()
+        n = 0
+        for batch in self.store.batches(self.run_id, open_only=True):
+            await self.client.cancel(batch["server_id"])
+            self.store.set_batch(batch["local_id"], state="cancelled")
+            n += 1
+        return n
+
     def request_stop(self, reason: str) -> None:
         """Stop waiting (Ctrl-C, SIGTERM): submitted batches stay with the provider; the same command collects them."""
         self.stop_reason = self.stop_reason or reason
@@ -241,3 +256,34 @@ class BatchExecutor:
         failed = len(outcomes) - len(answered)
         if failed:
             self.progress.problem("retry", f"batch_item_failed: {failed} items of batch part {batch['part']} failed")
+
+
+def for_run(store: Store, run_id: str, backend_cls: type[Backend], catalog: Any, poll_s: float = 5.0) -> BatchExecutor:
+    """A batch executor for a run recorded in the store (``costinfer batches wait|cancel``): its provider and server
+    from the run, its models priced from the catalog, its budget from the run."""
+    from costinfer.backends.base import BackendConfig
+
+    run = store.run(run_id) or {}
+    endpoint = str(run.get("endpoint") or "")
+    base_url = endpoint.split(":", 1)[1] if ":" in endpoint else None
+    backend = backend_cls(BackendConfig(base_url=base_url))
+    prices = {m: catalog.lookup(m, backend.name) for m in store.run_models(run_id)}
+    budget = run.get("budget_usd")
+    guard = BudgetGuard(Decimal(budget) if budget is not None else None, store.run_spend(run_id))
+    return BatchExecutor(store, run_id, backend, prices, guard, BatchConfig(poll_s=poll_s))
+
+
+# A provider's batch window: results come back within it (OpenAI's completion_window, Anthropic's documented 24 h)
+BATCH_WINDOW_H = 24.0
+
+
+def choose_mode(requested: str, backend: Backend, deadline_h: float) -> tuple[str, str | None]:
+    """The mode a run uses, and why when ``auto`` chose it: batch when the provider has a batch API and the deadline
+    allows its window, online otherwise."""
+    if requested != "auto":
+        return requested, None
+    if backend.batches() is None:
+        return "online", f"mode auto: online (provider '{backend.name}' has no batch API)"
+    if deadline_h < BATCH_WINDOW_H:
+        return "online", f"mode auto: online (--deadline {deadline_h:g}h is shorter than the batch window of 24h)"
+    return "batch", f"mode auto: batch (--deadline {deadline_h:g}h allows the provider's 24h batch window: half price)"

@@ -64,7 +64,8 @@ class RunOptions:
     embedding_model: str | None = None
     strict_fields: bool = False  # a row with a field costinfer does not know is a bad row, not a warning
     report: bool = True  # write <results>.report.json and .report.html
-    mode: str = "online"  # online: one call per request; batch: the provider's batch API at batch prices
+    mode: str = "online"  # online: one call per request; batch: the provider's batch API; auto: batch when possible
+    deadline_h: float = 24.0  # auto: hours the results may take (a provider's batch window is 24 h)
     wait: bool = True  # batch: wait for the batches (False: submit, stop as 'submitted', collect on a later run)
     batch_poll_s: float = 5.0  # batch: the first wait between status checks (it doubles, up to 60 s)
     tag_by: list[str] = field(default_factory=list)  # metadata keys whose values attribute a row's cost
@@ -120,8 +121,10 @@ def validate(opts: RunOptions) -> None:
             raise ConfigError(f"{name} must be more than 0, got {value}")
     if opts.on_over_budget not in ("fail", "partial"):
         raise ConfigError(f"--on-over-budget must be fail or partial, got {opts.on_over_budget}")
-    if opts.mode not in ("online", "batch"):
-        raise ConfigError(f"--mode must be online or batch, got '{opts.mode}'")
+    if opts.mode not in ("online", "batch", "auto"):
+        raise ConfigError(f"--mode must be online, batch or auto, got '{opts.mode}'")
+    if opts.deadline_h <= 0:
+        raise ConfigError(f"--deadline must be more than 0 hours, got {opts.deadline_h:g}")
     if opts.on_bad_row not in ("fail", "skip"):
         raise ConfigError(f"--on-bad-row must be fail or skip, got {opts.on_bad_row}")
     if not 0 < opts.semantic_threshold <= 1:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import signal
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
 import anyio
 
 from costinfer.backends.base import Backend, BackendConfig
-from costinfer.core.batch import BatchConfig, BatchExecutor
+from costinfer.core.batch import BatchConfig, BatchExecutor, choose_mode
 from costinfer.core.budget import BudgetGuard
 from costinfer.core.errors import (
     AuthError,
@@ -52,7 +53,9 @@ def plan(opts: RunOptions, progress: ProgressSink | None = None) -> Prepared:
         open_source(opts.input_path, setup.fmt) as source,
         Store.open(opts.store, wait_seconds=opts.store_wait_s, on_wait=progress.note) as store,
     ):
-        return prepare(opts, setup, source, backend.name, backend.endpoint, store, progress, clock, planning=True)
+        prepared = prepare(opts, setup, source, backend.name, backend.endpoint, store, progress, clock, planning=True)
+        _note_mode(opts, backend, prepared)
+        return prepared
 
 
 def run(
@@ -78,17 +81,29 @@ def run(
         backend.api_key()  # a missing key fails now, naming its variable
         store = stack.enter_context(Store.open(opts.store, wait_seconds=opts.store_wait_s, on_wait=progress.note))
         prepared = prepare(opts, setup, source, backend.name, backend.endpoint, store, progress, clock, planning=False)
+        mode = _note_mode(opts, backend, prepared)
         if on_plan is not None:
             on_plan(prepared.plan)
-        _check_budget(opts, prepared, store)
+        _check_budget(opts, prepared, store, mode)
         backend.use_models(prepared.prices)
-        return _execute_run(opts, backend, store, prepared, progress)
+        return _execute_run(replace(opts, mode=mode), backend, store, prepared, progress)
 
 
-def _check_budget(opts: RunOptions, prepared: Prepared, store: Store) -> None:
+def _note_mode(opts: RunOptions, backend: Backend, prepared: Prepared) -> str:
+    """Resolve --mode auto, and say why with the plan."""
+    mode, why = choose_mode(opts.mode, backend, opts.deadline_h)
+    if why:
+        prepared.notes.append(why)
+        prepared.plan.notes.append(why)
+    return mode
+
+
+def _check_budget(opts: RunOptions, prepared: Prepared, store: Store, mode: str = "online") -> None:
     the_plan = prepared.plan
     if the_plan.fits or opts.on_over_budget == "partial":
         return
+    if mode == "batch" and the_plan.left_usd is not None and the_plan.expected_batch_cost_usd <= the_plan.left_usd:
+        return  # at batch prices it fits
     store.set_run(prepared.run_id, status="planned")
     remove_stale(opts.output_path())  # nothing ran: an earlier run's results must not pass for this one's
     raise BudgetError(
