@@ -196,3 +196,39 @@ def test_auto_mode_takes_the_batch_api_when_the_deadline_allows(cli: Cli, tmp_pa
     online = cli(*args, "--deadline", "1", "--json")
     assert online.exit_code == 0 and "mode auto: online" in online.stderr
     assert _ledger(tmp_path / "t.duckdb")[4] == {"online"}
+
+
+def test_provider_batch_files_are_datasets_and_results_can_be_written_as_batch_output(cli: Cli, tmp_path: Path) -> None:
+    openai_lines = [
+        {"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions",
+         "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"file question {i}"}],
+                  "max_tokens": 20}}
+        for i in range(4)
+    ]  # fmt: skip
+    data = write_jsonl(tmp_path / "openai.jsonl", openai_lines)  # detected from its first line
+    out = tmp_path / "o.jsonl"
+    result = cli("run", data, "--store", tmp_path / "s.duckdb", "-o", out, "--output-format", "openai-batch", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert "does not know" not in result.stderr  # custom_id, method, url and body are understood
+    lines = read_jsonl(out)
+    assert [line["custom_id"] for line in lines] == [f"req-{i}" for i in range(4)]
+    assert all(line["response"]["status_code"] == 200 and line["error"] is None for line in lines)
+    assert lines[0]["response"]["body"]["choices"][0]["message"]["content"]
+    anthropic_lines = [
+        {"custom_id": f"a-{i}", "params": {"model": "claude-haiku-4-5", "max_tokens": 20, "system": "Be brief.",
+         "messages": [{"role": "user", "content": [{"type": "text", "text": f"file question {i}"}]}]}}
+        for i in range(3)
+    ]  # fmt: skip
+    anthropic_lines.append({"custom_id": "bad", "params": {"model": "claude-haiku-4-5", "max_tokens": 5}})
+    data = write_jsonl(tmp_path / "anthropic.jsonl", anthropic_lines)
+    out = tmp_path / "a.jsonl"
+    result = cli("run", data, "--store", tmp_path / "s.duckdb", "-o", out, "--format", "anthropic-batch",
+                 "--output-format", "anthropic-batch", "--on-bad-row", "skip", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["rejects"] == 1
+    rejected = read_jsonl(tmp_path / "a.rejects.jsonl")
+    assert rejected[0]["line"] == 4 and rejected[0]["field"] == "params.messages"
+    lines = read_jsonl(out)
+    assert [line["custom_id"] for line in lines] == ["a-0", "a-1", "a-2"]
+    assert all(line["result"]["type"] == "succeeded" for line in lines)
+    assert lines[0]["result"]["message"]["content"][0]["text"]

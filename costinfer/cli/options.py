@@ -34,7 +34,12 @@ OUTPUT = typer.Option(
     None, "--output", "-o", help="Results file (.jsonl or .parquet). Default: ./<input name>.results.jsonl"
 )
 REJECTS = typer.Option(None, help="Where bad rows go. Default: beside the results, .rejects.jsonl")
-FORMAT = typer.Option(None, "--format", help="jsonl, csv or parquet; default: by extension.")
+FORMAT = typer.Option(
+    None,
+    "--format",
+    help="jsonl, csv, parquet, or a provider batch file (openai-batch, anthropic-batch); default: by extension, and a "
+    "JSONL file whose first line is a batch request is read as one.",
+)
 PROMPT_FIELD = typer.Option("prompt", help="The column that holds the prompt text.")
 ID_FIELD = typer.Option("id", help="The column that holds the row id; without one, the row position.")
 TEMPLATE = typer.Option(None, help='Build the prompt from columns, e.g. "Classify: {text}".')

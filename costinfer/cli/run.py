@@ -82,6 +82,9 @@ def run_command(
         True, "--wait/--no-wait", help="Batch mode: wait for the batches, or submit, stop and collect on a later run."
     ),
     batch_poll_s: float = typer.Option(5.0, "--batch-poll", help="Batch mode: seconds before the first status check."),
+    output_format: Optional[str] = typer.Option(
+        None, help="openai-batch or anthropic-batch: write the results as that provider's batch output file."
+    ),
     report: bool = options.REPORT,
     tag_by: Optional[str] = options.TAG_BY,
     tags: list[str] = options.TAGS,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import orjson
 import pyarrow as pa
 
+from costinfer.core.batchfiles import BadLine, as_row
 from costinfer.core.errors import ConfigError
 from costinfer.core.keys import KeyMaker
 from costinfer.core.prices import Catalog, ModelPrice
@@ -77,13 +78,19 @@ class ChunkProcessor:
         first: dict[str, Reject | None] = {}  # key -> the reject its first row got (None: good)
         opt_out: list[str] = []
         unknown: dict[str, int] = {}
-        prices, keys, known = self.prices, self.keys.keys, self._known
+        prices, keys, known, shape = self.prices, self.keys.keys, self._known, spec.shape
         for idx, raw in enumerate(rows):
             data = raw.data
             if raw.error is not None or data is None:
                 fld, reason = raw.error or ("(line)", "unreadable")
                 rejects.append(Reject(idx, raw.line, fld, reason))
                 continue
+            if shape != "plain":  # a provider batch-file line: the row it stands for
+                try:
+                    data = as_row(data, shape, id_field)
+                except BadLine as bad:
+                    rejects.append(Reject(idx, raw.line, bad.field, bad.reason))
+                    continue
             if not data.keys() <= known:
                 for name in data.keys() - known:
                     unknown.setdefault(name, raw.line)

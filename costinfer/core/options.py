@@ -66,6 +66,7 @@ class RunOptions:
     report: bool = True  # write <results>.report.json and .report.html
     mode: str = "online"  # online: one call per request; batch: the provider's batch API; auto: batch when possible
     deadline_h: float = 24.0  # auto: hours the results may take (a provider's batch window is 24 h)
+    output_format: str | None = None  # openai-batch or anthropic-batch: the results as that provider's batch output
     wait: bool = True  # batch: wait for the batches (False: submit, stop as 'submitted', collect on a later run)
     batch_poll_s: float = 5.0  # batch: the first wait between status checks (it doubles, up to 60 s)
     tag_by: list[str] = field(default_factory=list)  # metadata keys whose values attribute a row's cost
@@ -121,6 +122,8 @@ def validate(opts: RunOptions) -> None:
             raise ConfigError(f"{name} must be more than 0, got {value}")
     if opts.on_over_budget not in ("fail", "partial"):
         raise ConfigError(f"--on-over-budget must be fail or partial, got {opts.on_over_budget}")
+    if opts.output_format not in (None, "openai-batch", "anthropic-batch"):
+        raise ConfigError(f"--output-format must be openai-batch or anthropic-batch, got '{opts.output_format}'")
     if opts.mode not in ("online", "batch", "auto"):
         raise ConfigError(f"--mode must be online, batch or auto, got '{opts.mode}'")
     if opts.deadline_h <= 0:

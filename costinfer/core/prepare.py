@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from costinfer.backends.base import Backend, backend_class
+from costinfer.core.batchfiles import SHAPES as BATCH_SHAPES
 from costinfer.core.config import Config
 from costinfer.core.dedupe import DedupeStats
 from costinfer.core.dedupe import resolve as dedupe_resolve
@@ -55,11 +57,8 @@ class Setup:
 
 def load_setup(opts: RunOptions) -> Setup:
     validate(opts)
-    fmt = (
-        detect_format(opts.input_path, opts.input_format)
-        if not is_stdin(opts.input_path)
-        else (opts.input_format or "jsonl")
-    )
+    file_format = None if opts.input_format in BATCH_SHAPES else opts.input_format  # batch files are JSONL
+    fmt = detect_format(opts.input_path, file_format) if not is_stdin(opts.input_path) else (file_format or "jsonl")
     if is_stdin(opts.input_path) and fmt == "parquet":
         raise ConfigError("a Parquet dataset cannot come from standard input: name the file")
     config = Config.load(opts.config)
@@ -118,6 +117,7 @@ def prepare(
         system=opts.system,
         text_cells=(setup.fmt == "csv"),
         strict_fields=opts.strict_fields,
+        shape=row_shape(opts, setup.fmt, source.path),
     )
     ingest = Ingest(store, run_id, source.path, setup.fmt, spec, endpoint, provider, setup.catalog, source.label)
     fresh = previous is None or not previous["ingested"]
@@ -195,6 +195,15 @@ def resolve_reuse(
     stats = dedupe_resolve(store, run_id, embedder, opts.semantic_threshold, opt_out)
     stats.semantic_note = note
     return stats
+
+
+def row_shape(opts: RunOptions, fmt: str, path: Path) -> str:
+    """A provider batch file (named with --format, or detected from its first line), or plain rows."""
+    from costinfer.core.batchfiles import SHAPES, detect_shape
+
+    if opts.input_format in SHAPES:
+        return str(opts.input_format)
+    return detect_shape(path) if fmt == "jsonl" and opts.input_format is None else "plain"
 
 
 def stored_notes(store: Store, run_id: str) -> list[str]:

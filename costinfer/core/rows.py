@@ -59,6 +59,7 @@ class RowSpec:
     system: str | None = None
     text_cells: bool = False  # CSV: every cell is a string
     strict_fields: bool = False  # a field outside ``known_fields`` rejects the row
+    shape: str = "plain"  # or a provider's batch-file line ("openai-batch", "anthropic-batch"): see batchfiles.py
 
     def template_fields(self) -> list[str]:
         if not self.template:

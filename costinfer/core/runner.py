@@ -154,7 +154,7 @@ def _execute_run(
         if executor.store_error is None:  # a store that failed a commit is not read again: rerun to get the file
             not_run_reason = f"not_run: {stop_reason}" if stop_reason else "not_run"
             out = opts.output_path()
-            fmt = "parquet" if out.suffix.lower() == ".parquet" else "jsonl"
+            fmt = opts.output_format or ("parquet" if out.suffix.lower() == ".parquet" else "jsonl")
             write_or_explain(out, lambda: store.write_results(run_id, out, fmt, not_run_reason), True, store)
             status = "completed" if stop_reason is None else "stopped"
             store.set_run(run_id, status=status, finished_at=now_utc(), stop_reason=stop_reason)

@@ -58,6 +58,34 @@ _FILE_COLUMNS = (
 )
 
 
+# The results as a provider's batch output file, each line keyed by the row's id (its custom_id): what a pipeline built
+# on the provider's batch console reads
+BATCH_OUTPUT = {
+    "openai-batch": """
+        'costinfer_' || key AS id, id AS custom_id,
+        CASE WHEN response IS NOT NULL THEN {
+            'status_code': 200, 'request_id': key,
+            'body': {'object': 'chat.completion', 'model': model,
+                     'choices': [{'index': 0, 'message': {'role': 'assistant', 'content': response},
+                                  'finish_reason': finish_reason}],
+                     'usage': {'prompt_tokens': input_tokens, 'completion_tokens': output_tokens,
+                               'total_tokens': input_tokens + output_tokens}}} END AS response,
+        CASE WHEN response IS NULL THEN {'code': 'costinfer_error', 'message': {error}} END AS error
+    """,
+    "anthropic-batch": """
+        id AS custom_id,
+        CASE WHEN response IS NOT NULL THEN {
+            'type': 'succeeded', 'error': NULL,
+            'message': {'type': 'message', 'role': 'assistant', 'model': model,
+                        'content': [{'type': 'text', 'text': response}],
+                        'stop_reason': CASE WHEN finish_reason = 'length' THEN 'max_tokens' ELSE 'end_turn' END,
+                        'usage': {'input_tokens': input_tokens, 'output_tokens': output_tokens}}}
+        ELSE {'type': 'errored', 'error': {'type': 'costinfer_error', 'message': {error}}, 'message': NULL} END
+            AS result
+    """,
+}
+
+
 class ResultsPart(Part):
     _results_of: str | None = None  # the run whose result rows the temporary table holds
 
@@ -71,9 +99,11 @@ class ResultsPart(Part):
             self.collect_results(run_id)
 
     def write_results(self, run_id: str, path: Path, fmt: str, not_run_reason: str) -> None:
-        """Write one row per good input row, in input order, atomically (a temporary file, then a rename)."""
+        """Write one row per good input row, in input order, atomically (a temporary file, then a rename). ``fmt``:
+        jsonl, parquet, or a provider's batch output format (openai-batch, anthropic-batch)."""
         self.collect_results(run_id)
-        columns = _FILE_COLUMNS.format(error=f"CASE WHEN not_run THEN {sql_str(not_run_reason)} ELSE error END")
+        error = f"CASE WHEN not_run THEN {sql_str(not_run_reason)} ELSE error END"
+        columns = BATCH_OUTPUT.get(fmt, _FILE_COLUMNS).replace("{error}", error)
         options = "FORMAT PARQUET" if fmt == "parquet" else "FORMAT JSON"
         copy_atomically(self._con, f'SELECT {columns} FROM run_results ORDER BY "row"', path, options)
 
