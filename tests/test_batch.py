@@ -232,3 +232,29 @@ def test_provider_batch_files_are_datasets_and_results_can_be_written_as_batch_o
     assert [line["custom_id"] for line in lines] == ["a-0", "a-1", "a-2"]
     assert all(line["result"]["type"] == "succeeded" for line in lines)
     assert lines[0]["result"]["message"]["content"][0]["text"]
+
+
+@pytest.mark.slow
+def test_past_the_deadline_or_after_every_round_failed_the_rest_goes_online(tmp_path: Path) -> None:
+    data, store, log = write_jsonl(tmp_path / "d.jsonl", ROWS[:12]), tmp_path / "s.duckdb", tmp_path / "log.jsonl"
+    with _simulator(log, "--batch-delay", "60") as url:  # a batch that would take a minute
+        args = _args(data, store, url, tmp_path / "o.jsonl")
+        proc = subprocess_cli(*args, "--deadline", "0.0005", "--json", env=ENV)  # 1.8 seconds
+        stdout, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert "past --deadline, cancelled" in err and json.loads(stdout)["calls"] == 12
+    entries = _log(log)
+    assert sum(e.get("kind") == "batch_create" for e in entries) == 1
+    assert len({e["digest"] for e in entries if "kind" not in e and e["status"] == 200}) == 12  # answered online
+    assert all(r["error"] is None for r in read_jsonl(tmp_path / "o.jsonl"))
+    assert _ledger(store)[4] == {"online"}
+    # auto mode: items that failed in every batch round are sent online
+    store2, log2 = tmp_path / "t.duckdb", tmp_path / "log2.jsonl"
+    with _simulator(log2, "--batch-delay", "0.1", "--batch-fail-rate", "1") as url:
+        args = ["run", data, "--store", store2, "--provider", "openai", "--base-url", url, "--mode", "auto",
+                "-o", tmp_path / "p.jsonl", "--batch-poll", "0.1"]  # fmt: skip
+        proc = subprocess_cli(*args, env=ENV)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    assert sum(e.get("kind") == "batch_create" for e in _log(log2)) == 3  # the first batch and two resubmissions
+    assert all(r["error"] is None for r in read_jsonl(tmp_path / "p.jsonl"))

@@ -119,6 +119,9 @@ def run_options(params: dict[str, Any]) -> RunOptions:
     unknown = set(params) - fields - _NOT_FIELDS
     assert not unknown, f"CLI parameters that set no RunOptions field: {sorted(unknown)}"
     values["budget_usd"] = parse_budget(params.get("budget"))
+    if "deadline_h" in params:
+        values["deadline_given"] = params["deadline_h"] is not None
+        values["deadline_h"] = 24.0 if params["deadline_h"] is None else params["deadline_h"]
     values["tag_by"] = [k.strip() for k in (params.get("tag_by") or "").split(",") if k.strip()]
     values["tags"] = parse_tags(params.get("tags") or [])
     opts = RunOptions(**values)

@@ -41,7 +41,12 @@ def plan_command(
     semantic_threshold: float = options.SEMANTIC_THRESHOLD,
     embedding_model: Optional[str] = options.EMBEDDING_MODEL,
     mode: str = typer.Option("online", help="online, batch or auto: the plan says which auto chooses and why."),
-    deadline_h: float = typer.Option(24.0, "--deadline", help="With --mode auto: hours the results may take."),
+    deadline_h: Optional[float] = typer.Option(
+        None,
+        "--deadline",
+        help="Hours the results may take (default 24): auto takes a batch only when it allows the 24h window, and a "
+        "batch older than this is cancelled and its requests sent online.",
+    ),
     tag_by: Optional[str] = options.TAG_BY,
     tags: list[str] = options.TAGS,
     json_out: bool = options.JSON,

@@ -77,7 +77,12 @@ def run_command(
         help="online: one call per request; batch: the provider's batch API at batch prices (openai, anthropic, "
         "simulate); auto: batch when the provider has one and --deadline allows its 24h window.",
     ),
-    deadline_h: float = typer.Option(24.0, "--deadline", help="With --mode auto: hours the results may take."),
+    deadline_h: Optional[float] = typer.Option(
+        None,
+        "--deadline",
+        help="Hours the results may take (default 24): auto takes a batch only when it allows the 24h window, and a "
+        "batch older than this is cancelled and its requests sent online.",
+    ),
     wait: bool = typer.Option(
         True, "--wait/--no-wait", help="Batch mode: wait for the batches, or submit, stop and collect on a later run."
     ),

@@ -17,7 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -43,6 +43,7 @@ class BatchConfig:
     rounds: int = 3  # batches per run: the first, then resubmissions of failed or expired items
     max_requests: int = MAX_REQUESTS
     max_bytes: int = MAX_BYTES
+    deadline_h: float | None = None  # a batch older than this is cancelled: its requests go online instead
 
 
 class BatchExecutor:
@@ -78,6 +79,7 @@ class BatchExecutor:
         self.calls_done = 0
         self.cost_done = Decimal(0)
         self.batches_created = 0
+        self.deadline_passed = False  # a batch outlived --deadline and was cancelled: send the rest online
 
     async def run(self, pages: Iterator[list[Pending]]) -> None:
         del pages  # what is pending is read again each round: a batch changes it
@@ -91,8 +93,8 @@ class BatchExecutor:
                         self.stop_reason = self.stop_reason or "submitted"
                     return
                 await self._collect_all()
-                if not self._pending() or self.stop_reason is not None:
-                    return
+                if not self._pending() or self.stop_reason is not None or self.deadline_passed:
+                    return  # past the deadline, the rest goes online (the runner sends it)
         except AuthError as exc:
             self.auth_error = exc
             self.stop_reason = "auth"
@@ -108,6 +110,13 @@ class BatchExecutor:
         except WriteError as exc:
             self.store_error = exc.__cause__ or exc
             self.stop_reason = "store_error"
+
+    def _too_late(self, batch: dict[str, Any]) -> bool:
+        if self.cfg.deadline_h is None:
+            return False
+        created: datetime = batch["created_at"]
+        age = (datetime.now(created.tzinfo) - created).total_seconds()
+        return bool(age > self.cfg.deadline_h * 3600)
 
     async def collect(self) -> None:
         """Only re-attach to this run's batches and collect them (``costinfer batches wait``): nothing new is sent."""
@@ -204,6 +213,13 @@ class BatchExecutor:
                 break
             if self.stopping:
                 return  # still open: collected by a later run
+            if self._too_late(batch):
+                await self.client.cancel(batch["server_id"])
+                self.store.set_batch(batch["local_id"], state="cancelled")
+                self.guard.release(sum((r for _, r in self.store.batch_items(batch["local_id"]).values()), Decimal(0)))
+                self.deadline_passed = True
+                self.progress.note(f"batch part {batch['part']}: past --deadline, cancelled; its requests go online")
+                return
             await anyio.sleep(delay)
             delay = min(delay * 2, self.cfg.max_poll_s)
         items = self.store.batch_items(batch["local_id"])

@@ -66,6 +66,8 @@ class RunOptions:
     report: bool = True  # write <results>.report.json and .report.html
     mode: str = "online"  # online: one call per request; batch: the provider's batch API; auto: batch when possible
     deadline_h: float = 24.0  # auto: hours the results may take (a provider's batch window is 24 h)
+    deadline_given: bool = False  # --deadline was given: a batch outliving it is cancelled and its requests go online
+    online_fallback: bool = False  # auto chose batch: requests that failed in every batch round go online
     output_format: str | None = None  # openai-batch or anthropic-batch: the results as that provider's batch output
     wait: bool = True  # batch: wait for the batches (False: submit, stop as 'submitted', collect on a later run)
     batch_poll_s: float = 5.0  # batch: the first wait between status checks (it doubles, up to 60 s)

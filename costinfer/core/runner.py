@@ -86,7 +86,36 @@ def run(
             on_plan(prepared.plan)
         _check_budget(opts, prepared, store, mode)
         backend.use_models(prepared.prices)
-        return _execute_run(replace(opts, mode=mode), backend, store, prepared, progress)
+        resolved = replace(opts, mode=mode, online_fallback=opts.mode == "auto" and mode == "batch")
+        return _execute_run(resolved, backend, store, prepared, progress)
+
+
+def _online_executor(
+    opts: RunOptions,
+    store: Store,
+    run_id: str,
+    backend: Backend,
+    prepared: Prepared,
+    guard: BudgetGuard,
+    progress: ProgressSink,
+) -> Executor:
+    cfg = ExecConfig(
+        concurrency=opts.concurrency,
+        max_attempts=opts.max_attempts,
+        rpm=opts.rpm,
+        tpm=opts.tpm,
+        fallback_model=opts.fallback_model,
+        tagged=bool(opts.tag_by or opts.tags),
+    )
+    return Executor(store, run_id, backend, prepared.prices, guard, cfg, progress)
+
+
+def _goes_online(opts: RunOptions, executor: BatchExecutor, store: Store, run_id: str) -> bool:
+    """After the batches: what a deadline no longer allows in a batch (or, in auto mode, what failed in every batch
+    round) is sent online, unless the run stopped for another reason."""
+    if executor.stop_reason is not None or not store.plan_counts(run_id)["pending_keys"]:
+        return False
+    return executor.deadline_passed or opts.online_fallback
 
 
 def _note_mode(opts: RunOptions, backend: Backend, prepared: Prepared) -> str:
@@ -122,31 +151,27 @@ def _execute_run(
     guard = BudgetGuard(opts.budget_usd, prepared.plan.spent_usd)
     executor: Executor | BatchExecutor
     if opts.mode == "batch":
-        batch_cfg = BatchConfig(wait=opts.wait, poll_s=opts.batch_poll_s, max_poll_s=max(opts.batch_poll_s, 60.0))
+        batch_cfg = BatchConfig(
+            wait=opts.wait,
+            poll_s=opts.batch_poll_s,
+            max_poll_s=max(opts.batch_poll_s, 60.0),
+            deadline_h=opts.deadline_h if opts.deadline_given else None,
+        )
         executor = BatchExecutor(store, run_id, backend, prepared.prices, guard, batch_cfg, progress)
     else:
-        executor = Executor(
-            store,
-            run_id,
-            backend,
-            prepared.prices,
-            guard,
-            ExecConfig(
-                concurrency=opts.concurrency,
-                max_attempts=opts.max_attempts,
-                rpm=opts.rpm,
-                tpm=opts.tpm,
-                fallback_model=opts.fallback_model,
-                tagged=bool(opts.tag_by or opts.tags),
-            ),
-            progress,
-        )
+        executor = _online_executor(opts, store, run_id, backend, prepared, guard, progress)
     progress.phase("calling", prepared.plan.to_call)
     clock.mark("plan")
     failure: CostinferError | None = None
     try:
         if prepared.plan.to_call:
             anyio.run(_execute, executor, store.pending(run_id), backend_options=_loop_options())
+        if isinstance(executor, BatchExecutor) and _goes_online(opts, executor, store, run_id):
+            online = _online_executor(opts, store, run_id, backend, prepared, guard, progress)
+            anyio.run(_execute, online, store.pending(run_id), backend_options=_loop_options())
+            executor.calls_done += online.calls_done
+            executor.cost_done += online.cost_done
+            executor.stop_reason = online.stop_reason
         failure = _failure(executor, backend, store)
     finally:
         stop_reason = executor.stop_reason
