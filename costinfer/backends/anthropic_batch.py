@@ -14,7 +14,6 @@ import orjson
 
 from costinfer.backends.base import Backend
 from costinfer.backends.openai_batch import BatchState, ItemResult
-from costinfer.backends.transport import MALFORMED, malformed
 
 MAX_REQUESTS = 100_000
 MAX_BYTES = 256 * 1024 * 1024
@@ -28,14 +27,7 @@ class AnthropicBatches:
         self.backend = backend
 
     async def _json(self, method: str, path: str, payload: Any = None) -> dict[str, Any]:
-        data = orjson.dumps(payload) if payload is not None else None
-        headers = {"content-type": "application/json"} if payload is not None else None
-        raw, _ = await self.backend.transport.send(method, f"{self.backend.base_url}{path}", data, headers)
-        try:
-            out: dict[str, Any] = orjson.loads(raw)
-        except MALFORMED as exc:
-            raise malformed(raw, exc) from exc
-        return out
+        return await self.backend.transport.json(method, f"{self.backend.base_url}{path}", payload)
 
     async def submit(self, items: list[tuple[str, dict[str, Any]]], metadata: dict[str, str]) -> BatchState:
         del metadata  # not part of Anthropic's batches: see find()

@@ -13,7 +13,6 @@ import aiohttp
 import orjson
 
 from costinfer.backends.base import Backend, Completion
-from costinfer.backends.transport import MALFORMED, malformed
 from costinfer.core.errors import BackendError
 
 # OpenAI's documented limits for one batch's input file
@@ -57,14 +56,7 @@ class OpenAIBatches:
         return self.backend.base_url
 
     async def _json(self, method: str, path: str, payload: Any = None) -> dict[str, Any]:
-        data = orjson.dumps(payload) if payload is not None else None
-        headers = {"content-type": "application/json"} if payload is not None else None
-        raw, _ = await self.backend.transport.send(method, f"{self._base}{path}", data, headers)
-        try:
-            out: dict[str, Any] = orjson.loads(raw)
-        except MALFORMED as exc:
-            raise malformed(raw, exc) from exc
-        return out
+        return await self.backend.transport.json(method, f"{self._base}{path}", payload)
 
     async def submit(self, items: list[tuple[str, dict[str, Any]]], metadata: dict[str, str]) -> BatchState:
         """Upload the items as a batch input file and create the batch; returns its state."""

@@ -48,6 +48,16 @@ class HttpTransport:
         """The answer's body and its rate-limit headers; ``BackendError`` for anything but a 200."""
         return await self.send("POST", url, orjson.dumps(payload), _JSON)
 
+    async def json(self, method: str, url: str, payload: Any = None) -> dict[str, Any]:
+        """A JSON request (or a GET) whose answer is a JSON object; a body that is not one is a malformed answer."""
+        data = orjson.dumps(payload) if payload is not None else None
+        raw, _ = await self.send(method, url, data, _JSON if payload is not None else None)
+        try:
+            out: dict[str, Any] = orjson.loads(raw)
+        except MALFORMED as exc:
+            raise malformed(raw, exc) from exc
+        return out
+
     async def send(
         self, method: str, url: str, data: Any = None, headers: dict[str, str] | None = None
     ) -> tuple[bytes, dict[str, str] | None]:
