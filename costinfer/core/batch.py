@@ -27,6 +27,7 @@ import orjson
 from costinfer.backends.base import Backend
 from costinfer.core.budget import BudgetGuard
 from costinfer.core.errors import AuthError, BackendError, WriteError
+from costinfer.core.executor import Outcomes
 from costinfer.core.prices import ModelPrice
 from costinfer.core.progress import NullProgress, ProgressSink
 from costinfer.store import Outcome, Pending, Store
@@ -46,7 +47,7 @@ class BatchConfig:
     deadline_h: float | None = None  # a batch older than this is cancelled: its requests go online instead
 
 
-class BatchExecutor:
+class BatchExecutor(Outcomes):
     def __init__(
         self,
         store: Store,
@@ -70,14 +71,7 @@ class BatchExecutor:
         self.guard = guard
         self.cfg = cfg
         self.progress = progress or NullProgress()
-        self.stop_reason: str | None = None
-        self.auth_error: AuthError | None = None
-        self.fatal_error: BackendError | None = None
-        self.store_error: BaseException | None = None
-        self.unreachable: str | None = None
-        self.lost = 0
-        self.calls_done = 0
-        self.cost_done = Decimal(0)
+        super().__init__()
         self.batches_created = 0
         self.deadline_passed = False  # a batch outlived --deadline and was cancelled: send the rest online
 

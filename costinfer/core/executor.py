@@ -50,7 +50,22 @@ class ExecConfig:
     unreachable_s: float = 10.0
 
 
-class Executor:
+class Outcomes:
+    """What an executor (online or batch) tells the runner when it ends: why it stopped, what failed for good, and
+    what this invocation made durable."""
+
+    def __init__(self) -> None:
+        self.stop_reason: str | None = None
+        self.auth_error: AuthError | None = None
+        self.fatal_error: BackendError | None = None
+        self.store_error: BaseException | None = None  # the store could not commit (a full disk): the run stopped
+        self.lost = 0  # answers paid for whose commit failed: the rerun pays for them again
+        self.unreachable: str | None = None  # why the server cannot be reached at all: the run stopped
+        self.calls_done = 0  # durable outcomes of this invocation
+        self.cost_done = Decimal(0)  # durable billed dollars of this invocation
+
+
+class Executor(Outcomes):
     def __init__(
         self,
         store: Store,
@@ -68,19 +83,12 @@ class Executor:
         self.budget = budget
         self.cfg = cfg
         self.progress = progress or NullProgress()
-        self.stop_reason: str | None = None
-        self.auth_error: AuthError | None = None
-        self.fatal_error: BackendError | None = None
-        self.store_error: BaseException | None = None  # the store could not commit (a full disk): the run stopped
-        self.lost = 0  # answers paid for whose commit failed: the rerun pays for them again
-        self.unreachable: str | None = None  # why the server cannot be reached at all: the run stopped
+        super().__init__()
         self._refused = 0  # connection failures in a row
         self._refused_since = 0.0
         self._reached = False  # some request got an HTTP answer in this invocation
         self.limiter = RateLimiter(cfg.rpm, cfg.tpm)
         self.router = Router(cfg.fallback_model)
-        self.calls_done = 0  # durable outcomes of this invocation
-        self.cost_done = Decimal(0)  # durable billed dollars of this invocation
         self._buffer: list[Outcome] = []
         self._queue: deque[Pending] = deque()
         self._ready = anyio.Event()
@@ -205,8 +213,7 @@ class Executor:
                     return None
                 if exc.status == 429:
                     self.limiter.rate_limited(exc.retry_after)
-                else:
-                    self.router.failed(choice, server_fault=exc.retryable)
+                self.router.failed(choice, server_fault=exc.retryable and exc.status != 429)
                 if not exc.retryable or attempt >= self.cfg.max_attempts:
                     self.progress.problem("failed", f"{exc.error_class}: {exc}")
                     return Outcome(

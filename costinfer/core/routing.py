@@ -29,7 +29,7 @@ class Router:
         return [model, self.fallback_model] if self.fallback_model else [model]
 
     def choose(self, model: str) -> Choice:
-        if self.fallback_model and self.breaker.is_open:
+        if self.fallback_model and not self.breaker.allow_probe():
             return Choice(self.fallback_model, substitute=True)
         return Choice(model, substitute=False)
 
@@ -45,5 +45,9 @@ class Router:
     def failed(self, choice: Choice, *, server_fault: bool) -> None:
         """An attempt failed; ``server_fault``: the kind that opens the breaker (5xx, timeouts, dropped or malformed
         answers; not 429s, which the rate limiter handles, nor the request's own fault)."""
-        if server_fault and not choice.substitute:
+        if choice.substitute:
+            return
+        if server_fault:
             self.breaker.failure()
+        else:
+            self.breaker.probe_done()
