@@ -16,10 +16,10 @@ import typer
 from rich.table import Table
 
 from costinfer.cli.app import app, handled, out_console
-from costinfer.cli.render import usd
 from costinfer.core.config import Config
 from costinfer.core.errors import ConfigError
 from costinfer.core.prices import Catalog
+from costinfer.core.summary import usd
 from costinfer.store import Store
 from costinfer.store.history import GROUPINGS
 

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from costinfer.core.progress import NullProgress, ProgressSink
+from costinfer.core.summary import usd
 
 
 class PlainProgress:
@@ -131,15 +132,6 @@ def make_progress(console: Console, quiet: bool) -> ProgressSink:
 def stop_progress(progress: ProgressSink) -> None:
     if isinstance(progress, RichProgress):
         progress.stop()
-
-
-def usd(value: Any) -> str:
-    """Dollars as people read them, one precision for costs and budgets alike: at least cents, down to a millionth
-    where that is what it takes ($1.00, $0.03249, $0.003825)."""
-    amount = Decimal(str(value)).quantize(Decimal("0.000001"))
-    text = format(amount, "f").rstrip("0")
-    whole, _, cents = text.partition(".")
-    return f"${whole}.{cents.ljust(2, '0')}"
 
 
 def summary_table(data: dict[str, Any]) -> Table:

@@ -72,7 +72,6 @@ class BatchExecutor(Outcomes):
         self.cfg = cfg
         self.progress = progress or NullProgress()
         super().__init__()
-        self.batches_created = 0
         self.deadline_passed = False  # a batch outlived --deadline and was cancelled: send the rest online
 
     async def run(self, pages: Iterator[list[Pending]]) -> None:
@@ -191,7 +190,6 @@ class BatchExecutor(Outcomes):
         local_id = uuid.uuid4().hex
         part = self.store.add_batch(local_id, self.run_id, self.backend.name, self.backend.endpoint, reserved)
         state = await self.client.submit(items, self._metadata(part))
-        self.batches_created += 1
         self.store.set_batch(local_id, server_id=state.id, state="submitted")
         self.progress.note(f"batch part {part}: {len(items)} requests submitted ({state.id})")
 

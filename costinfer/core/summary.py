@@ -72,6 +72,17 @@ class RunSummary:
         return out
 
 
+def usd(value: Any) -> str:
+    """Dollars as people read them, one precision for costs and budgets alike, in the terminal and the report: at
+    least cents, down to a millionth where that is what it takes ($1.00, $0.03249, $0.003825); n/a for no value."""
+    if value is None:
+        return "n/a"
+    amount = Decimal(str(value)).quantize(Decimal("0.000001"))
+    text = format(amount, "f").rstrip("0")
+    whole, _, cents = text.partition(".")
+    return f"${whole}.{cents.ljust(2, '0')}"
+
+
 def money_text(value: Decimal) -> str:
     """Exact dollars as plain decimal text: no exponent, no trailing zeros."""
     text = format(value.normalize(), "f")

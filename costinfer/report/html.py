@@ -3,12 +3,13 @@ fetched), laid out by a Jinja2 template. It opens offline and stays small (tens 
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 import jinja2
 import pygal
 from pygal.style import Style
+
+from costinfer.core.summary import usd
 
 STYLE = Style(
     background="white",
@@ -60,13 +61,6 @@ td:first-child, th:first-child { text-align: left; } tr:nth-child(even) { backgr
 </body></html>
 """
 )
-
-
-def usd(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    amount = Decimal(str(value))
-    return f"${amount:,.6f}".rstrip("0").rstrip(".") if abs(amount) < 1 else f"${amount:,.2f}"
 
 
 def _chart(kind: Any, **options: Any) -> Any:
