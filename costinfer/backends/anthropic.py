@@ -44,6 +44,9 @@ class AnthropicBackend(Backend):
     def translate(self, body: dict[str, Any]) -> dict[str, Any]:
         return to_messages_request(body)
 
+    def mark_prefix(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return mark_shared_prefix(payload)
+
     def batches(self) -> Any | None:
         from costinfer.backends.anthropic_batch import AnthropicBatches
 
@@ -88,6 +91,30 @@ def to_messages_request(body: dict[str, Any]) -> dict[str, Any]:
         elif choice in ("auto", None):
             out["tool_choice"] = {"type": "auto"}
     return out
+
+
+_EPHEMERAL: dict[str, Any] = {"type": "ephemeral"}
+
+
+def mark_shared_prefix(payload: dict[str, Any]) -> dict[str, Any]:
+    """A ``cache_control`` breakpoint at the end of what requests sent together share: everything before the last
+    message (the system prompt, few-shot turns). A prefix shorter than the model's minimum is not cached, and not
+    billed as a write: the marker costs nothing then."""
+    messages = payload["messages"]
+    if len(messages) > 1:
+        before = messages[-2]
+        content = before["content"]
+        blocks: list[dict[str, Any]] = (
+            [{"type": "text", "text": content}] if isinstance(content, str) else [dict(b) for b in content]
+        )
+        if not blocks:
+            return payload
+        blocks[-1]["cache_control"] = _EPHEMERAL
+        return {**payload, "messages": [*messages[:-2], {**before, "content": blocks}, messages[-1]]}
+    system = payload.get("system")
+    if not system:
+        return payload
+    return {**payload, "system": [{"type": "text", "text": system, "cache_control": _EPHEMERAL}]}
 
 
 def parse_message(raw: bytes) -> Completion:

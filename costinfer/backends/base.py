@@ -125,10 +125,15 @@ class Backend(ABC):
     async def close(self) -> None:
         await self.transport.close()
 
-    async def complete(self, body: dict[str, Any]) -> Completion:
+    async def complete(self, body: dict[str, Any], *, cache_prefix: bool = False) -> Completion:
+        """One call. ``cache_prefix``: other requests share everything but this one's last message, so a protocol
+        whose prompt cache needs a marker (Anthropic's ``cache_control``) sets one at the end of that prefix."""
         if not self.transport.started:
             await self.start()
-        raw, headers = await self.transport.post(f"{self.base_url}{self.path}", self.translate(body))
+        payload = self.translate(body)
+        if cache_prefix:
+            payload = self.mark_prefix(payload)
+        raw, headers = await self.transport.post(f"{self.base_url}{self.path}", payload)
         done = self.parse(raw)
         done.headers = headers
         return done
@@ -136,6 +141,11 @@ class Backend(ABC):
     def translate(self, body: dict[str, Any]) -> dict[str, Any]:
         """The provider-neutral request in this protocol's shape (OpenAI's chat shape is the neutral one)."""
         return body
+
+    def mark_prefix(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The translated request with a prompt-cache marker after its shared prefix; most protocols cache without
+        one (OpenAI, vLLM)."""
+        return payload
 
     def parse(self, raw: bytes) -> Completion:
         """The answer's body as a ``Completion``; ``transport.malformed`` for a body that is not the protocol's.

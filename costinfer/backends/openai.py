@@ -90,7 +90,7 @@ class SimulateBackend(OpenAIBackend):
     api_key_env: ClassVar[str | None] = None
     key_required: ClassVar[bool] = False
     supports_batch: ClassVar[bool] = True  # the simulator implements OpenAI's Batch API
-    prompt_cache: ClassVar[bool] = False
+    prompt_cache: ClassVar[bool] = True  # ... and reports cached prompt tokens as OpenAI does
 
     @property
     def endpoint(self) -> str:
@@ -100,7 +100,7 @@ class SimulateBackend(OpenAIBackend):
     def local_server(cls, settings: Mapping[str, Any]) -> AbstractContextManager[str] | None:
         """The in-process simulator, from the run's ``simulator_*`` settings (latency, faults, limits, seed)."""
         from costinfer.simulator import SimulatorConfig
-        from costinfer.simulator.faults import LIMIT_MODES, parse_faults
+        from costinfer.simulator.faults import LIMIT_MODES, parse_bad_answers, parse_faults
 
         try:
             faults = parse_faults(
@@ -111,12 +111,18 @@ class SimulateBackend(OpenAIBackend):
         mode = str(settings.get("limit_mode") or "window")
         if mode not in LIMIT_MODES:
             raise ConfigError(f"--sim-limit-mode must be one of {', '.join(LIMIT_MODES)}")
+        try:
+            bad = parse_bad_answers(settings.get("bad_answers"))
+        except ValueError as exc:
+            raise ConfigError(f"--sim-bad-answers: {exc}") from None
         config = SimulatorConfig(
             latency_ms=float(settings.get("latency_ms") or 0.0),
             faults=faults,
             rpm=settings.get("rpm"),
             tpm=settings.get("tpm"),
             limit_mode=mode,
+            bad_answers=bad,
+            seed=settings.get("seed"),
         )
         return _serving(config)
 

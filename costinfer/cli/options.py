@@ -82,9 +82,28 @@ TAG_BY = typer.Option(
 )
 TAGS = typer.Option([], "--tag", help="A tag for every row of the run, KEY=VALUE; may be given more than once.")
 JSON = typer.Option(False, "--json", help="Print the result as one JSON object on stdout.")
+MODELS = typer.Option(
+    None,
+    help="Route rows that name no model among these candidates, cheapest first, e.g. gpt-4o-mini,gpt-4o "
+    "(a row's own model always wins).",
+)
+ROUTE = typer.Option(
+    None,
+    help="cheapest: each row to the cheapest candidate that takes it; cascade: escalate rows whose answer fails "
+    "the --accept-* checks (and cut or refused answers); budget: upgrade rows by priority while the worst case fits "
+    "--budget. Default: cascade with a check, else cheapest.",
+)
+ACCEPT_REGEX = typer.Option(None, help="Cascade: an answer must contain a match of this regular expression.")
+ACCEPT_JSON_SCHEMA = typer.Option(None, help="Cascade: an answer must be JSON valid against this JSON Schema file.")
+ACCEPT_NONEMPTY = typer.Option(False, "--accept-nonempty", help="Cascade: an empty answer is escalated.")
+ACCEPT_CMD = typer.Option(
+    None,
+    help="Cascade: a command that reads {id, request, answer, model, finish_reason, metadata} as JSON on stdin; "
+    "exit 0 accepts the answer, anything else escalates it.",
+)
 
 # CLI parameters that set no RunOptions field as they are: output switches, and those converted on the way
-_NOT_FIELDS = {"json_out", "quiet", "budget", "semantic", "tag_by", "tags"}
+_NOT_FIELDS = {"json_out", "quiet", "budget", "semantic", "tag_by", "tags", "models"}
 
 
 def parse_budget(text: str | None) -> Decimal | None:
@@ -124,6 +143,7 @@ def run_options(params: dict[str, Any]) -> RunOptions:
         values["deadline_h"] = 24.0 if params["deadline_h"] is None else params["deadline_h"]
     values["tag_by"] = [k.strip() for k in (params.get("tag_by") or "").split(",") if k.strip()]
     values["tags"] = parse_tags(params.get("tags") or [])
+    values["models"] = [m.strip() for m in (params.get("models") or "").split(",") if m.strip()]
     opts = RunOptions(**values)
     if params.get("semantic") is not None:
         opts.semantic = bool(params["semantic"])

@@ -227,6 +227,7 @@ def plan_table(plan: dict[str, Any], width: int = WIDE) -> Table:
     if batch is not None and plan["to_call"]:
         saving = Decimal(plan["expected_cost_usd"]) - Decimal(batch)
         basis += f" With --mode batch: expected {usd(batch)} (saves {usd(saving)}; results within 24 hours)."
+    basis += _routing_text(plan) + _levers_text(plan)
     table.caption = (
         f"{plan['rows']} rows, {plan['rejects']} rejected, {plan['distinct']} distinct requests, "
         f"{plan['duplicates']} duplicates, {plan['cache_hits']} rows from the cache, "
@@ -237,3 +238,37 @@ def plan_table(plan: dict[str, Any], width: int = WIDE) -> Table:
     )
     table.caption_justify = "left"
     return table
+
+
+LEVER_NAMES = {
+    "duplicate": "duplicates",
+    "cache": "exact cache",
+    "normalized": "normalized",
+    "semantic": "semantic",
+    "routing": "routing",
+    "prompt_cache": "prompt cache",
+    "batch_if_chosen": "batch (if chosen)",
+}
+
+
+def _routing_text(plan: dict[str, Any]) -> str:
+    routing = plan.get("routing")
+    if not routing:
+        return ""
+    where = ", ".join(f"{n} to {m}" for m, n in routing["requests_by_model"].items()) or "nothing left to send"
+    text = (
+        f" Routing ({routing['policy']} over {', '.join(routing['candidates'])}): {where}; expected "
+        f"{usd(routing['with_routing_usd'])} with routing, {usd(routing['without_routing_usd'])} without (all to "
+        f"{routing['candidates'][-1]})"
+    )
+    if routing.get("escalation_basis"):
+        text += f"; {routing['expected_escalations']} escalations expected ({routing['escalation_basis']})"
+    return text + "."
+
+
+def _levers_text(plan: dict[str, Any]) -> str:
+    levers = plan.get("levers") or {}
+    if not levers:
+        return ""
+    parts = [f"{LEVER_NAMES.get(k, k)} {usd(v)}" for k, v in levers.items()]
+    return f" Expected savings against every row sent at list price: {', '.join(parts)}."

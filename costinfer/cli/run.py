@@ -43,6 +43,12 @@ def run_command(
     prices: Optional[Path] = options.PRICES,
     config: Optional[Path] = options.CONFIG,
     fallback_model: Optional[str] = options.FALLBACK_MODEL,
+    models: Optional[str] = options.MODELS,
+    route: Optional[str] = options.ROUTE,
+    accept_regex: Optional[str] = options.ACCEPT_REGEX,
+    accept_json_schema: Optional[Path] = options.ACCEPT_JSON_SCHEMA,
+    accept_nonempty: bool = options.ACCEPT_NONEMPTY,
+    accept_cmd: Optional[str] = options.ACCEPT_CMD,
     rpm: Optional[float] = typer.Option(
         None, help="The provider's requests-per-minute limit: calls are paced under it."
     ),
@@ -63,6 +69,12 @@ def run_command(
     ),
     simulator_seed: Optional[int] = typer.Option(
         None, "--sim-seed", help="With --provider simulate: the seed of the injected faults."
+    ),
+    simulator_bad_answers: Optional[str] = typer.Option(
+        None,
+        "--sim-bad-answers",
+        help="With --provider simulate: the share of a model's answers that are bad (refusals), e.g. "
+        '"gpt-4o-mini=0.3", seeded by --sim-seed: a rehearsal of --route cascade.',
     ),
     simulator_limit_mode: str = typer.Option(
         "window",

@@ -10,7 +10,7 @@ import typer
 from costinfer.cli.app import app, err_console, handled
 from costinfer.core.errors import ConfigError
 from costinfer.simulator import SimulatorConfig, serve_forever
-from costinfer.simulator.faults import LIMIT_MODES, parse_faults
+from costinfer.simulator.faults import LIMIT_MODES, parse_bad_answers, parse_faults
 
 simulate_app = typer.Typer(help="The built-in OpenAI-compatible simulator.", no_args_is_help=True)
 app.add_typer(simulate_app, name="simulate")
@@ -40,6 +40,15 @@ def serve(
     batch_delay: float = typer.Option(0.5, help="Seconds a batch takes to complete (the Batch API)."),
     batch_fail_rate: float = typer.Option(0.0, help="Share of batch items answered with an error."),
     batch_expire_rate: float = typer.Option(0.0, help="Share of batch items that expire unanswered."),
+    bad_answers: Optional[str] = typer.Option(
+        None, help='The share of a model\'s answers that are bad (refusals), e.g. "gpt-4o-mini=0.3" (see --seed).'
+    ),
+    bad_prompts: Optional[Path] = typer.Option(
+        None, help="A file of prompts, one per line, that the --bad-answers models always answer badly."
+    ),
+    no_prompt_cache: bool = typer.Option(
+        False, "--no-prompt-cache", help="Report no cached prompt tokens (by default repeated prefixes are cached)."
+    ),
 ) -> None:
     """Serve OpenAI chat completions (/v1/chat/completions) and Anthropic messages (/v1/messages) with
     deterministic answers and realistic usage until SIGINT or SIGTERM."""
@@ -48,6 +57,16 @@ def serve(
             injected = parse_faults(faults, seed, retry_after, slow_s)
         except ValueError as exc:
             raise ConfigError(f"--faults: {exc}") from None
+        try:
+            bad = parse_bad_answers(bad_answers)
+        except ValueError as exc:
+            raise ConfigError(f"--bad-answers: {exc}") from None
+        named: frozenset[str] = frozenset()
+        if bad_prompts is not None:
+            try:
+                named = frozenset(line for line in bad_prompts.read_text("utf-8").splitlines() if line.strip())
+            except OSError as exc:
+                raise ConfigError(f"--bad-prompts {bad_prompts}: cannot read it: {exc.strerror}") from None
         cfg = SimulatorConfig(
             latency_ms=latency_ms,
             jitter_ms=jitter_ms,
@@ -61,6 +80,9 @@ def serve(
             batch_fail_rate=batch_fail_rate,
             batch_expire_rate=batch_expire_rate,
             seed=seed,
+            bad_answers=bad,
+            bad_prompts=named,
+            prompt_cache=not no_prompt_cache,
         )
         if limit_mode not in LIMIT_MODES:
             raise ConfigError(f"--limit-mode must be one of {', '.join(LIMIT_MODES)}, got '{limit_mode}'")

@@ -46,6 +46,7 @@ class ChunkResult:
     requests: pa.Table | None  # one per request first seen in this chunk: body, counts, tier keys
     rejects: pa.Table | None  # row_idx, line, row_id, id_default, field, reason
     opt_out: list[str] = field(default_factory=list)  # keys with a row that must not take a semantic answer
+    own_model: list[str] = field(default_factory=list)  # routing on: keys with a row that named its own model
     models: list[str] = field(default_factory=list)  # priced models the chunk's rows name
     notes: list[str] = field(default_factory=list)  # the token counter's notes (estimates, substitutes)
     unknown_fields: dict[str, int] = field(default_factory=dict)  # a field costinfer does not read -> its first line
@@ -77,6 +78,8 @@ class ChunkProcessor:
         rejects: list[Reject] = []
         first: dict[str, Reject | None] = {}  # key -> the reject its first row got (None: good)
         opt_out: list[str] = []
+        own_model: list[str] = []
+        routing = bool(spec.route_models)
         unknown: dict[str, int] = {}
         prices, keys, known, shape = self.prices, self.keys.keys, self._known, spec.shape
         for idx, raw in enumerate(rows):
@@ -113,6 +116,8 @@ class ChunkProcessor:
             req.key = key
             if req.extra and req.extra.get("semantic") is False:
                 opt_out.append(key)  # this run's rows of the request take no semantic answer; it may lend its own
+            if routing and data.get("model"):
+                own_model.append(key)  # a row's own model always wins: the request is not routed
             if key in first:
                 later.append(req)
             else:
@@ -130,6 +135,8 @@ class ChunkProcessor:
                 accepted.append(req)  # within the model's limits: the commonest case, checked inline
                 continue
             problem = self._limits(req, prices[body["model"]])
+            if problem is not None and routing and req.key not in own_model and self._fits_a_candidate(req):
+                problem = None  # too big for the cheapest candidate: routing sends it to one that takes it
             if problem is not None:
                 first[req.key] = problem
                 rejects.append(problem)
@@ -148,6 +155,7 @@ class ChunkProcessor:
             requests=self._requests(accepted),
             rejects=_rejects(rejects),
             opt_out=opt_out,
+            own_model=own_model,
             models=sorted(self.prices),
             notes=self.counter.notes(),
             unknown_fields=unknown,
@@ -163,6 +171,10 @@ class ChunkProcessor:
             return None
         self.prices[model] = price
         return price
+
+    def _fits_a_candidate(self, req: Request) -> bool:
+        prices = [self._price(m) if m not in self.prices else self.prices[m] for m in self.job.spec.route_models]
+        return any(p is not None and self._limits(req, p) is None for p in prices)
 
     def _limits(self, req: Request, price: ModelPrice) -> Reject | None:
         field_name = self.job.spec.prompt_field if len(req.body["messages"]) <= 2 else "messages"

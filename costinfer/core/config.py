@@ -18,6 +18,11 @@ Found at ``--config PATH``, else ``$COSTINFER_CONFIG``, else ``./costinfer.toml`
     gpu_hour_usd = 1.20
     output_tokens_per_second = 1500
     input_tokens_per_second = 15000    # optional; default 10 x the output rate
+
+    [routing]                          # the defaults of --models, --route and the cascade's checks
+    models = ["gpt-4o-mini", "gpt-4o"] # tiers, cheapest first
+    route = "cascade"
+    accept_regex = "^(yes|no)$"        # also accept_json_schema = "schema.json", accept_nonempty, accept_cmd
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class Config:
     path: Path | None = None
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     max_age_days: int = DEFAULT_MAX_AGE_DAYS
+    routing: dict[str, Any] = field(default_factory=dict)  # [routing]: defaults of the routing options
 
     @classmethod
     def load(cls, path: Path | None = None) -> Config:
@@ -67,7 +73,33 @@ class Config:
         age = (data.get("catalog") or {}).get("max_age_days", DEFAULT_MAX_AGE_DAYS)
         if not isinstance(age, int) or age < 1:
             raise ConfigError(f"{path}: [catalog] max_age_days must be a whole number of days, got {age!r}")
-        return cls(path=path, models=models, max_age_days=age)
+        return cls(path=path, models=models, max_age_days=age, routing=_routing(path, data.get("routing") or {}))
+
+
+_ROUTING_KEYS: dict[str, type] = {
+    "models": list,
+    "route": str,
+    "accept_regex": str,
+    "accept_json_schema": str,
+    "accept_nonempty": bool,
+    "accept_cmd": str,
+}
+
+
+def _routing(path: Path, table: Any) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [routing] must be a table")
+    for key, value in table.items():
+        kind = _ROUTING_KEYS.get(key)
+        if kind is None:
+            raise ConfigError(f"{path}: [routing] {key}: unknown; known: {', '.join(_ROUTING_KEYS)}")
+        if not isinstance(value, kind) or (isinstance(value, list) and not all(isinstance(m, str) for m in value)):
+            what = "a list of model names" if kind is list else kind.__name__
+            raise ConfigError(f"{path}: [routing] {key} must be {what}")
+    out = dict(table)
+    if "accept_json_schema" in out:  # relative to the config file
+        out["accept_json_schema"] = path.parent / out["accept_json_schema"]
+    return out
 
 
 def _self_hosted(path: Path, name: str, entry: Any) -> dict[str, Any]:

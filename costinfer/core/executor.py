@@ -194,7 +194,10 @@ class Executor(Outcomes):
             started = time.perf_counter()
             try:
                 try:
-                    done = await self.backend.complete(body)
+                    if item.shared_prefix and self.backend.prompt_cache:
+                        done = await self.backend.complete(body, cache_prefix=True)
+                    else:
+                        done = await self.backend.complete(body)
                 finally:
                     self.limiter.release(metered)
             except AuthError as exc:
@@ -281,6 +284,7 @@ class Executor(Outcomes):
             input_tokens=done.input_tokens,
             output_tokens=done.output_tokens,
             cached_tokens=done.cached_tokens,
+            cache_write_tokens=done.cache_write_tokens,
             reasoning_tokens=done.reasoning_tokens,
             latency_ms=latency_ms,
             http_status=done.http_status,

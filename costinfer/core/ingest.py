@@ -66,6 +66,7 @@ class Ingest:
     label: str = ""  # what messages call the input (the path as given, or <stdin>)
     prices: dict[str, ModelPrice] = field(default_factory=dict)
     semantic_opt_out: set[str] = field(default_factory=set)  # keys with a row that must not take a semantic answer
+    own_model: set[str] = field(default_factory=set)  # routing on: keys with a row that named its own model
     _notes: set[str] = field(default_factory=set)
     _unknown: dict[str, int] = field(default_factory=dict)
 
@@ -92,6 +93,7 @@ class Ingest:
             held.append(result)
             held_rows += result.rows
             self.semantic_opt_out.update(result.opt_out)
+            self.own_model.update(result.own_model)
             self._notes.update(result.notes)
             for name, line in result.unknown_fields.items():
                 self._unknown.setdefault(name, line)

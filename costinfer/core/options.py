@@ -56,6 +56,7 @@ class RunOptions:
     simulator_tpm: int | None = None
     simulator_seed: int | None = None
     simulator_limit_mode: str = "window"  # how the simulator enforces its limits: window, bucket or second
+    simulator_bad_answers: str | None = None  # e.g. "gpt-4o-mini=0.3": the share of a model's answers that are bad
     rpm: float | None = None  # the provider's limits, to pace calls within
     tpm: float | None = None
     fallback_model: str | None = None  # sent instead while the provider keeps failing (circuit breaker open)
@@ -74,6 +75,24 @@ class RunOptions:
     tag_by: list[str] = field(default_factory=list)  # metadata keys whose values attribute a row's cost
     tags: dict[str, str] = field(default_factory=dict)  # the run's own tags, on every row
     metrics_file: Path | None = None  # the run's figures in Prometheus's text format, for the textfile collector
+    models: list[str] = field(default_factory=list)  # routing candidates, cheapest first (rows without a model)
+    route: str | None = None  # cheapest, cascade or budget (default with --models: cascade when a check is given)
+    accept_regex: str | None = None  # cascade: an answer must contain a match
+    accept_json_schema: Path | None = None  # cascade: an answer must be JSON valid against this schema
+    accept_nonempty: bool = False  # cascade: an answer must not be empty
+    accept_cmd: str | None = None  # cascade: a command reads {row, answer} as JSON on stdin; exit 0 accepts
+
+    @property
+    def routing(self) -> bool:
+        return bool(self.models)
+
+    @property
+    def route_policy(self) -> str:
+        """The routing policy in force: --route, else cascade when an --accept-* check is given, else cheapest."""
+        if self.route:
+            return self.route
+        checks = (self.accept_regex, self.accept_json_schema, self.accept_cmd)
+        return "cascade" if any(c is not None for c in checks) or self.accept_nonempty else "cheapest"
 
     def output_path(self) -> Path:
         if self.output is not None:
@@ -106,6 +125,9 @@ def fingerprint(opts: RunOptions, source: Source, fmt: str, endpoint: str) -> st
         parts["strict_fields"] = True
     if opts.tag_by or opts.tags:
         parts["tags"] = [opts.tag_by, opts.tags]
+    if opts.models:  # routing changes what is sent: its options are part of the run
+        parts["routing"] = [opts.models, opts.route_policy, opts.accept_regex, str(opts.accept_json_schema or ""),
+                            opts.accept_nonempty, opts.accept_cmd]  # fmt: skip
     return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
@@ -140,6 +162,7 @@ def validate(opts: RunOptions) -> None:
         raise ConfigError(f"--max-attempts must be at least 1, got {opts.max_attempts}")
     if opts.base_url is not None:
         check_url(opts.base_url)
+    _check_routing(opts)
     if opts.template is not None:
         check_template(opts.template)
     check_file(opts.input_path)
@@ -155,6 +178,31 @@ def validate(opts: RunOptions) -> None:
         if path.is_dir():
             raise ConfigError(f"{flag} {path}: is a folder; name a file")
     _check_distinct(opts)
+
+
+def _check_routing(opts: RunOptions) -> None:
+    from costinfer.core.route import POLICIES
+
+    if opts.route is not None and opts.route not in POLICIES:
+        raise ConfigError(f"--route must be one of {', '.join(POLICIES)}, got '{opts.route}'")
+    checks = opts.accept_regex, opts.accept_json_schema, opts.accept_cmd
+    if not opts.models:
+        if opts.route is not None or any(c is not None for c in checks) or opts.accept_nonempty:
+            raise ConfigError("--route and --accept-* need --models: the candidates, cheapest first")
+        return
+    if len(opts.models) < 2:
+        raise ConfigError(f"--models needs two models or more, cheapest first (e.g. gpt-4o-mini,gpt-4o), got "
+                          f"'{','.join(opts.models)}'")  # fmt: skip
+    if len(set(opts.models)) != len(opts.models):
+        raise ConfigError(f"--models names a model twice: {','.join(opts.models)}")
+    if opts.route_policy != "cascade" and (any(c is not None for c in checks) or opts.accept_nonempty):
+        raise ConfigError(f"--accept-* checks answers in a cascade; --route {opts.route_policy} sends no row twice")
+    if opts.route_policy == "budget" and opts.budget_usd is None:
+        raise ConfigError("--route budget needs --budget: it upgrades rows while the worst case fits the budget")
+    if opts.fallback_model:
+        raise ConfigError("--fallback-model and --models do not go together yet: list the fallback in --models")
+    if opts.mode == "batch" and opts.route_policy == "cascade":
+        raise ConfigError("--route cascade needs answers before it can escalate: use --mode online")
 
 
 def _check_distinct(opts: RunOptions) -> None:
@@ -219,6 +267,7 @@ def simulator_settings(opts: RunOptions) -> dict[str, Any]:
         "tpm": opts.simulator_tpm,
         "seed": opts.simulator_seed,
         "limit_mode": opts.simulator_limit_mode,
+        "bad_answers": opts.simulator_bad_answers,
         "timeout_s": opts.timeout_s,
     }
 

@@ -50,6 +50,9 @@ class Plan:
     budget_usd: Decimal | None
     spent_usd: Decimal  # what this run already spent (a resumed run)
     notes: list[str] = field(default_factory=list)
+    # what each lever is expected to save against the naive cost (see core/levers.py)
+    levers: dict[str, Decimal] = field(default_factory=dict)
+    routing: dict[str, Any] | None = None  # --models: where the rows go, and the cost with and without routing
 
     @property
     def input_tokens(self) -> int:
@@ -166,8 +169,8 @@ def compute(
     for model, max_tokens, n, counted, bound in groups:
         price = prices[model]
         per_request, basis = learned.expected(model, max_tokens)
-        expected_out = _ceil(per_request * n)
-        expected_in = _ceil(counted * learned.input_correction(model))
+        expected_out = ceil_tokens(per_request * n)
+        expected_in = ceil_tokens(counted * learned.input_correction(model))
         line = lines.setdefault(model, ModelLine(model, 0, 0, 0, 0, 0, Decimal(0), Decimal(0), basis))
         line.requests += n
         line.input_tokens += expected_in
@@ -196,5 +199,5 @@ def compute(
     )
 
 
-def _ceil(value: Decimal | int) -> int:
+def ceil_tokens(value: Decimal | int) -> int:
     return int(Decimal(value).to_integral_value(rounding=ROUND_CEILING))

@@ -11,13 +11,16 @@ from typing import Any
 import orjson
 
 from costinfer.backends.base import Backend, backend_class
+from costinfer.core.accept import Acceptance
 from costinfer.core.batchfiles import SHAPES as BATCH_SHAPES
+from costinfer.core.cascade import escalate
 from costinfer.core.config import Config
 from costinfer.core.dedupe import DedupeStats
 from costinfer.core.dedupe import resolve as dedupe_resolve
 from costinfer.core.embed import Embedder, missing_dependency
 from costinfer.core.errors import BadRowError, ConfigError
 from costinfer.core.ingest import FAST_COUNT_BYTES, Ingest, ingest_workers
+from costinfer.core.levers import RoutingInput, add_levers
 from costinfer.core.options import RunOptions, fingerprint, options_record, validate
 from costinfer.core.outputs import remove_stale, write_or_explain
 from costinfer.core.plan import Plan
@@ -25,6 +28,7 @@ from costinfer.core.plan import compute as compute_plan
 from costinfer.core.prices import Catalog, ModelPrice
 from costinfer.core.progress import ProgressSink
 from costinfer.core.reader import detect_format, row_kind
+from costinfer.core.route import assign
 from costinfer.core.rows import RowSpec
 from costinfer.core.source import Source, is_stdin
 from costinfer.core.timing import Stopwatch
@@ -53,24 +57,42 @@ class Setup:
     config: Config
     catalog: Catalog
     backend_cls: type[Backend]
+    acceptance: Acceptance | None = None  # --route cascade: the check an answer must pass
+
+
+def default_model(opts: RunOptions) -> str:
+    """The model of rows that name none: with --models, the cheapest candidate (routing moves them on)."""
+    return opts.models[0] if opts.models else opts.model
 
 
 def load_setup(opts: RunOptions) -> Setup:
+    config = Config.load(opts.config)
+    with_config_defaults(opts, config)
     validate(opts)
     file_format = None if opts.input_format in BATCH_SHAPES else opts.input_format  # batch files are JSONL
     fmt = detect_format(opts.input_path, file_format) if not is_stdin(opts.input_path) else (file_format or "jsonl")
     if is_stdin(opts.input_path) and fmt == "parquet":
         raise ConfigError("a Parquet dataset cannot come from standard input: name the file")
-    config = Config.load(opts.config)
     catalog = Catalog.load(opts.prices, config)
     cls = backend_class(opts.provider)
-    catalog.lookup(opts.model, cls.name)  # an unknown default model fails before anything is read or sent
-    if opts.fallback_model:
-        catalog.lookup(opts.fallback_model, cls.name)
+    for model in [default_model(opts), *opts.models, *([opts.fallback_model] if opts.fallback_model else [])]:
+        catalog.lookup(model, cls.name)  # an unknown model fails before anything is read or sent
+    acceptance = None
+    if opts.models and opts.route_policy == "cascade":
+        acceptance = Acceptance(opts.accept_regex, opts.accept_json_schema, opts.accept_nonempty, opts.accept_cmd)
     size = 0 if is_stdin(opts.input_path) else opts.input_path.stat().st_size
     if fmt != "jsonl" or not ingest_workers(size):  # this process counts: load its encoder while reading starts
-        warm_up(opts.model, fast=size >= FAST_COUNT_BYTES)
-    return Setup(fmt, config, catalog, cls)
+        warm_up(default_model(opts), fast=size >= FAST_COUNT_BYTES)
+    return Setup(fmt, config, catalog, cls, acceptance)
+
+
+def with_config_defaults(opts: RunOptions, config: Config) -> None:
+    """costinfer.toml's [routing] fills the routing options the command line left unset."""
+    for name, value in config.routing.items():
+        if name.startswith("accept_") and opts.route not in (None, "cascade"):
+            continue  # --route cheapest or budget on the command line: the file's cascade checks do not apply
+        if getattr(opts, name) in (None, False, []):
+            setattr(opts, name, list(value) if name == "models" else value)
 
 
 def prepare(
@@ -109,7 +131,7 @@ def prepare(
         )
     store.set_run(run_id, status="planned" if planning or not resumed else "running", stop_reason=None)
     spec = RowSpec(
-        model=opts.model,
+        model=default_model(opts),
         max_tokens=opts.max_tokens,
         prompt_field=opts.prompt_field,
         id_field=opts.id_field,
@@ -118,6 +140,7 @@ def prepare(
         text_cells=(setup.fmt == "csv"),
         strict_fields=opts.strict_fields,
         shape=row_shape(opts, setup.fmt, source.path),
+        route_models=tuple(opts.models),
     )
     ingest = Ingest(store, run_id, source.path, setup.fmt, spec, endpoint, provider, setup.catalog, source.label)
     fresh = previous is None or not previous["ingested"]
@@ -130,7 +153,18 @@ def prepare(
         counts = store.finish_ingest(run_id, opts.id_field)
         store.set_tags(run_id, opts.tag_by, opts.tags)
         reuse = resolve_reuse(opts, store, run_id, progress, ingest.semantic_opt_out)
-        record = {**options_record(opts), "reuse": asdict(reuse), "notes": ingest.notes()}
+        routed = None
+        if opts.models:
+            store.mark_routed(run_id, ingest.own_model)
+            all_prices = {**ingest.prices, **{m: setup.catalog.lookup(m, provider) for m in opts.models}}
+            left = None if opts.budget_usd is None else opts.budget_usd - store.run_spend(run_id)
+            routed = assign(store, run_id, opts.models, all_prices, opts.route_policy, endpoint, left)
+        record = {
+            **options_record(opts),
+            "reuse": asdict(reuse),
+            "notes": ingest.notes(),
+            "routing": asdict(routed) if routed else None,
+        }
         store.set_run(run_id, options=orjson.dumps(record).decode())
     else:
         row = store.run(run_id) or {}
@@ -168,9 +202,16 @@ def prepare(
         notes.append(f"{counts['rejects']} bad rows {'found' if planning else 'skipped'}; see {rejects_file}")
     # a fresh ingestion priced every model its rows name; a resumed run's models are read back from the store
     prices = dict(ingest.prices) if fresh else prices_for_run(store, run_id, setup.catalog, provider)
-    if opts.fallback_model:
-        prices[opts.fallback_model] = setup.catalog.lookup(opts.fallback_model, provider)
+    for model in [*opts.models, *([opts.fallback_model] if opts.fallback_model else [])]:
+        prices[model] = setup.catalog.lookup(model, provider)
+    if setup.acceptance is not None:  # answers from the cache or a reuse tier are checked like fresh ones
+        escalated = escalate(store, run_id, opts.models, setup.acceptance, endpoint)
+        if escalated:
+            notes.append(f"{escalated} answers already known failed the check and go to a stronger model")
     the_plan = compute_plan(store, run_id, prices, opts.budget_usd, dataset_name(source), notes)
+    routing = RoutingInput(opts.models, opts.route_policy, provider) if opts.models else None
+    cache_provider = provider if setup.backend_cls.prompt_cache else None
+    add_levers(the_plan, store, run_id, prices, dataset_name(source), routing, cache_provider)
     # the plan is kept with the run: its report sets it beside the outcome
     record = orjson.loads((store.run(run_id) or {}).get("options") or "{}")
     record.update(plan=the_plan.as_dict(), results=str(opts.output_path().resolve()))

@@ -40,6 +40,8 @@ class ModelPrice:
     # an OpenAI reasoning model (o-series, gpt-5 family): it takes max_completion_tokens, bills hidden reasoning
     # tokens as output, and refuses sampling parameters other than their defaults
     reasoning: bool = False
+    tools: bool = True  # takes function tools (the catalog's supports_function_calling; unknown: assumed)
+    json_schema: bool = True  # takes response_format json_schema (supports_response_schema; unknown: assumed)
 
     def cost(
         self,
@@ -212,6 +214,8 @@ class Catalog:
             max_input_tokens=_int(entry, "max_input_tokens"),
             max_output_tokens=_int(entry, "max_output_tokens"),
             reasoning=is_reasoning_model(model, entry),
+            tools=entry.get("supports_function_calling") is not False,
+            json_schema=entry.get("supports_response_schema") is not False,
         )
 
     def _did_you_mean(self, model: str) -> str:

@@ -60,6 +60,7 @@ class RowSpec:
     text_cells: bool = False  # CSV: every cell is a string
     strict_fields: bool = False  # a field outside ``known_fields`` rejects the row
     shape: str = "plain"  # or a provider's batch-file line ("openai-batch", "anthropic-batch"): see batchfiles.py
+    route_models: tuple[str, ...] = ()  # --models: rows without a model of their own are routed among these
 
     def template_fields(self) -> list[str]:
         if not self.template:

@@ -18,8 +18,10 @@ from typing import Any
 import anyio
 
 from costinfer.backends.base import Backend, BackendConfig
+from costinfer.core.accept import Acceptance
 from costinfer.core.batch import BatchConfig, BatchExecutor, choose_mode
 from costinfer.core.budget import BudgetGuard
+from costinfer.core.cascade import escalate
 from costinfer.core.errors import (
     AuthError,
     BudgetError,
@@ -27,7 +29,7 @@ from costinfer.core.errors import (
     UnreachableError,
     WriteError,
 )
-from costinfer.core.executor import ExecConfig, Executor
+from costinfer.core.executor import ExecConfig, Executor, Outcomes
 from costinfer.core.options import RunOptions, dataset_label, simulator_settings
 from costinfer.core.outputs import io_reason, remove_stale, write_or_explain, write_or_explain_report
 from costinfer.core.plan import Plan
@@ -87,7 +89,7 @@ def run(
         _check_budget(opts, prepared, store, mode)
         backend.use_models(prepared.prices)
         resolved = replace(opts, mode=mode, online_fallback=opts.mode == "auto" and mode == "batch")
-        return _execute_run(resolved, backend, store, prepared, progress)
+        return _execute_run(resolved, backend, store, prepared, progress, setup.acceptance)
 
 
 def _online_executor(
@@ -142,8 +144,29 @@ def _check_budget(opts: RunOptions, prepared: Prepared, store: Store, mode: str 
     )
 
 
+def _merge(into: Outcomes, later: Outcomes) -> None:
+    """What a later round of calls (online after batches, a cascade's escalations) adds to the run's outcome."""
+    into.calls_done += later.calls_done
+    into.cost_done += later.cost_done
+    into.lost += later.lost
+    into.stop_reason = later.stop_reason or into.stop_reason
+    for name in ("auth_error", "fatal_error", "store_error", "unreachable"):
+        if getattr(later, name) is not None:
+            setattr(into, name, getattr(later, name))
+
+
+def _still_going(executor: Outcomes) -> bool:
+    failed = (executor.auth_error, executor.fatal_error, executor.store_error, executor.unreachable)
+    return executor.stop_reason is None and all(f is None for f in failed)
+
+
 def _execute_run(
-    opts: RunOptions, backend: Backend, store: Store, prepared: Prepared, progress: ProgressSink
+    opts: RunOptions,
+    backend: Backend,
+    store: Store,
+    prepared: Prepared,
+    progress: ProgressSink,
+    acceptance: Acceptance | None = None,
 ) -> RunSummary:
     clock = prepared.clock
     run_id = prepared.run_id
@@ -169,9 +192,15 @@ def _execute_run(
         if isinstance(executor, BatchExecutor) and _goes_online(opts, executor, store, run_id):
             online = _online_executor(opts, store, run_id, backend, prepared, guard, progress)
             anyio.run(_execute, online, store.pending(run_id), backend_options=_loop_options())
-            executor.calls_done += online.calls_done
-            executor.cost_done += online.cost_done
-            executor.stop_reason = online.stop_reason
+            _merge(executor, online)
+        while acceptance is not None and _still_going(executor):  # a cascade: escalate what failed the check
+            escalated = escalate(store, run_id, opts.models, acceptance, backend.endpoint)
+            if not escalated:
+                break
+            progress.phase("escalating", escalated)
+            stronger = _online_executor(opts, store, run_id, backend, prepared, guard, progress)
+            anyio.run(_execute, stronger, store.pending(run_id), backend_options=_loop_options())
+            _merge(executor, stronger)
         failure = _failure(executor, backend, store)
     finally:
         stop_reason = executor.stop_reason
@@ -192,7 +221,7 @@ def _execute_run(
         notes.append(f"{guard.overruns} calls were billed more than their reserved worst case")
     if stop_reason == "interrupted":
         notes.append("stopped: rerun the same command to resume; answered rows will not be paid again")
-    saved = savings(store, run_id, prepared.prices)
+    saved = savings(store, run_id, prepared.prices, opts.models[-1] if opts.models else None)
     reports: list[str] = []
     if opts.report:
         out = opts.output_path()
@@ -212,6 +241,8 @@ def _execute_run(
         normalized=int(summary["normalized"]),
         semantic=int(summary["semantic"]),
         fallback=int(summary["fallback"]),
+        routed=int(summary["routed"]),
+        escalated=int(summary["escalated"]),
         embeddings_computed=prepared.embeddings_computed,
         failed=int(summary["failed"]),
         saved_usd=saved,

@@ -10,6 +10,7 @@ from costinfer.core.errors import (
     ExitCode,
 )
 from costinfer.core.prices import ModelPrice
+from costinfer.core.waterfall import price_sources, savings_by_lever
 from costinfer.store import Store
 
 
@@ -27,10 +28,12 @@ class RunSummary:
     normalized: int  # rows answered by the normalized-text tier
     semantic: int  # rows answered by the semantic tier
     fallback: int  # rows answered by the fallback model while the provider kept failing
+    routed: int  # rows sent to another candidate model before any call (--models)
+    escalated: int  # rows whose cheaper answer failed the check and went to a stronger model (--route cascade)
     embeddings_computed: int
     failed: int
     not_run: int
-    saved_usd: dict[str, Decimal]  # per source: what the reused rows would have cost as calls of their own
+    saved_usd: dict[str, Decimal]  # per lever: what it saved against every row sent at list price (the waterfall)
     input_tokens: int
     output_tokens: int
     reasoning_tokens: int  # the part of output_tokens a reasoning model spent thinking
@@ -89,10 +92,10 @@ def money_text(value: Decimal) -> str:
     return "0" if text in ("-0", "0") else text
 
 
-def savings(store: Store, run_id: str, prices: dict[str, ModelPrice]) -> dict[str, Decimal]:
-    saved: dict[str, Decimal] = {}
-    for source, model, _, input_tokens, output_tokens in store.reuse_by_source(run_id):
-        price = prices.get(model)
-        if price is not None:
-            saved[source] = saved.get(source, Decimal(0)) + price.cost(input_tokens, output_tokens)
-    return saved
+def savings(
+    store: Store, run_id: str, prices: dict[str, ModelPrice], reference: str | None = None
+) -> dict[str, Decimal]:
+    """What each lever saved against the naive cost (the report's waterfall steps): reuse tiers, routing, fallback,
+    batch pricing, the provider's prompt cache. ``reference``: the strongest routing candidate, if any."""
+    sources = price_sources(store.result_groups(run_id), prices, reference)
+    return savings_by_lever(sources, store.run_spend(run_id))

@@ -72,6 +72,7 @@ def chat_completion(
     completion_tokens: int,
     created: float,
     reasoning_tokens: int = 0,
+    cached_tokens: int = 0,
 ) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-sim-{digest[:24]}",
@@ -85,15 +86,24 @@ def chat_completion(
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": 0},
+            "prompt_tokens_details": {"cached_tokens": cached_tokens},
             "completion_tokens_details": {"reasoning_tokens": reasoning_tokens},
         },
     }
 
 
 def anthropic_message(
-    digest: str, model: str, text: str, finish: str, prompt_tokens: int, completion_tokens: int
+    digest: str,
+    model: str,
+    text: str,
+    finish: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cache_read: int = 0,
+    cache_write: int = 0,
 ) -> dict[str, Any]:
+    """``prompt_tokens`` counts the whole prompt; Anthropic's ``input_tokens`` leave out what was read from or written
+    to the cache."""
     return {
         "id": f"msg_sim{digest[:24]}",
         "type": "message",
@@ -103,10 +113,10 @@ def anthropic_message(
         "stop_reason": "max_tokens" if finish == "length" else "end_turn",
         "stop_sequence": None,
         "usage": {
-            "input_tokens": prompt_tokens,
+            "input_tokens": prompt_tokens - cache_read - cache_write,
             "output_tokens": completion_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
+            "cache_creation_input_tokens": cache_write,
+            "cache_read_input_tokens": cache_read,
         },
     }
 
@@ -130,6 +140,25 @@ def answer_for(body: dict[str, Any], cfg: SimulatorConfig, reasoning: bool = Fal
         length, finish = cap - thinking, "length"
     words = [rng.choice(_WORDS) for _ in range(length)]
     return " ".join(words), thinking + length, finish, thinking
+
+
+BAD_ANSWER = "I'm sorry, but I can't help with that."
+BAD_ANSWER_TOKENS = 11
+
+
+def answers_badly(body: dict[str, Any], cfg: SimulatorConfig) -> bool:
+    """Whether the simulator answers this request badly (a refusal), as told: its model answers a seeded share of
+    requests badly (``bad_answers``), and always those whose last message is one of ``bad_prompts``."""
+    model = str(body.get("model"))
+    share = dict(cfg.bad_answers).get(model)
+    if share is None:
+        return False
+    messages = body.get("messages") or []
+    if messages and text_of(messages[-1].get("content") or "") in cfg.bad_prompts:
+        return True
+    seed = orjson.dumps([cfg.seed, model, messages], option=orjson.OPT_SORT_KEYS)
+    draw = int.from_bytes(hashlib.sha256(seed).digest()[:8], "big") / 2**64
+    return draw < share
 
 
 def reasoning_refusal(body: dict[str, Any]) -> str | None:

@@ -25,4 +25,8 @@ class SimulatorConfig:
     batch_delay_s: float = 0.5  # a batch completes this long after it was created
     batch_fail_rate: float = 0.0  # share of batch items answered with an error (in the error file)
     batch_expire_rate: float = 0.0  # share of batch items that expire unanswered
-    seed: int | None = None  # the batch items' failures are drawn with it
+    seed: int | None = None  # the batch items' failures (and the bad answers) are drawn with it
+    # model -> share of its requests answered badly (a refusal): a cheap model a cascade must escalate from
+    bad_answers: tuple[tuple[str, float], ...] = ()
+    bad_prompts: frozenset[str] = frozenset()  # last messages those models always answer badly
+    prompt_cache: bool = True  # report cached prompt tokens for repeated prefixes, as each provider does

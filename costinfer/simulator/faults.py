@@ -230,3 +230,20 @@ def parse_faults(
         slow_s=slow_s,
         seed=seed,
     )
+
+
+def parse_bad_answers(text: str | None) -> tuple[tuple[str, float], ...]:
+    """ "gpt-4o-mini=0.3,gpt-4.1-nano=0.5": the share of each model's requests the simulator answers badly."""
+    out = []
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        model, sep, share = part.rpartition("=")
+        try:
+            value = float(share)
+        except ValueError:
+            value = -1.0
+        if not sep or not model.strip() or not 0 <= value <= 1:
+            raise ValueError(f"give MODEL=SHARE with a share from 0 to 1, e.g. gpt-4o-mini=0.3; got '{part}'")
+        out.append((model.strip(), value))
+    return tuple(out)

@@ -24,7 +24,10 @@ from aiohttp import web
 from costinfer.core.prices import is_reasoning_model
 from costinfer.core.tokens import TokenCounter
 from costinfer.simulator.answers import (
+    BAD_ANSWER,
+    BAD_ANSWER_TOKENS,
     answer_for,
+    answers_badly,
     anthropic_message,
     body_digest,
     chat_completion,
@@ -34,6 +37,7 @@ from costinfer.simulator.answers import (
 from costinfer.simulator.batches import BatchApi
 from costinfer.simulator.config import SimulatorConfig
 from costinfer.simulator.faults import rate_meter
+from costinfer.simulator.prompt_cache import PromptCache
 
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1-nano")
 
@@ -60,6 +64,7 @@ class Simulator:
         self.requests = 0  # requests answered with 200 and a good body: the calls a provider would bill
         self.received = 0  # every request, faults and refusals included
         self.window = rate_meter(self.cfg.limit_mode, self.cfg.rpm, self.cfg.tpm)
+        self.prompt_cache = PromptCache(self.counter)
         self._log: IO[bytes] | None = None
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -195,14 +200,22 @@ class Simulator:
             await asyncio.sleep(self.cfg.faults.slow_s)
         reasoning = protocol == "openai" and is_reasoning_model(str(chat["model"]), {})
         text, completion_tokens, finish, thinking = answer_for(chat, self.cfg, reasoning)
+        if self.cfg.bad_answers and answers_badly(chat, self.cfg):
+            text, completion_tokens, finish, thinking = BAD_ANSWER, BAD_ANSWER_TOKENS, "stop", 0
         delay = self.cfg.latency_ms + (random.uniform(-1, 1) * self.cfg.jitter_ms if self.cfg.jitter_ms else 0.0)
         if delay > 0:
             await asyncio.sleep(delay / 1000)
         if protocol == "anthropic":
-            payload = anthropic_message(digest, chat["model"], text, finish, prompt_tokens, completion_tokens)
+            read, written = (
+                self.prompt_cache.anthropic(body, anthropic_prefix(body)) if self.cfg.prompt_cache else (0, 0)
+            )
+            payload = anthropic_message(
+                digest, chat["model"], text, finish, prompt_tokens, completion_tokens, read, written
+            )
         else:
+            cached = self.prompt_cache.openai(chat) if self.cfg.prompt_cache else 0
             payload = chat_completion(
-                digest, chat["model"], text, finish, prompt_tokens, completion_tokens, received, thinking
+                digest, chat["model"], text, finish, prompt_tokens, completion_tokens, received, thinking, cached
             )
         raw = orjson.dumps(payload)
         if fault == "drop":
@@ -264,9 +277,38 @@ def messages_as_chat(body: Any) -> dict[str, Any]:
     if any(m.get("role") not in ("user", "assistant") for m in body["messages"]):
         raise ValueError("messages: roles must be 'user' or 'assistant' (system is a top-level field)")
     system = body.get("system")
-    chat = [{"role": "system", "content": system}] if isinstance(system, str) else []
+    chat = [{"role": "system", "content": text_of(system)}] if system else []
     chat += [{"role": m["role"], "content": text_of(m["content"])} for m in body["messages"]]
     return {"model": body["model"], "messages": chat, "max_tokens": body["max_tokens"]}
+
+
+def anthropic_prefix(body: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The chat-shaped prefix of a Messages request up to its last ``cache_control`` breakpoint, or None."""
+    parts: list[tuple[str, int, dict[str, Any]]] = []  # (role, message index, block); the system is index -1
+    system = body.get("system")
+    if isinstance(system, list):
+        parts += [("system", -1, b) for b in system if isinstance(b, dict)]
+    for i, m in enumerate(body["messages"]):
+        content = m.get("content")
+        if isinstance(content, list):
+            parts += [(m["role"], i, b) for b in content if isinstance(b, dict)]
+    marked = [n for n, (_, _, b) in enumerate(parts) if b.get("cache_control")]
+    if not marked:
+        return None
+    upto = parts[: marked[-1] + 1]
+    last_index = upto[-1][1]
+    chat: list[dict[str, Any]] = []
+    if isinstance(system, str) and last_index >= 0:
+        chat.append({"role": "system", "content": system})
+    elif isinstance(system, list):
+        chat.append({"role": "system", "content": "".join(b.get("text", "") for r, _, b in upto if r == "system")})
+    for i, m in enumerate(body["messages"][: last_index + 1] if last_index >= 0 else []):
+        if i < last_index:
+            chat.append({"role": m["role"], "content": text_of(m["content"])})
+        else:
+            text = "".join(b.get("text", "") for _, j, b in upto if j == i)
+            chat.append({"role": m["role"], "content": text})
+    return chat
 
 
 @contextmanager

@@ -25,7 +25,14 @@ _DUCKDB_MAGIC = b"DUCK"
 
 # A distinct request of a run (``rk``, a row of run_keys) that nothing answers yet: no reuse tier lends it an answer
 # and the cache holds none. What is left to send, to plan and to embed is this, everywhere.
-UNANSWERED = "rk.answer_key IS NULL AND NOT EXISTS (SELECT 1 FROM responses r WHERE r.key = rk.key)"
+# A routed request (tier 'routed' or 'escalated') is sent as another model's request: ``SENT`` is the key its answer is
+# sent and cached under.
+ROUTED_TIERS = "('routed', 'escalated')"
+SENT = f"CASE WHEN rk.tier IN {ROUTED_TIERS} THEN rk.answer_key ELSE rk.key END"
+UNANSWERED = (
+    f"(rk.answer_key IS NULL OR rk.tier IN {ROUTED_TIERS}) "
+    f"AND NOT EXISTS (SELECT 1 FROM responses r WHERE r.key = {SENT})"
+)
 
 
 def default_store_path() -> Path:
@@ -74,6 +81,7 @@ class Outcome:
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
+    cache_write_tokens: int = 0  # input tokens written to the provider's prompt cache
     reasoning_tokens: int = 0  # part of output_tokens
     cost_usd: Decimal = Decimal(0)
     latency_ms: float | None = None
@@ -97,6 +105,7 @@ class Pending:
     max_tokens: int
     model: str
     input_tokens: int = 0  # the counted input tokens: what a provider's tokens-per-minute limit counts
+    shared_prefix: bool = False  # other pending requests share everything but its last message (a prompt-cache hit)
 
 
 class Part:
@@ -107,9 +116,10 @@ class Part:
 
 
 def one_dict(rel: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
-    row = rel.fetchone()
-    if row is None:
+    rows = rel.fetchmany(2)  # fetched to the end: a result left open refuses the next register() on the connection
+    if not rows:
         return None
+    row = rows[0]
     return dict(zip([d[0] for d in rel.description], row, strict=True))
 
 

@@ -40,8 +40,9 @@ _FACTS = """
         SELECT coalesce(src.run_id, sp.run_id) AS run_id, coalesce(src.model, sp.model) AS model,
                coalesce(src.tag, sp.tag) AS tag,
                coalesce(src.source, 'fresh') AS source, coalesce(src.rows, 0) AS rows,
-               CASE WHEN src.source IN ('duplicate', 'cache', 'normalized', 'semantic')
-                    THEN src.naive_usd ELSE 0 END AS saved_usd,
+               CASE WHEN src.source IN ('duplicate', 'cache', 'normalized', 'semantic') THEN src.naive_usd
+                    WHEN src.source IN ('routing', 'fallback', 'batch') THEN src.naive_usd - src.cost_usd
+                    ELSE 0 END AS saved_usd,
                CASE WHEN coalesce(src.source, 'fresh') IN ('fresh', 'batch') THEN coalesce(sp.calls, 0) ELSE 0 END
                    AS calls,
                CASE WHEN coalesce(src.source, 'fresh') IN ('fresh', 'batch') THEN coalesce(sp.failed_calls, 0)
@@ -70,9 +71,11 @@ class HistoryPart(Part):
                             SELECT 1 FROM calls c WHERE c.run_id = $1 AND c.key = res.key AND c.status = 'ok'
                             AND c.mode = 'batch') THEN 'batch'
                         ELSE coalesce(res.source, CASE WHEN res.not_run THEN 'not_run' ELSE 'failed' END) END AS source,
-                   q.model AS requested, res.model AS answered, res.tag, count(*) AS rows,
+                   q.model AS requested, res.model AS answered, res.tag, res.routed, count(*) AS rows,
                    sum(q.input_tokens) AS counted_input, coalesce(sum(res.input_tokens), 0) AS billed_input,
-                   coalesce(sum(res.output_tokens), 0) AS output_tokens, coalesce(sum(res.cost_usd), 0) AS cost_usd
+                   coalesce(sum(res.output_tokens), 0) AS output_tokens, coalesce(sum(res.cost_usd), 0) AS cost_usd,
+                   coalesce(sum(res.cached_tokens), 0) AS cached_tokens,
+                   coalesce(sum(res.cache_write_tokens), 0) AS cache_write_tokens
             FROM run_results res JOIN requests q ON q.key = res.key
             GROUP BY ALL ORDER BY 1, 2
             """,

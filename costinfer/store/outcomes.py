@@ -36,6 +36,7 @@ def record(
             "input_tokens": pa.array([o.input_tokens for o in outcomes], pa.int32()),
             "output_tokens": pa.array([o.output_tokens for o in outcomes], pa.int32()),
             "cached_tokens": pa.array([o.cached_tokens for o in outcomes], pa.int32()),
+            "cache_write_tokens": pa.array([o.cache_write_tokens for o in outcomes], pa.int32()),
             "reasoning_tokens": pa.array([o.reasoning_tokens for o in outcomes], pa.int32()),
             # exact: Decimal -> text here, text -> DECIMAL(38,12) in SQL
             "cost_usd": pa.array([str(money(o.cost_usd)) for o in outcomes], pa.string()),
@@ -50,24 +51,26 @@ def record(
             con.execute(
                 "INSERT INTO calls (run_id, key, provider, model, status, attempts, http_status, error_class, "
                 "error_message, input_tokens, output_tokens, cached_tokens, reasoning_tokens, cost_usd, latency_ms, "
-                "mode) "
+                "mode, cache_write_tokens) "
                 "SELECT run_id, key, provider, model, CASE WHEN ok THEN 'ok' ELSE 'error' END, attempts, http_status, "
                 "error_class, error_message, input_tokens, output_tokens, cached_tokens, reasoning_tokens, "
-                "cost_usd::DECIMAL(38,12), latency_ms, mode FROM outcome_batch"
+                "cost_usd::DECIMAL(38,12), latency_ms, mode, cache_write_tokens FROM outcome_batch"
             )
             if tagged:  # the call's tag is its paying row's (the first row of its request)
                 con.execute(
                     "UPDATE calls SET tag = i.tag FROM run_keys rk, items i "
-                    "WHERE calls.run_id = $1 AND calls.tag IS NULL AND rk.run_id = $1 AND rk.key = calls.key "
+                    "WHERE calls.run_id = $1 AND calls.tag IS NULL AND rk.run_id = $1 "
+                    "AND (rk.key = calls.key OR rk.answer_key = calls.key) "
                     "AND i.run_id = $1 AND i.row_idx = rk.first_idx "
                     "AND calls.key IN (SELECT key FROM outcome_batch)",
                     [run_id],
                 )
             con.execute(
                 "INSERT INTO responses (key, run_id, provider, model, response, finish_reason, input_tokens, "
-                "output_tokens, cached_tokens, reasoning_tokens, cost_usd, latency_ms) "
+                "output_tokens, cached_tokens, reasoning_tokens, cost_usd, latency_ms, cache_write_tokens) "
                 "SELECT key, run_id, provider, model, response, finish_reason, input_tokens, output_tokens, "
-                "cached_tokens, reasoning_tokens, cost_usd::DECIMAL(38,12), latency_ms FROM outcome_batch WHERE ok "
+                "cached_tokens, reasoning_tokens, cost_usd::DECIMAL(38,12), latency_ms, cache_write_tokens "
+                "FROM outcome_batch WHERE ok "
                 "ON CONFLICT DO NOTHING"
             )
             for o in outcomes:
@@ -86,7 +89,7 @@ def _lend_fallback(con: duckdb.DuckDBPyConnection, run_id: str, o: Outcome) -> N
         [o.key, o.model, orjson.dumps(o.request_body).decode(), o.replaces],
     )
     con.execute(
-        "UPDATE run_keys SET answer_key = $1, tier = 'fallback' WHERE run_id = $2 AND key = $3",
+        "UPDATE run_keys SET answer_key = $1, tier = 'fallback' WHERE run_id = $2 AND (key = $3 OR answer_key = $3)",
         [o.key, run_id, o.replaces],
     )
 

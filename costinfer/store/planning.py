@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from costinfer.store.base import UNANSWERED, Part, Pending, one_dict
+from costinfer.store.base import ROUTED_TIERS, SENT, UNANSWERED, Part, Pending, one_dict
 
 
 class PlanningPart(Part):
@@ -24,9 +24,10 @@ class PlanningPart(Part):
                    count(a.key) FILTER (WHERE a.run_id = $1) AS done_keys,
                    coalesce(sum(rk.n_rows) FILTER (WHERE rk.tier = 'normalized'), 0) AS normalized_rows,
                    coalesce(sum(rk.n_rows) FILTER (WHERE rk.tier = 'semantic'), 0) AS semantic_rows,
+                   coalesce(sum(rk.n_rows) FILTER (WHERE rk.tier IN {ROUTED_TIERS}), 0) AS routed_rows,
                    count(*) FILTER (WHERE {UNANSWERED}) AS pending_keys
             FROM run_keys rk
-            LEFT JOIN responses a ON a.key = rk.key
+            LEFT JOIN responses a ON a.key = {SENT}
             WHERE rk.run_id = $1
             """,
             [run_id],
@@ -39,13 +40,52 @@ class PlanningPart(Part):
         rows = self._con.execute(
             f"""
             SELECT q.model, q.max_tokens, count(*), sum(q.input_tokens), sum(coalesce(q.input_bound, q.input_tokens))
-            FROM run_keys rk JOIN requests q ON q.key = rk.key
-            WHERE rk.run_id = ? AND {UNANSWERED}
+            FROM (SELECT DISTINCT {SENT} AS sent FROM run_keys rk WHERE rk.run_id = ? AND {UNANSWERED}) p
+            JOIN requests q ON q.key = p.sent
             GROUP BY ALL ORDER BY 1, 2
             """,
             [run_id],
         ).fetchall()
         return [(str(m), int(t), int(n), int(c), int(b)) for m, t, n, c, b in rows]
+
+    def reused_groups(self, run_id: str) -> list[tuple[str, str, int, int, int]]:
+        """(lever, model, max_tokens, rows, counted input tokens) of the rows no call of this run answers: duplicates
+        of a request in this run, answers from earlier runs (cache), and the normalized and semantic tiers."""
+        rows = self._con.execute(
+            f"""
+            WITH keyed AS (
+                SELECT CASE WHEN rk.tier IN ('normalized', 'semantic') THEN rk.tier
+                            WHEN a.run_id IS NOT NULL AND a.run_id <> $1 THEN 'cache'
+                            ELSE 'duplicate' END AS lever,
+                       q.model, q.max_tokens, q.input_tokens, rk.n_rows
+                FROM run_keys rk JOIN requests q ON q.key = {SENT}
+                LEFT JOIN responses a ON a.key = {SENT}
+                WHERE rk.run_id = $1)
+            SELECT lever, model, max_tokens,
+                   sum(CASE WHEN lever = 'duplicate' THEN n_rows - 1 ELSE n_rows END) AS rows,
+                   sum(input_tokens * CASE WHEN lever = 'duplicate' THEN n_rows - 1 ELSE n_rows END) AS tokens
+            FROM keyed GROUP BY ALL HAVING sum(CASE WHEN lever = 'duplicate' THEN n_rows - 1 ELSE n_rows END) > 0
+            ORDER BY 1, 2, 3
+            """,
+            [run_id],
+        ).fetchall()
+        return [(str(a), str(b), int(c), int(d), int(e)) for a, b, c, d, e in rows]
+
+    def prefix_groups(self, run_id: str, limit: int = 10000) -> list[tuple[str, int, str]]:
+        """(model, requests, one request's body) per group of unanswered requests that differ only in their last
+        message, for groups of two or more: the prefixes a provider's prompt cache can serve."""
+        rows = self._con.execute(
+            f"""
+            SELECT any_value(q.model), count(*), any_value(q.body)
+            FROM (SELECT DISTINCT {SENT} AS sent FROM run_keys rk WHERE rk.run_id = ? AND {UNANSWERED}) p
+            JOIN requests q ON q.key = p.sent
+            WHERE q.group_key IS NOT NULL
+            GROUP BY q.group_key HAVING count(*) > 1
+            ORDER BY 2 DESC LIMIT ?
+            """,
+            [run_id, limit],
+        ).fetchall()
+        return [(str(m), int(n), str(b)) for m, n, b in rows]
 
     def output_history(self, input_path: str | None) -> list[tuple[Any, ...]]:
         """The ledger's answered calls grouped by (model, max_tokens, same dataset as ``input_path``): count, mean
@@ -67,7 +107,9 @@ class PlanningPart(Part):
         return Decimal(row[0]) if row else Decimal(0)
 
     def pending(self, run_id: str, page: int = 2000) -> Iterator[list[Pending]]:
-        """The run's unanswered requests in priority then input order, a page at a time.
+        """The run's unanswered requests in priority then input order, a page at a time. Requests identical but for
+        their last message (a shared system prompt, few-shot examples) are sent back to back, where the first one
+        came: a provider's prompt cache (and vLLM's prefix cache) then serves their shared prefix.
 
         They are sorted once into a numbered temporary table (DuckDB spills it to disk past its memory bound), then
         read a numbered range at a time. Paging the run's requests with a keyset and LIMIT sorted them again for
@@ -78,23 +120,33 @@ class PlanningPart(Part):
             cur.execute(
                 f"""
                 CREATE OR REPLACE TEMP TABLE pending_requests AS
-                SELECT row_number() OVER (ORDER BY rk.priority DESC, rk.first_idx) AS n,
-                       q.key, q.body, coalesce(q.input_bound, q.input_tokens) AS input_bound, q.max_tokens, q.model,
-                       q.input_tokens
-                FROM run_keys rk JOIN requests q ON q.key = rk.key
-                WHERE rk.run_id = ? AND {UNANSWERED}
+                WITH sent AS (
+                    SELECT {SENT} AS sent, max(rk.priority) AS priority, min(rk.first_idx) AS first_idx
+                    FROM run_keys rk WHERE rk.run_id = ? AND {UNANSWERED} GROUP BY ALL),
+                grouped AS (
+                    SELECT s.priority, s.first_idx, q.key, q.body, q.max_tokens, q.model, q.input_tokens,
+                           coalesce(q.input_bound, q.input_tokens) AS input_bound,
+                           min(s.first_idx) OVER w AS group_idx, count(*) OVER w AS group_size
+                    FROM sent s JOIN requests q ON q.key = s.sent
+                    WINDOW w AS (PARTITION BY s.priority, coalesce(q.group_key, q.key)))
+                SELECT row_number() OVER (ORDER BY priority DESC, group_idx, first_idx) AS n,
+                       key, body, input_bound, max_tokens, model, input_tokens, group_size > 1 AS shared_prefix
+                FROM grouped
                 ORDER BY n
                 """,
                 [run_id],
             )
             done = 0
             while rows := cur.execute(
-                "SELECT key, body, input_bound, max_tokens, model, input_tokens FROM pending_requests "
+                "SELECT key, body, input_bound, max_tokens, model, input_tokens, shared_prefix FROM pending_requests "
                 "WHERE n > ? AND n <= ? ORDER BY n",
                 [done, done + page],
             ).fetchall():
                 done += len(rows)
-                yield [Pending(r[0], orjson.loads(r[1]), int(r[2]), int(r[3]), str(r[4]), int(r[5])) for r in rows]
+                yield [
+                    Pending(r[0], orjson.loads(r[1]), int(r[2]), int(r[3]), str(r[4]), int(r[5]), bool(r[6]))
+                    for r in rows
+                ]
             cur.execute("DROP TABLE pending_requests")
         finally:
             cur.close()

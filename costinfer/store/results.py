@@ -16,13 +16,21 @@ RESULT_ROWS = """
         FROM calls WHERE run_id = $run AND status = 'error' GROUP BY key),
     rows AS (
         SELECT i.row_idx, i.row_id, i.line, i.key, i.metadata, i.tag, rk.first_idx, rk.tier, rk.similarity,
-               rk.answer_key, q.model AS requested_model, r.run_id AS answered_by, r.response, r.model,
-               r.provider, r.finish_reason, r.input_tokens, r.output_tokens, r.reasoning_tokens, r.cost_usd,
+               rk.answer_key, rk.routed, rk.route, q.model AS requested_model, r.run_id AS answered_by, r.response,
+               r.model, r.provider, r.finish_reason, r.input_tokens, r.output_tokens, r.reasoning_tokens,
+               r.cached_tokens, r.cache_write_tokens,
+               -- a routed answer is paid on the row, unless a row of this run asked that request itself
+               CASE WHEN rk.tier IN ('routed', 'escalated') AND EXISTS (
+                        SELECT 1 FROM run_keys x WHERE x.run_id = $run AND x.key = rk.answer_key) THEN 0
+                    ELSE r.cost_usd END AS cost_usd,
+               -- an escalated row also paid for the answer that failed the check, when this run paid for it
+               CASE WHEN rk.tier = 'escalated' AND own.run_id = $run THEN own.cost_usd ELSE 0 END AS checked_cost_usd,
                r.latency_ms, e.error
         FROM items i
         JOIN run_keys rk ON rk.run_id = i.run_id AND rk.key = i.key
         JOIN requests q ON q.key = i.key
         LEFT JOIN responses r ON r.key = coalesce(rk.answer_key, i.key)
+        LEFT JOIN responses own ON own.key = i.key AND rk.tier = 'escalated'
         LEFT JOIN last_error e ON e.key = coalesce(rk.answer_key, i.key)
         WHERE i.run_id = $run),
     lenders AS (  -- the row whose answer a reused row got: in this run, else in the run that paid
@@ -34,27 +42,33 @@ RESULT_ROWS = """
     SELECT rows.row_id AS id, row_idx AS "row", response, coalesce(model, requested_model) AS model,
            provider,
            CASE WHEN answered_by IS NULL THEN NULL
+                WHEN tier IN ('routed', 'escalated') THEN
+                    CASE WHEN answered_by <> $run THEN 'cache' WHEN row_idx = first_idx THEN tier ELSE 'duplicate' END
                 WHEN tier IS NOT NULL THEN tier
                 WHEN answered_by <> $run THEN 'cache'
                 WHEN row_idx = first_idx THEN 'fresh' ELSE 'duplicate' END AS source,
            input_tokens, output_tokens, reasoning_tokens,
-           CASE WHEN answered_by = $run AND row_idx = first_idx AND coalesce(tier, 'fallback') = 'fallback'
-                THEN cost_usd
-                WHEN answered_by IS NULL THEN NULL ELSE 0 END::DECIMAL(38,12) AS cost_usd,
-           CASE WHEN answered_by = $run AND coalesce(tier, 'fallback') = 'fallback' THEN latency_ms
+           CASE WHEN answered_by IS NULL THEN NULL
+                WHEN row_idx <> first_idx THEN 0
+                WHEN answered_by = $run AND coalesce(tier, 'fallback') IN ('fallback', 'routed', 'escalated')
+                THEN cost_usd + checked_cost_usd
+                ELSE checked_cost_usd END::DECIMAL(38,12) AS cost_usd,
+           CASE WHEN answered_by = $run AND coalesce(tier, 'fallback') IN ('fallback', 'routed', 'escalated')
+                THEN latency_ms
                 WHEN answered_by IS NULL THEN NULL ELSE 0 END AS latency_ms,
            finish_reason,
            CASE WHEN answered_by IS NULL THEN error END AS error,
            answered_by IS NULL AND error IS NULL AS not_run,
            CASE WHEN tier IS NOT NULL THEN similarity END AS similarity,
-           l.row_id AS reused_from,
+           CASE WHEN tier IN ('normalized', 'semantic') THEN l.row_id END AS reused_from,
+           route, coalesce(routed, false) AS routed, cached_tokens, cache_write_tokens,
            metadata, rows.key, rows.tag
     FROM rows LEFT JOIN lenders l ON l.key = rows.answer_key
     ORDER BY row_idx
 """
 _FILE_COLUMNS = (
     'id, "row", response, model, provider, source, input_tokens, output_tokens, reasoning_tokens, cost_usd, '
-    "latency_ms, finish_reason, {error} AS error, similarity, reused_from, metadata, key"
+    "latency_ms, finish_reason, {error} AS error, similarity, reused_from, route, metadata, key"
 )
 
 
@@ -131,6 +145,8 @@ class ResultsPart(Part):
                    count(*) FILTER (WHERE source = 'normalized') AS normalized,
                    count(*) FILTER (WHERE source = 'semantic') AS semantic,
                    count(*) FILTER (WHERE source = 'fallback') AS fallback,
+                   count(*) FILTER (WHERE source = 'routed') AS routed,
+                   count(*) FILTER (WHERE source = 'escalated') AS escalated,
                    count(*) FILTER (WHERE error IS NOT NULL) AS failed,
                    count(*) FILTER (WHERE not_run) AS not_run,
                    (SELECT count(*) FROM rejects WHERE run_id = $1) AS rejects,

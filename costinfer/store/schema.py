@@ -148,6 +148,23 @@ def _m9_batches(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _m10_routing(con: duckdb.DuckDBPyConnection) -> None:
+    # Routing across candidate models: a distinct request is ``routed`` when every row of it took the run's model
+    # (a row's own model always wins). A routed request may be sent as another candidate's request (tier 'routed':
+    # it did not fit the cheap model, or the budget upgraded it) or, in a cascade, escalated after its answer failed
+    # the user's check (tier 'escalated'); ``route`` says why, ``route_checked`` that its current answer passed.
+    # cache_write_tokens: input tokens written to a provider's prompt cache (Anthropic bills them above input).
+    con.execute(
+        """
+        ALTER TABLE run_keys ADD COLUMN routed BOOLEAN NOT NULL DEFAULT false;
+        ALTER TABLE run_keys ADD COLUMN route VARCHAR;
+        ALTER TABLE run_keys ADD COLUMN route_checked BOOLEAN NOT NULL DEFAULT false;
+        ALTER TABLE calls ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE responses ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0;
+        """
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     (1, "initial schema: runs, items, rejects, requests, run_keys, responses, calls", _m1_initial),
     (2, "requests.input_bound for the budget's worst case; row priority", _m2_bounds_and_priority),
@@ -158,5 +175,6 @@ MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] =
     (7, "run_sources: each run's rows by source and model, priced, for reports and analyze", _m7_run_sources),
     (8, "tags for cost attribution on items, calls and run_sources", _m8_tags),
     (9, "provider batch jobs and their items; calls.mode", _m9_batches),
+    (10, "routing across models (run_keys.routed, route, route_checked); prompt-cache writes", _m10_routing),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -26,13 +26,23 @@ from costinfer.store.outcomes import OutcomesPart
 from costinfer.store.planning import PlanningPart
 from costinfer.store.results import ResultsPart
 from costinfer.store.reuse import ReusePart
+from costinfer.store.routing import RoutingPart
 from costinfer.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 _BUSY = re.compile(r"lock", re.IGNORECASE)
 
 
 class Store(
-    RunsPart, IngestPart, ReusePart, PlanningPart, OutcomesPart, ResultsPart, CachePart, HistoryPart, BatchesPart
+    RunsPart,
+    IngestPart,
+    ReusePart,
+    RoutingPart,
+    PlanningPart,
+    OutcomesPart,
+    ResultsPart,
+    CachePart,
+    HistoryPart,
+    BatchesPart,
 ):
     def __init__(self, path: Path, con: duckdb.DuckDBPyConnection) -> None:
         self.path = path
