@@ -225,3 +225,21 @@ def test_costinfer_toml_routing_gives_the_defaults(cli: Cli, tmp_path: Path) -> 
     config.write_text('[routing]\nmodels = "gpt-4o"\n')
     result = cli("plan", data, "--store", tmp_path / "s.duckdb", "--config", config)
     assert result.exit_code == 2 and "[routing] models must be a list of model names" in result.output
+
+
+def test_the_budget_policy_takes_a_difficulty_column_after_priority(cli: Cli, tmp_path: Path, sim: Simulator) -> None:
+    rows = [{"id": f"d{i}", "prompt": f"Prove lemma {i} carefully", "difficulty": str(i % 5)} for i in range(10)]
+    data = tmp_path / "d.csv"
+    data.write_text("id,prompt,difficulty\n" + "".join(f"{r['id']},{r['prompt']},{r['difficulty']}\n" for r in rows))
+    bodies = [{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": r["prompt"]}], "max_tokens": 512}
+              for r in rows]  # fmt: skip
+    _, bounds = TokenCounter().measure(bodies)
+    cheap = [_worst("gpt-4o-mini", b) for b in bounds]
+    strong = [_worst("gpt-4o", b) for b in bounds]
+    hardest = [i for i in range(10) if rows[i]["difficulty"] == "4"]  # d4 and d9
+    budget = sum(cheap, Decimal(0)) + sum((strong[i] - cheap[i] for i in hardest), Decimal(0)) + Decimal("0.0001")
+    out = tmp_path / "out.jsonl"
+    _run(cli, data, tmp_path / "s.duckdb", sim.url, out, *ROUTE, "--route", "budget", "--budget", str(budget))
+    results = read_jsonl(out)
+    assert {r["id"] for r in results if r["model"] == "gpt-4o"} == {"d4", "d9"}
+    assert results[4]["metadata"] == {"difficulty": 4.0}

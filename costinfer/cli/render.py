@@ -134,6 +134,19 @@ def stop_progress(progress: ProgressSink) -> None:
         progress.stop()
 
 
+SAVED_NAMES = {
+    "duplicate": "duplicates",
+    "cache": "the exact cache",
+    "normalized": "the normalized tier",
+    "semantic": "the semantic tier",
+    "routing": "routing",
+    "fallback": "the fallback model",
+    "batch": "batch pricing",
+    "prompt_cache": "the prompt cache",
+    "other": "other billing differences",
+}
+
+
 def summary_table(data: dict[str, Any]) -> Table:
     table = Table(title="costinfer run", show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold", no_wrap=True)
@@ -149,6 +162,10 @@ def summary_table(data: dict[str, Any]) -> Table:
         ("normalized-text reuses", data["normalized"]),
         ("semantic reuses", data["semantic"]),
         ("answered by the fallback model", data["fallback"]),
+    ]
+    if data.get("routed") or data.get("escalated"):
+        rows += [("routed to another model", data["routed"]), ("escalated after a failed check", data["escalated"])]
+    rows += [
         ("failed", data["failed"]),
         ("not run", data["not_run"]),
         ("input tokens billed", data["input_tokens"]),
@@ -162,8 +179,8 @@ def summary_table(data: dict[str, Any]) -> Table:
         ("budget", "none" if data["budget_usd"] is None else usd(data["budget_usd"])),
         ("results", data["output"]),
     ]
-    for source, amount in (data.get("saved_usd") or {}).items():
-        rows.append((f"saved by {source}", usd(amount)))
+    for lever, amount in (data.get("saved_usd") or {}).items():
+        rows.append((f"saved by {SAVED_NAMES.get(lever, lever)}", usd(amount)))
     if data.get("rejects_file"):
         rows.append(("rejects", data["rejects_file"]))
     for path in data.get("reports") or []:

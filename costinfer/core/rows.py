@@ -42,6 +42,7 @@ KNOWN_FIELDS = frozenset(
         "tool_choice",
         "metadata",
         "priority",
+        "difficulty",
         "semantic",
     }
 )
@@ -201,6 +202,9 @@ def build_any(row_idx: int, line: int, data: dict[str, Any], spec: RowSpec) -> R
         if data.get("tool_choice") is not None:
             body["tool_choice"] = data["tool_choice"]
         metadata = _opt_dict(data, "metadata")
+        difficulty = _opt_float(data, "difficulty", -1e12, 1e12)
+        if difficulty is not None:  # the budget policy's order after priority: kept with the row's metadata
+            metadata = {**(metadata or {}), "difficulty": difficulty}
         priority = _opt_int(data, "priority")
         priority = 0 if priority is None else priority
         semantic = data.get("semantic", True)
