@@ -37,6 +37,15 @@ class Completion:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerLoad:
+    """A self-hosted server's queue right now (``reports_load``): what runs, what waits, the KV cache in use."""
+
+    running: float
+    waiting: float
+    kv_cache: float | None  # share of the KV cache in use, 0 to 1
+
+
+@dataclass(frozen=True, slots=True)
 class BackendConfig:
     base_url: str | None = None
     api_key: str | None = None
@@ -56,6 +65,8 @@ class Backend(ABC):
     self_hosted: ClassVar[bool] = False  # the user's own hardware: a model missing from the catalog costs nothing
     supports_batch: ClassVar[bool] = False  # a provider batch API at batch prices
     prompt_cache: ClassVar[bool] = False  # the provider bills repeated prompt prefixes at a cached price
+    exact_counts: ClassVar[bool] = False  # the server counts prompt tokens itself (count_tokens, served_models)
+    reports_load: ClassVar[bool] = False  # the server reports its queue (load): concurrency follows it
 
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
@@ -98,6 +109,10 @@ class Backend(ABC):
         """The run's models, priced (``ModelPrice``): a protocol may shape a request by what its model is (OpenAI's
         reasoning models take ``max_completion_tokens``)."""
         self.reasoning_models = frozenset(name for name, price in prices.items() if getattr(price, "reasoning", False))
+
+    def server_report(self) -> list[str]:
+        """Lines about the servers a run used (one per replica when there are several)."""
+        return []
 
     def batches(self) -> Any | None:
         """This provider's batch API client (``submit``, ``status``, ``find``, ``results``, ``cancel``), or None

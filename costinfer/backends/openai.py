@@ -65,22 +65,6 @@ def parse_chat_completion(raw: bytes) -> Completion:
         raise malformed(raw, exc) from exc
 
 
-class VLLMBackend(OpenAIBackend):
-    """A vLLM server's OpenAI-compatible API; a key only if the server was started with ``--api-key``."""
-
-    name: ClassVar[str] = "vllm"
-    default_base_url: ClassVar[str | None] = "http://127.0.0.1:8000/v1"
-    api_key_env: ClassVar[str | None] = "VLLM_API_KEY"
-    key_required: ClassVar[bool] = False
-    self_hosted: ClassVar[bool] = True
-    supports_batch: ClassVar[bool] = False
-    prompt_cache: ClassVar[bool] = False
-
-    @property
-    def endpoint(self) -> str:
-        return f"vllm:{self.base_url}"
-
-
 class SimulateBackend(OpenAIBackend):
     """costinfer's own simulator: deterministic answers, realistic usage, no key, no cost beyond the rehearsal. With
     no --base-url, the run starts one in-process (``local_server``)."""

@@ -30,7 +30,8 @@ class HttpTransport:
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self, headers: dict[str, str]) -> None:
-        connector = aiohttp.TCPConnector(limit=max(self.concurrency, 1), ttl_dns_cache=300)
+        # a few connections beyond the calls in flight: a server's /metrics and /tokenize must not queue behind them
+        connector = aiohttp.TCPConnector(limit=max(self.concurrency, 1) + 4, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
             connector=connector, headers=headers, timeout=aiohttp.ClientTimeout(total=self.timeout_s)
         )

@@ -64,6 +64,7 @@ COMMAND_MODULES = {
     "analyze": "costinfer.cli.analyze",
     "batches": "costinfer.cli.batches",
     "cache": "costinfer.cli.cache",
+    "doctor": "costinfer.cli.doctor",
     "plan": "costinfer.cli.plan",
     "prices": "costinfer.cli.prices",
     "report": "costinfer.cli.analyze",

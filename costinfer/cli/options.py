@@ -23,7 +23,11 @@ PATH = typer.Argument(
 PROVIDER = typer.Option(
     "simulate", help="openai, anthropic, vllm, simulate (the built-in rehearsal server), or a plugin."
 )
-BASE_URL = typer.Option(None, help="The server's base URL, e.g. http://127.0.0.1:8000/v1.")
+BASE_URL = typer.Option(
+    None,
+    help="The server's base URL, e.g. http://127.0.0.1:8000/v1. Give it again for more servers of the same model "
+    "(replicas): calls go to the least busy one, and a server that dies leaves its calls to the others.",
+)
 MODEL = typer.Option(DEFAULT_MODEL, help="The model for rows that do not name one.")
 BUDGET = typer.Option(None, "--budget", help="Dollars the run may spend at most; calls stop before passing it.")
 STORE = typer.Option(
@@ -82,6 +86,9 @@ TAG_BY = typer.Option(
 )
 TAGS = typer.Option([], "--tag", help="A tag for every row of the run, KEY=VALUE; may be given more than once.")
 JSON = typer.Option(False, "--json", help="Print the result as one JSON object on stdout.")
+COMPARE_WITH = typer.Option(
+    None, help="Price the same tokens at this catalog model too (e.g. gpt-4o-mini), beside a self-hosted run's cost."
+)
 MODELS = typer.Option(
     None,
     help="Route rows that name no model among these candidates, cheapest first, e.g. gpt-4o-mini,gpt-4o "
@@ -138,6 +145,10 @@ def run_options(params: dict[str, Any]) -> RunOptions:
     unknown = set(params) - fields - _NOT_FIELDS
     assert not unknown, f"CLI parameters that set no RunOptions field: {sorted(unknown)}"
     values["budget_usd"] = parse_budget(params.get("budget"))
+    urls = values.get("base_url")
+    if isinstance(urls, list):  # --base-url given several times: the first, then the replicas
+        values["base_url"] = urls[0] if urls else None
+        values["replicas"] = list(urls[1:])
     if "deadline_h" in params:
         values["deadline_given"] = params["deadline_h"] is not None
         values["deadline_h"] = 24.0 if params["deadline_h"] is None else params["deadline_h"]

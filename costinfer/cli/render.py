@@ -179,6 +179,8 @@ def summary_table(data: dict[str, Any]) -> Table:
         ("budget", "none" if data["budget_usd"] is None else usd(data["budget_usd"])),
         ("results", data["output"]),
     ]
+    if data.get("compare_with"):
+        rows.append((f"same tokens on {data['compare_with']['model']}", usd(data["compare_with"]["cost_usd"])))
     for lever, amount in (data.get("saved_usd") or {}).items():
         rows.append((f"saved by {SAVED_NAMES.get(lever, lever)}", usd(amount)))
     if data.get("rejects_file"):
@@ -241,10 +243,12 @@ def plan_table(plan: dict[str, Any], width: int = WIDE) -> Table:
     )
     basis = "".join(f" Output of {m['model']}: {m['output_basis']}." for m in plan["models"]) if narrow else ""
     batch = plan.get("expected_batch_cost_usd")
-    if batch is not None and plan["to_call"]:
-        saving = Decimal(plan["expected_cost_usd"]) - Decimal(batch)
+    saving = Decimal(plan["expected_cost_usd"]) - Decimal(batch or 0)
+    if batch is not None and plan["to_call"] and saving > 0:
         basis += f" With --mode batch: expected {usd(batch)} (saves {usd(saving)}; results within 24 hours)."
     basis += _routing_text(plan) + _levers_text(plan)
+    if plan.get("compare"):
+        basis += f" The same tokens on {plan['compare']['model']}: {usd(plan['compare']['expected_cost_usd'])}."
     table.caption = (
         f"{plan['rows']} rows, {plan['rejects']} rejected, {plan['distinct']} distinct requests, "
         f"{plan['duplicates']} duplicates, {plan['cache_hits']} rows from the cache, "

@@ -19,14 +19,23 @@ from costinfer.core.runner import run
 def run_command(
     input_path: Path = options.PATH,
     provider: str = options.PROVIDER,
-    base_url: Optional[str] = options.BASE_URL,
+    base_url: Optional[list[str]] = options.BASE_URL,
     model: str = options.MODEL,
     budget: Optional[str] = options.BUDGET,
     output: Optional[Path] = options.OUTPUT,
     rejects: Optional[Path] = options.REJECTS,
     store: Optional[Path] = options.STORE,
     store_wait_s: float = options.STORE_WAIT,
-    concurrency: int = typer.Option(16, "--concurrency", "-c", help="Calls in flight at once."),
+    concurrency: Optional[int] = typer.Option(
+        None,
+        "--concurrency",
+        "-c",
+        help="Calls in flight at once (default 16). With --provider vllm the calls in flight follow the server's "
+        "queue (/metrics) and this is their ceiling (default 256).",
+    ),
+    fixed_concurrency: bool = typer.Option(
+        False, "--fixed-concurrency", help="Keep --concurrency calls in flight even on a server that reports its load."
+    ),
     input_format: Optional[str] = options.FORMAT,
     prompt_field: str = options.PROMPT_FIELD,
     id_field: str = options.ID_FIELD,
@@ -43,6 +52,7 @@ def run_command(
     prices: Optional[Path] = options.PRICES,
     config: Optional[Path] = options.CONFIG,
     fallback_model: Optional[str] = options.FALLBACK_MODEL,
+    compare_with: Optional[str] = options.COMPARE_WITH,
     models: Optional[str] = options.MODELS,
     route: Optional[str] = options.ROUTE,
     accept_regex: Optional[str] = options.ACCEPT_REGEX,

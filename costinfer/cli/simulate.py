@@ -46,12 +46,16 @@ def serve(
     bad_prompts: Optional[Path] = typer.Option(
         None, help="A file of prompts, one per line, that the --bad-answers models always answer badly."
     ),
+    max_running: Optional[int] = typer.Option(
+        None, help="Like vLLM: requests answered at once (the running batch); the rest wait (see /metrics)."
+    ),
+    max_model_len: Optional[int] = typer.Option(None, help="Like vLLM: the context length /v1/models reports."),
     no_prompt_cache: bool = typer.Option(
         False, "--no-prompt-cache", help="Report no cached prompt tokens (by default repeated prefixes are cached)."
     ),
 ) -> None:
     """Serve OpenAI chat completions (/v1/chat/completions) and Anthropic messages (/v1/messages) with
-    deterministic answers and realistic usage until SIGINT or SIGTERM."""
+    deterministic answers and realistic usage until SIGINT or SIGTERM; vLLM's /tokenize and /metrics too."""
     with handled():
         try:
             injected = parse_faults(faults, seed, retry_after, slow_s)
@@ -83,6 +87,8 @@ def serve(
             bad_answers=bad,
             bad_prompts=named,
             prompt_cache=not no_prompt_cache,
+            max_running=max_running,
+            max_model_len=max_model_len,
         )
         if limit_mode not in LIMIT_MODES:
             raise ConfigError(f"--limit-mode must be one of {', '.join(LIMIT_MODES)}, got '{limit_mode}'")

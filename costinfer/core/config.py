@@ -15,7 +15,8 @@ Found at ``--config PATH``, else ``$COSTINFER_CONFIG``, else ``./costinfer.toml`
     input_cost_per_token = 1e-7
 
     [self_hosted."tiny"]               # priced from the GPU's cost and its measured throughput
-    gpu_hour_usd = 1.20
+    gpu_hour_usd = 1.20                # a run's measured GPU time x this, spread over its calls by tokens
+    gpus = 1                           # GPUs per server (per replica)
     output_tokens_per_second = 1500
     input_tokens_per_second = 15000    # optional; default 10 x the output rate
 
@@ -115,9 +116,15 @@ def _self_hosted(path: Path, name: str, entry: Any) -> dict[str, Any]:
     in_tps = Decimal(str(entry.get("input_tokens_per_second", out_tps * 10)))
     if gpu_hour < 0 or out_tps <= 0 or in_tps <= 0:
         raise ConfigError(f"{where}: gpu_hour_usd must be >= 0 and throughputs > 0")
+    gpus = entry.get("gpus", 1)
+    if not isinstance(gpus, int) or gpus < 1:
+        raise ConfigError(f"{where}: gpus must be a whole number of GPUs per server, got {gpus!r}")
     return {
+        # the plan's and the budget's estimate; a run's measured GPU time replaces it in the ledger
         "input_cost_per_token": gpu_hour / _HOUR / in_tps,
         "output_cost_per_token": gpu_hour / _HOUR / out_tps,
+        "gpu_hour_usd": gpu_hour,
+        "gpus": gpus,
         "litellm_provider": "self_hosted",
         "mode": "chat",
         **{k: entry[k] for k in ("max_input_tokens", "max_output_tokens") if k in entry},

@@ -22,6 +22,8 @@ from costinfer.store import default_store_path
 
 DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_MAX_TOKENS = 512
+DEFAULT_CONCURRENCY = 16
+LOAD_CEILING = 256  # vLLM's default running batch (max_num_seqs): the most a followed server gets by default
 # The largest budget accepted: the store keeps dollars as DECIMAL(38,12)
 MAX_BUDGET = Decimal(10) ** 12
 
@@ -32,12 +34,14 @@ class RunOptions:
     provider: str = "simulate"
     model: str = DEFAULT_MODEL
     base_url: str | None = None
+    replicas: list[str] = field(default_factory=list)  # more servers of the same model (--base-url again)
     budget_usd: Decimal | None = None
     output: Path | None = None
     rejects: Path | None = None
     store: Path | None = None
     store_wait_s: float = 0.0
-    concurrency: int = 16
+    concurrency: int | None = None  # calls in flight (default 16); for a server that reports its load, the ceiling
+    fixed_concurrency: bool = False  # keep --concurrency calls in flight even when the server reports its load
     input_format: str | None = None
     prompt_field: str = "prompt"
     id_field: str = "id"
@@ -75,12 +79,19 @@ class RunOptions:
     tag_by: list[str] = field(default_factory=list)  # metadata keys whose values attribute a row's cost
     tags: dict[str, str] = field(default_factory=dict)  # the run's own tags, on every row
     metrics_file: Path | None = None  # the run's figures in Prometheus's text format, for the textfile collector
+    compare_with: str | None = None  # a provider model to price the same tokens at, beside a self-hosted run
     models: list[str] = field(default_factory=list)  # routing candidates, cheapest first (rows without a model)
     route: str | None = None  # cheapest, cascade or budget (default with --models: cascade when a check is given)
     accept_regex: str | None = None  # cascade: an answer must contain a match
     accept_json_schema: Path | None = None  # cascade: an answer must be JSON valid against this schema
     accept_nonempty: bool = False  # cascade: an answer must not be empty
     accept_cmd: str | None = None  # cascade: a command reads {row, answer} as JSON on stdin; exit 0 accepts
+
+    def calls_in_flight(self, follows_load: bool) -> int:
+        """The calls in flight (``--concurrency``), or, for a server whose load the executor follows, their ceiling."""
+        if self.concurrency is not None:
+            return self.concurrency
+        return LOAD_CEILING if follows_load else DEFAULT_CONCURRENCY
 
     @property
     def routing(self) -> bool:
@@ -133,7 +144,7 @@ def fingerprint(opts: RunOptions, source: Source, fmt: str, endpoint: str) -> st
 
 def validate(opts: RunOptions) -> None:
     """Every option checked before anything is read or sent: one line naming the option and the fix."""
-    if opts.concurrency < 1:
+    if opts.concurrency is not None and opts.concurrency < 1:
         raise ConfigError(f"--concurrency must be at least 1, got {opts.concurrency}")
     if opts.budget_usd is not None and opts.budget_usd < 0:
         raise ConfigError(f"--budget must be zero or more dollars, got {opts.budget_usd}")
@@ -162,6 +173,10 @@ def validate(opts: RunOptions) -> None:
         raise ConfigError(f"--max-attempts must be at least 1, got {opts.max_attempts}")
     if opts.base_url is not None:
         check_url(opts.base_url)
+    for url in opts.replicas:
+        check_url(url)
+    if len(set([opts.base_url, *opts.replicas])) != 1 + len(opts.replicas):
+        raise ConfigError("--base-url names the same server twice")
     _check_routing(opts)
     if opts.template is not None:
         check_template(opts.template)

@@ -53,6 +53,7 @@ class Plan:
     # what each lever is expected to save against the naive cost (see core/levers.py)
     levers: dict[str, Decimal] = field(default_factory=dict)
     routing: dict[str, Any] | None = None  # --models: where the rows go, and the cost with and without routing
+    compare: dict[str, Any] | None = None  # --compare-with: the same expected tokens at another model's prices
 
     @property
     def input_tokens(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from costinfer.core.progress import ProgressSink
 from costinfer.core.reader import detect_format, row_kind
 from costinfer.core.route import assign
 from costinfer.core.rows import RowSpec
+from costinfer.core.server_counts import count_on_server
 from costinfer.core.source import Source, is_stdin
 from costinfer.core.timing import Stopwatch
 from costinfer.core.tokens import warm_up
@@ -75,7 +77,8 @@ def load_setup(opts: RunOptions) -> Setup:
         raise ConfigError("a Parquet dataset cannot come from standard input: name the file")
     catalog = Catalog.load(opts.prices, config)
     cls = backend_class(opts.provider)
-    for model in [default_model(opts), *opts.models, *([opts.fallback_model] if opts.fallback_model else [])]:
+    named = [default_model(opts), *opts.models, *([opts.fallback_model] if opts.fallback_model else [])]
+    for model in [*named, *([opts.compare_with] if opts.compare_with else [])]:
         catalog.lookup(model, cls.name)  # an unknown model fails before anything is read or sent
     acceptance = None
     if opts.models and opts.route_policy == "cascade":
@@ -106,7 +109,9 @@ def prepare(
     clock: Stopwatch,
     *,
     planning: bool,
+    counter: Backend | None = None,
 ) -> Prepared:
+    """``counter``: a self-hosted server that counts prompts itself (``exact_counts``): the plan uses its counts."""
     fp = fingerprint(opts, source, setup.fmt, endpoint)
     previous = store.find_unfinished_run(fp)
     resumed = previous is not None and previous["status"] in ("running", "stopped")
@@ -208,10 +213,19 @@ def prepare(
         escalated = escalate(store, run_id, opts.models, setup.acceptance, endpoint)
         if escalated:
             notes.append(f"{escalated} answers already known failed the check and go to a stronger model")
+    if counter is not None:
+        counted, exact = count_on_server(store, run_id, counter, progress)
+        if exact:  # the server's own counts replaced costinfer's estimates
+            notes[:] = [n for n in notes if not n.startswith("estimate:")]
+        notes.extend(counted)
     the_plan = compute_plan(store, run_id, prices, opts.budget_usd, dataset_name(source), notes)
     routing = RoutingInput(opts.models, opts.route_policy, provider) if opts.models else None
     cache_provider = provider if setup.backend_cls.prompt_cache else None
     add_levers(the_plan, store, run_id, prices, dataset_name(source), routing, cache_provider)
+    if opts.compare_with:
+        other = prices[opts.compare_with] = setup.catalog.lookup(opts.compare_with, provider)
+        cost = sum((other.cost(m.input_tokens, m.expected_output_tokens) for m in the_plan.models), Decimal(0))
+        the_plan.compare = {"model": opts.compare_with, "expected_cost_usd": cost}
     # the plan is kept with the run: its report sets it beside the outcome
     record = orjson.loads((store.run(run_id) or {}).get("options") or "{}")
     record.update(plan=the_plan.as_dict(), results=str(opts.output_path().resolve()))

@@ -42,6 +42,8 @@ class ModelPrice:
     reasoning: bool = False
     tools: bool = True  # takes function tools (the catalog's supports_function_calling; unknown: assumed)
     json_schema: bool = True  # takes response_format json_schema (supports_response_schema; unknown: assumed)
+    gpu_hour_usd: Decimal | None = None  # a self-hosted model: what an hour of its server's GPUs costs, per GPU
+    gpus: int = 1
 
     def cost(
         self,
@@ -216,6 +218,8 @@ class Catalog:
             reasoning=is_reasoning_model(model, entry),
             tools=entry.get("supports_function_calling") is not False,
             json_schema=entry.get("supports_response_schema") is not False,
+            gpu_hour_usd=_dec(entry, "gpu_hour_usd") if entry.get("gpu_hour_usd") is not None else None,
+            gpus=int(entry.get("gpus") or 1),
         )
 
     def _did_you_mean(self, model: str) -> str:

@@ -62,7 +62,9 @@ class _Bucket:
 
 
 class RateLimiter:
-    def __init__(self, rpm: float | None = None, tpm: float | None = None) -> None:
+    def __init__(self, rpm: float | None = None, tpm: float | None = None, probe_first: bool = True) -> None:
+        """``probe_first``: with no limit known, send one call and read its headers before the others (a provider's
+        limits may be smaller than the concurrency); a self-hosted server has no such headers to wait for."""
         self.rpm = rpm
         self.tpm = tpm
         self.learned = False  # limits taken from the server's headers
@@ -73,7 +75,7 @@ class RateLimiter:
         self._buckets: dict[str, _Bucket] = {}  # "requests"/"tokens" -> the server's last report
         self._in_flight = {"requests": 0.0, "tokens": 0.0}
         self._ramp_start: float | None = None
-        self._heard = False  # a call has come back: its headers, if any, were read
+        self._heard = not probe_first  # a call has come back: its headers, if any, were read
         self._ramp_sent = {"requests": 0.0, "tokens": 0.0}
         self.waited_s = 0.0
         self.pauses = 0

@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 
 from costinfer.backends.base import Backend, BackendConfig
+from costinfer.backends.replicas import connect
 from costinfer.core.accept import Acceptance
 from costinfer.core.batch import BatchConfig, BatchExecutor, choose_mode
 from costinfer.core.budget import BudgetGuard
@@ -30,6 +31,7 @@ from costinfer.core.errors import (
     WriteError,
 )
 from costinfer.core.executor import ExecConfig, Executor, Outcomes
+from costinfer.core.gpu_cost import attribute_gpu_time
 from costinfer.core.options import RunOptions, dataset_label, simulator_settings
 from costinfer.core.outputs import io_reason, remove_stale, write_or_explain, write_or_explain_report
 from costinfer.core.plan import Plan
@@ -55,7 +57,10 @@ def plan(opts: RunOptions, progress: ProgressSink | None = None) -> Prepared:
         open_source(opts.input_path, setup.fmt) as source,
         Store.open(opts.store, wait_seconds=opts.store_wait_s, on_wait=progress.note) as store,
     ):
-        prepared = prepare(opts, setup, source, backend.name, backend.endpoint, store, progress, clock, planning=True)
+        counter = backend if opts.base_url and backend.exact_counts else None
+        prepared = prepare(
+            opts, setup, source, backend.name, backend.endpoint, store, progress, clock, planning=True, counter=counter
+        )
         _note_mode(opts, backend, prepared)
         return prepared
 
@@ -77,12 +82,13 @@ def run(
         server = setup.backend_cls.local_server(simulator_settings(opts)) if base_url is None else None
         if server is not None:  # the provider serves itself (the simulator): its URL for this run
             base_url = stack.enter_context(server)
-        backend = setup.backend_cls(
-            BackendConfig(base_url=base_url, timeout_s=opts.timeout_s, concurrency=opts.concurrency)
-        )
+        backend = _backend(setup.backend_cls, [base_url, *opts.replicas], opts)
         backend.api_key()  # a missing key fails now, naming its variable
         store = stack.enter_context(Store.open(opts.store, wait_seconds=opts.store_wait_s, on_wait=progress.note))
-        prepared = prepare(opts, setup, source, backend.name, backend.endpoint, store, progress, clock, planning=False)
+        counter = backend if backend.exact_counts else None
+        prepared = prepare(
+            opts, setup, source, backend.name, backend.endpoint, store, progress, clock, planning=False, counter=counter
+        )
         mode = _note_mode(opts, backend, prepared)
         if on_plan is not None:
             on_plan(prepared.plan)
@@ -90,6 +96,12 @@ def run(
         backend.use_models(prepared.prices)
         resolved = replace(opts, mode=mode, online_fallback=opts.mode == "auto" and mode == "batch")
         return _execute_run(resolved, backend, store, prepared, progress, setup.acceptance)
+
+
+def _backend(cls: type[Backend], urls: list[str | None], opts: RunOptions) -> Backend:
+    """The provider, or with several --base-url the replicas of one model behind one backend."""
+    concurrency = opts.calls_in_flight(cls.reports_load)
+    return connect(cls, [BackendConfig(base_url=u, timeout_s=opts.timeout_s, concurrency=concurrency) for u in urls])
 
 
 def _online_executor(
@@ -102,7 +114,8 @@ def _online_executor(
     progress: ProgressSink,
 ) -> Executor:
     cfg = ExecConfig(
-        concurrency=opts.concurrency,
+        concurrency=opts.calls_in_flight(backend.reports_load),
+        follow_load=backend.reports_load and not opts.fixed_concurrency,
         max_attempts=opts.max_attempts,
         rpm=opts.rpm,
         tpm=opts.tpm,
@@ -185,6 +198,8 @@ def _execute_run(
         executor = _online_executor(opts, store, run_id, backend, prepared, guard, progress)
     progress.phase("calling", prepared.plan.to_call)
     clock.mark("plan")
+    since = now_utc()  # this invocation's calls are those committed from now on
+    gpu_note: str | None = None
     failure: CostinferError | None = None
     try:
         if prepared.plan.to_call:
@@ -205,6 +220,11 @@ def _execute_run(
     finally:
         stop_reason = executor.stop_reason
         calls_elapsed = clock.mark("calls")
+        if executor.store_error is None and backend.self_hosted and executor.calls_done:
+            servers = len(getattr(backend, "replicas", [backend]))
+            gpu_note = attribute_gpu_time(store, run_id, since, prepared.prices, calls_elapsed, servers)
+            if gpu_note is not None:  # the measured GPU time replaced the per-token estimate
+                executor.cost_done = store.spend_since(run_id, since)
         if executor.store_error is None:  # a store that failed a commit is not read again: rerun to get the file
             not_run_reason = f"not_run: {stop_reason}" if stop_reason else "not_run"
             out = opts.output_path()
@@ -217,6 +237,9 @@ def _execute_run(
         raise failure
     summary = store.summary(run_id)
     notes = list(prepared.notes)
+    notes.extend(backend.server_report())
+    if gpu_note is not None:
+        notes.append(gpu_note)
     if guard.overruns:
         notes.append(f"{guard.overruns} calls were billed more than their reserved worst case")
     if stop_reason == "interrupted":
@@ -262,6 +285,7 @@ def _execute_run(
         plan=prepared.plan.as_dict(),
         timings=clock.rounded(),
         reports=reports,
+        compare_with=_compare(opts, prepared, int(summary["input_tokens"]), int(summary["output_tokens"])),
     )
     if opts.metrics_file is not None:
         from costinfer.report.metrics import write_metrics
@@ -273,6 +297,14 @@ def _execute_run(
             store,
         )
     return summary_value
+
+
+def _compare(opts: RunOptions, prepared: Prepared, tokens_in: int, tokens_out: int) -> dict[str, Any] | None:
+    """--compare-with: what the run's billed tokens would have cost at that model's list prices."""
+    if not opts.compare_with:
+        return None
+    other = prepared.prices[opts.compare_with]
+    return {"model": opts.compare_with, "cost_usd": other.cost(tokens_in, tokens_out)}
 
 
 def _failure(executor: Executor | BatchExecutor, backend: Backend, store: Store) -> CostinferError | None:

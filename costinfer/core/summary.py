@@ -51,6 +51,7 @@ class RunSummary:
     # results (the results file), report (the summary)
     timings: dict[str, float] = field(default_factory=dict)
     reports: list[str] = field(default_factory=list)  # the report files written beside the results (JSON, HTML)
+    compare_with: dict[str, Any] | None = None  # --compare-with: the run's billed tokens at another model's prices
 
     @property
     def exit_code(self) -> ExitCode:
@@ -70,6 +71,8 @@ class RunSummary:
                 value = money_text(value)
             elif isinstance(value, dict):
                 value = {k: money_text(v) if isinstance(v, Decimal) else v for k, v in value.items()}
+            elif value is None and name == "compare_with":
+                continue
             out[name] = value
         out["exit_code"] = int(self.exit_code)
         return out

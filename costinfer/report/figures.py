@@ -50,6 +50,7 @@ def build(store: Store, run_id: str, prices: dict[str, ModelPrice]) -> dict[str,
         "latency_ms": calls["latency_ms"],
         "calls_per_minute": calls["calls_per_minute"],
         "rate_limit_rpm": _rate_limit(run),
+        "compare_with": _compare(run, prices, calls["models"]),
         "plan_vs_outcome": {
             "expected_cost_usd": plan.get("expected_cost_usd"),
             "actual_cost_usd": actual,
@@ -58,6 +59,18 @@ def build(store: Store, run_id: str, prices: dict[str, ModelPrice]) -> dict[str,
             "worst_cost_usd": plan.get("worst_cost_usd"),
         },
     }
+
+
+def _compare(run: dict[str, Any], prices: dict[str, ModelPrice], models: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """--compare-with: the run's billed tokens at that model's list prices."""
+    import orjson
+
+    name = orjson.loads(run.get("options") or "{}").get("compare_with")
+    if not name or name not in prices:
+        return None
+    tokens_in = sum(int(m["input_tokens"] or 0) for m in models)
+    tokens_out = sum(int(m["output_tokens"] or 0) for m in models)
+    return {"model": name, "cost_usd": prices[name].cost(tokens_in, tokens_out)}
 
 
 def _stored_plan(run: dict[str, Any]) -> dict[str, Any]:

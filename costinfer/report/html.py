@@ -46,6 +46,8 @@ td:first-child, th:first-child { text-align: left; } tr:nth-child(even) { backgr
   <div class="card"><b>{{ r.rows }}</b><span>rows ({{ r.rejects }} rejected)</span></div>
   <div class="card"><b>{{ usd(r.plan_vs_outcome.expected_cost_usd) }}</b><span>the plan expected</span></div>
   {% if r.budget_usd is not none %}<div class="card"><b>{{ usd(r.budget_usd) }}</b><span>budget</span></div>{% endif %}
+  {% if r.compare_with %}<div class="card"><b>{{ usd(r.compare_with.cost_usd) }}</b>
+    <span>the same tokens on {{ r.compare_with.model }}</span></div>{% endif %}
 </div>
 <div class="grid">
 {% for chart in charts %}<div class="chart{% if chart.get("wide") %} wide{% endif %}" data-chart="{{ chart.id }}">

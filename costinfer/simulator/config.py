@@ -30,3 +30,7 @@ class SimulatorConfig:
     bad_answers: tuple[tuple[str, float], ...] = ()
     bad_prompts: frozenset[str] = frozenset()  # last messages those models always answer badly
     prompt_cache: bool = True  # report cached prompt tokens for repeated prefixes, as each provider does
+    # vLLM's side: requests answered at once (the running batch; the rest wait), and the context length /v1/models and
+    # /tokenize report; /metrics gives the queue in vLLM's names
+    max_running: int | None = None
+    max_model_len: int | None = None

@@ -32,11 +32,11 @@ from costinfer.simulator.answers import (
     body_digest,
     chat_completion,
     reasoning_refusal,
-    text_of,
 )
 from costinfer.simulator.batches import BatchApi
 from costinfer.simulator.config import SimulatorConfig
 from costinfer.simulator.faults import rate_meter
+from costinfer.simulator.messages import anthropic_prefix, messages_as_chat
 from costinfer.simulator.prompt_cache import PromptCache
 
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1-nano")
@@ -65,6 +65,11 @@ class Simulator:
         self.received = 0  # every request, faults and refusals included
         self.window = rate_meter(self.cfg.limit_mode, self.cfg.rpm, self.cfg.tpm)
         self.prompt_cache = PromptCache(self.counter)
+        self.running = 0  # requests inside the running batch (vLLM's num_requests_running)
+        self.waiting = 0  # requests queued for it (num_requests_waiting)
+        self.peak_running = 0
+        self.peak_waiting = 0
+        self._slots: asyncio.Semaphore | None = None
         self._log: IO[bytes] | None = None
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -83,6 +88,8 @@ class Simulator:
         app.router.add_post("/v1/messages", self.messages)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/health", self.health)
+        app.router.add_post("/tokenize", self.tokenize)
+        app.router.add_get("/metrics", self.metrics)
         self.batches.routes(app)
         return app
 
@@ -120,8 +127,34 @@ class Simulator:
         return web.json_response({"status": "ok"})
 
     async def models(self, request: web.Request) -> web.Response:
-        data = [{"id": m, "object": "model", "owned_by": "costinfer-simulator"} for m in DEFAULT_MODELS]
+        data = [
+            {"id": m, "object": "model", "owned_by": "costinfer-simulator", "max_model_len": self.cfg.max_model_len}
+            for m in DEFAULT_MODELS
+        ]
         return web.json_response({"object": "list", "data": data})
+
+    async def tokenize(self, request: web.Request) -> web.Response:
+        """vLLM's POST /tokenize for a chat request: the prompt tokens the chat endpoint bills for it."""
+        try:
+            body = orjson.loads(await request.read())
+            count = self.counter.count_body({"model": body.get("model") or "gpt-4o-mini", "messages": body["messages"]})
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
+            return _error(400, "invalid_request_error", f"bad request: {exc}")
+        return web.json_response({"count": count, "max_model_len": self.cfg.max_model_len or 128000, "tokens": []})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """vLLM's queue gauges in Prometheus's text format."""
+        capacity = self.cfg.max_running or 0
+        kv = self.running / capacity if capacity else 0.0
+        lines = [
+            "# TYPE vllm:num_requests_running gauge",
+            f'vllm:num_requests_running{{model_name="sim"}} {self.running}',
+            "# TYPE vllm:num_requests_waiting gauge",
+            f'vllm:num_requests_waiting{{model_name="sim"}} {self.waiting}',
+            "# TYPE vllm:kv_cache_usage_perc gauge",
+            f'vllm:kv_cache_usage_perc{{model_name="sim"}} {kv}',
+        ]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -203,8 +236,7 @@ class Simulator:
         if self.cfg.bad_answers and answers_badly(chat, self.cfg):
             text, completion_tokens, finish, thinking = BAD_ANSWER, BAD_ANSWER_TOKENS, "stop", 0
         delay = self.cfg.latency_ms + (random.uniform(-1, 1) * self.cfg.jitter_ms if self.cfg.jitter_ms else 0.0)
-        if delay > 0:
-            await asyncio.sleep(delay / 1000)
+        await self._generate(delay)
         if protocol == "anthropic":
             read, written = (
                 self.prompt_cache.anthropic(body, anthropic_prefix(body)) if self.cfg.prompt_cache else (0, 0)
@@ -240,6 +272,28 @@ class Simulator:
             self._record(received, digest, body, 200, protocol)
         return web.Response(body=raw, content_type="application/json", headers=limit_headers)
 
+    async def _generate(self, delay_ms: float) -> None:
+        """Hold the request for its latency, inside the running batch when its size is bounded (``max_running``)."""
+        if self.cfg.max_running is None:
+            if delay_ms > 0:
+                await asyncio.sleep(delay_ms / 1000)
+            return
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.cfg.max_running)
+        self.waiting += 1
+        self.peak_waiting = max(self.peak_waiting, self.waiting)
+        try:
+            await self._slots.acquire()
+        finally:
+            self.waiting -= 1
+        self.running += 1
+        self.peak_running = max(self.peak_running, self.running)
+        try:
+            await asyncio.sleep(max(delay_ms, 0.0) / 1000)
+        finally:
+            self.running -= 1
+            self._slots.release()
+
     def _record(self, t: float, digest: str, body: dict[str, Any], status: int | str, protocol: str) -> None:
         if self._log is not None:
             line = {"t": t, "digest": digest, "model": body.get("model"), "status": status, "protocol": protocol}
@@ -266,49 +320,6 @@ class Simulator:
         if self._log is not None:
             self._log.close()
             self._log = None
-
-
-def messages_as_chat(body: Any) -> dict[str, Any]:
-    """An Anthropic Messages request checked as the API checks it, in OpenAI's chat shape (for counting and answers)."""
-    if not isinstance(body, dict) or not body.get("model") or not isinstance(body.get("messages"), list):
-        raise ValueError("a messages request needs 'model' and 'messages'")
-    if not isinstance(body.get("max_tokens"), int):
-        raise ValueError("max_tokens: Field required")
-    if any(m.get("role") not in ("user", "assistant") for m in body["messages"]):
-        raise ValueError("messages: roles must be 'user' or 'assistant' (system is a top-level field)")
-    system = body.get("system")
-    chat = [{"role": "system", "content": text_of(system)}] if system else []
-    chat += [{"role": m["role"], "content": text_of(m["content"])} for m in body["messages"]]
-    return {"model": body["model"], "messages": chat, "max_tokens": body["max_tokens"]}
-
-
-def anthropic_prefix(body: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """The chat-shaped prefix of a Messages request up to its last ``cache_control`` breakpoint, or None."""
-    parts: list[tuple[str, int, dict[str, Any]]] = []  # (role, message index, block); the system is index -1
-    system = body.get("system")
-    if isinstance(system, list):
-        parts += [("system", -1, b) for b in system if isinstance(b, dict)]
-    for i, m in enumerate(body["messages"]):
-        content = m.get("content")
-        if isinstance(content, list):
-            parts += [(m["role"], i, b) for b in content if isinstance(b, dict)]
-    marked = [n for n, (_, _, b) in enumerate(parts) if b.get("cache_control")]
-    if not marked:
-        return None
-    upto = parts[: marked[-1] + 1]
-    last_index = upto[-1][1]
-    chat: list[dict[str, Any]] = []
-    if isinstance(system, str) and last_index >= 0:
-        chat.append({"role": "system", "content": system})
-    elif isinstance(system, list):
-        chat.append({"role": "system", "content": "".join(b.get("text", "") for r, _, b in upto if r == "system")})
-    for i, m in enumerate(body["messages"][: last_index + 1] if last_index >= 0 else []):
-        if i < last_index:
-            chat.append({"role": m["role"], "content": text_of(m["content"])})
-        else:
-            text = "".join(b.get("text", "") for _, j, b in upto if j == i)
-            chat.append({"role": m["role"], "content": text})
-    return chat
 
 
 @contextmanager

@@ -8,8 +8,9 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+import pyarrow as pa
 
-from costinfer.store.base import ROUTED_TIERS, SENT, UNANSWERED, Part, Pending, one_dict
+from costinfer.store.base import ROUTED_TIERS, SENT, UNANSWERED, Part, Pending, one_dict, registered, transaction
 
 
 class PlanningPart(Part):
@@ -86,6 +87,32 @@ class PlanningPart(Part):
             [run_id, limit],
         ).fetchall()
         return [(str(m), int(n), str(b)) for m, n, b in rows]
+
+    def uncounted(self, run_id: str) -> list[tuple[str, str, int]]:
+        """(key, body, max_tokens) of the run's requests still to send whose prompt the server has not counted."""
+        rows = self._con.execute(
+            f"""
+            SELECT q.key, any_value(q.body), any_value(q.max_tokens)
+            FROM (SELECT DISTINCT {SENT} AS sent FROM run_keys rk WHERE rk.run_id = ? AND {UNANSWERED}) p
+            JOIN requests q ON q.key = p.sent
+            WHERE q.counted_by IS NULL GROUP BY q.key
+            """,
+            [run_id],
+        ).fetchall()
+        return [(str(k), str(b), int(m)) for k, b, m in rows]
+
+    def set_server_counts(self, counts: list[tuple[str, int]]) -> None:
+        """The server's own prompt counts: they replace the estimate and the bound (the server bills exactly these)."""
+        if not counts:
+            return
+        table = pa.table(
+            {"key": pa.array([k for k, _ in counts], pa.string()), "n": pa.array([n for _, n in counts], pa.int32())}
+        )
+        with transaction(self._con), registered(self._con, "server_counts", table):
+            self._con.execute(
+                "UPDATE requests SET input_tokens = c.n, input_bound = c.n, counted_by = 'server' "
+                "FROM server_counts c WHERE requests.key = c.key"
+            )
 
     def output_history(self, input_path: str | None) -> list[tuple[Any, ...]]:
         """The ledger's answered calls grouped by (model, max_tokens, same dataset as ``input_path``): count, mean

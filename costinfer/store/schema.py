@@ -165,6 +165,12 @@ def _m10_routing(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _m11_server_counts(con: duckdb.DuckDBPyConnection) -> None:
+    # counted_by 'server': the request's input tokens were counted by the server itself (vLLM's /tokenize, with its
+    # chat template), exactly what it bills; NULL: costinfer's own tokenizer estimated them
+    con.execute("ALTER TABLE requests ADD COLUMN counted_by VARCHAR")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     (1, "initial schema: runs, items, rejects, requests, run_keys, responses, calls", _m1_initial),
     (2, "requests.input_bound for the budget's worst case; row priority", _m2_bounds_and_priority),
@@ -176,5 +182,6 @@ MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] =
     (8, "tags for cost attribution on items, calls and run_sources", _m8_tags),
     (9, "provider batch jobs and their items; calls.mode", _m9_batches),
     (10, "routing across models (run_keys.routed, route, route_checked); prompt-cache writes", _m10_routing),
+    (11, "requests.counted_by: prompt tokens counted by the server (vLLM /tokenize)", _m11_server_counts),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -20,6 +20,7 @@ from costinfer.core.errors import StoreBusyError, StoreError
 from costinfer.store.base import DEFAULT_MEMORY, ENV_MEMORY, check_store_path, default_store_path, sql_str, transaction
 from costinfer.store.batches import BatchesPart
 from costinfer.store.cache import CachePart
+from costinfer.store.gpu import GpuPart
 from costinfer.store.history import HistoryPart
 from costinfer.store.ingest import IngestPart, RunsPart
 from costinfer.store.outcomes import OutcomesPart
@@ -43,6 +44,7 @@ class Store(
     CachePart,
     HistoryPart,
     BatchesPart,
+    GpuPart,
 ):
     def __init__(self, path: Path, con: duckdb.DuckDBPyConnection) -> None:
         self.path = path

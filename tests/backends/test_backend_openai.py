@@ -9,8 +9,9 @@ import anyio
 import pytest
 
 from costinfer.backends.base import BackendConfig, backend_class, registry
-from costinfer.backends.openai import OpenAIBackend, VLLMBackend, parse_chat_completion
+from costinfer.backends.openai import OpenAIBackend, parse_chat_completion
 from costinfer.backends.transport import http_error as _http_error
+from costinfer.backends.vllm import VLLMBackend
 from costinfer.core.errors import AuthError, BackendError, ConfigError
 from costinfer.core.prices import Catalog
 from costinfer.simulator import Simulator

@@ -1,0 +1,153 @@
+"""Several servers of the same model as one backend (``--base-url`` given more than once): each call goes to the
+replica with the fewest calls in flight; a replica that refuses connections or drops them rests (5 s, doubling to a
+minute while it keeps failing) and its calls go to the others at once; the run stops only when none answers.
+
+The request key is the first replica's (the model and the first URL), so adding or losing a replica does not change
+what is cached. Each replica's calls, output tokens and failures are counted for the run's summary.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+from costinfer.backends.base import Backend, BackendConfig, Completion, ServerLoad
+from costinfer.core.errors import BackendError
+
+REST_S = 5.0
+MAX_REST_S = 60.0
+_GONE = ("cannot_connect", "connection_error")
+
+
+@dataclass
+class Replica:
+    backend: Backend
+    in_flight: int = 0
+    calls: int = 0
+    output_tokens: int = 0
+    failures: int = 0
+    rest_s: float = REST_S
+    down_until: float = 0.0
+    first_call: float | None = None
+    last_call: float | None = None
+
+    @property
+    def url(self) -> str:
+        return self.backend.base_url
+
+    def throughput(self) -> float:
+        if self.first_call is None or self.last_call is None or self.last_call <= self.first_call:
+            return 0.0
+        return self.calls / (self.last_call - self.first_call)
+
+
+class Replicas:
+    """Quacks like the first replica's backend (its name, endpoint and capabilities) and spreads the calls."""
+
+    def __init__(self, members: list[Backend]) -> None:
+        assert len(members) >= 2
+        self.replicas = [Replica(b) for b in members]
+        self._turn = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.replicas[0].backend, name)
+
+    @property
+    def endpoint(self) -> str:
+        return self.replicas[0].backend.endpoint
+
+    def use_models(self, prices: Any) -> None:
+        for r in self.replicas:
+            r.backend.use_models(prices)
+
+    async def __aenter__(self) -> Replicas:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        for r in self.replicas:
+            await r.backend.start()
+
+    async def close(self) -> None:
+        for r in self.replicas:
+            await r.backend.close()
+
+    def _pick(self, tried: set[int]) -> int | None:
+        now = time.monotonic()
+        up = [i for i, r in enumerate(self.replicas) if i not in tried and r.down_until <= now]
+        if not up:
+            return None
+        self._turn += 1
+        return min(up, key=lambda i: (self.replicas[i].in_flight, (i - self._turn) % len(self.replicas)))
+
+    async def complete(self, body: dict[str, Any], *, cache_prefix: bool = False) -> Completion:
+        tried: set[int] = set()
+        last: BackendError | None = None
+        while (i := self._pick(tried)) is not None:
+            replica = self.replicas[i]
+            replica.in_flight += 1
+            try:
+                if cache_prefix:
+                    done = await replica.backend.complete(body, cache_prefix=True)
+                else:
+                    done = await replica.backend.complete(body)
+            except BackendError as exc:
+                if exc.error_class not in _GONE:
+                    raise
+                replica.failures += 1
+                replica.down_until = time.monotonic() + replica.rest_s
+                replica.rest_s = min(replica.rest_s * 2, MAX_REST_S)
+                tried.add(i)
+                last = exc
+                continue
+            finally:
+                replica.in_flight -= 1
+            now = time.monotonic()
+            replica.calls += 1
+            replica.output_tokens += done.output_tokens
+            replica.rest_s = REST_S
+            replica.first_call = replica.first_call or now
+            replica.last_call = now
+            return done
+        raise last or BackendError("every replica is resting after failures", error_class="cannot_connect",
+                                   retryable=True)  # fmt: skip
+
+    async def load(self) -> ServerLoad:
+        """The replicas' queues added up (those that answer)."""
+        running = waiting = 0.0
+        kv: list[float] = []
+        answered = 0
+        for r in self.replicas:
+            if r.down_until > time.monotonic():
+                continue
+            try:
+                load = await r.backend.load()  # type: ignore[attr-defined]
+            except BackendError:
+                continue
+            answered += 1
+            running += load.running
+            waiting += load.waiting
+            if load.kv_cache is not None:
+                kv.append(load.kv_cache)
+        if not answered:
+            raise BackendError("no replica reports its load", error_class="cannot_connect")
+        return ServerLoad(running, waiting, max(kv) if kv else None)
+
+    def server_report(self) -> list[str]:
+        """One line per replica: its calls, output tokens, throughput and failures."""
+        return [
+            f"replica {r.url}: {r.calls} calls, {r.output_tokens} output tokens, {r.throughput():.1f} calls/s"
+            + (f", {r.failures} connection failures" if r.failures else "")
+            for r in self.replicas
+        ]
+
+
+def connect(cls: type[Backend], configs: list[BackendConfig]) -> Backend:
+    """One backend of ``cls``, or, for several servers of the same model, their replicas behind one backend."""
+    if len(configs) == 1:
+        return cls(configs[0])
+    return cast(Backend, Replicas([cls(c) for c in configs]))
