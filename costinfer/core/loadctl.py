@@ -2,14 +2,16 @@
 
 A vLLM server runs a batch of requests at once and queues the rest. Too few requests in flight leave the batch
 part empty; too many build a queue that only adds latency and, on a crash, work to redo. The controller reads the
-server's gauges (running, waiting, KV-cache use) four times a second until requests first wait, then every two seconds
-(rendering /metrics costs the server CPU), and keeps the running batch full with a short
-queue behind it: while nothing waits and the KV cache has room, it doubles the calls in flight (if they are all in
-use); once more requests wait than half of the batch (at least ``MARGIN``), it sets them to the batch plus that
-queue, the batch being the most requests ever seen running at once. ``--concurrency`` is its ceiling. Measured on the real vLLM CPU server (benchmarks/vllm_throughput.py, 128
-running at most): 140, 192 and 256 calls in flight ran 1,000 prompts in 16.9, 16.3 and 16.6 s, 64 in 20-28 s, 16 in
-57-67 s: the batch must be full; the queue behind it changes little (a queue of a quarter, a half or all of the batch
-measured 17.0-18.0, 17.7-18.0 and 16.6-17.8 s, within the noise), so half is kept.
+server's gauges (running, waiting, KV-cache use) four times a second until requests first wait, then every two
+seconds (rendering /metrics costs the server CPU), and keeps the running batch full with a short queue behind it:
+while nothing waits and the KV cache has room, it doubles the calls in flight (if they are all in use); once more
+requests wait than half of the batch (at least ``MARGIN``), it sets them to the batch plus that queue, the batch
+being the most requests ever seen running at once. ``--concurrency`` is its ceiling.
+
+Measured on the real vLLM CPU server (benchmarks/vllm_throughput.py, 128 running at most): 140, 192 and 256 calls in
+flight ran 1,000 prompts in 16.9, 16.3 and 16.6 s, 64 in 20-39 s, 16 in 57-68 s: the batch must be full; the queue
+behind it changes little (a queue of a quarter, a half or all of the batch measured 17.0-18.0, 17.7-18.0 and
+16.6-17.8 s, within the noise), so half is kept.
 """
 
 from __future__ import annotations
