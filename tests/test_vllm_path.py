@@ -146,3 +146,17 @@ def test_a_self_hosted_run_is_priced_from_its_measured_gpu_time(cli: Cli, tmp_pa
     compare = summary["compare_with"]
     assert compare["model"] == "gpt-4o-mini"
     assert float(compare["cost_usd"]) == float(mini.cost(summary["input_tokens"], summary["output_tokens"]))
+
+
+def test_a_run_remembers_the_servers_batch_and_the_next_run_starts_there(cli: Cli, tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", ROWS[:200])
+    store = tmp_path / "s.duckdb"
+    with running_in_thread(SimulatorConfig(max_running=8, latency_ms=30)) as sim:
+        _run(cli, data, store, [sim.url])
+        again = write_jsonl(tmp_path / "e.jsonl", [{**r, "prompt": r["prompt"] + "?"} for r in ROWS[:200]])
+        sim.peak_waiting = 0
+        _run(cli, again, store, [sim.url])
+        assert sim.peak_waiting <= 4  # started at the batch of 8 plus its queue of 4: no burst of 16
+    with duckdb.connect(str(store), read_only=True) as con:
+        batches = con.execute("SELECT json_extract(options, '$.server_batch') FROM runs ORDER BY started_at").fetchall()
+    assert [float(b) for (b,) in batches] == [8.0, 8.0]

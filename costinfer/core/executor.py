@@ -46,6 +46,7 @@ class ExecConfig:
     fallback_model: str | None = None  # sent instead while the circuit breaker is open
     tagged: bool = False  # rows carry tags: each call records its paying row's
     follow_load: bool = False  # the server reports its queue: calls in flight follow it, ``concurrency`` the ceiling
+    known_batch: float | None = None  # the server's running batch as an earlier run saw it: where to start
     # how often the server's queue is read: while filling its batch, then once it is full. vLLM renders /metrics
     # (about 50 KB) in 0.2-0.3 s of its own CPU on the CPU test server: read more often, it slows the server
     load_poll_s: float = 0.25
@@ -95,7 +96,8 @@ class Executor(Outcomes):
         self._reached = False  # some request got an HTTP answer in this invocation
         self.limiter = RateLimiter(cfg.rpm, cfg.tpm, probe_first=not backend.self_hosted)
         self.router = Router(cfg.fallback_model)
-        self.control = LoadControl(cfg.concurrency) if cfg.follow_load else None
+        start = LoadControl.start_for(cfg.known_batch)
+        self.control = LoadControl(cfg.concurrency, start) if cfg.follow_load else None
         self._buffer: list[Outcome] = []
         self._queue: deque[Pending] = deque()
         self._ready = anyio.Event()

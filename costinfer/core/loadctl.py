@@ -27,6 +27,13 @@ KV_FULL = 0.9
 
 
 class LoadControl:
+    @staticmethod
+    def start_for(batch: float | None) -> int:
+        """Where to start: the batch a previous run saw on this server, with its queue; else ``START``."""
+        if not batch:
+            return START
+        return math.ceil(batch + max(MARGIN, QUEUE_SHARE * batch))
+
     def __init__(self, ceiling: int, start: int = START) -> None:
         self.ceiling = max(1, ceiling)
         self.limit = min(start, self.ceiling)

@@ -116,6 +116,7 @@ def _online_executor(
     cfg = ExecConfig(
         concurrency=opts.calls_in_flight(backend.reports_load),
         follow_load=backend.reports_load and not opts.fixed_concurrency,
+        known_batch=store.last_batch(backend.endpoint) if backend.reports_load else None,
         max_attempts=opts.max_attempts,
         rpm=opts.rpm,
         tpm=opts.tpm,
@@ -220,6 +221,9 @@ def _execute_run(
     finally:
         stop_reason = executor.stop_reason
         calls_elapsed = clock.mark("calls")
+        control = getattr(executor, "control", None)
+        if executor.store_error is None and control is not None and control.batch:
+            store.remember_batch(run_id, control.batch)  # the next run against this server starts from it
         if executor.store_error is None and backend.self_hosted and executor.calls_done:
             servers = len(getattr(backend, "replicas", [backend]))
             gpu_note = attribute_gpu_time(store, run_id, since, prepared.prices, calls_elapsed, servers)

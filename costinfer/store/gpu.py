@@ -1,4 +1,5 @@
-"""A self-hosted run's measured GPU time in the ledger: its cost spread over the calls that used it, by tokens."""
+"""What a run learns about self-hosted servers: its measured GPU time in the ledger (its cost spread over the calls
+that used it, by tokens), and the size of the server's running batch, which the next run starts from."""
 
 from __future__ import annotations
 
@@ -47,3 +48,21 @@ class GpuPart(Part):
             "SELECT coalesce(sum(cost_usd), 0) FROM calls WHERE run_id = ? AND finished_at >= ?", [run_id, since]
         ).fetchone()
         return Decimal(row[0])
+
+    def remember_batch(self, run_id: str, batch: float) -> None:
+        """The most requests the run's server was seen running at once (kept with the run's options)."""
+        self._con.execute(
+            "UPDATE runs SET options = json_merge_patch(coalesce(options, '{}'), json_object('server_batch', ?)) "
+            "WHERE run_id = ?",
+            [batch, run_id],
+        )
+
+    def last_batch(self, endpoint: str) -> float | None:
+        """The running batch the latest run against this server saw, if any run remembered one."""
+        row = self._con.execute(
+            "SELECT CAST(json_extract(options, '$.server_batch') AS DOUBLE) FROM runs "
+            "WHERE endpoint = ? AND json_extract(options, '$.server_batch') IS NOT NULL "
+            "ORDER BY coalesce(finished_at, started_at) DESC LIMIT 1",
+            [endpoint],
+        ).fetchall()
+        return float(row[0][0]) if row and row[0][0] else None

@@ -132,10 +132,12 @@ def test_normalizing_ascii_text_collapses_white_space_like_split_and_join(text: 
 
 def test_the_key_fast_path_runs_in_most_examples_it_is_checked_on() -> None:
     """The property above compares the fast path with the reference; where the fast path hands a body to the
-    reference, it compares the reference with itself. Count that: most bodies must take the fast path."""
+    reference, it compares the reference with itself. Count that: most bodies must take the fast path. Derandomized:
+    the share varies with the draw, and a share just over half on an unlucky draw once failed a run that changed
+    nothing here."""
     tally = {"bodies": 0, "reference": 0}
 
-    @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
     @given(bodies=st.lists(_mixed_bodies, min_size=1, max_size=6), endpoint=st.sampled_from(["openai", "simulate"]))
     def check(bodies: list[dict[str, object]], endpoint: str) -> None:
         maker = KeyMaker(endpoint)
