@@ -14,7 +14,7 @@ import orjson
 
 from costinfer.core.plan import MIN_SAMPLES, ModelLine, OutputModel, Plan, ceil_tokens
 from costinfer.core.prices import ModelPrice
-from costinfer.core.prompt_cache import expected_saving
+from costinfer.core.prompt_cache import OPENAI_MIN_TOKENS, expected_saving
 from costinfer.core.tokens import TokenCounter
 from costinfer.store import Store
 
@@ -55,13 +55,16 @@ def add_levers(
     """Fill ``plan.levers`` (and ``plan.routing``, with the cascade's expected escalations as model lines)."""
     expected = Expected(OutputModel(store, input_path), prices)
     levers: dict[str, Decimal] = {}
-    for lever, model, max_tokens, rows, tokens in store.reused_groups(run_id):
+    reused = plan.duplicates or plan.cache_hits or plan.normalized or plan.semantic
+    for lever, model, max_tokens, rows, tokens in (
+        store.reused_groups(run_id, cache=plan.cache_hits > 0) if reused else []
+    ):
         if model in prices:
             levers[lever] = levers.get(lever, ZERO) + expected.cost(model, max_tokens, rows, tokens)
     if routing is not None:
         plan.routing = _routing(plan, store, run_id, expected, routing, input_path)
         levers["routing"] = Decimal(plan.routing["saved_usd"])
-    if prompt_cache_provider is not None:
+    if prompt_cache_provider is not None and plan.longest_prompt >= OPENAI_MIN_TOKENS:  # else no prefix is cached
         levers["prompt_cache"] = _prompt_cache(store, run_id, prices, prompt_cache_provider)
     batch = plan.expected_cost_usd - plan.expected_batch_cost_usd
     if batch > 0:
@@ -125,7 +128,8 @@ def _escalation_share(store: Store, input_path: str | None, model: str, run_id: 
 def _prompt_cache(store: Store, run_id: str, prices: dict[str, ModelPrice], provider: str) -> Decimal:
     counter = TokenCounter()
     saved = ZERO
-    for model, n, body_json in store.prefix_groups(run_id):
+    # no provider caches a prefix under 1,024 tokens, and a prefix is shorter than its prompt
+    for model, n, body_json in store.prefix_groups(run_id, min_tokens=OPENAI_MIN_TOKENS):
         price = prices.get(model)
         body = orjson.loads(body_json)
         if price is None or len(body["messages"]) < 2:

@@ -54,6 +54,7 @@ class Plan:
     levers: dict[str, Decimal] = field(default_factory=dict)
     routing: dict[str, Any] | None = None  # --models: where the rows go, and the cost with and without routing
     compare: dict[str, Any] | None = None  # --compare-with: the same expected tokens at another model's prices
+    longest_prompt: int = 0  # the most input tokens of a request still to send
 
     @property
     def input_tokens(self) -> int:
@@ -167,7 +168,9 @@ def compute(
     groups = store.pending_groups(run_id)
     learned = OutputModel(store, input_path)
     lines: dict[str, ModelLine] = {}
-    for model, max_tokens, n, counted, bound in groups:
+    longest = 0
+    for model, max_tokens, n, counted, bound, most in groups:
+        longest = max(longest, most)
         price = prices[model]
         per_request, basis = learned.expected(model, max_tokens)
         expected_out = ceil_tokens(per_request * n)
@@ -197,6 +200,7 @@ def compute(
         budget_usd=budget_usd,
         spent_usd=store.run_spend(run_id),
         notes=list(notes or []),
+        longest_prompt=longest,
     )
 
 

@@ -112,7 +112,7 @@ def _upgrade(
 ) -> int:
     """Upgrade routed requests in order while the run's worst case stays within the budget left."""
     worst = Decimal(0)
-    for model, max_tokens, n, _, bound in store.pending_groups(run_id):
+    for model, max_tokens, n, _, bound, _ in store.pending_groups(run_id):
         worst += prices[model].worst_case(bound, n * max_tokens)  # every pending request as it stands
     for row in rows:  # ... with the cheapest-fit moves made above
         if row["key"] in level:

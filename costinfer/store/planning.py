@@ -36,32 +36,36 @@ class PlanningPart(Part):
         out = one_dict(row) or {}
         return {k: int(v or 0) for k, v in out.items()}
 
-    def pending_groups(self, run_id: str) -> list[tuple[str, int, int, int, int]]:
-        """(model, max_tokens, requests, counted input tokens, input bound) of the run's unanswered requests."""
+    def pending_groups(self, run_id: str) -> list[tuple[str, int, int, int, int, int]]:
+        """(model, max_tokens, requests, counted input tokens, input bound, longest prompt) of the run's unanswered
+        requests."""
         rows = self._con.execute(
             f"""
-            SELECT q.model, q.max_tokens, count(*), sum(q.input_tokens), sum(coalesce(q.input_bound, q.input_tokens))
+            SELECT q.model, q.max_tokens, count(*), sum(q.input_tokens), sum(coalesce(q.input_bound, q.input_tokens)),
+                   max(q.input_tokens)
             FROM (SELECT DISTINCT {SENT} AS sent FROM run_keys rk WHERE rk.run_id = ? AND {UNANSWERED}) p
             JOIN requests q ON q.key = p.sent
             GROUP BY ALL ORDER BY 1, 2
             """,
             [run_id],
         ).fetchall()
-        return [(str(m), int(t), int(n), int(c), int(b)) for m, t, n, c, b in rows]
+        return [(str(m), int(t), int(n), int(c), int(b), int(x or 0)) for m, t, n, c, b, x in rows]
 
-    def reused_groups(self, run_id: str) -> list[tuple[str, str, int, int, int]]:
+    def reused_groups(self, run_id: str, cache: bool = True) -> list[tuple[str, str, int, int, int]]:
         """(lever, model, max_tokens, rows, counted input tokens) of the rows no call of this run answers: duplicates
-        of a request in this run, answers from earlier runs (cache), and the normalized and semantic tiers."""
+        of a request in this run, answers from earlier runs (cache), and the normalized and semantic tiers.
+        ``cache``: look for answers of earlier runs (a plan that counted none skips that join)."""
+        cached = f"LEFT JOIN responses a ON a.key = {SENT}" if cache else ""
+        run_of = "a.run_id" if cache else "NULL"
         rows = self._con.execute(
             f"""
             WITH keyed AS (
                 SELECT CASE WHEN rk.tier IN ('normalized', 'semantic') THEN rk.tier
-                            WHEN a.run_id IS NOT NULL AND a.run_id <> $1 THEN 'cache'
+                            WHEN {run_of} IS NOT NULL AND {run_of} <> $1 THEN 'cache'
                             ELSE 'duplicate' END AS lever,
                        q.model, q.max_tokens, q.input_tokens, rk.n_rows
-                FROM run_keys rk JOIN requests q ON q.key = {SENT}
-                LEFT JOIN responses a ON a.key = {SENT}
-                WHERE rk.run_id = $1)
+                FROM run_keys rk JOIN requests q ON q.key = {SENT} {cached}
+                WHERE rk.run_id = $1 {"" if cache else "AND (rk.n_rows > 1 OR rk.tier IS NOT NULL)"})
             SELECT lever, model, max_tokens,
                    sum(CASE WHEN lever = 'duplicate' THEN n_rows - 1 ELSE n_rows END) AS rows,
                    sum(input_tokens * CASE WHEN lever = 'duplicate' THEN n_rows - 1 ELSE n_rows END) AS tokens
@@ -72,19 +76,20 @@ class PlanningPart(Part):
         ).fetchall()
         return [(str(a), str(b), int(c), int(d), int(e)) for a, b, c, d, e in rows]
 
-    def prefix_groups(self, run_id: str, limit: int = 10000) -> list[tuple[str, int, str]]:
+    def prefix_groups(self, run_id: str, min_tokens: int = 0, limit: int = 10000) -> list[tuple[str, int, str]]:
         """(model, requests, one request's body) per group of unanswered requests that differ only in their last
-        message, for groups of two or more: the prefixes a provider's prompt cache can serve."""
+        message, for groups of two or more of at least ``min_tokens`` prompt tokens (a prefix is shorter than its
+        prompt): the prefixes a provider's prompt cache can serve."""
         rows = self._con.execute(
             f"""
             SELECT any_value(q.model), count(*), any_value(q.body)
             FROM (SELECT DISTINCT {SENT} AS sent FROM run_keys rk WHERE rk.run_id = ? AND {UNANSWERED}) p
             JOIN requests q ON q.key = p.sent
-            WHERE q.group_key IS NOT NULL
+            WHERE q.group_key IS NOT NULL AND q.input_tokens >= ?
             GROUP BY q.group_key HAVING count(*) > 1
             ORDER BY 2 DESC LIMIT ?
             """,
-            [run_id, limit],
+            [run_id, min_tokens, limit],
         ).fetchall()
         return [(str(m), int(n), str(b)) for m, n, b in rows]
 

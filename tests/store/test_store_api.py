@@ -23,7 +23,7 @@ def test_a_run_through_the_store_api(tmp_path: Path) -> None:
         store.add_chunk("r1", chunk.items.slice(0, 0), chunk.requests, None)  # the same bodies again: kept once
         assert store.finish_ingest("r1") == {"rows": 4, "rejects": 0, "distinct": 3}
         assert store.plan_counts("r1")["pending_keys"] == 3
-        assert [(m, n) for m, _, n, _, _ in store.pending_groups("r1")] == [("gpt-4o-mini", 3)]
+        assert [(m, n) for m, _, n, _, _, _ in store.pending_groups("r1")] == [("gpt-4o-mini", 3)]
         keys = [p.key for page in store.pending("r1") for p in page]
         assert len(keys) == 3  # in input order: a, b, c
         paid = Outcome(keys[0], "simulate", "gpt-4o-mini", 1, response="A", input_tokens=5, output_tokens=2)
