@@ -223,3 +223,33 @@ def test_the_normalized_tier_lends_an_earlier_runs_answer_before_this_runs_first
     assert by_id["p2"]["reused_from"] == "p1"
     assert by_id["solo"]["source"] == "fresh"
     assert s2["calls"] == 2 and s2["normalized"] == 3
+
+
+@needs_embeddings
+def test_a_semantic_audit_samples_reuses_for_a_person_and_calibrate_reads_it_back(
+    cli: Cli, sim: Simulator, tmp_path: Path
+) -> None:
+    rows = [
+        {"id": "a1", "prompt": "What is your refund policy?"},
+        {"id": "a2", "prompt": "What's your refund policy?"},
+        {"id": "b1", "prompt": "How do I reset my password?"},
+        {"id": "b2", "prompt": "How can I reset my password?"},
+        {"id": "c1", "prompt": "When will my new card arrive?"},
+        {"id": "c2", "prompt": "When will my new card arrive"},
+    ]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    summary, results = run(cli, sim, data, tmp_path / "s.duckdb", "--semantic-audit", "2")
+    reused = {r["id"] for r in results if r["source"] == "semantic"}
+    assert len(reused) >= 2
+    audit = tmp_path / "d.out.semantic-audit.jsonl"  # beside the results, d.out.jsonl
+    lines = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert len(lines) == 2 and {line["id"] for line in lines} <= reused
+    for line in lines:
+        assert line["text1"] != line["text2"] and line["similarity"] >= DEFAULT_THRESHOLD and line["label"] is None
+    assert any("semantic reuses sampled into" in n for n in summary["notes"])
+    unlabelled = cli("cache", "calibrate", audit, "--store", tmp_path / "s.duckdb")
+    assert unlabelled.exit_code == 3 and "no labelled pairs" in unlabelled.output
+    audit.write_text("".join(json.dumps({**line, "label": 1}) + "\n" for line in lines))
+    labelled = cli("cache", "calibrate", audit, "--store", tmp_path / "s.duckdb", "--json")
+    assert labelled.exit_code == 0, labelled.output
+    assert json.loads(labelled.stdout)["pairs"] == 2

@@ -80,6 +80,11 @@ def run_command(
     simulator_seed: Optional[int] = typer.Option(
         None, "--sim-seed", help="With --provider simulate: the seed of the injected faults."
     ),
+    semantic_audit: int = typer.Option(
+        0,
+        help="Sample this many of the run's semantic reuses into <results>.semantic-audit.jsonl for a person to "
+        "label (1 same question, 0 not); `costinfer cache calibrate FILE` then gives the precision per threshold.",
+    ),
     simulator_bad_answers: Optional[str] = typer.Option(
         None,
         "--sim-bad-answers",

@@ -61,6 +61,8 @@ def load_pairs(path: Path, positive_min: float = 0.5, negative_max: float = 0.5)
         raise InputError(f"{path}: needs columns text1, text2 and label (or sentence1, sentence2, score)")
     pairs: list[Pair] = []
     for n, rec in enumerate(records, 2):
+        if rec[label] is None or rec[label] == "":
+            continue  # not labelled yet (a --semantic-audit file a person has not finished)
         try:
             value = float(rec[label])
         except (TypeError, ValueError):
@@ -69,6 +71,8 @@ def load_pairs(path: Path, positive_min: float = 0.5, negative_max: float = 0.5)
             pairs.append(Pair(str(rec[cols[0]]), str(rec[cols[1]]), True))
         elif value < negative_max or (positive_min == negative_max and value < positive_min):
             pairs.append(Pair(str(rec[cols[0]]), str(rec[cols[1]]), False))
+    if not pairs:
+        raise InputError(f"{path}: no labelled pairs: set each '{label}' to 1 (the same) or 0 (different)")
     return pairs
 
 

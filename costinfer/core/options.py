@@ -67,6 +67,7 @@ class RunOptions:
     semantic: bool = field(default_factory=lambda: os.environ.get("COSTINFER_SEMANTIC", "1") != "0")
     semantic_threshold: float = DEFAULT_THRESHOLD
     embedding_model: str | None = None
+    semantic_audit: int = 0  # sample this many semantic reuses into <results>.semantic-audit.jsonl for a person
     strict_fields: bool = False  # a row with a field costinfer does not know is a bad row, not a warning
     report: bool = True  # write <results>.report.json and .report.html
     mode: str = "online"  # online: one call per request; batch: the provider's batch API; auto: batch when possible
@@ -110,6 +111,10 @@ class RunOptions:
             return self.output
         stem = "stdin" if is_stdin(self.input_path) else Source(self.input_path, "", {}).stem
         return Path.cwd() / f"{stem}.results.jsonl"
+
+    def audit_path(self) -> Path:
+        out = self.output_path()
+        return out.with_name(f"{out.stem}.semantic-audit.jsonl")
 
     def rejects_path(self) -> Path:
         if self.rejects is not None:
@@ -169,6 +174,8 @@ def validate(opts: RunOptions) -> None:
         raise ConfigError(f"--semantic-threshold must be in (0, 1], got {opts.semantic_threshold}")
     if opts.timeout_s <= 0:
         raise ConfigError(f"--timeout must be more than 0 seconds, got {opts.timeout_s}")
+    if opts.semantic_audit < 0:
+        raise ConfigError(f"--semantic-audit must be zero or more reuses, got {opts.semantic_audit}")
     if opts.max_attempts < 1:
         raise ConfigError(f"--max-attempts must be at least 1, got {opts.max_attempts}")
     if opts.base_url is not None:

@@ -52,3 +52,18 @@ def io_reason(exc: BaseException) -> str:
         if known.lower() in text.lower():
             return known
     return text.splitlines()[0] if text else exc.__class__.__name__
+
+
+def write_jsonl_atomically(path: Path, rows: list[dict[str, object]]) -> None:
+    """JSON lines into a temporary file beside ``path``, then renamed over it: a reader never sees half a file."""
+    import os
+
+    import orjson
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(b"".join(orjson.dumps(r, default=str) + b"\n" for r in rows))
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()

@@ -33,7 +33,13 @@ from costinfer.core.errors import (
 from costinfer.core.executor import ExecConfig, Executor, Outcomes
 from costinfer.core.gpu_cost import attribute_gpu_time
 from costinfer.core.options import RunOptions, dataset_label, simulator_settings
-from costinfer.core.outputs import io_reason, remove_stale, write_or_explain, write_or_explain_report
+from costinfer.core.outputs import (
+    io_reason,
+    remove_stale,
+    write_jsonl_atomically,
+    write_or_explain,
+    write_or_explain_report,
+)
 from costinfer.core.plan import Plan
 from costinfer.core.prepare import Prepared, load_setup, now_utc, prepare
 from costinfer.core.progress import NullProgress, ProgressSink
@@ -249,6 +255,8 @@ def _execute_run(
     if stop_reason == "interrupted":
         notes.append("stopped: rerun the same command to resume; answered rows will not be paid again")
     saved = savings(store, run_id, prepared.prices, opts.models[-1] if opts.models else None)
+    if opts.semantic_audit:
+        notes.append(_semantic_audit(opts, store, run_id))
     reports: list[str] = []
     if opts.report:
         out = opts.output_path()
@@ -301,6 +309,21 @@ def _execute_run(
             store,
         )
     return summary_value
+
+
+def _semantic_audit(opts: RunOptions, store: Store, run_id: str) -> str:
+    """--semantic-audit N: N of the run's semantic reuses, drawn at random, in a file for a person to label."""
+    path = opts.audit_path()
+    rows = store.semantic_reuses(run_id, opts.semantic_audit, seed=int(run_id[:8], 16))
+    if not rows:
+        remove_stale(path)
+        return "--semantic-audit: the semantic tier answered no row of this run; nothing to check"
+    lines = [{**r, "label": None} for r in rows]
+    write_or_explain(path, lambda: write_jsonl_atomically(path, lines), True, store)
+    return (
+        f"{len(rows)} semantic reuses sampled into {path}: set each label to 1 (the same question) or 0, then run "
+        f"`costinfer cache calibrate {path}` for the precision at each threshold"
+    )
 
 
 def _compare(opts: RunOptions, prepared: Prepared, tokens_in: int, tokens_out: int) -> dict[str, Any] | None:

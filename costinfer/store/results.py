@@ -134,6 +134,27 @@ class ResultsPart(Part):
         ).fetchall()
         return [(str(a), str(b), int(c), int(d), int(e)) for a, b, c, d, e in rows]
 
+    def semantic_reuses(self, run_id: str, limit: int, seed: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` rows the semantic tier answered, drawn with ``seed``: the row's text, the text whose answer
+        it took, their similarity and the answer, for a person to check."""
+        self._results(run_id)
+        text = "coalesce({q}.sem_text, json_extract_string({q}.body, '$.messages[#-1].content'))"
+        rel = self._con.execute(
+            f"""
+            SELECT res.id, {text.format(q="q")} AS text1, {text.format(q="l")} AS text2, res.similarity,
+                   res.response AS answer, res.reused_from
+            FROM run_results res
+            JOIN requests q ON q.key = res.key
+            JOIN run_keys rk ON rk.run_id = $1 AND rk.key = res.key
+            JOIN requests l ON l.key = rk.answer_key
+            WHERE res.source = 'semantic'
+            ORDER BY hash(res.id || $2) LIMIT $3
+            """,
+            [run_id, str(seed), limit],
+        )
+        cols = [d[0] for d in rel.description]
+        return [dict(zip(cols, row, strict=True)) for row in rel.fetchall()]
+
     def summary(self, run_id: str) -> dict[str, Any]:
         self._results(run_id)
         row = self._con.execute(
