@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
-from costinfer.backends.transport import HttpTransport
-from costinfer.core.errors import ConfigError
+from costinfer.backends.transport import MALFORMED, HttpTransport, malformed
+from costinfer.core.errors import BackendError, ConfigError
 
 ENTRY_POINT_GROUP = "costinfer.backends"
 
@@ -152,6 +152,34 @@ class Backend(ABC):
         done = self.parse(raw)
         done.headers = headers
         return done
+
+    # --- what a server tells about itself (``exact_counts``, ``reports_load``) --------------------------------------
+
+    def servers(self) -> int:
+        """How many servers answer this backend's calls (replicas count each)."""
+        return 1
+
+    async def served_models(self) -> dict[str, int | None]:
+        """The models the server lists at ``/models``, each with its context length when it says (vLLM's
+        ``max_model_len``)."""
+        if not self.transport.started:
+            await self.start()
+        data = await self.transport.json("GET", f"{self.base_url}/models")
+        try:
+            return {str(m["id"]): m.get("max_model_len") for m in data["data"]}
+        except MALFORMED as exc:
+            raise malformed(str(data).encode(), exc) from exc
+
+    async def tokenize(self, body: dict[str, Any]) -> int:
+        """The prompt tokens the server counts for a request (``exact_counts``)."""
+        raise BackendError(f"provider '{self.name}' does not count prompts", error_class="bad_request")
+
+    async def count_tokens(self, bodies: list[dict[str, Any]]) -> list[int]:
+        raise BackendError(f"provider '{self.name}' does not count prompts", error_class="bad_request")
+
+    async def load(self) -> ServerLoad:
+        """The server's queue right now (``reports_load``)."""
+        raise BackendError(f"provider '{self.name}' reports no load", error_class="bad_request")
 
     def translate(self, body: dict[str, Any]) -> dict[str, Any]:
         """The provider-neutral request in this protocol's shape (OpenAI's chat shape is the neutral one)."""

@@ -57,6 +57,9 @@ class Replicas:
     def endpoint(self) -> str:
         return self.replicas[0].backend.endpoint
 
+    def servers(self) -> int:
+        return len(self.replicas)
+
     def use_models(self, prices: Any) -> None:
         for r in self.replicas:
             r.backend.use_models(prices)
@@ -125,7 +128,7 @@ class Replicas:
             if r.down_until > time.monotonic():
                 continue
             try:
-                load = await r.backend.load()  # type: ignore[attr-defined]
+                load = await r.backend.load()
             except BackendError:
                 continue
             answered += 1

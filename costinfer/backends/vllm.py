@@ -72,15 +72,6 @@ class VLLMBackend(OpenAIBackend):
                 tg.start_soon(one, i)
         return out
 
-    async def served_models(self) -> dict[str, int | None]:
-        """The models the server serves, each with its context length (``max_model_len``) when it says."""
-        await self._ready()
-        data = await self.transport.json("GET", f"{self.base_url}/models")
-        try:
-            return {str(m["id"]): m.get("max_model_len") for m in data["data"]}
-        except MALFORMED as exc:
-            raise malformed(str(data).encode(), exc) from exc
-
     async def load(self) -> ServerLoad:
         """The server's queue right now, from its Prometheus metrics."""
         await self._ready()

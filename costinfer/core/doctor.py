@@ -33,7 +33,7 @@ async def _diagnose(backend: Backend, model: str | None) -> list[Check]:
     async with backend:
         started = time.perf_counter()
         try:
-            served = await _models(backend)
+            served = await backend.served_models()
         except BackendError as exc:
             hint = "start the server, or fix --base-url" if exc.error_class == "cannot_connect" else "see the error"
             return [Check("reachable", False, f"{backend.base_url}: {exc}; {hint}")]
@@ -69,22 +69,13 @@ async def _check(checks: list[Check], name: str, work: Any, template: str) -> No
         checks.append(Check(name, False, str(exc)))
 
 
-async def _models(backend: Backend) -> dict[str, int | None]:
-    if backend.exact_counts:
-        served: dict[str, int | None] = await backend.served_models()  # type: ignore[attr-defined]
-        return served
-    data = await backend.transport.json("GET", f"{backend.base_url}/models")
-    return {str(m["id"]): None for m in data.get("data") or []}
-
-
 async def _tokenize(backend: Backend, model: str) -> int:
     body = {"model": model, "messages": [{"role": "user", "content": "Hello, world"}]}
-    count: int = await backend.tokenize(body)  # type: ignore[attr-defined]
-    return count
+    return await backend.tokenize(body)
 
 
 async def _load(backend: Backend) -> str:
-    load = await backend.load()  # type: ignore[attr-defined]
+    load = await backend.load()
     kv = "" if load.kv_cache is None else f", KV cache {load.kv_cache:.0%} used"
     return f"{load.running:g} running, {load.waiting:g} waiting{kv}"
 

@@ -141,7 +141,7 @@ class Executor(Outcomes):
         failures = 0
         while self._workers_left > 0 and not self.stopping:
             try:
-                load = await self.backend.load()  # type: ignore[attr-defined]
+                load = await self.backend.load()
             except BackendError as exc:
                 failures += 1
                 if failures >= 3:

@@ -6,7 +6,7 @@ more), else an assumed ``ASSUMED_ESCALATION`` of them, said as such.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -26,7 +26,6 @@ ZERO = Decimal(0)
 class RoutingInput:
     candidates: list[str]
     policy: str
-    provider: str
 
 
 @dataclass
@@ -35,7 +34,6 @@ class Expected:
 
     learned: OutputModel
     prices: dict[str, ModelPrice]
-    cache: dict[tuple[str, int], Decimal] = field(default_factory=dict)
 
     def cost(self, model: str, max_tokens: int, n: int, counted: int) -> Decimal:
         per_request, _ = self.learned.expected(model, max_tokens)

@@ -38,7 +38,6 @@ class LoadControl:
         self.ceiling = max(1, ceiling)
         self.limit = min(start, self.ceiling)
         self.in_flight = 0
-        self.peak_limit = self.limit
         self._freed = anyio.Event()
         self._settled = False
         self.batch = 0.0  # the most requests seen running at once
@@ -77,5 +76,4 @@ class LoadControl:
 
     def set_limit(self, limit: int) -> None:
         self.limit = max(1, min(self.ceiling, int(limit)))
-        self.peak_limit = max(self.peak_limit, self.limit)
         self._freed.set()  # a larger limit lets waiting workers in

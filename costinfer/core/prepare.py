@@ -219,7 +219,7 @@ def prepare(
             notes[:] = [n for n in notes if not n.startswith("estimate:")]
         notes.extend(counted)
     the_plan = compute_plan(store, run_id, prices, opts.budget_usd, dataset_name(source), notes)
-    routing = RoutingInput(opts.models, opts.route_policy, provider) if opts.models else None
+    routing = RoutingInput(opts.models, opts.route_policy) if opts.models else None
     cache_provider = provider if setup.backend_cls.prompt_cache else None
     add_levers(the_plan, store, run_id, prices, dataset_name(source), routing, cache_provider)
     if opts.compare_with:

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from costinfer.core.errors import ConfigError
 from costinfer.core.keys import KeyMaker
 from costinfer.core.prices import ModelPrice
 from costinfer.store import Store
@@ -50,15 +49,6 @@ def misfit(price: ModelPrice, row: dict[str, Any]) -> str | None:
     if row.get("response_format") == "json_schema" and not price.json_schema:
         return f"{price.model} takes no json_schema response_format"
     return None
-
-
-def check_candidates(candidates: list[str], prices: dict[str, ModelPrice], policy: str) -> None:
-    if len(candidates) < 2:
-        raise ConfigError("--models needs at least two models, cheapest first: --models gpt-4o-mini,gpt-4o")
-    if len(set(candidates)) != len(candidates):
-        raise ConfigError(f"--models names a model twice: {','.join(candidates)}")
-    if policy not in POLICIES:
-        raise ConfigError(f"--route must be one of {', '.join(POLICIES)}, got {policy!r}")
 
 
 def assign(
@@ -93,8 +83,7 @@ def assign(
             if i == start:
                 first_misfit = why
     if policy == "budget":
-        if budget_left is None:
-            raise ConfigError("--route budget needs --budget: it upgrades rows while the worst case fits the budget")
+        assert budget_left is not None, "options.validate requires --budget with --route budget"
         stats.upgrades = _upgrade(store, run_id, rows, candidates, prices, budget_left, level, reason)
     _apply(store, run_id, rows, candidates, endpoint, level, reason, stats)
     return stats

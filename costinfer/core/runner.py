@@ -231,8 +231,7 @@ def _execute_run(
         if executor.store_error is None and control is not None and control.batch:
             store.remember_batch(run_id, control.batch)  # the next run against this server starts from it
         if executor.store_error is None and backend.self_hosted and executor.calls_done:
-            servers = len(getattr(backend, "replicas", [backend]))
-            gpu_note = attribute_gpu_time(store, run_id, since, prepared.prices, calls_elapsed, servers)
+            gpu_note = attribute_gpu_time(store, run_id, since, prepared.prices, calls_elapsed, backend.servers())
             if gpu_note is not None:  # the measured GPU time replaced the per-token estimate
                 executor.cost_done = store.spend_since(run_id, since)
         if executor.store_error is None:  # a store that failed a commit is not read again: rerun to get the file

@@ -12,12 +12,13 @@ from typing import Any
 import anyio
 import orjson
 
+from costinfer.backends.base import Backend
 from costinfer.core.errors import BackendError
 from costinfer.core.progress import ProgressSink
 from costinfer.store import Store
 
 
-def count_on_server(store: Store, run_id: str, backend: Any, progress: ProgressSink) -> tuple[list[str], bool]:
+def count_on_server(store: Store, run_id: str, backend: Backend, progress: ProgressSink) -> tuple[list[str], bool]:
     """Count the run's uncounted requests on the server; returns the notes for the plan, and whether the server
     counted them all (costinfer's own estimates are then gone)."""
     todo = store.uncounted(run_id)
@@ -41,7 +42,7 @@ def count_on_server(store: Store, run_id: str, backend: Any, progress: ProgressS
     ], True
 
 
-async def _count(backend: Any, bodies: list[dict[str, Any]]) -> tuple[list[int], dict[str, int | None]]:
+async def _count(backend: Backend, bodies: list[dict[str, Any]]) -> tuple[list[int], dict[str, int | None]]:
     async with backend:
         limits = await backend.served_models() if bodies else {}
         return await backend.count_tokens(bodies), limits

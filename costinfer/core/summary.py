@@ -71,8 +71,6 @@ class RunSummary:
                 value = money_text(value)
             elif isinstance(value, dict):
                 value = {k: money_text(v) if isinstance(v, Decimal) else v for k, v in value.items()}
-            elif value is None and name == "compare_with":
-                continue
             out[name] = value
         out["exit_code"] = int(self.exit_code)
         return out

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from costinfer.store.base import ROUTED_TIERS, SENT, UNANSWERED, Part, registered, transaction
+from costinfer.store.base import SENT, UNANSWERED, Part, registered, transaction
 
 
 class RoutingPart(Part):
@@ -162,17 +162,3 @@ class RoutingPart(Part):
         ).fetchone()
         checked, escalated = row or (0, 0)
         return int(checked or 0), int(escalated or 0)
-
-    def route_counts(self, run_id: str) -> dict[str, int]:
-        """Rows by routing outcome: routed before the call, escalated after a failed check."""
-        row = self._con.execute(
-            f"""
-            SELECT coalesce(sum(n_rows) FILTER (WHERE tier = 'routed'), 0),
-                   coalesce(sum(n_rows) FILTER (WHERE tier = 'escalated'), 0),
-                   coalesce(sum(n_rows) FILTER (WHERE routed AND coalesce(tier, '') NOT IN {ROUTED_TIERS}), 0)
-            FROM run_keys WHERE run_id = ?
-            """,
-            [run_id],
-        ).fetchone()
-        routed, escalated, stayed = row or (0, 0, 0)
-        return {"routed": int(routed), "escalated": int(escalated), "stayed": int(stayed)}
