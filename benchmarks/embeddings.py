@@ -5,6 +5,10 @@
 1. The same real texts (banking77 train) are embedded by a bare `model.encode(texts, batch_size=64)` and by
    costinfer's Embedder with a fresh store (hashing, length-sorted batches, storing the vectors in DuckDB). Prints
    `embedding throughput ratio = costinfer / bare` (target >= 0.9).
+   Then the whole semantic tier on the same texts as a run's prompts (`dedupe.resolve` on a fresh store: embedding,
+   storing, search, and every guard on every candidate pair, the word guards' lemmatizing and word embeddings
+   included). Prints `semantic tier throughput ratio = tier / bare` (issue 15: >= 0.9 with the guards on) and how
+   many pairs the guards checked.
 2. Lookup: --stored random unit vectors (384 dimensions) in an exact inner-product index (faiss IndexFlatIP) and in
    HNSW (M=32, efSearch=64, what the semantic tier switches to above EXACT_SEARCH_LIMIT vectors in a group). Prints
    milliseconds per query for each, HNSW's build time, and its recall@1 against exact search, at several sizes.
@@ -52,6 +56,48 @@ def throughput(n: int) -> None:
     print(f"embedding throughput ratio = costinfer / bare = {bare / ours:.2f}")
 
 
+def tier(n: int) -> None:
+    """The semantic tier's whole work on a run of ``n`` banking77 prompts, against a bare encode of the same texts."""
+    import json
+    import subprocess
+
+    import duckdb
+
+    from costinfer.core import dedupe
+    from costinfer.core.embed import Embedder
+    from costinfer.store import Store
+
+    with (SHARED / "banking77" / "train.csv").open(encoding="utf-8", newline="") as fh:
+        texts = list(dict.fromkeys(r["text"] for r in csv.DictReader(fh)))[:n]
+    with tempfile.TemporaryDirectory() as tmp:
+        data, path = Path(tmp) / "prompts.jsonl", Path(tmp) / "s.duckdb"
+        data.write_text("".join(json.dumps({"id": str(i), "prompt": t}) + "\n" for i, t in enumerate(texts)))
+        cli = Path(sys.executable).with_name("costinfer")
+        subprocess.run([cli, "plan", data, "--no-semantic", "--store", path], check=True, capture_output=True)
+        with duckdb.connect(str(path), read_only=True) as db:
+            row = db.execute("select run_id from runs").fetchone()
+        assert row is not None
+        run_id = str(row[0])
+        with Store.open(path) as store:
+            embedder = Embedder(store)
+            model = embedder._load()
+            model.encode(texts[:64], batch_size=64)  # warm up
+            t0 = time.perf_counter()
+            model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+            bare = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            stats = dedupe.resolve(store, run_id, embedder)
+            whole = time.perf_counter() - t0
+    checked = stats.semantic + stats.semantic_vetoed
+    print(
+        f"semantic tier on {len(texts)} prompts: {whole:.2f} s ({len(texts) / whole:.0f}/s) against a bare encode "
+        f"{bare:.2f} s; {checked} candidate pairs checked by the guards, {stats.semantic_vetoed} vetoed "
+        f"({', '.join(f'{k}: {v}' for k, v in sorted(stats.vetoes.items(), key=lambda kv: -kv[1]))}), "
+        f"{stats.semantic} reused"
+    )
+    print(f"semantic tier throughput ratio = tier / bare = {bare / whole:.2f}")
+
+
 def lookup(stored: int, queries: int = 200) -> None:
     import faiss
 
@@ -96,7 +142,9 @@ def main() -> None:
     if not SHARED.exists():
         sys.exit(f"needs the reference data in {SHARED}")
     throughput(args.texts)
-    lookup(args.stored)
+    tier(args.texts)
+    if args.stored:
+        lookup(args.stored)
 
 
 if __name__ == "__main__":

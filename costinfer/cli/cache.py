@@ -11,7 +11,8 @@ import typer
 from rich.table import Table
 
 from costinfer.cli.app import app, err_console, handled, out_console
-from costinfer.core.calibrate import load_pairs, recommend, similarities, sweep
+from costinfer.core.calibrate import load_pairs, objections, recommend, similarities, sweep, vetoes
+from costinfer.core.dedupe import DEFAULT_THRESHOLD
 from costinfer.core.errors import ConfigError, ExitCode, WriteError
 from costinfer.store import Store
 
@@ -34,6 +35,7 @@ def calibrate(
 ) -> None:
     """Print precision, recall and hit rate per threshold, and the lowest threshold that reaches the target."""
     with handled():
+        from costinfer.core.content import WordSimilarity
         from costinfer.core.embed import Embedder, missing_dependency
 
         why = missing_dependency()
@@ -42,8 +44,12 @@ def calibrate(
         data = load_pairs(pairs, positive_min, negative_max)
         with Store.open(store) as st:
             embedder = Embedder(st, embedding_model)
-            rows = sweep(data, similarities(data, embedder), [t / 100 for t in range(70, 100)])
+            thresholds = [t / 100 for t in range(70, 100)]
+            sims = similarities(data, embedder)
+            objected = objections(data, sims, min(thresholds), WordSimilarity(embedder.encode))
+            rows = sweep(data, sims, thresholds, objected)
         best = recommend(rows, target_precision)
+        refused = vetoes(data, sims, objected, DEFAULT_THRESHOLD)
         if json_out:
             typer.echo(
                 json.dumps(
@@ -51,6 +57,7 @@ def calibrate(
                         "pairs": len(data),
                         "rows": [r.__dict__ for r in rows],
                         "recommended": best.__dict__ if best else None,
+                        "vetoes_at_default": {k: {"pairs": n, "labelled_same": m} for k, (n, m) in refused.items()},
                     }
                 )
             )
@@ -63,6 +70,12 @@ def calibrate(
                     f"{r.threshold:.2f}", f"{r.precision:.3f}", f"{r.recall:.3f}", f"{r.hit_rate:.3f}", str(r.matches)
                 )
             out_console.print(table)
+            if refused:
+                out_console.print(
+                    f"at the default threshold {DEFAULT_THRESHOLD} the guards refused: "
+                    + ", ".join(f"{k} {n} ({same} labelled same)" for k, (n, same) in refused.items()),
+                    markup=False,
+                )
             if best:
                 out_console.print(
                     f"recommended --semantic-threshold {best.threshold:.2f}: precision "

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from costinfer.core.content import Similar
 from costinfer.core.errors import InputError
 from costinfer.core.guards import conflict
 
@@ -83,9 +84,32 @@ def similarities(pairs: list[Pair], embedder: Any) -> np.ndarray:
     return sims
 
 
-def sweep(pairs: list[Pair], sims: np.ndarray, thresholds: list[float]) -> list[ThresholdRow]:
+def objections(pairs: list[Pair], sims: np.ndarray, lowest: float, similar: Similar | None) -> list[str | None]:
+    """Each pair's guard objection (None: allowed), for the pairs whose cosine reaches ``lowest``; "below" for the
+    rest, which no threshold from ``lowest`` on would predict anyway. ``similar``: word similarity for the guard on
+    a word in one text only (the embedding model's, as the tier uses)."""
+    return [conflict(p.a, p.b, similar) if s >= lowest else "below" for p, s in zip(pairs, sims, strict=True)]
+
+
+def vetoes(pairs: list[Pair], sims: np.ndarray, objected: list[str | None], threshold: float) -> dict[str, list[int]]:
+    """Guard -> [pairs it refused at ``threshold``, of which labelled the same]: what each guard costs in recall
+    (refused pairs labelled the same) and what it saves in precision (the others)."""
+    out: dict[str, list[int]] = {}
+    for pair, sim, why in zip(pairs, sims, objected, strict=True):
+        if why is not None and why != "below" and sim >= threshold:
+            counts = out.setdefault(why, [0, 0])
+            counts[0] += 1
+            counts[1] += int(pair.same)
+    return out
+
+
+def sweep(
+    pairs: list[Pair], sims: np.ndarray, thresholds: list[float], objected: list[str | None]
+) -> list[ThresholdRow]:
+    """Precision, recall and hit rate at each threshold, predicting as the tier does (``objected``: ``objections``
+    computed from the lowest threshold)."""
     same = np.array([p.same for p in pairs])
-    allowed = np.array([conflict(p.a, p.b) is None for p in pairs])
+    allowed = np.array([why is None for why in objected])
     positives = max(int(same.sum()), 1)
     rows = []
     for t in thresholds:

@@ -8,7 +8,8 @@ sent. Reuse never chains: only requests that were (or will be) really sent lend 
   otherwise the run's first such request is sent and the others share its answer.
 - **semantic**: within a group of requests identical except for the text of their last user message, a text whose
   embedding has cosine similarity >= the threshold with an earlier answered text, or with a text this run will send,
-  shares that answer, unless a guard objects (numbers, negations, quoted strings, named entities differ).
+  shares that answer, unless a guard objects (numbers, negations, quoted strings, named entities, a content word in
+  one text only, one vs many, roles differ: ``guards.py``, ``content.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from costinfer.core.content import WordSimilarity
 from costinfer.core.guards import conflict
 from costinfer.store import Store
 
@@ -79,6 +81,7 @@ def _semantic(
         for i, core in zip(members, strip_shared([texts[i] for i in members]), strict=True):
             compared[i] = core
     vectors = embedder.embed(compared)
+    similar = WordSimilarity(embedder.encode)
     keys = [k for k, _, _ in answered] + [k for k, _, _ in candidates]
     reuse: list[tuple[str, str, str, float]] = []
     offset = len(answered)
@@ -98,7 +101,7 @@ def _semantic(
                 for sim, hit in zip(sims[0], hits[0], strict=True):
                     if hit < 0 or sim < threshold:
                         break
-                    reason = conflict(texts[pos], texts[lenders[hit]])
+                    reason = conflict(texts[pos], texts[lenders[hit]], similar)
                     if reason is None:
                         match = (lenders[hit], float(sim))
                         break

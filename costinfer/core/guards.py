@@ -3,7 +3,8 @@
 Embeddings put "refund my order 1234" next to "refund my order 1243", and "I can log in" next to "I can't log in".
 Whatever the cosine says, two texts are not interchangeable when they differ in their numbers, their negations,
 their quantifiers ("declined" vs "partly declined"), their question word ("where" vs "how"), their quoted strings or
-the named things they mention. Each guard compares one of these features; any difference vetoes the match.
+the named things they mention. Each guard compares one of these features; any difference vetoes the match. The
+guards on content words (a word in one text only, one vs many, roles) are in ``content.py``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
+
+from costinfer.core.content import Similar, content_words, one_sided, one_vs_many, swapped_roles
 
 _SPACE = re.compile(r"\s+")
 _NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:[.,]\d+)*(?:\.\d+)?%?")
@@ -195,8 +198,9 @@ def entities(text: str) -> set[str]:
     return found
 
 
-def conflict(a: str, b: str) -> str | None:
-    """Why two texts must not share an answer, or None when no guard objects."""
+def conflict(a: str, b: str, similar: Similar | None = None) -> str | None:
+    """Why two texts must not share an answer, or None when no guard objects. ``similar`` (word, word) -> cosine
+    lets a word in one text only be a synonym of one in the other; without it, every such word vetoes."""
     if numbers(a) != numbers(b):
         return "numbers differ"
     if negations(a) != negations(b):
@@ -209,4 +213,14 @@ def conflict(a: str, b: str) -> str | None:
         return "quoted text differs"
     if entities(a) != entities(b):
         return "named entities differ"
+    words_a, words_b = content_words(a, _OWNED), content_words(b, _OWNED)
+    if one_sided(words_a, words_b, similar, a, b) is not None:
+        return "a word in one text only"
+    if one_vs_many(words_a, words_b) is not None:
+        return "one vs many"
+    if swapped_roles(a, b) is not None:
+        return "roles differ"
     return None
+
+
+_OWNED = _NUMBER_WORDS | _NEGATIONS | _QUANTIFIERS | _QUESTION_WORDS  # words the guards above compare
