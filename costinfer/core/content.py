@@ -219,22 +219,34 @@ class WordSimilarity:
         return float(self._vectors[x] @ self._vectors[y])
 
 
-def one_sided(a: list[Word], b: list[Word], similar: Similar | None, text_a: str = "", text_b: str = "") -> str | None:
-    """A content word of one text that the other lacks and has no near-synonym for, or None. The synonym may be any
-    word of the other text that this one lacks ("obtaining" / "getting", though "get" is no content word)."""
+def _unmatched(a: list[Word], b: list[Word], text_a: str, text_b: str) -> list[tuple[str, set[str]]]:
+    """Each content word of one text whose lemma the other lacks, with the words of the other text that this one
+    lacks: its possible synonyms ("obtaining" / "getting", though "get" is no content word)."""
     lemmas_a = frozenset().union(*(w.lemmas for w in a)) if a else frozenset()
     lemmas_b = frozenset().union(*(w.lemmas for w in b)) if b else frozenset()
     only_a = [w for w in a if not (w.lemmas & lemmas_b)]
     only_b = [w for w in b if not (w.lemmas & lemmas_a)]
     if not only_a and not only_b:
-        return None
+        return []
     tokens_a, tokens_b = set(_tokens(text_a)), set(_tokens(text_b))
+    out: list[tuple[str, set[str]]] = []
     for mine, theirs, other_tokens in ((only_a, only_b, tokens_b - tokens_a), (only_b, only_a, tokens_a - tokens_b)):
         others = {w.text for w in theirs} | {t for t in other_tokens if len(t) > 2 and t not in _PERSONS}
-        for word in mine:
-            if similar is None or not any(similar(word.text, other) >= WORD_SYNONYM for other in others):
-                return word.text
+        out.extend((word.text, others) for word in mine)
+    return out
+
+
+def one_sided(a: list[Word], b: list[Word], similar: Similar | None, text_a: str, text_b: str) -> str | None:
+    """A content word of one text that the other lacks and has no near-synonym for, or None."""
+    for word, others in _unmatched(a, b, text_a, text_b):
+        if similar is None or not any(similar(word, other) >= WORD_SYNONYM for other in others):
+            return word
     return None
+
+
+def words_asked(a: list[Word], b: list[Word], text_a: str, text_b: str) -> set[str]:
+    """Every word ``one_sided`` may ask the word similarity about, to encode them all in one batch beforehand."""
+    return {w for word, others in _unmatched(a, b, text_a, text_b) for w in (word, *others)}
 
 
 def one_vs_many(a: list[Word], b: list[Word]) -> str | None:

@@ -13,7 +13,7 @@ import re
 import unicodedata
 from collections import Counter
 
-from costinfer.core.content import Similar, content_words, one_sided, one_vs_many, swapped_roles
+from costinfer.core.content import Similar, content_words, one_sided, one_vs_many, swapped_roles, words_asked
 
 _SPACE = re.compile(r"\s+")
 _NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:[.,]\d+)*(?:\.\d+)?%?")
@@ -221,6 +221,11 @@ def conflict(a: str, b: str, similar: Similar | None = None) -> str | None:
     if swapped_roles(a, b) is not None:
         return "roles differ"
     return None
+
+
+def synonym_candidates(a: str, b: str) -> set[str]:
+    """The words ``conflict(a, b, similar)`` may ask ``similar`` about (to encode many pairs' words in one batch)."""
+    return words_asked(content_words(a, _OWNED), content_words(b, _OWNED), a, b)
 
 
 _OWNED = _NUMBER_WORDS | _NEGATIONS | _QUANTIFIERS | _QUESTION_WORDS  # words the guards above compare

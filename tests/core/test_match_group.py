@@ -1,0 +1,53 @@
+"""The semantic tier's matching within one group, on vectors made up for the purpose (no embedding model): which
+member takes which lender's answer, and the search past the first neighbours when near-duplicates crowd them."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from costinfer.core.dedupe import TOP_K, DedupeStats, match_group
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("faiss") is None, reason="faiss (the semantic extra) is absent"
+)
+
+
+def unit(*rows: tuple[float, ...]) -> np.ndarray:
+    v = np.array(rows, dtype=np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_a_lender_ranked_behind_many_reused_near_duplicates_is_still_found() -> None:
+    # entry 0 was answered before; 1..20 sit closer to each other (cosine ~1) than to it (0.970), and all take its
+    # answer, so they lend nothing. The last member's 2*TOP_K+1 nearest entries are all reused ones: its only lender
+    # lies beyond them, and must still be found.
+    n = 3 * TOP_K
+    rng = np.random.default_rng(0)
+    rows = [(1.0, 0.25, 0.0)] + [(1.0, 0.0, float(x)) for x in rng.uniform(-1e-3, 1e-3, n)] + [(1.0, 0.0, 0.0)]
+    vectors = unit(*rows)
+    texts = ["what is the refund policy"] * len(rows)  # the same words: no guard objects
+    members = list(range(1, len(rows)))
+    stats = DedupeStats()
+    matched = match_group(vectors, texts, [0], members, 0.95, None, stats, refused=set())
+    assert [(pos, lender) for pos, lender, _ in matched] == [(pos, 0) for pos in members]
+    assert all(abs(sim - 0.970) < 1e-3 for _, _, sim in matched)
+
+
+def test_members_lend_in_input_order_and_a_refused_member_is_sent_and_lends() -> None:
+    vectors = unit((1.0, 0.0), (1.0, 0.01), (1.0, 0.02), (0.0, 1.0))
+    texts = ["reset my password", "reset my password", "reset my password", "where is my parcel"]
+    stats = DedupeStats()
+    matched = match_group(vectors, texts, [], [0, 1, 2, 3], 0.95, None, stats, refused={0})
+    assert [(pos, lender) for pos, lender, _ in matched] == [(1, 0), (2, 0)]  # 0 opted out of taking, not of lending
+
+
+def test_a_guard_objection_moves_on_to_the_next_lender_and_is_counted() -> None:
+    vectors = unit((1.0, 0.0), (1.0, 0.02), (1.0, 0.004))
+    texts = ["refund order 1234", "refund order 1243", "refund order 1243 please"]
+    stats = DedupeStats()
+    matched = match_group(vectors, texts, [0, 1], [2], 0.95, None, stats, refused=set())
+    assert [(pos, lender) for pos, lender, _ in matched] == [(2, 1)]  # 0 is nearer but its number differs
+    assert stats.semantic_vetoed == 1 and stats.vetoes == {"numbers differ": 1}
