@@ -113,8 +113,7 @@ def test_function_words_and_word_forms_do_not_veto() -> None:
     # request frames, fillers, light verbs and inflections are not content
     assert conflict("Can you tell me how to cancel a transfer?", "How do I cancel a transfer?") is None
     assert (
-        conflict("I transferred money but it has not arrived", "I transferred money but it has not arrived yet")
-        is None
+        conflict("I transferred money but it has not arrived", "I transferred money but it has not arrived yet") is None
     )
     assert conflict("What are the steps to activate my card?", "What should I do to activate my card?") is not None
     assert conflict("How do I verify my identity?", "How do I go about verifying my identity?") is None

@@ -75,6 +75,12 @@ SEMANTIC_THRESHOLD = typer.Option(
 EMBEDDING_MODEL = typer.Option(
     None, help="A sentence-transformers model name or path (default: all-MiniLM-L6-v2, offline)."
 )
+ENGINE = typer.Option(
+    "local", help="Where the semantic tier embeds texts: local (this machine, its GPU if any) or ray (a Ray cluster)."
+)
+RAY_ADDRESS = typer.Option(
+    None, help="With --engine ray: the cluster to join (auto, or ray://HOST:10001). Default: start a local Ray."
+)
 REPORT = typer.Option(
     True, "--report/--no-report", help="Write <results>.report.json and a self-contained <results>.report.html."
 )

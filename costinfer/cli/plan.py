@@ -47,6 +47,8 @@ def plan_command(
     semantic: Optional[bool] = options.SEMANTIC,
     semantic_threshold: float = options.SEMANTIC_THRESHOLD,
     embedding_model: Optional[str] = options.EMBEDDING_MODEL,
+    engine: str = options.ENGINE,
+    ray_address: Optional[str] = options.RAY_ADDRESS,
     mode: str = typer.Option("online", help="online, batch or auto: the plan says which auto chooses and why."),
     deadline_h: Optional[float] = typer.Option(
         None,

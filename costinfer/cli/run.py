@@ -99,6 +99,8 @@ def run_command(
     semantic: Optional[bool] = options.SEMANTIC,
     semantic_threshold: float = options.SEMANTIC_THRESHOLD,
     embedding_model: Optional[str] = options.EMBEDDING_MODEL,
+    engine: str = options.ENGINE,
+    ray_address: Optional[str] = options.RAY_ADDRESS,
     mode: str = typer.Option(
         "online",
         help="online: one call per request; batch: the provider's batch API at batch prices (openai, anthropic, "

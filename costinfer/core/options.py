@@ -67,6 +67,8 @@ class RunOptions:
     semantic: bool = field(default_factory=lambda: os.environ.get("COSTINFER_SEMANTIC", "1") != "0")
     semantic_threshold: float = DEFAULT_THRESHOLD
     embedding_model: str | None = None
+    engine: str = "local"  # where texts are embedded: here, or on a Ray cluster ("ray"); results are the same
+    ray_address: str | None = None  # the Ray cluster to join ("auto", "ray://host:10001"); None: a local Ray
     semantic_audit: int = 0  # sample this many semantic reuses into <results>.semantic-audit.jsonl for a person
     strict_fields: bool = False  # a row with a field costinfer does not know is a bad row, not a warning
     report: bool = True  # write <results>.report.json and .report.html
@@ -174,6 +176,13 @@ def validate(opts: RunOptions) -> None:
         raise ConfigError(f"--semantic-threshold must be in (0, 1], got {opts.semantic_threshold}")
     if opts.timeout_s <= 0:
         raise ConfigError(f"--timeout must be more than 0 seconds, got {opts.timeout_s}")
+    if opts.engine not in ("local", "ray"):
+        raise ConfigError(f"--engine must be local or ray, got '{opts.engine}'")
+    if opts.engine == "ray" and opts.semantic:
+        from costinfer.core.ray_engine import missing_ray
+
+        if (why := missing_ray(opts.ray_address)) is not None:
+            raise ConfigError(why)
     if opts.semantic_audit < 0:
         raise ConfigError(f"--semantic-audit must be zero or more reuses, got {opts.semantic_audit}")
     if opts.max_attempts < 1:

@@ -245,8 +245,9 @@ def resolve_reuse(
     elif (why := missing_dependency()) is not None:
         note = f"semantic tier off: {why}"
     else:
-        embedder = Embedder(store, opts.embedding_model)
-        progress.note(f"semantic tier: embedding with {embedder.model_name}")
+        embedder = Embedder(store, opts.embedding_model, opts.engine, opts.ray_address)
+        where = f" on Ray ({opts.ray_address or 'local'})" if opts.engine == "ray" else ""
+        progress.note(f"semantic tier: embedding with {embedder.model_name}{where}")
     stats = dedupe_resolve(store, run_id, embedder, opts.semantic_threshold, opt_out)
     stats.semantic_note = note
     return stats
