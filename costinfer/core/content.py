@@ -23,7 +23,7 @@ on STS-B train+dev and banking77 (docs/semantic.md says which errors each remove
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -111,6 +111,11 @@ def _lexicon(word: str) -> dict[str, tuple[str, ...]]:
     return dict(getAllLemmas(word))
 
 
+def warm_lexicon() -> None:
+    """Load lemminflect's lexicon now (about 0.3 s, once per process), e.g. in a thread while texts are embedded."""
+    _lexicon("warm")
+
+
 @lru_cache(maxsize=65536)
 def _readings(word: str) -> tuple[frozenset[str], bool, bool, bool]:
     """(lemmas, has a noun reading, is a plural noun form, is a content word) of a lower-cased word. A word the
@@ -125,13 +130,14 @@ def _readings(word: str) -> tuple[frozenset[str], bool, bool, bool]:
     return lemmas | {word}, bool(nouns), plural, not adverb_only
 
 
-def _tokens(text: str) -> list[str]:
+@lru_cache(maxsize=4096)
+def _tokens(text: str) -> tuple[str, ...]:
     out: list[str] = []
     for token in _TOKEN.findall(text.casefold().replace("in order to", "to")):
         token = token.replace("’", "'").replace("n't", "nt")  # "doesn't" is "doesnt", as the negation guard reads it
         for part in token.split("'"):  # "what's" -> what, s; "o'connor" -> o, connor
             out.extend(p for p in part.split("-") if p)
-    return out
+    return tuple(out)
 
 
 _DETERMINERS = frozenset(["a", "an", "the"])
@@ -139,7 +145,7 @@ _OPENERS = "the these those my your our their his her its some many few several 
 _PLURAL_OPENERS = frozenset([*_OPENERS.split(), "with", "two", "three", "multiple"])
 
 
-def _opens_noun_phrase(previous: list[str]) -> bool:
+def _opens_noun_phrase(previous: Sequence[str]) -> bool:
     """Whether the word before can open a plural noun phrase: a determiner, or an adjective ("good books")."""
     if not previous:
         return False
@@ -147,10 +153,11 @@ def _opens_noun_phrase(previous: list[str]) -> bool:
     return word in _PLURAL_OPENERS or "ADJ" in _lexicon(word)
 
 
-def content_words(text: str, excluded: frozenset[str] = frozenset()) -> list[Word]:
+@lru_cache(maxsize=4096)  # a text meets several candidates: read it once
+def content_words(text: str, excluded: frozenset[str] = frozenset()) -> tuple[Word, ...]:
     """The content words of ``text`` in order: not function words, not in ``excluded`` (words other guards own).
     A request verb used as a noun is content: "what do I need to verify" is not "what is the need to verify"."""
-    words = []
+    words: list[Word] = []
     tokens = _tokens(text)
     for position, token in enumerate(tokens):
         as_noun = position > 0 and tokens[position - 1] in _DETERMINERS and _readings(token)[1]
@@ -161,7 +168,7 @@ def content_words(text: str, excluded: frozenset[str] = frozenset()) -> list[Wor
             plural = False  # "a panda slides": after a noun, a verb; "good books", "the cards": a plural
         if content and (as_noun or not lemmas & FUNCTION_WORDS):  # "finding" is "find", "ways" is "way"
             words.append(Word(token, lemmas, noun, plural))
-    return words
+    return tuple(words)
 
 
 def persons(text: str) -> set[str]:
@@ -219,7 +226,7 @@ class WordSimilarity:
         return float(self._vectors[x] @ self._vectors[y])
 
 
-def _unmatched(a: list[Word], b: list[Word], text_a: str, text_b: str) -> list[tuple[str, set[str]]]:
+def _unmatched(a: Sequence[Word], b: Sequence[Word], text_a: str, text_b: str) -> list[tuple[str, set[str]]]:
     """Each content word of one text whose lemma the other lacks, with the words of the other text that this one
     lacks: its possible synonyms ("obtaining" / "getting", though "get" is no content word)."""
     lemmas_a = frozenset().union(*(w.lemmas for w in a)) if a else frozenset()
@@ -236,7 +243,7 @@ def _unmatched(a: list[Word], b: list[Word], text_a: str, text_b: str) -> list[t
     return out
 
 
-def one_sided(a: list[Word], b: list[Word], similar: Similar | None, text_a: str, text_b: str) -> str | None:
+def one_sided(a: Sequence[Word], b: Sequence[Word], similar: Similar | None, text_a: str, text_b: str) -> str | None:
     """A content word of one text that the other lacks and has no near-synonym for, or None."""
     for word, others in _unmatched(a, b, text_a, text_b):
         if similar is None or not any(similar(word, other) >= WORD_SYNONYM for other in others):
@@ -244,12 +251,12 @@ def one_sided(a: list[Word], b: list[Word], similar: Similar | None, text_a: str
     return None
 
 
-def words_asked(a: list[Word], b: list[Word], text_a: str, text_b: str) -> set[str]:
+def words_asked(a: Sequence[Word], b: Sequence[Word], text_a: str, text_b: str) -> set[str]:
     """Every word ``one_sided`` may ask the word similarity about, to encode them all in one batch beforehand."""
     return {w for word, others in _unmatched(a, b, text_a, text_b) for w in (word, *others)}
 
 
-def one_vs_many(a: list[Word], b: list[Word]) -> str | None:
+def one_vs_many(a: Sequence[Word], b: Sequence[Word]) -> str | None:
     """A noun singular in one text and plural in the other, or None."""
     for x in a:
         if not x.noun:
