@@ -17,7 +17,8 @@ from costinfer.core.content import WordSimilarity, content_words, one_vs_many, s
 from costinfer.core.dedupe import DEFAULT_THRESHOLD
 from costinfer.core.guards import conflict
 from costinfer.simulator import Simulator
-from tests.conftest import Cli, read_jsonl, write_jsonl
+from tests.conftest import Cli, write_jsonl
+from tests.test_semantic import run
 
 needs_embeddings = pytest.mark.skipif(
     importlib.util.find_spec("sentence_transformers") is None, reason="the semantic extra is not installed"
@@ -140,21 +141,8 @@ def _run(cli: Cli, sim: Simulator, tmp_path: Path, name: str, pairs: list[tuple[
     for n, (a, b) in enumerate(pairs):
         rows += [{"id": f"{name}{n}a", "prompt": a}, {"id": f"{name}{n}b", "prompt": b}]
     data = write_jsonl(tmp_path / f"{name}.jsonl", rows)
-    out = tmp_path / f"{name}.out.jsonl"
-    result = cli(
-        "run",
-        data,
-        "--base-url",
-        sim.url,
-        "--store",
-        tmp_path / f"{name}.duckdb",
-        "--output",
-        out,
-        "--semantic",
-        *extra,
-    )
-    assert result.exit_code == 0, result.output
-    return {r["id"]: r for r in read_jsonl(out)}
+    _, results = run(cli, sim, data, tmp_path / f"{name}.duckdb", *extra)
+    return {r["id"]: r for r in results}
 
 
 @needs_embeddings
