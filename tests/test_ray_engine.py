@@ -85,11 +85,12 @@ def test_the_ray_engine_gives_the_local_engines_results_and_store_row_for_row(
 
 
 @needs_ray
-def test_a_worker_killed_between_batches_is_replaced_and_every_text_comes_back_once() -> None:
+def test_a_worker_killed_between_batches_is_replaced_and_every_text_comes_back_once(tmp_path: Path) -> None:
     """In process: the first batch names the worker that made it; that worker is killed (SIGKILL) while the others
     are pending; Ray starts another, and every text comes back once, with the vector the local engine gives."""
     from costinfer.core.embed import Embedder, model_source
     from costinfer.core.ray_engine import RayEncoder
+    from costinfer.store import Store
 
     texts = [r["prompt"] for r in banking_rows(3000)]
     encoder = RayEncoder(model_source("all-MiniLM-L6-v2"))
@@ -105,10 +106,9 @@ def test_a_worker_killed_between_batches_is_replaced_and_every_text_comes_back_o
     assert killed is not None
     assert sorted(got) == list(range(len(texts)))
     assert set(encoder.worker_texts) - {killed}, "no other worker finished the work"
-    local = Embedder.__new__(Embedder)  # only its local encode: no store needed
-    local.model_name, local._model = "all-MiniLM-L6-v2", None
     sample = [0, 1234, 2999]
-    expected = local.encode([texts[i] for i in sample])
+    with Store.open(tmp_path / "s.duckdb") as store:
+        expected = Embedder(store).encode([texts[i] for i in sample])
     assert np.allclose(np.stack([got[i] for i in sample]), expected, atol=1e-5)
 
 
