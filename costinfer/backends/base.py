@@ -51,6 +51,7 @@ class BackendConfig:
     api_key: str | None = None
     timeout_s: float = 60.0
     concurrency: int = 16
+    identity: str | None = None  # names the server in the request key instead of base_url (servers started per run)
 
 
 class Backend(ABC):
@@ -85,6 +86,8 @@ class Backend(ABC):
     @property
     def endpoint(self) -> str:
         """What identifies the server in the request key: the same model on another server may answer differently."""
+        if self.config.identity:
+            return f"{self.name}:{self.config.identity}"
         if self.config.base_url and self.base_url != (self.default_base_url or "").rstrip("/"):
             return f"{self.name}:{self.base_url}"
         return self.name

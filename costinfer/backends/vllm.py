@@ -34,7 +34,7 @@ class VLLMBackend(OpenAIBackend):
 
     @property
     def endpoint(self) -> str:
-        return f"vllm:{self.base_url}"
+        return f"vllm:{self.config.identity or self.base_url}"
 
     @property
     def root(self) -> str:

@@ -81,6 +81,12 @@ ENGINE = typer.Option(
 RAY_ADDRESS = typer.Option(
     None, help="With --engine ray: the cluster to join (auto, or ray://HOST:10001). Default: start a local Ray."
 )
+RAY_SERVE = typer.Option(
+    None,
+    help="With --engine ray and --provider vllm (or openai): a command that starts a server on {port}, run on Ray "
+    "(one server per GPU), e.g. 'vllm serve MODEL --port {port}'. The run calls them as replicas and stops them.",
+)
+RAY_SERVERS = typer.Option(None, help="How many --ray-serve servers (default: one per GPU of the cluster, or one).")
 REPORT = typer.Option(
     True, "--report/--no-report", help="Write <results>.report.json and a self-contained <results>.report.html."
 )

@@ -49,6 +49,8 @@ def plan_command(
     embedding_model: Optional[str] = options.EMBEDDING_MODEL,
     engine: str = options.ENGINE,
     ray_address: Optional[str] = options.RAY_ADDRESS,
+    ray_serve: Optional[str] = options.RAY_SERVE,
+    ray_servers: Optional[int] = options.RAY_SERVERS,
     mode: str = typer.Option("online", help="online, batch or auto: the plan says which auto chooses and why."),
     deadline_h: Optional[float] = typer.Option(
         None,

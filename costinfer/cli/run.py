@@ -101,6 +101,8 @@ def run_command(
     embedding_model: Optional[str] = options.EMBEDDING_MODEL,
     engine: str = options.ENGINE,
     ray_address: Optional[str] = options.RAY_ADDRESS,
+    ray_serve: Optional[str] = options.RAY_SERVE,
+    ray_servers: Optional[int] = options.RAY_SERVERS,
     mode: str = typer.Option(
         "online",
         help="online: one call per request; batch: the provider's batch API at batch prices (openai, anthropic, "

@@ -69,6 +69,8 @@ class RunOptions:
     embedding_model: str | None = None
     engine: str = "local"  # where texts are embedded: here, or on a Ray cluster ("ray"); results are the same
     ray_address: str | None = None  # the Ray cluster to join ("auto", "ray://host:10001"); None: a local Ray
+    ray_serve: str | None = None  # a command starting a self-hosted server on {port}: run on Ray, one per actor
+    ray_servers: int | None = None  # how many --ray-serve servers (default: one per GPU of the cluster, or one)
     semantic_audit: int = 0  # sample this many semantic reuses into <results>.semantic-audit.jsonl for a person
     strict_fields: bool = False  # a row with a field costinfer does not know is a bad row, not a warning
     report: bool = True  # write <results>.report.json and .report.html
@@ -179,6 +181,21 @@ def validate(opts: RunOptions) -> None:
     if opts.engine not in ("local", "ray"):
         raise ConfigError(f"--engine must be local or ray, got '{opts.engine}'")
     if opts.engine == "ray" and opts.semantic:
+        from costinfer.core.ray_engine import missing_ray
+
+        if (why := missing_ray(opts.ray_address)) is not None:
+            raise ConfigError(why)
+    if opts.ray_serve is not None:
+        if opts.engine != "ray":
+            raise ConfigError("--ray-serve starts servers on Ray: it needs --engine ray")
+        if opts.base_url is not None:
+            raise ConfigError("--ray-serve starts the servers itself: leave --base-url out")
+        if opts.provider not in ("vllm", "openai"):
+            raise ConfigError("--ray-serve starts OpenAI-compatible servers: pass --provider vllm (or openai)")
+        if "{port}" not in opts.ray_serve:
+            raise ConfigError("--ray-serve: the command must say where to listen with {port}")
+        if opts.ray_servers is not None and opts.ray_servers < 1:
+            raise ConfigError(f"--ray-servers must be at least 1, got {opts.ray_servers}")
         from costinfer.core.ray_engine import missing_ray
 
         if (why := missing_ray(opts.ray_address)) is not None:

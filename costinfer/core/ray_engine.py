@@ -48,6 +48,31 @@ def _environment(address: str | None) -> None:
         os.environ.setdefault("RAY_AUTH_MODE", "token")  # `ray start` turns token authentication on
 
 
+def connect(address: str | None) -> dict[str, float]:
+    """Join the Ray cluster at ``address``, or start a Ray on this machine's CPUs (None); its resources."""
+    import ray
+
+    if not ray.is_initialized():
+        try:
+            if address:
+                ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+            else:
+                ray.init(
+                    num_cpus=os.cpu_count() or 1,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    logging_level=logging.ERROR,
+                )
+        except Exception as exc:  # an unreachable address, a cluster of another Ray version
+            raise ConfigError(f"cannot start or join Ray ({address or 'local'}): {exc}") from exc
+        for name in ("ray", "ray.data"):  # its start-up and progress lines stay in Ray's session logs
+            logging.getLogger(name).setLevel(logging.ERROR)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
+    return dict(ray.cluster_resources())  # type: ignore[no-untyped-call]
+
+
 class EmbedWorker:
     """One Ray actor: loads the model once, embeds each batch of (idx, text), returns (idx, vector, worker, seconds)."""
 
@@ -107,47 +132,27 @@ class RayEncoder:
         self.worker_seconds: dict[int, float] = {}  # worker pid -> seconds spent in the model
         self.worker_texts: dict[int, int] = {}  # worker pid -> texts embedded
 
-    def _connect(self) -> dict[str, float]:
-        import ray
-
-        if not ray.is_initialized():
-            try:
-                if self.address:
-                    ray.init(address=self.address, log_to_driver=False, logging_level=logging.ERROR)
-                else:
-                    ray.init(
-                        num_cpus=os.cpu_count() or 1,
-                        include_dashboard=False,
-                        log_to_driver=False,
-                        logging_level=logging.ERROR,
-                    )
-            except Exception as exc:  # an unreachable address, a cluster of another Ray version
-                raise ConfigError(f"cannot start or join Ray ({self.address or 'local'}): {exc}") from exc
-            for name in ("ray", "ray.data"):  # its start-up and progress lines stay in Ray's session logs
-                logging.getLogger(name).setLevel(logging.ERROR)
-            context = ray.data.DataContext.get_current()
-            context.enable_progress_bars = False
-            context.print_on_execution_start = False
-        return dict(ray.cluster_resources())  # type: ignore[no-untyped-call]
-
     def encode_batches(self, texts: list[str]) -> Iterator[tuple[list[int], np.ndarray]]:
         """(indexes into ``texts``, their unit vectors) as the workers finish them, each index once. Ray is left
-        when they are all back: its driver threads print notices (a worker that died) to standard output, which
-        must stay the results' and ``--json``'s; until then they go to standard error."""
+        when they are all back (unless something else of this run joined it first): its driver threads print
+        notices (a worker that died) to standard output, which must stay the results' and ``--json``'s; until then
+        they go to standard error."""
         import ray
 
         if not texts:
             return
+        joined = ray.is_initialized()  # by --ray-serve's servers, which must outlive the embedding
         with contextlib.redirect_stdout(sys.stderr):
             try:
                 yield from self._encode_batches(texts)
             finally:
-                ray.shutdown()
+                if not joined:
+                    ray.shutdown()
 
     def _encode_batches(self, texts: list[str]) -> Iterator[tuple[list[int], np.ndarray]]:
         import ray
 
-        resources = self._connect()
+        resources = connect(self.address)
         gpus = int(resources.get("GPU", 0))
         # one GPU per worker where the cluster has GPUs, else one CPU per worker (and one torch thread)
         workers = self.workers or gpus or max(1, int(resources.get("CPU", 1)))

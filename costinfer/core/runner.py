@@ -43,6 +43,8 @@ from costinfer.core.outputs import (
 from costinfer.core.plan import Plan
 from costinfer.core.prepare import Prepared, load_setup, now_utc, prepare
 from costinfer.core.progress import NullProgress, ProgressSink
+from costinfer.core.ray_serve import identity as ray_identity
+from costinfer.core.ray_serve import ray_servers
 from costinfer.core.source import open_source
 from costinfer.core.summary import RunSummary, savings
 from costinfer.core.timing import Stopwatch
@@ -58,7 +60,8 @@ def plan(opts: RunOptions, progress: ProgressSink | None = None) -> Prepared:
     progress = progress or NullProgress()
     clock = Stopwatch()
     setup = load_setup(opts)
-    backend = setup.backend_cls(BackendConfig(base_url=opts.base_url or "http://plan.invalid"))
+    identity = ray_identity(opts.ray_serve) if opts.ray_serve else None  # the servers start with the run
+    backend = setup.backend_cls(BackendConfig(base_url=opts.base_url or "http://plan.invalid", identity=identity))
     with (
         open_source(opts.input_path, setup.fmt) as source,
         Store.open(opts.store, wait_seconds=opts.store_wait_s, on_wait=progress.note) as store,
@@ -84,11 +87,17 @@ def run(
     setup = load_setup(opts)
     with contextlib.ExitStack() as stack:
         source = stack.enter_context(open_source(opts.input_path, setup.fmt))
-        base_url = opts.base_url
-        server = setup.backend_cls.local_server(simulator_settings(opts)) if base_url is None else None
-        if server is not None:  # the provider serves itself (the simulator): its URL for this run
-            base_url = stack.enter_context(server)
-        backend = _backend(setup.backend_cls, [base_url, *opts.replicas], opts)
+        urls: list[str | None] = [opts.base_url, *opts.replicas]
+        identity = None
+        if opts.ray_serve:  # servers started on Ray for this run, named in the key by their command
+            servers = stack.enter_context(ray_servers(opts.ray_serve, opts.ray_servers, opts.ray_address))
+            urls, identity = list(servers.urls), ray_identity(opts.ray_serve)
+            progress.note(f"--ray-serve: {len(urls)} server(s) up: {', '.join(servers.urls)}")
+        elif opts.base_url is None:
+            server = setup.backend_cls.local_server(simulator_settings(opts))
+            if server is not None:  # the provider serves itself (the simulator): its URL for this run
+                urls[0] = stack.enter_context(server)
+        backend = _backend(setup.backend_cls, urls, opts, identity)
         backend.api_key()  # a missing key fails now, naming its variable
         store = stack.enter_context(Store.open(opts.store, wait_seconds=opts.store_wait_s, on_wait=progress.note))
         counter = backend if backend.exact_counts else None
@@ -104,10 +113,13 @@ def run(
         return _execute_run(resolved, backend, store, prepared, progress, setup.acceptance)
 
 
-def _backend(cls: type[Backend], urls: list[str | None], opts: RunOptions) -> Backend:
+def _backend(cls: type[Backend], urls: list[str | None], opts: RunOptions, identity: str | None = None) -> Backend:
     """The provider, or with several --base-url the replicas of one model behind one backend."""
     concurrency = opts.calls_in_flight(cls.reports_load)
-    return connect(cls, [BackendConfig(base_url=u, timeout_s=opts.timeout_s, concurrency=concurrency) for u in urls])
+    configs = [
+        BackendConfig(base_url=u, timeout_s=opts.timeout_s, concurrency=concurrency, identity=identity) for u in urls
+    ]
+    return connect(cls, configs)
 
 
 def _online_executor(
