@@ -13,6 +13,7 @@ import signal
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import anyio
@@ -88,15 +89,12 @@ def run(
     with contextlib.ExitStack() as stack:
         source = stack.enter_context(open_source(opts.input_path, setup.fmt))
         urls: list[str | None] = [opts.base_url, *opts.replicas]
-        identity = None
-        if opts.ray_serve:  # servers started on Ray for this run, named in the key by their command
-            servers = stack.enter_context(ray_servers(opts.ray_serve, opts.ray_servers, opts.ray_address))
-            urls, identity = list(servers.urls), ray_identity(opts.ray_serve)
-            progress.note(f"--ray-serve: {len(urls)} server(s) up: {', '.join(servers.urls)}")
-        elif opts.base_url is None:
-            server = setup.backend_cls.local_server(simulator_settings(opts))
-            if server is not None:  # the provider serves itself (the simulator): its URL for this run
-                urls[0] = stack.enter_context(server)
+        identity = ray_identity(opts.ray_serve) if opts.ray_serve else None  # the key names the servers' command
+        if opts.ray_serve:  # servers started on Ray for this run
+            urls = list(stack.enter_context(ray_servers(opts.ray_serve, opts.ray_servers, opts.ray_address)).urls)
+            progress.note(f"--ray-serve: {len(urls)} server(s) up: {', '.join(map(str, urls))}")
+        elif opts.base_url is None and (server := setup.backend_cls.local_server(simulator_settings(opts))):
+            urls[0] = stack.enter_context(server)  # the provider serves itself (the simulator): its URL for this run
         backend = _backend(setup.backend_cls, urls, opts, identity)
         backend.api_key()  # a missing key fails now, naming its variable
         store = stack.enter_context(Store.open(opts.store, wait_seconds=opts.store_wait_s, on_wait=progress.note))
@@ -116,10 +114,8 @@ def run(
 def _backend(cls: type[Backend], urls: list[str | None], opts: RunOptions, identity: str | None = None) -> Backend:
     """The provider, or with several --base-url the replicas of one model behind one backend."""
     concurrency = opts.calls_in_flight(cls.reports_load)
-    configs = [
-        BackendConfig(base_url=u, timeout_s=opts.timeout_s, concurrency=concurrency, identity=identity) for u in urls
-    ]
-    return connect(cls, configs)
+    config = partial(BackendConfig, timeout_s=opts.timeout_s, concurrency=concurrency, identity=identity)
+    return connect(cls, [config(base_url=u) for u in urls])
 
 
 def _online_executor(
