@@ -118,3 +118,19 @@ def test_a_server_killed_mid_run_loses_no_row(tmp_path: Path) -> None:
     print(f"server {killed} killed; rows answered twice (in flight when it died): {again}")
     assert again <= 8  # at most the calls in flight on the killed server
     assert json.loads(stdout)["calls"] == n
+
+
+def test_on_a_cluster_with_gpus_each_server_holds_the_gpus_its_model_needs(tmp_path: Path) -> None:
+    """A local Ray that declares 4 GPUs (Ray counts them; nothing here uses them): servers of a model that needs 2
+    GPUs each are 2 by default, each reserving 2, so the GPU time billed (gpus x servers) is what Ray reserved."""
+    import ray
+
+    from costinfer.core.ray_serve import ray_servers
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    ray.init(num_cpus=2, num_gpus=4, include_dashboard=False, log_to_driver=False)
+    with ray_servers(server_command(logs), None, None, gpus_per_server=2) as servers:
+        assert len(servers.urls) == 2 and servers.gpus == 4
+        assert ray.available_resources().get("GPU", 0) == 0  # all four held by the two servers
+    assert not ray.is_initialized()  # left when the servers stopped

@@ -84,9 +84,12 @@ RAY_ADDRESS = typer.Option(
 RAY_SERVE = typer.Option(
     None,
     help="With --engine ray and --provider vllm (or openai): a command that starts a server on {port}, run on Ray "
-    "(one server per GPU), e.g. 'vllm serve MODEL --port {port}'. The run calls them as replicas and stops them.",
+    "(each holding its model's [self_hosted] gpus), e.g. 'vllm serve MODEL --port {port}'. The run calls them as "
+    "replicas and stops them.",
 )
-RAY_SERVERS = typer.Option(None, help="How many --ray-serve servers (default: one per GPU of the cluster, or one).")
+RAY_SERVERS = typer.Option(
+    None, help="How many --ray-serve servers (default: as many as the cluster's GPUs allow, or 1)."
+)
 REPORT = typer.Option(
     True, "--report/--no-report", help="Write <results>.report.json and a self-contained <results>.report.html."
 )

@@ -1,5 +1,6 @@
 """Self-hosted model servers on Ray (``--engine ray --ray-serve CMD``): costinfer asks the cluster for servers, one
-Ray actor each (holding one GPU where the cluster has GPUs), and each actor starts ``CMD`` on its node
+Ray actor each (holding the GPUs a server of the model needs, ``gpus`` in its ``[self_hosted]`` entry, default 1,
+where the cluster has GPUs), and each actor starts ``CMD`` on its node
 with ``{port}`` replaced by a free port, e.g. ``vllm serve Qwen/Qwen2.5-7B-Instruct --port {port}``. When every
 server answers ``GET /v1/models``, the run sends its calls to them as replicas of one model (``backends/replicas.py``):
 the least busy gets each call, one that dies rests and its calls go to the others. The calls, their outcomes, the
@@ -19,10 +20,13 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from costinfer.core.errors import ConfigError
+from costinfer.core.options import RunOptions
+from costinfer.core.prices import Catalog
 from costinfer.core.ray_engine import connect, missing_ray
 
 READY_TIMEOUT_S = 900.0  # a vLLM server loading a large model takes minutes
@@ -78,11 +82,23 @@ class Servers:
     gpus: int  # GPUs held by the servers (0 on a cluster without GPUs)
 
 
+def servers_for_run(opts: RunOptions, catalog: Catalog) -> AbstractContextManager[Servers]:
+    """A run's ``--ray-serve`` servers, each reserving the GPUs its model's ``[self_hosted]`` entry gives a server
+    (``gpus``, default 1): the GPU time the ledger bills (``gpu_cost.py``) is then what the cluster reserved."""
+    assert opts.ray_serve is not None
+    entry = catalog.entry(opts.model or "") or {}
+    return ray_servers(opts.ray_serve, opts.ray_servers, opts.ray_address, int(entry.get("gpus") or 1))
+
+
 @contextlib.contextmanager
 def ray_servers(
-    command: str, count: int | None, address: str | None, ready_timeout_s: float = READY_TIMEOUT_S
+    command: str,
+    count: int | None,
+    address: str | None,
+    gpus_per_server: int = 1,
+    ready_timeout_s: float = READY_TIMEOUT_S,
 ) -> Iterator[Servers]:
-    """Start ``count`` servers (default: one per GPU of the cluster, or one) and stop them when the run ends."""
+    """Start ``count`` servers (default: as many as the cluster's GPUs allow, or one) and stop them at the end."""
     why = missing_ray(address)
     if why:
         raise ConfigError(why)
@@ -90,10 +106,10 @@ def ray_servers(
 
     resources = connect(address)
     gpus = int(resources.get("GPU", 0))
-    count = count or max(1, gpus)
-    # a server holds a GPU where there are GPUs; otherwise it reserves nothing, or it would take the CPUs the
+    count = count or max(1, gpus // gpus_per_server)
+    # a server holds its GPUs where there are GPUs; otherwise it reserves nothing, or it would take the CPUs the
     # semantic tier's embedding workers wait for on the same cluster
-    actor_class: Any = ray.remote(num_gpus=1 if gpus else 0, num_cpus=0)(ServerActor)
+    actor_class: Any = ray.remote(num_gpus=gpus_per_server if gpus else 0, num_cpus=0)(ServerActor)
     on_loopback = not address  # a Ray of our own runs on this machine: its servers are on loopback
     actors: list[Any] = [actor_class.remote(command, ready_timeout_s, on_loopback) for _ in range(count)]
     try:
@@ -102,7 +118,7 @@ def ray_servers(
                 found = ray.get([a.address.remote() for a in actors])
             except Exception as exc:  # a command that fails, a server that never answers, too few resources
                 raise ConfigError(f"--ray-serve: the servers did not start: {exc}") from exc
-        yield Servers([u for u, _ in found], [p for _, p in found], gpus=count if gpus else 0)
+        yield Servers([u for u, _ in found], [p for _, p in found], gpus=count * gpus_per_server if gpus else 0)
     finally:
         with contextlib.redirect_stdout(sys.stderr):
             for actor in actors:

@@ -45,7 +45,7 @@ from costinfer.core.plan import Plan
 from costinfer.core.prepare import Prepared, load_setup, now_utc, prepare
 from costinfer.core.progress import NullProgress, ProgressSink
 from costinfer.core.ray_serve import identity as ray_identity
-from costinfer.core.ray_serve import ray_servers
+from costinfer.core.ray_serve import servers_for_run
 from costinfer.core.source import open_source
 from costinfer.core.summary import RunSummary, savings
 from costinfer.core.timing import Stopwatch
@@ -91,7 +91,7 @@ def run(
         urls: list[str | None] = [opts.base_url, *opts.replicas]
         identity = ray_identity(opts.ray_serve) if opts.ray_serve else None  # the key names the servers' command
         if opts.ray_serve:  # servers started on Ray for this run
-            urls = list(stack.enter_context(ray_servers(opts.ray_serve, opts.ray_servers, opts.ray_address)).urls)
+            urls = list(stack.enter_context(servers_for_run(opts, setup.catalog)).urls)
             progress.note(f"--ray-serve: {len(urls)} server(s) up: {', '.join(map(str, urls))}")
         elif opts.base_url is None and (server := setup.backend_cls.local_server(simulator_settings(opts))):
             urls[0] = stack.enter_context(server)  # the provider serves itself (the simulator): its URL for this run
