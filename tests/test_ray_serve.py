@@ -134,3 +134,24 @@ def test_on_a_cluster_with_gpus_each_server_holds_the_gpus_its_model_needs(tmp_p
         assert len(servers.urls) == 2 and servers.gpus == 4
         assert ray.available_resources().get("GPU", 0) == 0  # all four held by the two servers
     assert not ray.is_initialized()  # left when the servers stopped
+
+
+@pytest.mark.timeout(300)
+def test_with_every_gpu_held_by_the_servers_the_semantic_tier_embeds_on_cpus(cli: Cli, tmp_path: Path) -> None:
+    """Servers take the cluster's GPUs first; the embedding workers then take CPUs instead of waiting for a GPU that
+    never comes (a local Ray declaring 2 GPUs, as above)."""
+    import ray
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    near = {"id": "near", "prompt": "Summarize ticket number 7 in a line."}
+    data = write_jsonl(tmp_path / "d.jsonl", [*rows(40), near])
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    result = cli(
+        "run", data, "--provider", "vllm", "--model", "tiny", "--engine", "ray", "--ray-serve", server_command(logs),
+        "--semantic", "--store", tmp_path / "s.duckdb", "--output", tmp_path / "out.jsonl", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["embeddings_computed"] == 41 and summary["calls"] + summary["semantic"] == 41
+    assert not ray.is_initialized()

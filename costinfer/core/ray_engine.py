@@ -152,10 +152,12 @@ class RayEncoder:
     def _encode_batches(self, texts: list[str]) -> Iterator[tuple[list[int], np.ndarray]]:
         import ray
 
-        resources = connect(self.address)
-        gpus = int(resources.get("GPU", 0))
-        # one GPU per worker where the cluster has GPUs, else one CPU per worker (and one torch thread)
-        workers = self.workers or gpus or max(1, int(resources.get("CPU", 1)))
+        connect(self.address)
+        free = ray.available_resources()  # type: ignore[no-untyped-call]
+        # one GPU per worker where the cluster has GPUs free, else one CPU per worker (and one torch thread): GPUs
+        # that --ray-serve's servers hold are not waited for, which would never come
+        gpus = int(free.get("GPU", 0))
+        workers = self.workers or gpus or max(1, int(free.get("CPU", 1)))
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths together: less padding
         table = pa.table({"idx": pa.array(order, pa.int64()), "text": pa.array([texts[i] for i in order])})
         blocks = [table.slice(start, BLOCK_ROWS) for start in range(0, table.num_rows, BLOCK_ROWS)]
