@@ -85,10 +85,10 @@ def similarities(pairs: list[Pair], embedder: Any) -> np.ndarray:
 
 
 def objections(pairs: list[Pair], sims: np.ndarray, lowest: float, similar: Similar | None) -> list[str | None]:
-    """Each pair's guard objection (None: allowed), for the pairs whose cosine reaches ``lowest``; "below" for the
-    rest, which no threshold from ``lowest`` on would predict anyway. ``similar``: word similarity for the guard on
-    a word in one text only (the embedding model's, as the tier uses)."""
-    return [conflict(p.a, p.b, similar) if s >= lowest else "below" for p, s in zip(pairs, sims, strict=True)]
+    """Each pair's guard objection (None: allowed), asked only for the pairs whose cosine reaches ``lowest`` (no
+    threshold from ``lowest`` on predicts the others, whatever the guards say). ``similar``: word similarity for the
+    guard on a word in one text only (the embedding model's, as the tier uses)."""
+    return [conflict(p.a, p.b, similar) if s >= lowest else None for p, s in zip(pairs, sims, strict=True)]
 
 
 def vetoes(pairs: list[Pair], sims: np.ndarray, objected: list[str | None], threshold: float) -> dict[str, list[int]]:
@@ -96,7 +96,7 @@ def vetoes(pairs: list[Pair], sims: np.ndarray, objected: list[str | None], thre
     (refused pairs labelled the same) and what it saves in precision (the others)."""
     out: dict[str, list[int]] = {}
     for pair, sim, why in zip(pairs, sims, objected, strict=True):
-        if why is not None and why != "below" and sim >= threshold:
+        if why is not None and sim >= threshold:
             counts = out.setdefault(why, [0, 0])
             counts[0] += 1
             counts[1] += int(pair.same)

@@ -111,11 +111,6 @@ def _lexicon(word: str) -> dict[str, tuple[str, ...]]:
     return dict(getAllLemmas(word))
 
 
-def warm_lexicon() -> None:
-    """Load lemminflect's lexicon now (about 0.3 s, once per process), e.g. in a thread while texts are embedded."""
-    _lexicon("warm")
-
-
 @lru_cache(maxsize=65536)
 def _readings(word: str) -> tuple[frozenset[str], bool, bool, bool]:
     """(lemmas, has a noun reading, is a plural noun form, is a content word) of a lower-cased word. A word the

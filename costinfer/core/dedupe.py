@@ -14,14 +14,13 @@ sent. Reuse never chains: only requests that were (or will be) really sent lend 
 
 from __future__ import annotations
 
-import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from costinfer.core.content import WordSimilarity, warm_lexicon
+from costinfer.core.content import WordSimilarity
 from costinfer.core.guards import conflict, synonym_candidates
 from costinfer.store import Store
 
@@ -81,10 +80,7 @@ def _semantic(
     for members in members_of.values():
         for i, core in zip(members, strip_shared([texts[i] for i in members]), strict=True):
             compared[i] = core
-    warm = threading.Thread(target=warm_lexicon, daemon=True)  # its 0.3 s load overlaps the embedding
-    warm.start()
     vectors = embedder.embed(compared)
-    warm.join()
     similar = WordSimilarity(embedder.encode)
     keys = [k for k, _, _ in answered] + [k for k, _, _ in candidates]
     reuse: list[tuple[str, str, str, float]] = []

@@ -122,13 +122,12 @@ class RayEncoder:
     """Embeds texts on a Ray cluster: ``address`` None starts a local Ray on this machine's CPUs (and stops it when
     the process ends); "auto" or "ray://host:10001" joins a running cluster."""
 
-    def __init__(self, source: str, address: str | None = None, workers: int | None = None) -> None:
+    def __init__(self, source: str, address: str | None = None) -> None:
         why = missing_ray(address)
         if why:
             raise ConfigError(why)
         self.source = source
         self.address = address
-        self.workers = workers
         self.worker_seconds: dict[int, float] = {}  # worker pid -> seconds spent in the model
         self.worker_texts: dict[int, int] = {}  # worker pid -> texts embedded
 
@@ -157,7 +156,7 @@ class RayEncoder:
         # one GPU per worker where the cluster has GPUs free, else one CPU per worker (and one torch thread): GPUs
         # that --ray-serve's servers hold are not waited for, which would never come
         gpus = int(free.get("GPU", 0))
-        workers = self.workers or gpus or max(1, int(free.get("CPU", 1)))
+        workers = gpus or max(1, int(free.get("CPU", 1)))
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths together: less padding
         table = pa.table({"idx": pa.array(order, pa.int64()), "text": pa.array([texts[i] for i in order])})
         blocks = [table.slice(start, BLOCK_ROWS) for start in range(0, table.num_rows, BLOCK_ROWS)]

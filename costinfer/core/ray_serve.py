@@ -32,8 +32,11 @@ from costinfer.core.ray_engine import connect, missing_ray
 READY_TIMEOUT_S = 900.0  # a vLLM server loading a large model takes minutes
 
 
-def identity(command: str) -> str:
-    """What stands for the servers in the request key: the command that starts them."""
+def identity(command: str | None) -> str | None:
+    """What stands for a run's --ray-serve servers in the request key: the command that starts them (None: no such
+    servers, their base URL does)."""
+    if command is None:
+        return None
     return "ray-serve/" + hashlib.sha256(" ".join(shlex.split(command)).encode()).hexdigest()[:16]
 
 
@@ -63,9 +66,9 @@ class ServerActor:
                     raise RuntimeError(f"no answer at {self.base_url}/models after {ready_timeout_s:.0f} s") from None
                 time.sleep(0.5)
 
-    def address(self) -> tuple[str, int]:
-        """The server's base URL and process id."""
-        return self.base_url, self.process.pid
+    def address(self) -> str:
+        """The server's base URL."""
+        return self.base_url
 
     def stop(self) -> None:
         self.process.terminate()
@@ -78,7 +81,6 @@ class ServerActor:
 @dataclass
 class Servers:
     urls: list[str]
-    pids: list[int]
     gpus: int  # GPUs held by the servers (0 on a cluster without GPUs)
 
 
@@ -118,7 +120,7 @@ def ray_servers(
                 found = ray.get([a.address.remote() for a in actors])
             except Exception as exc:  # a command that fails, a server that never answers, too few resources
                 raise ConfigError(f"--ray-serve: the servers did not start: {exc}") from exc
-        yield Servers([u for u, _ in found], [p for _, p in found], gpus=count * gpus_per_server if gpus else 0)
+        yield Servers(list(found), gpus=count * gpus_per_server if gpus else 0)
     finally:
         with contextlib.redirect_stdout(sys.stderr):
             for actor in actors:

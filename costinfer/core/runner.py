@@ -61,7 +61,7 @@ def plan(opts: RunOptions, progress: ProgressSink | None = None) -> Prepared:
     progress = progress or NullProgress()
     clock = Stopwatch()
     setup = load_setup(opts)
-    identity = ray_identity(opts.ray_serve) if opts.ray_serve else None  # the servers start with the run
+    identity = ray_identity(opts.ray_serve)  # --ray-serve's servers start with the run, not with its plan
     backend = setup.backend_cls(BackendConfig(base_url=opts.base_url or "http://plan.invalid", identity=identity))
     with (
         open_source(opts.input_path, setup.fmt) as source,
@@ -89,13 +89,12 @@ def run(
     with contextlib.ExitStack() as stack:
         source = stack.enter_context(open_source(opts.input_path, setup.fmt))
         urls: list[str | None] = [opts.base_url, *opts.replicas]
-        identity = ray_identity(opts.ray_serve) if opts.ray_serve else None  # the key names the servers' command
         if opts.ray_serve:  # servers started on Ray for this run
             urls = list(stack.enter_context(servers_for_run(opts, setup.catalog)).urls)
             progress.note(f"--ray-serve: {len(urls)} server(s) up: {', '.join(map(str, urls))}")
         elif opts.base_url is None and (server := setup.backend_cls.local_server(simulator_settings(opts))):
             urls[0] = stack.enter_context(server)  # the provider serves itself (the simulator): its URL for this run
-        backend = _backend(setup.backend_cls, urls, opts, identity)
+        backend = _backend(setup.backend_cls, urls, opts, ray_identity(opts.ray_serve))
         backend.api_key()  # a missing key fails now, naming its variable
         store = stack.enter_context(Store.open(opts.store, wait_seconds=opts.store_wait_s, on_wait=progress.note))
         counter = backend if backend.exact_counts else None
