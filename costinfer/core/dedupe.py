@@ -10,6 +10,9 @@ sent. Reuse never chains: only requests that were (or will be) really sent lend 
   embedding has cosine similarity >= the threshold with an earlier answered text, or with a text this run will send,
   shares that answer, unless a guard objects (numbers, negations, quoted strings, named entities, a content word in
   one text only, one vs many, roles differ: ``guards.py``, ``content.py``).
+
+A request that lends in the normalized tier may itself borrow in the semantic one; its borrowers are then moved to
+its lender (``Store.flatten_reuse``), so every borrower's lender is a request that is really sent or answered.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ def resolve(
     if embedder is not None:
         _semantic(store, run_id, embedder, threshold, stats, opt_out or set())
         stats.embeddings_computed = embedder.computed
+    store.flatten_reuse(run_id)  # a lender that borrowed in a later tier hands its borrowers that answer
     return stats
 
 

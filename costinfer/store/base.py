@@ -33,6 +33,19 @@ UNANSWERED = (
     f"(rk.answer_key IS NULL OR rk.tier IN {ROUTED_TIERS}) "
     f"AND NOT EXISTS (SELECT 1 FROM responses r WHERE r.key = {SENT})"
 )
+# A request that borrows another's answer (a reuse tier): ``answer_key`` is its lender, a request of this run that is
+# itself sent (the tiers never leave one borrower lending to another: ``ReusePart.flatten_reuse``) or one an earlier
+# run answered. Every other tier names in ``answer_key`` the request really sent for it (routed, escalated, fallback).
+BORROW_TIERS = "('normalized', 'semantic')"
+# Where a run key's answer lives (the key of its response, or of its last failed call), through any reuse: a
+# borrower's is its lender's, followed once more when the lender is a request of this run that was routed, escalated
+# or answered by the fallback model since. Needs ``LENDER`` joined as ``ln``.
+LENDER = f"LEFT JOIN run_keys ln ON ln.run_id = rk.run_id AND ln.key = rk.answer_key AND rk.tier IN {BORROW_TIERS}"
+ANSWER_AT = (
+    f"CASE WHEN rk.tier IN {BORROW_TIERS} THEN "
+    f"CASE WHEN ln.key IS NULL OR ln.tier IS NULL THEN rk.answer_key ELSE ln.answer_key END "
+    f"ELSE coalesce(rk.answer_key, rk.key) END"
+)
 
 
 def default_store_path() -> Path:

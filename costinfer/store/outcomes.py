@@ -12,7 +12,7 @@ import orjson
 import pyarrow as pa
 
 from costinfer.core.errors import WriteError
-from costinfer.store.base import Outcome, Part, money, registered, transaction
+from costinfer.store.base import ROUTED_TIERS, Outcome, Part, money, registered, transaction
 
 
 def record(
@@ -88,8 +88,11 @@ def _lend_fallback(con: duckdb.DuckDBPyConnection, run_id: str, o: Outcome) -> N
         "WHERE q.key = $4 AND NOT EXISTS (SELECT 1 FROM requests WHERE key = $1) LIMIT 1",
         [o.key, o.model, orjson.dumps(o.request_body).decode(), o.replaces],
     )
+    # the request it stands in for: sent as itself, or routed/escalated and sent as $3; its borrowers keep their tier
+    # and follow it (``base.ANSWER_AT``)
     con.execute(
-        "UPDATE run_keys SET answer_key = $1, tier = 'fallback' WHERE run_id = $2 AND (key = $3 OR answer_key = $3)",
+        "UPDATE run_keys SET answer_key = $1, tier = 'fallback' WHERE run_id = $2 "
+        f"AND ((key = $3 AND tier IS NULL) OR (answer_key = $3 AND tier IN {ROUTED_TIERS}))",
         [o.key, run_id, o.replaces],
     )
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from costinfer.store.base import Part, copy_atomically, one_dict, sql_str
+from costinfer.store.base import ANSWER_AT, LENDER, Part, copy_atomically, one_dict, sql_str
 
 # The result row: what answered it (fresh, duplicate, cache, normalized, semantic, fallback), what it cost (on the row
 # that paid), and the error of its last call. ``not_run`` marks a row nothing answered and no call failed for.
-RESULT_ROWS = """
+RESULT_ROWS = f"""
     WITH last_error AS (
         SELECT key, arg_max(error_class || ': ' || coalesce(error_message, ''), finished_at) AS error
         FROM calls WHERE run_id = $run AND status = 'error' GROUP BY key),
@@ -29,9 +29,10 @@ RESULT_ROWS = """
         FROM items i
         JOIN run_keys rk ON rk.run_id = i.run_id AND rk.key = i.key
         JOIN requests q ON q.key = i.key
-        LEFT JOIN responses r ON r.key = coalesce(rk.answer_key, i.key)
+        {LENDER}
+        LEFT JOIN responses r ON r.key = {ANSWER_AT}
         LEFT JOIN responses own ON own.key = i.key AND rk.tier = 'escalated'
-        LEFT JOIN last_error e ON e.key = coalesce(rk.answer_key, i.key)
+        LEFT JOIN last_error e ON e.key = {ANSWER_AT}
         WHERE i.run_id = $run),
     lenders AS (  -- the row whose answer a reused row got: in this run, else in the run that paid
         SELECT rk.key, min_by(i.row_id, i.row_idx) AS row_id
@@ -118,6 +119,9 @@ class ResultsPart(Part):
         self.collect_results(run_id)
         error = f"CASE WHEN not_run THEN {sql_str(not_run_reason)} ELSE error END"
         columns = BATCH_OUTPUT.get(fmt, _FILE_COLUMNS).replace("{error}", error)
+        if fmt not in BATCH_OUTPUT:  # a rehearsal's rows say so: nothing was paid for them
+            found = self._con.execute("SELECT rehearsal FROM runs WHERE run_id = ?", [run_id]).fetchone()
+            columns += f", {bool(found and found[0])} AS rehearsal"
         options = "FORMAT PARQUET" if fmt == "parquet" else "FORMAT JSON"
         copy_atomically(self._con, f'SELECT {columns} FROM run_results ORDER BY "row"', path, options)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from costinfer.store.base import UNANSWERED, Part, registered
+from costinfer.store.base import BORROW_TIERS, UNANSWERED, Part, registered
 
 # The text the semantic tier compares: the last message's, unless ingestion kept a shorter form
 _SEM_TEXT = "coalesce(q.sem_text, json_extract_string(q.body, '$.messages[#-1].content'))"
@@ -85,6 +85,31 @@ class ReusePart(Part):
                 "FROM reuse_map m WHERE run_keys.run_id = ? AND run_keys.key = m.key",
                 [run_id],
             )
+
+    def flatten_reuse(self, run_id: str) -> int:
+        """Make every borrower of the run borrow from a request that is really sent (or answered earlier): a request
+        that lends in one tier may borrow in a later one (the first of a normalized form takes a semantic answer),
+        and its borrowers then take that answer directly. A chain that passes through the semantic tier is a
+        semantic reuse, at the lowest similarity along it. Returns the borrowers moved."""
+        moved = 0
+        for _ in range(16):  # each pass shortens every chain by one link; the tiers make chains of two at most
+            row = self._con.execute(
+                f"""
+                UPDATE run_keys SET answer_key = ln.answer_key,
+                       tier = CASE WHEN 'semantic' IN (run_keys.tier, ln.tier) THEN 'semantic' ELSE 'normalized' END,
+                       similarity = least(coalesce(run_keys.similarity, 1.0), coalesce(ln.similarity, 1.0))
+                FROM run_keys ln
+                WHERE run_keys.run_id = $1 AND ln.run_id = $1 AND ln.key = run_keys.answer_key
+                  AND run_keys.tier IN {BORROW_TIERS} AND ln.tier IN {BORROW_TIERS}
+                  AND ln.answer_key <> run_keys.key
+                """,
+                [run_id],
+            ).fetchone()
+            changed = int(row[0]) if row else 0
+            if not changed:
+                break
+            moved += changed
+        return moved
 
     def embeddings(self, model: str, hashes: list[str]) -> Any:
         """The stored vectors of these text hashes for ``model``: an Arrow table (text_hash, vector)."""

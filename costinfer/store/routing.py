@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from costinfer.store.base import SENT, UNANSWERED, Part, registered, transaction
+from costinfer.store.base import ANSWER_AT, LENDER, SENT, UNANSWERED, Part, registered, transaction
 
 
 class RoutingPart(Part):
@@ -98,10 +98,11 @@ class RoutingPart(Part):
         with registered(self._con, "check_models", wanted):
             rel = self._con.execute(
                 f"""
-                SELECT rk.key, {SENT} AS sent, coalesce(rk.answer_key, rk.key) AS answered, r.model, r.response,
+                SELECT rk.key, {SENT} AS sent, {ANSWER_AT} AS answered, r.model, r.response,
                        r.finish_reason, q.body, i.row_id, i.metadata
                 FROM run_keys rk
-                JOIN responses r ON r.key = coalesce(rk.answer_key, rk.key)
+                {LENDER}
+                JOIN responses r ON r.key = {ANSWER_AT}
                 JOIN requests q ON q.key = {SENT}
                 LEFT JOIN items i ON i.run_id = rk.run_id AND i.row_idx = rk.first_idx
                 WHERE rk.run_id = $1 AND rk.routed AND NOT rk.route_checked
