@@ -104,7 +104,9 @@ class Executor(Outcomes):
         self._refill = anyio.Event()
         self._exhausted = False
         self._stopping = anyio.Event()
+        self._room = anyio.Event()  # set when a reservation is settled or released
         self._workers_left = 0
+        self.budget_unsent = 0  # requests left unsent because their worst case did not fit the budget
 
     def request_stop(self, reason: str) -> None:
         """Stop dispatching: calls in flight finish (and are saved); nothing new starts."""
@@ -113,6 +115,7 @@ class Executor(Outcomes):
         self._stopping.set()
         self._ready.set()
         self._refill.set()
+        self._room.set()
 
     @property
     def stopping(self) -> bool:
@@ -193,17 +196,54 @@ class Executor(Outcomes):
                     self.prices[m].worst_case(item.input_bound, item.max_tokens)
                     for m in self.router.candidates(item.model)
                 )
-                if not self.budget.try_reserve(worst):
-                    self.request_stop("budget")
-                    return
-                outcome = await self._call(item, price)
+                if not await self._reserve(worst):
+                    if self.stopping:
+                        return
+                    self._left_unsent(item)
+                    continue
+                try:
+                    outcome = await self._call(item, price)
+                except BaseException:
+                    self.budget.release(worst)
+                    self._freed()
+                    raise
                 if outcome is None:
                     self.budget.release(worst)
+                    self._freed()
                     continue
                 self.budget.settle(worst, outcome.cost_usd)
+                self._freed()
                 self._buffer.append(outcome)
         finally:
             self._workers_left -= 1
+
+    async def _reserve(self, worst: Decimal) -> bool:
+        """Hold a call's worst case. While it does not fit and other calls are in flight, wait for them to settle
+        (they are billed far below their worst case, as a rule) and try again; False once nothing is in flight and
+        it still does not fit, or the run is stopping."""
+        while not self.budget.try_reserve(worst):
+            if self.stopping or self.budget.reserved <= 0:
+                return False
+            room = self._room
+            await room.wait()
+        return True
+
+    def _freed(self) -> None:
+        """A reservation was settled or released: wake the workers waiting for room in the budget."""
+        self._room.set()
+        self._room = anyio.Event()
+
+    def _left_unsent(self, item: Pending) -> None:
+        """A request whose worst case does not fit what is left with nothing in flight: it stays unsent (not run,
+        the budget), and the next ones are still tried (a smaller one may fit)."""
+        if self.stop_reason is None:
+            self.stop_reason = "budget"
+            left = self.budget.left
+            self.progress.note(
+                f"budget: ${left if left is not None else 0:.6f} left does not cover the worst case of some requests; "
+                f"they are left unsent, and smaller ones still run"
+            )
+        self.budget_unsent += 1
 
     async def _call(self, item: Pending, price: ModelPrice) -> Outcome | None:
         """One request with its retries. None when a stop came before it could finish (it stays pending)."""
