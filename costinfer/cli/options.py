@@ -21,7 +21,10 @@ PATH = typer.Argument(
     metavar="PATH",
 )
 PROVIDER = typer.Option(
-    "simulate", help="openai, anthropic, vllm, simulate (the built-in rehearsal server), or a plugin."
+    None,
+    help="openai, anthropic, vllm, simulate (a rehearsal: the built-in server, nothing paid), or a plugin. "
+    "Default: the model's provider (gpt-*, o-series: openai; claude-*: anthropic; else the price catalog's).",
+    show_default=False,
 )
 BASE_URL = typer.Option(
     None,
@@ -121,7 +124,7 @@ ACCEPT_NONEMPTY = typer.Option(False, "--accept-nonempty", help="Cascade: an emp
 ACCEPT_CMD = typer.Option(
     None,
     help="Cascade: a command that reads {id, request, answer, model, finish_reason, metadata} as JSON on stdin; "
-    "exit 0 accepts the answer, anything else escalates it.",
+    "exit 0 accepts the answer, exit 1 escalates it; a crash or any other exit stops the run before it escalates.",
 )
 
 # CLI parameters that set no RunOptions field as they are: output switches, and those converted on the way

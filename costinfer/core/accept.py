@@ -5,15 +5,22 @@ Two checks always apply: an answer cut at ``max_tokens`` (finish reason ``length
 to hear that" is no refusal). The
 user adds their own: ``--accept-regex`` (the answer must contain a match), ``--accept-json-schema FILE`` (the answer
 must be JSON valid against the schema), ``--accept-nonempty``, and ``--accept-cmd`` (a command that reads the row and
-the answer as one JSON object on standard input; exit 0 accepts, anything else escalates, its first line of
-standard error is kept as the reason).
+the answer as one JSON object on standard input; exit 0 accepts, exit 1 escalates, its first line of standard error
+is kept as the reason).
+
+A check that cannot run is not a verdict: a missing program is refused before anything is read or sent; a command
+that crashes (killed by a signal, a Python traceback, any exit other than 0 and 1, a time-out) stops the run after at
+most one round of ``PROBE`` answers, before it escalates anything on its word; and a command that rejects every one
+of its first round (at least ``PROBE // 2`` answers the other checks accepted) stops it too (``CheckError``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import shutil
 import subprocess
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +40,12 @@ _REFUSAL = re.compile(
     re.IGNORECASE,
 )
 CMD_TIMEOUT_S = 60.0
+PROBE = 16  # the first round of --accept-cmd: answers checked before any escalation rests on its word
+MAX_CHECK_FAILURES = 3  # after the first round: crashes of the command that stop the run
+
+
+class CheckError(ConfigError):
+    """--accept-cmd cannot be trusted to decide: it is missing, it crashes, or it rejects every answer."""
 
 
 @dataclass
@@ -54,6 +67,10 @@ class Acceptance:
     cmd: str | None = None
     _pattern: re.Pattern[str] | None = field(init=False, default=None, repr=False)
     _validator: Any = field(init=False, default=None, repr=False)
+    _argv: list[str] = field(init=False, default_factory=list, repr=False)
+    _ran = 0  # answers the command has judged
+    _passed = 0  # ... and accepted
+    _failures = 0  # times the command itself failed
 
     def __post_init__(self) -> None:
         if self.regex is not None:
@@ -63,20 +80,8 @@ class Acceptance:
                 raise ConfigError(f"--accept-regex {self.regex!r}: not a regular expression: {exc}") from exc
         if self.json_schema is not None:
             self._validator = _load_schema(self.json_schema)
-        if self.cmd is not None and not shlex.split(self.cmd):
-            raise ConfigError("--accept-cmd is empty: give a command such as 'python check.py'")
-
-    def describe(self) -> str:
-        parts = ["finish_reason length", "refusals"]
-        if self.regex is not None:
-            parts.append(f"--accept-regex {self.regex!r}")
-        if self.json_schema is not None:
-            parts.append(f"--accept-json-schema {self.json_schema}")
-        if self.nonempty:
-            parts.append("--accept-nonempty")
         if self.cmd is not None:
-            parts.append(f"--accept-cmd {self.cmd!r}")
-        return ", ".join(parts)
+            self._argv = _resolve_command(self.cmd)
 
     def reasons(self, answers: Iterable[Answer]) -> list[str | None]:
         """For each answer: None to accept it, else why it is escalated. The user's command runs for the answers
@@ -85,10 +90,34 @@ class Acceptance:
         out = [self._inline(a) for a in answers]
         if self.cmd is not None:
             todo = [i for i, why in enumerate(out) if why is None]
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                for i, why in zip(todo, pool.map(self._command, [answers[i] for i in todo]), strict=True):
+            while todo:  # the first PROBE answers alone, so that a broken command is found before it decides more
+                step = todo[: PROBE if self._ran < PROBE else len(todo)]
+                todo = todo[len(step) :]
+                with ThreadPoolExecutor(max_workers=8) as pool:
+                    verdicts = list(pool.map(self._command, [answers[i] for i in step]))
+                self._judge(verdicts)
+                for i, (_, why) in zip(step, verdicts, strict=True):
                     out[i] = why
         return out
+
+    def _judge(self, verdicts: list[tuple[str | None, str | None]]) -> None:
+        """Stop (``CheckError``) when the command itself failed, or rejected every answer of its first round."""
+        failed = [f for f, _ in verdicts if f is not None]
+        first_round = self._ran == 0
+        self._failures += len(failed)
+        self._ran += len(verdicts) - len(failed)
+        self._passed += sum(1 for f, why in verdicts if f is None and why is None)
+        if failed and (first_round or self._failures >= MAX_CHECK_FAILURES):
+            raise CheckError(
+                f"--accept-cmd {self.cmd!r} failed to run ({len(failed)} of {len(verdicts)} answers): {failed[0]}; "
+                f"nothing was escalated on its word. Try it by hand: echo '{{\"answer\": \"x\"}}' | {self.cmd}"
+            )
+        if first_round and self._ran >= PROBE // 2 and not self._passed:
+            raise CheckError(
+                f"--accept-cmd {self.cmd!r} rejected all of the first {self._ran} answers that every other check "
+                f"accepted; that looks like a broken check (exit 1 escalates, exit 0 accepts), and nothing was "
+                f"escalated. If the cheaper model really fails every row, drop it from --models"
+            )
 
     def _inline(self, a: Answer) -> str | None:
         text = a.text or ""
@@ -111,8 +140,8 @@ class Acceptance:
                 return f"fails --accept-json-schema at {where}: {error.message}"[:200]
         return None
 
-    def _command(self, a: Answer) -> str | None:
-        assert self.cmd is not None
+    def _command(self, a: Answer) -> tuple[str | None, str | None]:
+        """(why the command failed to run, or None; why it rejects the answer, or None to accept)."""
         payload = orjson.dumps(
             {
                 "id": a.row_id,
@@ -124,18 +153,40 @@ class Acceptance:
             }
         )
         try:
-            done = subprocess.run(
-                shlex.split(self.cmd), input=payload, capture_output=True, timeout=CMD_TIMEOUT_S, check=False
-            )
-        except FileNotFoundError as exc:
-            raise ConfigError(f"--accept-cmd {self.cmd!r}: command not found: {exc.filename}") from exc
+            done = subprocess.run(self._argv, input=payload, capture_output=True, timeout=CMD_TIMEOUT_S, check=False)
+        except OSError as exc:
+            return f"cannot start it: {exc.strerror or exc}", None
         except subprocess.TimeoutExpired:
-            return f"--accept-cmd took more than {CMD_TIMEOUT_S:.0f} s"
+            return f"it took more than {CMD_TIMEOUT_S:.0f} s", None
+        stderr = done.stderr.decode("utf-8", "replace").strip()
+        lines = stderr.splitlines()
+        if done.returncode < 0:
+            return f"killed by signal {-done.returncode}", None
+        if done.returncode not in (0, 1) or stderr.startswith("Traceback (most recent call last)"):
+            last = lines[-1][:160] if lines else "no message"
+            return f"exit {done.returncode}: {last}", None
         if done.returncode == 0:
-            return None
-        first = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        why = f": {first[0][:160]}" if first else ""
-        return f"--accept-cmd exited {done.returncode}{why}"
+            return None, None
+        why = f": {lines[0][:160]}" if lines else ""
+        return None, f"--accept-cmd exited {done.returncode}{why}"
+
+
+def _resolve_command(cmd: str) -> list[str]:
+    """The command's argv with its program found now, so that a missing one stops the run before any call."""
+    try:
+        argv = shlex.split(cmd)
+    except ValueError as exc:
+        raise CheckError(f"--accept-cmd {cmd!r}: cannot be parsed: {exc}") from exc
+    if not argv:
+        raise CheckError("--accept-cmd is empty: give a command such as 'python check.py'")
+    program = argv[0]
+    found = shutil.which(program)
+    if found is None:
+        where = "command not found" if os.sep in program else "command not found on PATH"
+        if os.sep in program and os.path.exists(program):
+            where = "not executable (chmod +x it, or name its interpreter: 'python check.py')"
+        raise CheckError(f"--accept-cmd {cmd!r}: {program}: {where}; nothing was read or sent")
+    return [found, *argv[1:]]
 
 
 def _load_schema(path: Path) -> Any:
