@@ -107,6 +107,7 @@ class Executor(Outcomes):
         self._room = anyio.Event()  # set when a reservation is settled or released
         self._workers_left = 0
         self.budget_unsent = 0  # requests left unsent because their worst case did not fit the budget
+        self._answers: Any = None  # the cache, read for fallback answers (Store.answer_reader), opened when needed
 
     def request_stop(self, reason: str) -> None:
         """Stop dispatching: calls in flight finish (and are saved); nothing new starts."""
@@ -134,6 +135,8 @@ class Executor(Outcomes):
                     tg.start_soon(self._watch_load, self.control)
         finally:
             writer.close()
+            if self._answers is not None:
+                self._answers.close()
         if self.store_error is not None:  # answered after the commit failed: paid, never saved
             self.lost += len(self._buffer)
             self._buffer = []
@@ -264,6 +267,13 @@ class Executor(Outcomes):
                     self.control.release()
                 return None
             body = {**item.body, "model": choice.model} if choice.substitute else item.body
+            if choice.substitute:  # the fallback's answer to this request may be in the cache: lend it, pay nothing
+                known = await self._cached_substitute(item, choice.model, body)
+                if known is not None:
+                    self.limiter.release(metered)
+                    if self.control is not None:
+                        self.control.release()
+                    return known
             started = time.perf_counter()
             try:
                 try:
@@ -323,6 +333,15 @@ class Executor(Outcomes):
                 model = choice.model
                 return self._answer(key, model, self.prices[model], done, attempt, latency, item.key, body)
             return self._answer(item.key, item.model, price, done, attempt, latency)
+
+    async def _cached_substitute(self, item: Pending, model: str, body: dict[str, Any]) -> Outcome | None:
+        """The fallback request's answer from the cache (an earlier run paid for it), lent without a call."""
+        key = request_key(body, self.backend.endpoint)
+        if self._answers is None:
+            self._answers = self.store.answer_reader()
+        if not await anyio.to_thread.run_sync(self._answers.has_answer, key):
+            return None
+        return Outcome(key, self.backend.name, model, 0, replaces=item.key, request_body=body, cached=True)
 
     def _refused_for_good(self, exc: BackendError) -> bool:
         """Count a refused connection; True (and the run stops) once the server looks gone rather than busy."""
@@ -385,7 +404,7 @@ class Executor(Outcomes):
                     return
                 took = time.perf_counter() - started
                 wait = min(max(self.cfg.commit_interval_s, self.cfg.commit_duty * took), 1.0)
-                self.calls_done += len(batch)
+                self.calls_done += sum(not o.cached for o in batch)
                 self.cost_done += sum((o.cost_usd for o in batch), Decimal(0))
                 self.progress.advance(self.calls_done, self.cost_done)
             if finished and not self._buffer:

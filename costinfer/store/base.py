@@ -104,6 +104,7 @@ class Outcome:
     mode: str = "online"  # "batch": answered through a provider batch API, billed at batch prices
     replaces: str | None = None  # a fallback answer: the key of the request it stands in for
     request_body: dict[str, Any] | None = None  # ... and the fallback request that was sent
+    cached: bool = False  # no call: the (fallback) request's answer was already in the cache, and is only lent
 
     @property
     def ok(self) -> bool:

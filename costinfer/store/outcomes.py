@@ -7,6 +7,8 @@ connection is not shared across threads; its cursors are independent connections
 
 from __future__ import annotations
 
+import threading
+
 import duckdb
 import orjson
 import pyarrow as pa
@@ -20,6 +22,16 @@ def record(
 ) -> None:
     """Commit a group of outcomes; a failure (a full disk) is ``WriteError`` and nothing of the group is kept."""
     if not outcomes:
+        return
+    lent = [o for o in outcomes if o.cached]  # answers already in the cache: nothing was called or paid
+    outcomes = [o for o in outcomes if not o.cached]
+    if not outcomes:
+        try:
+            with transaction(con):
+                for o in lent:
+                    _lend_fallback(con, run_id, o)
+        except (duckdb.Error, OSError) as exc:
+            raise WriteError(f"{where}: cannot save answers: {exc}") from exc
         return
     n = len(outcomes)
     batch = pa.table(
@@ -73,7 +85,7 @@ def record(
                 "FROM outcome_batch WHERE ok "
                 "ON CONFLICT DO NOTHING"
             )
-            for o in outcomes:
+            for o in [*outcomes, *lent]:
                 if o.replaces and o.ok and o.request_body is not None:
                     _lend_fallback(con, run_id, o)
     except (duckdb.Error, OSError) as exc:
@@ -95,6 +107,21 @@ def _lend_fallback(con: duckdb.DuckDBPyConnection, run_id: str, o: Outcome) -> N
         f"AND ((key = $3 AND tier IS NULL) OR (answer_key = $3 AND tier IN {ROUTED_TIERS}))",
         [o.key, run_id, o.replaces],
     )
+
+
+class AnswerReader:
+    """Whether the cache holds an answer, asked from the executor's threads on a cursor of its own (one at a time)."""
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        self._cursor = cursor
+        self._lock = threading.Lock()
+
+    def has_answer(self, key: str) -> bool:
+        with self._lock:
+            return self._cursor.execute("SELECT 1 FROM responses WHERE key = ?", [key]).fetchone() is not None
+
+    def close(self) -> None:
+        self._cursor.close()
 
 
 class Writer:
@@ -120,3 +147,6 @@ class OutcomesPart(Part):
 
     def writer(self, tagged: bool = False) -> Writer:
         return Writer(self._con.cursor(), str(self.path), tagged)
+
+    def answer_reader(self) -> AnswerReader:
+        return AnswerReader(self._con.cursor())

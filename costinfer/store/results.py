@@ -45,6 +45,7 @@ RESULT_ROWS = f"""
            CASE WHEN answered_by IS NULL THEN NULL
                 WHEN tier IN ('routed', 'escalated') THEN
                     CASE WHEN answered_by <> $run THEN 'cache' WHEN row_idx = first_idx THEN tier ELSE 'duplicate' END
+                WHEN tier = 'fallback' AND answered_by <> $run THEN 'cache'  -- an earlier run paid the fallback
                 WHEN tier IS NOT NULL THEN tier
                 WHEN answered_by <> $run THEN 'cache'
                 WHEN row_idx = first_idx THEN 'fresh' ELSE 'duplicate' END AS source,
