@@ -52,6 +52,15 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def rehearsing(args: tuple[Any, ...]) -> list[str]:
+    """A test's ``run`` or ``plan`` that names no provider rehearses on the simulator: the commands' own default is
+    the model's provider, which needs a key (tests/test_rehearsal.py tests that default itself)."""
+    out = [str(a) for a in args]
+    if out and out[0] in ("run", "plan") and not any(a == "--provider" or a.startswith("--provider=") for a in out):
+        return [out[0], "--provider", "simulate", *out[1:]]
+    return out
+
+
 class Cli:
     """The real CLI in-process, through Typer's runner. ``.run`` returns the click Result."""
 
@@ -59,7 +68,7 @@ class Cli:
         self.runner = CliRunner()
 
     def __call__(self, *args: str, env: dict[str, str] | None = None) -> Any:
-        return self.runner.invoke(app, [str(a) for a in args], env=env, catch_exceptions=False)
+        return self.runner.invoke(app, rehearsing(args), env=env, catch_exceptions=False)
 
 
 @pytest.fixture
@@ -71,7 +80,7 @@ def subprocess_cli(*args: str, env: dict[str, str] | None = None, **kw: Any) -> 
     """The CLI as a separate process (``python -m costinfer``), for signals and locks."""
     full_env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "120", **(env or {})}
     return subprocess.Popen(
-        [sys.executable, "-m", "costinfer", *map(str, args)],
+        [sys.executable, "-m", "costinfer", *rehearsing(args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

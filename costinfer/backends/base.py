@@ -68,6 +68,7 @@ class Backend(ABC):
     prompt_cache: ClassVar[bool] = False  # the provider bills repeated prompt prefixes at a cached price
     exact_counts: ClassVar[bool] = False  # the server counts prompt tokens itself (count_tokens, served_models)
     reports_load: ClassVar[bool] = False  # the server reports its queue (load): concurrency follows it
+    rehearsal: ClassVar[bool] = False  # made-up answers, nothing billed: every output of the run says so
 
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
@@ -97,7 +98,8 @@ class Backend(ABC):
         key = self.config.api_key or (os.environ.get(self.api_key_env) if self.api_key_env else None)
         if not key and self.key_required:
             raise ConfigError(
-                f"provider '{self.name}' needs an API key: set the environment variable {self.api_key_env}"
+                f"provider '{self.name}' needs an API key: set the environment variable {self.api_key_env}, or pass "
+                f"--provider simulate for a rehearsal that pays nothing; nothing was read or sent"
             )
         return key or None
 

@@ -75,6 +75,7 @@ class SimulateBackend(OpenAIBackend):
     key_required: ClassVar[bool] = False
     supports_batch: ClassVar[bool] = True  # the simulator implements OpenAI's Batch API
     prompt_cache: ClassVar[bool] = True  # ... and reports cached prompt tokens as OpenAI does
+    rehearsal: ClassVar[bool] = True
 
     @property
     def endpoint(self) -> str:

@@ -75,9 +75,15 @@ def analyze(
     by: str = typer.Option("run", help=f"Group by {', '.join(GROUPINGS)}."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object: totals and one entry per group."),
     csv_out: bool = typer.Option(False, "--csv", help="One CSV row per group."),
+    include_rehearsals: bool = typer.Option(
+        False,
+        "--include-rehearsals",
+        help="Count rehearsals (--provider simulate: nothing paid) too; by default they stay out of the totals.",
+    ),
     store: Optional[Path] = StoreOpt,
 ) -> None:
-    """Spend, calls, rows, hit rates, saved dollars and cost per 1,000 rows over the store's history.
+    """Spend, calls, rows, hit rates, saved dollars and cost per 1,000 rows over the store's history. Rehearsals
+    (nothing paid) are left out unless --include-rehearsals, and marked where shown.
 
     \b
     Examples:
@@ -93,7 +99,7 @@ def analyze(
         start = parse_since(since)
         with Store.open(store, create=False) as st:
             run = _one_run(st, run_id) if run_id else None
-            totals, groups = st.analyze(by, start, run)
+            totals, groups = st.analyze(by, start, run, include_rehearsals)
         totals = _rates(totals)
         rows = [_rates(g) for g in groups]
         for g in rows:
@@ -101,35 +107,66 @@ def analyze(
         if json_out:
             typer.echo(json.dumps({"since": start.isoformat(), "by": by, "totals": totals, "groups": rows}))
         elif csv_out:
-            columns = [by, "runs", "rows", "calls", "failed_calls", "failed_rows", "cost_usd", "saved_usd",
-                       "duplicate_rate", "cache_hit_rate", "near_hit_rate", "cost_per_1000_rows"]  # fmt: skip
+            columns = [by, "providers", "runs", "rehearsal_runs", "rows", "calls", "failed_calls", "failed_rows",
+                       "cost_usd", "saved_usd", "duplicate_rate", "cache_hit_rate", "near_hit_rate",
+                       "cost_per_1000_rows"]  # fmt: skip
             writer = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)
         else:
             out_console.print(_table(by, rows, totals, start), soft_wrap=False)
+            if totals.get("rehearsal_runs"):
+                out_console.print(
+                    f"{totals['rehearsal_runs']} of these runs are rehearsals (provider simulate): their amounts are "
+                    f"what the calls would have cost; nothing was paid",
+                    markup=False,
+                )
+            if totals["rehearsals_left_out"]:
+                out_console.print(
+                    f"{totals['rehearsals_left_out']} rehearsal run(s) (nothing paid) left out: "
+                    f"--include-rehearsals counts them",
+                    markup=False,
+                )
 
 
 def _table(by: str, rows: list[dict[str, Any]], totals: dict[str, Any], start: datetime) -> Table:
-    table = Table(title=f"since {start:%Y-%m-%d %H:%M} UTC, by {by}", box=None, pad_edge=False)
-    table.add_column(by, no_wrap=True, overflow="ellipsis", max_width=24)
-    for col in ("rows", "calls", "spent", "saved", "cache", "$/1k rows", "failed"):
-        table.add_column(col, justify="right", no_wrap=True)
+    """Groups and totals. Amounts, counts and rates are never cut: the group's name and the provider give way on a
+    narrow terminal."""
 
     def pct(v: Any) -> str:
         return "-" if v is None else f"{v:.0%}"
 
-    def line(name: str, g: dict[str, Any], **style: Any) -> None:
+    def cells(name: str, g: dict[str, Any]) -> list[str]:
         per_k = "-" if g["cost_per_1000_rows"] is None else usd(g["cost_per_1000_rows"])
-        table.add_row(
-            name, str(g["rows"]), str(g["calls"]), usd(g["cost_usd"]), usd(g["saved_usd"]), pct(g["cache_hit_rate"]),
-            per_k, str(g["failed_calls"]), **style,
-        )  # fmt: skip
+        provider = [] if by == "provider" else [str(g.get("providers") or "-")]
+        return [
+            name, *provider, str(g["rows"]), str(g["calls"]), usd(g["cost_usd"]), usd(g["saved_usd"]),
+            pct(g["cache_hit_rate"]), per_k, str(g["failed_calls"]),
+        ]  # fmt: skip
 
+    lines = []
     for g in rows:
         name = str(g[by])
-        line(name[:12] if by == "run" else Path(name).name if by == "dataset" else name, g)
-    line("total", totals, style="bold")
+        lines.append(cells(name[:12] if by == "run" else Path(name).name if by == "dataset" else name, g))
+    lines.append(cells("total", totals))
+    names = [by, *([] if by == "provider" else ["provider"]), "rows", "calls", "spent", "saved", "cache",
+             "$/1k rows", "failed"]  # fmt: skip
+    widest = [max([len(col), *(len(line[i]) for line in lines)]) for i, col in enumerate(names)]
+    flexible = {0, 1} if by != "provider" else {0}
+    fixed = sum(w for i, w in enumerate(widest) if i not in flexible)
+    share = max(8, (out_console.width - fixed - 2 * (len(names) - 1)) // len(flexible))
+    table = Table(title=f"since {start:%Y-%m-%d %H:%M} UTC, by {by}", box=None, pad_edge=False)
+    for i, (col, w) in enumerate(zip(names, widest, strict=True)):
+        table.add_column(
+            col,
+            justify="left" if i in flexible else "right",
+            no_wrap=True,
+            overflow="ellipsis",
+            min_width=min(w, share) if i in flexible else w,
+            max_width=share if i in flexible else None,
+        )
+    for i, line in enumerate(lines):
+        table.add_row(*line, style="bold" if i == len(lines) - 1 else None)
     return table
 
 
@@ -155,14 +192,33 @@ def runs(
             typer.echo(orjson.dumps(found, default=str).decode())
             return
         table = Table(box=None, pad_edge=False, padding=(0, 1))
-        for col in ("id", "started", "dataset", "model", "rows", "cost", "status"):
-            table.add_column(col, justify="right" if col in ("rows", "cost") else "left", no_wrap=True)
-        for r in found:  # fits 80 columns: the full id and dataset are in --json
+        cells = []
+        for r in found:  # the full id and dataset are in --json
             status = r["stop_reason"] or r["status"]
-            table.add_row(
-                r["run_id"][:12], f"{r['started_at']:%m-%d %H:%M}", Path(str(r["dataset"] or "")).name[:14],
-                str(r["model"] or "")[:12], str(r["rows"]), usd(r["cost_usd"]), status[:10],
-            )  # fmt: skip
+            if r.get("rehearsal"):
+                # nothing was paid: the cost is what the calls would have cost
+                status = "rehearsal" if status == "completed" else f"rehearsal: {status}"
+            cells.append([
+                r["run_id"][:12], f"{r['started_at']:%m-%d %H:%M}", Path(str(r["dataset"] or "")).name,
+                str(r["model"] or ""), str(r["rows"]), usd(r["cost_usd"]), status,
+            ])  # fmt: skip
+        # id, start, rows, cost and status are never cut: the dataset and the model share what is left of the width
+        names = ("id", "started", "dataset", "model", "rows", "cost", "status")
+        widest = [max([len(col), *(len(c[i]) for c in cells)]) for i, col in enumerate(names)]
+        fixed = sum(w for col, w in zip(names, widest, strict=True) if col not in ("dataset", "model"))
+        share = max(8, (out_console.width - fixed - 2 * (len(names) - 1)) // 2)
+        for col, w in zip(names, widest, strict=True):
+            flexible = col in ("dataset", "model")
+            table.add_column(
+                col,
+                justify="right" if col in ("rows", "cost") else "left",
+                no_wrap=True,
+                overflow="ellipsis",
+                min_width=min(w, share) if flexible else w,
+                max_width=share if flexible else None,
+            )
+        for c in cells:
+            table.add_row(*c)
         out_console.print(table, soft_wrap=False)
 
 

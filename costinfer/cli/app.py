@@ -12,11 +12,11 @@ from rich.console import Console
 from costinfer.core.errors import CostinferError, ExitCode
 
 EXIT_CODES_HELP = (
-    "Exit codes: 0 success; 1 internal error (a bug: please report it); 2 bad option or configuration; "
-    "3 bad input data; 4 budget stopped the run with rows not run; 5 some rows failed (or the server cannot be "
-    "reached); 6 the store is in use by another process; 7 a file or the store could not be written (disk full?): "
-    "answers already saved are kept, rerun to finish; 130 interrupted (Ctrl-C or SIGTERM; rerun the same command to "
-    "resume)."
+    "Exit codes: 0 success (every row answered); 1 internal error (a bug: please report it); 2 bad option or "
+    "configuration; 3 bad input data; 4 budget stopped the run with rows not run; 5 rows left unanswered (failed, or "
+    "not run for another reason; or the server cannot be reached); 6 the store is in use by another process; 7 a file "
+    "or the store could not be written (disk full?): answers already saved are kept, rerun to finish; 130 interrupted "
+    "(Ctrl-C or SIGTERM; rerun the same command to resume)."
 )
 
 app = typer.Typer(

@@ -20,7 +20,7 @@ def plan_command(
     input_path: Path = options.PATH,
     budget: Optional[str] = options.BUDGET,
     model: str = options.MODEL,
-    provider: str = options.PROVIDER,
+    provider: Optional[str] = options.PROVIDER,
     base_url: Optional[list[str]] = options.BASE_URL,
     fallback_model: Optional[str] = options.FALLBACK_MODEL,
     compare_with: Optional[str] = options.COMPARE_WITH,

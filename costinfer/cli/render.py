@@ -37,6 +37,8 @@ class PlainProgress:
         self.started = self.last = time.monotonic()
         if name == "calling":
             self.console.print(f"calling: {total} distinct requests to send", markup=False)
+        elif name == "rehearsing":
+            self.console.print(f"rehearsing: {total} distinct requests (nothing is paid)", markup=False)
 
     def advance(self, done: int, cost_usd: Decimal) -> None:
         now = time.monotonic()
@@ -45,15 +47,16 @@ class PlainProgress:
         self.last = now
         elapsed = now - self.started
         rate = done / max(elapsed, 1e-9)
-        if self.name == "calling":
+        if self.name in ("calling", "rehearsing"):
             left = ""
             if self.total and done < self.total and done >= self.ETA_MIN_DONE and elapsed >= self.every_s:
                 left = f", ETA {(self.total - done) / rate:.0f}s"
             trouble = "".join(
                 f", {n} {label}" for n, label in ((self.failed, "failed"), (self.retries, "retries")) if n
             )
+            spent = "would have cost" if self.name == "rehearsing" else "spent"
             self.console.print(
-                f"calling: {done}/{self.total} calls, ${cost_usd:.4f} spent, {rate:.1f} calls/s{trouble}{left}",
+                f"{self.name}: {done}/{self.total} calls, ${cost_usd:.4f} {spent}, {rate:.1f} calls/s{trouble}{left}",
                 markup=False,
             )
         else:
@@ -104,7 +107,8 @@ class RichProgress:
 
     def advance(self, done: int, cost_usd: Decimal) -> None:
         rate = done / max(time.monotonic() - self.started, 1e-9)
-        cost = f"${cost_usd:.4f}" if self.bar.tasks[self.task].description == "calling" else ""
+        what = self.bar.tasks[self.task].description
+        cost = f"${cost_usd:.4f}" if what == "calling" else f"${cost_usd:.4f} unpaid" if what == "rehearsing" else ""
         self.bar.update(self.task, completed=done, cost=cost, rate=f"{rate:.0f}/s{self._trouble()}")
 
     def note(self, text: str) -> None:
@@ -148,7 +152,8 @@ SAVED_NAMES = {
 
 
 def summary_table(data: dict[str, Any]) -> Table:
-    table = Table(title="costinfer run", show_header=False, box=None, pad_edge=False)
+    title = "costinfer run (rehearsal: nothing was paid)" if data.get("rehearsal") else "costinfer run"
+    table = Table(title=title, show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(justify="right", overflow="fold")
     rows = [
@@ -173,6 +178,8 @@ def summary_table(data: dict[str, Any]) -> Table:
     ]
     if data.get("reasoning_tokens"):
         rows.append(("of which reasoning", data["reasoning_tokens"]))
+    if data.get("rehearsal"):
+        rows.append(("rehearsal", "nothing was paid: the costs are what these calls would have cost"))
     rows += [
         ("cost now", usd(data["cost_usd"])),
         ("cost of the run", usd(data["run_cost_usd"])),

@@ -18,7 +18,7 @@ from costinfer.core.runner import run
 @app.command("run")
 def run_command(
     input_path: Path = options.PATH,
-    provider: str = options.PROVIDER,
+    provider: Optional[str] = options.PROVIDER,
     base_url: Optional[list[str]] = options.BASE_URL,
     model: str = options.MODEL,
     budget: Optional[str] = options.BUDGET,
@@ -168,4 +168,10 @@ def run_command(
             )
         if summary.failed:
             err_console.print(f"{summary.failed} rows failed; rerun the same command to retry them", markup=False)
+        if summary.not_run and summary.stop_reason not in ("budget", "interrupted"):
+            why = {"submitted": "they wait in a provider batch: rerun the same command to collect them"}.get(
+                str(summary.stop_reason), "rerun the same command to send them"
+            )
+            reason = f" ({summary.stop_reason})" if summary.stop_reason else ""
+            err_console.print(f"{summary.not_run} rows were not run{reason}; {why}", markup=False)
         raise typer.Exit(int(summary.exit_code))

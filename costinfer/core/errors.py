@@ -18,7 +18,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # a bad option or configuration (also click's own code for usage errors)
     BAD_INPUT = 3  # the dataset has bad rows (with --on-bad-row fail) or cannot be read
     BUDGET = 4  # the budget stopped the run: some rows were not run
-    ROWS_FAILED = 5  # the run finished but some rows carry an error
+    ROWS_FAILED = 5  # the run ended with rows unanswered: a call failed for them, or they were not run (not the budget)
     STORE_BUSY = 6  # another costinfer process holds the store
     WRITE_FAILED = 7  # a file or the store could not be written (disk full?): what was saved is kept; rerun
     INTERRUPTED = 130  # Ctrl-C or SIGTERM: what finished is saved; rerun to resume

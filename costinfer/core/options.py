@@ -31,7 +31,7 @@ MAX_BUDGET = Decimal(10) ** 12
 @dataclass
 class RunOptions:
     input_path: Path
-    provider: str = "simulate"
+    provider: str | None = None  # None: the provider of the model (``provider_choice``); "simulate" rehearses
     model: str = DEFAULT_MODEL
     base_url: str | None = None
     replicas: list[str] = field(default_factory=list)  # more servers of the same model (--base-url again)

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from costinfer.backends.base import Backend, backend_class
+from costinfer.backends.base import Backend, backend_class, registry
 from costinfer.core.accept import Acceptance
 from costinfer.core.batchfiles import SHAPES as BATCH_SHAPES
 from costinfer.core.cascade import escalate
@@ -28,6 +28,7 @@ from costinfer.core.plan import Plan
 from costinfer.core.plan import compute as compute_plan
 from costinfer.core.prices import Catalog, ModelPrice
 from costinfer.core.progress import ProgressSink
+from costinfer.core.provider_choice import REHEARSAL, choose_provider
 from costinfer.core.reader import detect_format, row_kind
 from costinfer.core.route import assign
 from costinfer.core.rows import RowSpec
@@ -70,13 +71,17 @@ def default_model(opts: RunOptions) -> str:
 def load_setup(opts: RunOptions) -> Setup:
     config = Config.load(opts.config)
     with_config_defaults(opts, config)
+    if opts.provider is None:  # from the model: a run never rehearses unless asked to
+        catalog = Catalog.load(opts.prices, config)
+        named = [default_model(opts), *opts.models, *([opts.fallback_model] if opts.fallback_model else [])]
+        opts.provider = choose_provider(None, list(dict.fromkeys(named)), catalog, set(registry()))
     validate(opts)
     file_format = None if opts.input_format in BATCH_SHAPES else opts.input_format  # batch files are JSONL
     fmt = detect_format(opts.input_path, file_format) if not is_stdin(opts.input_path) else (file_format or "jsonl")
     if is_stdin(opts.input_path) and fmt == "parquet":
         raise ConfigError("a Parquet dataset cannot come from standard input: name the file")
     catalog = Catalog.load(opts.prices, config)
-    cls = backend_class(opts.provider)
+    cls = backend_class(str(opts.provider))
     named = [default_model(opts), *opts.models, *([opts.fallback_model] if opts.fallback_model else [])]
     for model in [*named, *([opts.compare_with] if opts.compare_with else [])]:
         catalog.lookup(model, cls.name)  # an unknown model fails before anything is read or sent
@@ -128,6 +133,7 @@ def prepare(
                 "input_path": dataset_name(source),
                 "input_format": setup.fmt,
                 "provider": provider,
+                "rehearsal": setup.backend_cls.rehearsal,
                 "endpoint": endpoint,
                 "model": opts.model,
                 "budget_usd": opts.budget_usd,
@@ -180,6 +186,8 @@ def prepare(
     semantic_state = reuse_note(store, run_id)
     if semantic_state:
         notes.append(semantic_state)
+    if setup.backend_cls.rehearsal:  # first, so that nobody reads a rehearsal's figures as money
+        notes.insert(0, REHEARSAL)
     warning = setup.catalog.age_warning(setup.config.max_age_days)
     if warning:
         notes.append(warning)
@@ -279,7 +287,12 @@ def reuse_note(store: Store, run_id: str) -> str | None:
 
 
 def prices_for_run(store: Store, run_id: str, catalog: Catalog, provider: str) -> dict[str, ModelPrice]:
-    return {model: catalog.lookup(model, provider) for model in store.run_models(run_id)}
+    """Every model a run's account needs: those its requests name or were sent to, its routing candidates (the
+    strongest is the waterfall's reference), its fallback model and the model it was compared with."""
+    record = orjson.loads((store.run(run_id) or {}).get("options") or "{}")
+    named = [*(record.get("models") or []), record.get("fallback_model"), record.get("compare_with")]
+    models = set(store.run_models(run_id)) | {str(m) for m in named if m}
+    return {model: catalog.lookup(model, provider) for model in sorted(models)}
 
 
 def now_utc() -> Any:

@@ -9,20 +9,18 @@ rows are answered from the cache.
 from __future__ import annotations
 
 import contextlib
-import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from decimal import Decimal
 from functools import partial
 from typing import Any
 
-import anyio
-
 from costinfer.backends.base import Backend, BackendConfig
 from costinfer.backends.replicas import connect
-from costinfer.core.accept import Acceptance
+from costinfer.core.accept import Acceptance, CheckError
 from costinfer.core.batch import BatchConfig, BatchExecutor, choose_mode
 from costinfer.core.budget import BudgetGuard
+from costinfer.core.calling import call_all
 from costinfer.core.cascade import escalate
 from costinfer.core.errors import (
     AuthError,
@@ -210,27 +208,35 @@ def _execute_run(
         executor = BatchExecutor(store, run_id, backend, prepared.prices, guard, batch_cfg, progress)
     else:
         executor = _online_executor(opts, store, run_id, backend, prepared, guard, progress)
-    progress.phase("calling", prepared.plan.to_call)
+    progress.phase("rehearsing" if backend.rehearsal else "calling", prepared.plan.to_call)
     clock.mark("plan")
     since = now_utc()  # this invocation's calls are those committed from now on
     gpu_note: str | None = None
     failure: CostinferError | None = None
+    check_failure: CheckError | None = None
     try:
         if prepared.plan.to_call:
-            anyio.run(_execute, executor, store.pending(run_id), backend_options=_loop_options())
+            call_all(executor, store.pending(run_id))
         if isinstance(executor, BatchExecutor) and _goes_online(opts, executor, store, run_id):
             online = _online_executor(opts, store, run_id, backend, prepared, guard, progress)
-            anyio.run(_execute, online, store.pending(run_id), backend_options=_loop_options())
+            call_all(online, store.pending(run_id))
             _merge(executor, online)
         while acceptance is not None and _still_going(executor):  # a cascade: escalate what failed the check
-            escalated = escalate(store, run_id, opts.models, acceptance, backend.endpoint)
+            try:
+                escalated = escalate(store, run_id, opts.models, acceptance, backend.endpoint)
+            except CheckError as exc:  # the check cannot decide: stop before it escalates on its word
+                executor.stop_reason, check_failure = "check_failed", exc
+                break
             if not escalated:
                 break
             progress.phase("escalating", escalated)
             stronger = _online_executor(opts, store, run_id, backend, prepared, guard, progress)
-            anyio.run(_execute, stronger, store.pending(run_id), backend_options=_loop_options())
+            call_all(stronger, store.pending(run_id))
             _merge(executor, stronger)
-        failure = _failure(executor, backend, store)
+        failure = check_failure or _failure(executor, backend, store)
+    except KeyboardInterrupt:  # a signal before the handler was in place: the run stopped, and says so
+        executor.stop_reason = executor.stop_reason or "interrupted"
+        raise
     finally:
         stop_reason = executor.stop_reason
         calls_elapsed = clock.mark("calls")
@@ -260,7 +266,7 @@ def _execute_run(
         notes.append(f"{guard.overruns} calls were billed more than their reserved worst case")
     if stop_reason == "interrupted":
         notes.append("stopped: rerun the same command to resume; answered rows will not be paid again")
-    saved = savings(store, run_id, prepared.prices, opts.models[-1] if opts.models else None)
+    saved = savings(store, run_id, prepared.prices)
     if opts.semantic_audit:
         notes.append(_semantic_audit(opts, store, run_id))
     reports: list[str] = []
@@ -304,6 +310,7 @@ def _execute_run(
         timings=clock.rounded(),
         reports=reports,
         compare_with=_compare(opts, prepared, int(summary["input_tokens"]), int(summary["output_tokens"])),
+        rehearsal=backend.rehearsal,
     )
     if opts.metrics_file is not None:
         from costinfer.report.metrics import write_metrics
@@ -364,35 +371,3 @@ def _failure(executor: Executor | BatchExecutor, backend: Backend, store: Store)
             f"Start the server or fix --base-url, then rerun the same command"
         )
     return None
-
-
-def _loop_options() -> dict[str, Any]:
-    """uvloop when it is installed: it cuts the event loop's share of each call (benchmarks/throughput.py)."""
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return {}
-    return {"use_uvloop": True}
-
-
-async def _execute(executor: Executor | BatchExecutor, pages: Iterator[Any]) -> None:
-    async with executor.backend, anyio.create_task_group() as tg:
-        if _can_handle_signals():
-            tg.start_soon(_watch_signals, executor, tg.cancel_scope)
-        await executor.run(pages)
-        tg.cancel_scope.cancel()
-
-
-def _can_handle_signals() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
-async def _watch_signals(executor: Executor | BatchExecutor, scope: anyio.CancelScope) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            if executor.stopping:
-                scope.cancel()  # a second signal: stop waiting for calls in flight
-                return
-            executor.request_stop("interrupted")

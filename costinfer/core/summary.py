@@ -6,11 +6,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from costinfer.core.errors import (
-    ExitCode,
-)
+from costinfer.core.errors import ExitCode
 from costinfer.core.prices import ModelPrice
-from costinfer.core.waterfall import price_sources, savings_by_lever
+from costinfer.core.waterfall import price_sources, reference_model, savings_by_lever
 from costinfer.store import Store
 
 
@@ -52,14 +50,25 @@ class RunSummary:
     timings: dict[str, float] = field(default_factory=dict)
     reports: list[str] = field(default_factory=list)  # the report files written beside the results (JSON, HTML)
     compare_with: dict[str, Any] | None = None  # --compare-with: the run's billed tokens at another model's prices
+    rehearsal: bool = False  # the provider paid nothing (the simulator): costs are what the calls would have cost
+
+    @property
+    def unanswered(self) -> int:
+        """Rows with no answer: a call failed for them, or nothing was sent (the budget, a stop, an interruption)."""
+        return self.failed + self.not_run
 
     @property
     def exit_code(self) -> ExitCode:
+        """0 only when every row has an answer, or (--no-wait) waits in a provider batch the user asked to collect
+        later. Interrupted: 130; rows the budget left unsent: 4; any other row without an answer (a failed call, or
+        not run for any other reason): 5."""
         if self.stop_reason == "interrupted":
             return ExitCode.INTERRUPTED
         if self.stop_reason == "budget" and self.not_run:
             return ExitCode.BUDGET
-        if self.failed:
+        if self.stop_reason == "submitted" and not self.failed:
+            return ExitCode.OK
+        if self.unanswered:
             return ExitCode.ROWS_FAILED
         return ExitCode.OK
 
@@ -93,10 +102,10 @@ def money_text(value: Decimal) -> str:
     return "0" if text in ("-0", "0") else text
 
 
-def savings(
-    store: Store, run_id: str, prices: dict[str, ModelPrice], reference: str | None = None
-) -> dict[str, Decimal]:
+def savings(store: Store, run_id: str, prices: dict[str, ModelPrice]) -> dict[str, Decimal]:
     """What each lever saved against the naive cost (the report's waterfall steps): reuse tiers, routing, fallback,
-    batch pricing, the provider's prompt cache. ``reference``: the strongest routing candidate, if any."""
-    sources = price_sources(store.result_groups(run_id), prices, reference)
+    batch pricing, the provider's prompt cache. The priced sources are kept with the run (``run_sources``), so the
+    summary, the report and ``costinfer analyze`` read one account, with or without a report."""
+    sources = price_sources(store.result_groups(run_id), prices, reference_model(store.run(run_id) or {}))
+    store.save_run_sources(run_id, sources)
     return savings_by_lever(sources, store.run_spend(run_id))

@@ -30,20 +30,30 @@ h1 { font-size: 1.4rem; margin-bottom: .2rem; } .sub { color: #666; margin-top: 
 .cards { display: flex; gap: 1rem; flex-wrap: wrap; margin: 1rem 0 1.5rem; }
 .card { border: 1px solid #ddd; border-radius: 6px; padding: .6rem 1rem; min-width: 9rem; }
 .card b { display: block; font-size: 1.3rem; } .card span { color: #666; font-size: .85rem; }
+.rehearsal { background: #fff4e0; border: 1px solid #e3873a; padding: .5rem 1rem; border-radius: 6px; }
+.card.alert { border-color: #b54a4a; } .card.alert b { color: #b54a4a; }
 .grid { display: grid; grid-template-columns: 1fr 1fr; gap: 1.2rem; }
 .chart { border: 1px solid #eee; border-radius: 6px; padding: .4rem; }
 .chart h2 { font-size: 1rem; margin: .3rem .5rem; } .wide { grid-column: 1 / span 2; }
 table { border-collapse: collapse; font-size: .9rem; } td, th { padding: .2rem .7rem; text-align: right; }
 td:first-child, th:first-child { text-align: left; } tr:nth-child(even) { background: #f6f6f6; }
 </style></head><body>
-<h1>Where the money went: run {{ r.run_id[:12] }}</h1>
+<h1>Where the money went: run {{ r.run_id[:12] }}{% if r.rehearsal %} (rehearsal){% endif %}</h1>
+{% if r.rehearsal %}<p class="rehearsal" data-banner="rehearsal"><b>rehearsal: nothing was paid.</b> The
+{{ r.provider }} provider answered with made-up text; every amount below is what these calls would have cost at list
+price.</p>{% endif %}
 <p class="sub">{{ r.dataset }} &middot; {{ r.provider }} / {{ r.model }} &middot; {{ r.status }}{% if r.stop_reason %}
 ({{ r.stop_reason }}){% endif %} &middot; started {{ r.started_at }}</p>
 <div class="cards">
-  <div class="card"><b>{{ usd(r.cost_usd) }}</b><span>paid</span></div>
+  <div class="card"><b>{{ usd(r.cost_usd) }}</b>
+    <span>{% if r.rehearsal %}would have been paid{% else %}paid{% endif %}</span></div>
   <div class="card"><b>{{ usd(r.waterfall.naive_usd) }}</b><span>every row sent, at list price</span></div>
   <div class="card"><b>{{ usd(r.waterfall.naive_usd - r.cost_usd) }}</b><span>saved</span></div>
   <div class="card"><b>{{ r.rows }}</b><span>rows ({{ r.rejects }} rejected)</span></div>
+  {% if r.unanswered %}<div class="card alert" data-card="unanswered"><b>{{ r.unanswered }}</b>
+    <span>rows with no answer: {{ r.rows_by_source.get("failed", 0) }} failed,
+    {{ r.rows_by_source.get("not_run", 0) }} not run{% if r.stop_reason %} ({{ r.stop_reason }}){% endif %}</span></div>
+  {% endif %}
   <div class="card"><b>{{ usd(r.plan_vs_outcome.expected_cost_usd) }}</b><span>the plan expected</span></div>
   {% if r.budget_usd is not none %}<div class="card"><b>{{ usd(r.budget_usd) }}</b><span>budget</span></div>{% endif %}
   {% if r.compare_with %}<div class="card"><b>{{ usd(r.compare_with.cost_usd) }}</b>

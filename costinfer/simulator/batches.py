@@ -53,7 +53,7 @@ class BatchApi:
     def __init__(
         self,
         answer: Callable[[dict[str, Any], str], tuple[int, dict[str, Any]]],
-        record: Callable[[str, dict[str, Any], int | str], None],
+        record: Callable[..., None],  # (kind, body, status, usage of an answer delivered)
         delay_s: float = 0.5,
         fail_rate: float = 0.0,
         expire_rate: float = 0.0,
@@ -162,7 +162,7 @@ class BatchApi:
             status, body = self.answer(chat, "openai")
             if roll < self.expire_rate + self.fail_rate:
                 status, body = 500, {"error": {"message": "The server had an error (injected)", "type": "server_error"}}
-            self.record("batch_item", chat, status)
+            self.record("batch_item", chat, status, body.get("usage") if status == 200 else None)
             response = {"status_code": status, "request_id": _req_id(), "body": body}
             entry = {"id": _req_id(), "custom_id": custom_id, "response": response, "error": None}
             (outputs if status == 200 else errors).append(entry)
@@ -257,7 +257,7 @@ class BatchApi:
             status, body = self.answer(params, "anthropic")
             if roll < self.expire_rate + self.fail_rate:
                 status, body = 500, {"type": "error", "error": {"type": "api_error", "message": "injected"}}
-            self.record("batch_item", params, status)
+            self.record("batch_item", params, status, body.get("usage") if status == 200 else None)
             if status == 200:
                 results.append({"custom_id": custom_id, "result": {"type": "succeeded", "message": body}})
                 batch.counts["completed"] += 1

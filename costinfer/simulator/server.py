@@ -113,7 +113,9 @@ class Simulator:
             digest, model, text, finish, prompt_tokens, completion_tokens, time.time(), thinking
         )
 
-    def _batch_record(self, kind: str, body: dict[str, Any], status: int | str) -> None:
+    def _batch_record(
+        self, kind: str, body: dict[str, Any], status: int | str, usage: dict[str, Any] | None = None
+    ) -> None:
         if kind == "batch_item" and status == 200:
             self.requests += 1
         if self._log is not None:
@@ -121,6 +123,8 @@ class Simulator:
             line["digest" if kind == "batch_item" else "batch"] = (
                 body_digest(body) if kind == "batch_item" else body.get("batch")
             )
+            if usage is not None:
+                line["usage"], line["model"] = usage, body.get("model")
             self._log.write(orjson.dumps(line) + b"\n")
 
     async def health(self, request: web.Request) -> web.Response:
@@ -269,7 +273,7 @@ class Simulator:
             return resp
         if fault != "timeout":
             self.requests += 1
-            self._record(received, digest, body, 200, protocol)
+            self._record(received, digest, body, 200, protocol, payload.get("usage"))
         return web.Response(body=raw, content_type="application/json", headers=limit_headers)
 
     async def _generate(self, delay_ms: float) -> None:
@@ -294,9 +298,20 @@ class Simulator:
             self.running -= 1
             self._slots.release()
 
-    def _record(self, t: float, digest: str, body: dict[str, Any], status: int | str, protocol: str) -> None:
+    def _record(
+        self,
+        t: float,
+        digest: str,
+        body: dict[str, Any],
+        status: int | str,
+        protocol: str,
+        usage: dict[str, Any] | None = None,
+    ) -> None:
+        """One logged request; an answer delivered (status 200) carries the usage it was billed for, as sent."""
         if self._log is not None:
             line = {"t": t, "digest": digest, "model": body.get("model"), "status": status, "protocol": protocol}
+            if usage is not None:
+                line["usage"] = usage
             self._log.write(orjson.dumps(line) + b"\n")
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:

@@ -21,14 +21,16 @@ GROUPINGS = {
     "dataset": "dataset",
     "source": "source",
     "tag": "tag",
+    "provider": "provider",
 }
 
 # One row per (run, source, model) with the run's day and dataset: rows and savings from run_sources; spend and calls
 # are the ledger's (calls), attached to the 'fresh' and 'fallback' rows of the model that answered
 _FACTS = """
-    WITH scope AS (
+    WITH scope AS (  -- a rehearsal (nothing paid) counts only when asked for, or named
         SELECT run_id, started_at, input_path FROM runs
-        WHERE started_at >= $since AND ($run IS NULL OR run_id = $run)),
+        WHERE started_at >= $since AND ($run IS NULL OR run_id = $run)
+          AND ($rehearsals OR $run IS NOT NULL OR NOT rehearsal)),
     spend AS (
         SELECT c.run_id, c.model, c.tag, count(*) AS calls, count(*) FILTER (WHERE c.status = 'error') AS failed_calls,
                sum(c.cost_usd) AS cost_usd
@@ -53,7 +55,7 @@ _FACTS = """
         FULL JOIN spend sp ON sp.run_id = src.run_id AND sp.model = src.model AND src.source IN ('fresh', 'batch')
             AND sp.tag IS NOT DISTINCT FROM src.tag),
     facts AS (
-        SELECT f.*, CAST(r.started_at AS DATE) AS day, r.input_path AS dataset
+        SELECT f.*, CAST(r.started_at AS DATE) AS day, r.input_path AS dataset, r.provider, r.rehearsal
         FROM run_facts f JOIN runs r USING (run_id))
 """
 
@@ -201,9 +203,9 @@ class HistoryPart(Part):
         """The latest runs: id, started, dataset, model, rows, cost (the ledger's), status, why it stopped."""
         rel = self._con.execute(
             """
-            SELECT r.run_id, r.started_at, r.input_path AS dataset, r.model, coalesce(r.rows, 0) AS rows,
+            SELECT r.run_id, r.started_at, r.input_path AS dataset, r.provider, r.model, coalesce(r.rows, 0) AS rows,
                    coalesce((SELECT sum(cost_usd) FROM calls c WHERE c.run_id = r.run_id), 0) AS cost_usd,
-                   r.status, r.stop_reason
+                   r.status, r.stop_reason, r.rehearsal
             FROM runs r ORDER BY r.started_at DESC LIMIT ?
             """,
             [limit],
@@ -212,23 +214,31 @@ class HistoryPart(Part):
         return [dict(zip(cols, row, strict=True)) for row in rel.fetchall()]
 
     def analyze(
-        self, by: str, since: datetime, run_id: str | None = None
+        self, by: str, since: datetime, run_id: str | None = None, rehearsals: bool = False
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Totals and one group per value of ``by`` (a key of ``GROUPINGS``), over the runs started since ``since``:
-        spend and calls from the ledger, rows by source and saved dollars from run_sources."""
+        spend and calls from the ledger, rows by source and saved dollars from run_sources. Rehearsals (nothing
+        paid) count only with ``rehearsals`` or when ``run_id`` names one; the totals say how many were left out."""
         key = GROUPINGS[by]
-        params = {"since": since, "run": run_id}
+        params = {"since": since, "run": run_id, "rehearsals": rehearsals}
         measures = """
             sum(cost_usd) AS cost_usd, sum(calls) AS calls, sum(failed_calls) AS failed_calls, sum(rows) AS rows,
             sum(rows) FILTER (WHERE source = 'cache') AS cache_rows,
             sum(rows) FILTER (WHERE source IN ('normalized', 'semantic')) AS near_rows,
             sum(rows) FILTER (WHERE source = 'duplicate') AS duplicate_rows,
             sum(rows) FILTER (WHERE source IN ('failed')) AS failed_rows,
-            sum(saved_usd) AS saved_usd, count(DISTINCT run_id) AS runs
+            sum(saved_usd) AS saved_usd, count(DISTINCT run_id) AS runs,
+            string_agg(DISTINCT provider, ',' ORDER BY provider) AS providers,
+            count(DISTINCT run_id) FILTER (WHERE rehearsal) AS rehearsal_runs
         """
         total_rel = self._con.execute(f"{_FACTS} SELECT {measures} FROM facts", params)
         cols = [d[0] for d in total_rel.description]
         totals = dict(zip(cols, total_rel.fetchone() or (), strict=True))
+        left_out = self._con.execute(
+            "SELECT count(*) FROM runs WHERE rehearsal AND started_at >= $since AND $run IS NULL AND NOT $rehearsals",
+            params,
+        ).fetchone()
+        totals["rehearsals_left_out"] = int(left_out[0]) if left_out else 0
         group_rel = self._con.execute(
             f"{_FACTS} SELECT {key} AS {by}, {measures} FROM facts GROUP BY 1 ORDER BY 1", params
         )

@@ -42,9 +42,12 @@ class RunsPart(Part):
         return one_dict(self._con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]))
 
     def run_models(self, run_id: str) -> list[str]:
-        """The models a run's distinct requests name."""
+        """The models a run's distinct requests name, and those they were sent to instead (routed, escalated, the
+        fallback model)."""
         rows = self._con.execute(
-            "SELECT DISTINCT q.model FROM run_keys rk JOIN requests q ON q.key = rk.key WHERE rk.run_id = ?", [run_id]
+            "SELECT DISTINCT q.model FROM run_keys rk JOIN requests q ON q.key = rk.key OR q.key = rk.answer_key "
+            "WHERE rk.run_id = ?",
+            [run_id],
         ).fetchall()
         return sorted(str(model) for (model,) in rows)
 

@@ -171,6 +171,17 @@ def _m11_server_counts(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE requests ADD COLUMN counted_by VARCHAR")
 
 
+def _m12_rehearsals(con: duckdb.DuckDBPyConnection) -> None:
+    # rehearsal: the run's provider answers with made-up text and bills nothing (the simulator); its "spend" is what
+    # the calls would have cost, kept apart from real money in runs, reports and analyze. Earlier runs: by provider.
+    con.execute(
+        """
+        ALTER TABLE runs ADD COLUMN rehearsal BOOLEAN NOT NULL DEFAULT false;
+        UPDATE runs SET rehearsal = true WHERE provider = 'simulate';
+        """
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     (1, "initial schema: runs, items, rejects, requests, run_keys, responses, calls", _m1_initial),
     (2, "requests.input_bound for the budget's worst case; row priority", _m2_bounds_and_priority),
@@ -183,5 +194,6 @@ MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] =
     (9, "provider batch jobs and their items; calls.mode", _m9_batches),
     (10, "routing across models (run_keys.routed, route, route_checked); prompt-cache writes", _m10_routing),
     (11, "requests.counted_by: prompt tokens counted by the server (vLLM /tokenize)", _m11_server_counts),
+    (12, "runs.rehearsal: runs whose provider pays nothing (the simulator)", _m12_rehearsals),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
