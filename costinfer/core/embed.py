@@ -23,6 +23,10 @@ from costinfer.store import Store
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 BATCH = 64
+# On a GPU the model is fed larger batches: banking77's 13,083 utterances on an H200 (sorted by length, fp32) ran at
+# 7,293 texts/s in batches of 64, 11,745 of 256, 13,619 of 1,024 and 11,001 of 4,096 (fp16 gained nothing: 14,046 at
+# best); the CPU's own best stays at 64
+GPU_BATCH = 1024
 CHUNK = 4096  # texts embedded (and stored) at a time by the local engine
 SAVE_ROWS = 4096  # vectors written to the store at a time: 256 at a time ran at 23,000/s, 4,096 at 60,000/s
 _LOADED: dict[str, Any] = {}  # model name -> loaded model: loading costs seconds, once per process
@@ -91,9 +95,10 @@ class Embedder:
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        vectors = self._load().encode(
+        model = self._load()
+        vectors = model.encode(
             [texts[i] for i in order],
-            batch_size=BATCH,
+            batch_size=GPU_BATCH if str(getattr(model, "device", "cpu")).startswith("cuda") else BATCH,
             normalize_embeddings=True,
             convert_to_numpy=True,
             show_progress_bar=False,
