@@ -158,6 +158,9 @@ def copy_atomically(con: duckdb.DuckDBPyConnection, query: str, path: Path, opti
 @contextlib.contextmanager
 def registered(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> Any:
     """An Arrow table visible to SQL as ``name`` for the length of a block."""
+    # register() refuses a connection whose last result was not fetched to its end (a fetchone() of one row leaves
+    # it open): a statement of its own closes that result first
+    con.execute("SELECT 1").fetchall()
     con.register(name, table)
     try:
         yield

@@ -118,7 +118,7 @@ class AnswerReader:
 
     def has_answer(self, key: str) -> bool:
         with self._lock:
-            return self._cursor.execute("SELECT 1 FROM responses WHERE key = ?", [key]).fetchone() is not None
+            return bool(self._cursor.execute("SELECT 1 FROM responses WHERE key = ? LIMIT 1", [key]).fetchall())
 
     def close(self) -> None:
         self._cursor.close()

@@ -104,8 +104,8 @@ class ReusePart(Part):
                   AND ln.answer_key <> run_keys.key
                 """,
                 [run_id],
-            ).fetchone()
-            changed = int(row[0]) if row else 0
+            ).fetchall()  # to the end: a result left open refuses the connection's next register()
+            changed = int(row[0][0]) if row else 0
             if not changed:
                 break
             moved += changed
