@@ -108,6 +108,8 @@ class Executor(Outcomes):
         self._workers_left = 0
         self.budget_unsent = 0  # requests left unsent because their worst case did not fit the budget
         self._answers: Any = None  # the cache, read for fallback answers (Store.answer_reader), opened when needed
+        self._inflight: dict[str, anyio.Event] = {}  # request keys being sent now, set when their call ends
+        self._fresh: set[str] = set()  # request keys this invocation has answered (saved or about to be)
 
     def request_stop(self, reason: str) -> None:
         """Stop dispatching: calls in flight finish (and are saved); nothing new starts."""
@@ -274,6 +276,18 @@ class Executor(Outcomes):
                     if self.control is not None:
                         self.control.release()
                     return known
+            sent = request_key(body, self.backend.endpoint) if choice.substitute else item.key
+            while (busy := self._inflight.get(sent)) is not None:  # the same request is on its way (a fallback
+                await busy.wait()  # request can be another row's own request): wait for it instead of paying twice
+            if sent in self._fresh:
+                self.limiter.release(metered)
+                if self.control is not None:
+                    self.control.release()
+                return Outcome(
+                    sent, self.backend.name, choice.model, 0, cached=True,
+                    replaces=item.key if choice.substitute else None, request_body=body if choice.substitute else None,
+                )  # fmt: skip
+            self._inflight[sent] = anyio.Event()
             started = time.perf_counter()
             try:
                 try:
@@ -281,7 +295,9 @@ class Executor(Outcomes):
                         done = await self.backend.complete(body, cache_prefix=True)
                     else:
                         done = await self.backend.complete(body)
+                    self._fresh.add(sent)
                 finally:
+                    self._inflight.pop(sent).set()
                     self.limiter.release(metered)
                     if self.control is not None:
                         self.control.release()
@@ -292,6 +308,12 @@ class Executor(Outcomes):
             except BackendError as exc:
                 self.limiter.observe(exc.headers)
                 if exc.error_class == "cannot_connect" and self._refused_for_good(exc):
+                    return None
+                if exc.error_class == "timeout" and not self._reached:
+                    # nothing has answered in this invocation and a call outlived --timeout: a server that accepts
+                    # connections and never answers. Stop now (within one timeout), not after every retry of every row
+                    self.unreachable = f"{exc}: the server accepts connections but does not answer"
+                    self.request_stop("unreachable")
                     return None
                 if exc.status is not None:
                     self._reached, self._refused = True, 0

@@ -29,7 +29,8 @@ class Router:
         return [model, self.fallback_model] if self.fallback_model else [model]
 
     def choose(self, model: str) -> Choice:
-        if self.fallback_model and not self.breaker.allow_probe():
+        # a request for the fallback model itself is sent as it is: it is nobody's substitute
+        if self.fallback_model and model != self.fallback_model and not self.breaker.allow_probe():
             return Choice(self.fallback_model, substitute=True)
         return Choice(model, substitute=False)
 

@@ -19,8 +19,8 @@ RESULT_ROWS = f"""
                rk.answer_key, rk.routed, rk.route, q.model AS requested_model, r.run_id AS answered_by, r.response,
                r.model, r.provider, r.finish_reason, r.input_tokens, r.output_tokens, r.reasoning_tokens,
                r.cached_tokens, r.cache_write_tokens,
-               -- a routed answer is paid on the row, unless a row of this run asked that request itself
-               CASE WHEN rk.tier IN ('routed', 'escalated') AND EXISTS (
+               -- a routed (or fallback) answer is paid on the row, unless a row of this run asked that request itself
+               CASE WHEN rk.tier IN ('routed', 'escalated', 'fallback') AND EXISTS (
                         SELECT 1 FROM run_keys x WHERE x.run_id = $run AND x.key = rk.answer_key) THEN 0
                     ELSE r.cost_usd END AS cost_usd,
                -- an escalated row also paid for the answer that failed the check, when this run paid for it
