@@ -154,7 +154,10 @@ class Backend(ABC):
         if cache_prefix:
             payload = self.mark_prefix(payload)
         raw, headers = await self.transport.post(f"{self.base_url}{self.path}", payload)
-        done = self.parse(raw)
+        try:
+            done = self.parse(raw)
+        except BackendError as exc:  # a body that is not an answer may echo the key, like an error's
+            raise self.transport.redacted(exc) from exc
         done.headers = headers
         return done
 
@@ -185,6 +188,16 @@ class Backend(ABC):
     async def load(self) -> ServerLoad:
         """The server's queue right now (``reports_load``)."""
         raise BackendError(f"provider '{self.name}' reports no load", error_class="bad_request")
+
+    @classmethod
+    def refuses(cls, body: dict[str, Any]) -> tuple[str, str] | None:
+        """(field, reason) when this protocol cannot send the request at all: the row is bad before any call."""
+        return None
+
+    @classmethod
+    def drops(cls, body: dict[str, Any]) -> list[str]:
+        """The request's fields this protocol has no counterpart for and does not send (the run says so once)."""
+        return []
 
     def translate(self, body: dict[str, Any]) -> dict[str, Any]:
         """The provider-neutral request in this protocol's shape (OpenAI's chat shape is the neutral one)."""

@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from costinfer.backends.redact import redact
 from costinfer.core.errors import AuthError, BackendError
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529})
@@ -28,8 +29,12 @@ class HttpTransport:
         self.timeout_s = timeout_s
         self.concurrency = concurrency
         self._session: aiohttp.ClientSession | None = None
+        self._secrets: tuple[str, ...] = ()  # the credentials sent: never repeated from a server's text
 
     async def start(self, headers: dict[str, str]) -> None:
+        self._secrets = tuple(
+            v.split(" ", 1)[-1] for k, v in headers.items() if k.lower() in ("authorization", "x-api-key", "api-key")
+        )
         # a few connections beyond the calls in flight: a server's /metrics and /tokenize must not queue behind them
         connector = aiohttp.TCPConnector(limit=max(self.concurrency, 1) + 4, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
@@ -56,8 +61,13 @@ class HttpTransport:
         try:
             out: dict[str, Any] = orjson.loads(raw)
         except MALFORMED as exc:
-            raise malformed(raw, exc) from exc
+            raise self.redacted(malformed(raw, exc)) from exc
         return out
+
+    def redacted(self, error: BackendError) -> BackendError:
+        """The error with the run's keys, and anything shaped like a key, masked in its message."""
+        error.args = (redact(str(error), self._secrets),)
+        return error
 
     async def send(
         self, method: str, url: str, data: Any = None, headers: dict[str, str] | None = None
@@ -81,11 +91,14 @@ class HttpTransport:
                 reason = f"cannot resolve the host {exc.host} ({reason})"
             raise BackendError(reason, error_class="cannot_connect", retryable=True) from exc
         except aiohttp.ClientError as exc:
-            raise BackendError(
-                f"connection failed: {exc.__class__.__name__}: {exc}", error_class="connection_error", retryable=True
-            ) from exc
+            raise self.redacted(
+                BackendError(
+                    f"connection failed: {exc.__class__.__name__}: {exc}", error_class="connection_error",
+                    retryable=True,
+                )
+            ) from exc  # fmt: skip
         if status != 200:
-            error = http_error(status, raw, retry_after)
+            error = self.redacted(http_error(status, raw, retry_after))
             error.headers = headers
             raise error
         return raw, headers
@@ -93,7 +106,7 @@ class HttpTransport:
 
 def malformed(raw: bytes, exc: Exception) -> BackendError:
     """A body that is not the protocol's answer (a proxy's error page, a cut body): retryable."""
-    snippet = raw[:120].decode("utf-8", "replace")
+    snippet = redact(raw[:120].decode("utf-8", "replace"))
     return BackendError(
         f"malformed answer ({exc.__class__.__name__}): {snippet!r}", error_class="malformed_response", retryable=True
     )

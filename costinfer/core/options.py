@@ -4,7 +4,9 @@ sent), and the fingerprint that makes the same command the same run."""
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import re
 import string
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -153,6 +155,13 @@ def fingerprint(opts: RunOptions, source: Source, fmt: str, endpoint: str) -> st
 
 def validate(opts: RunOptions) -> None:
     """Every option checked before anything is read or sent: one line naming the option and the fix."""
+    for flag, number in (
+        ("--timeout", opts.timeout_s), ("--rpm", opts.rpm), ("--tpm", opts.tpm), ("--deadline", opts.deadline_h),
+        ("--semantic-threshold", opts.semantic_threshold), ("--store-wait", opts.store_wait_s),
+        ("--batch-poll", opts.batch_poll_s), ("--sim-latency-ms", opts.simulator_latency_ms),
+    ):  # fmt: skip
+        if number is not None and not math.isfinite(number):
+            raise ConfigError(f"{flag} must be a finite number, got {number}")
     if opts.concurrency is not None and opts.concurrency < 1:
         raise ConfigError(f"--concurrency must be at least 1, got {opts.concurrency}")
     if opts.budget_usd is not None and opts.budget_usd < 0:
@@ -217,7 +226,9 @@ def validate(opts: RunOptions) -> None:
     out = opts.output_path()
     if out.suffix.lower() not in (".jsonl", ".parquet"):
         raise ConfigError(f"--output {out}: the results file must end in .jsonl or .parquet")
-    for flag, path in (("--output", out), ("--rejects", opts.rejects_path())):
+    if opts.output_format is not None and out.suffix.lower() != ".jsonl":
+        raise ConfigError(f"--output-format {opts.output_format} writes JSONL: name the results file .jsonl, not {out}")
+    for flag, path in (("--output", out), ("--rejects", opts.rejects_path()), *_metrics(opts)):
         folder = path.parent
         if not folder.is_dir():
             raise ConfigError(f"{flag} {path}: the folder {folder} does not exist; nothing was sent")
@@ -253,10 +264,31 @@ def _check_routing(opts: RunOptions) -> None:
         raise ConfigError("--route cascade needs answers before it can escalate: use --mode online")
 
 
+def _metrics(opts: RunOptions) -> list[tuple[str, Path]]:
+    return [("--metrics-file", opts.metrics_file)] if opts.metrics_file is not None else []
+
+
+def written_paths(opts: RunOptions) -> list[tuple[str, Path]]:
+    """Every file a run writes, with the option that names it: results, rejects, the report (JSON and HTML, beside
+    the results), the metrics file, the semantic audit."""
+    out = opts.output_path()
+    named = [("--output", out), ("--rejects", opts.rejects_path())]
+    if opts.report:
+        named += [
+            ("the report (beside --output)", out.with_name(f"{out.stem}.report.json")),
+            ("the HTML report (beside --output)", out.with_name(f"{out.stem}.report.html")),
+        ]
+    named += _metrics(opts)
+    if opts.semantic_audit:
+        named.append(("--semantic-audit's file (beside --output)", opts.audit_path()))
+    return named
+
+
 def _check_distinct(opts: RunOptions) -> None:
-    """The input, the results, the rejects and the store are four different files: writing one must never destroy
-    another (``-o data.jsonl`` once overwrote the dataset with its results)."""
-    named = [("--output", opts.output_path()), ("--rejects", opts.rejects_path())]
+    """The input, the store and every file a run writes are different files: writing one must never destroy another
+    (``-o data.jsonl`` once overwrote the dataset with its results; ``--metrics-file`` the dataset or the store; a
+    dataset named ``x.report.json`` its own report). Symbolic links and relative paths are resolved."""
+    named = written_paths(opts)
     named.append(("--store", opts.store or default_store_path()))
     if not is_stdin(opts.input_path):
         named.insert(0, ("the input", opts.input_path))
@@ -278,19 +310,54 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+_COLUMN = re.compile(r"[^\W\d]\w*(?:[ -]\w+)*")  # a column's name: a word, maybe with spaces or dashes
+_SECRET_PARAM = re.compile(r"(?i)(?:api[-_]?key|key|token|secret|password|passwd|sig|signature|auth\w*|code)$")
+
+
 def check_url(url: str) -> None:
-    """A base URL must be http(s)://host[:port][/path]: anything else fails here, not as an error on every call."""
-    from urllib.parse import urlsplit
+    """A base URL must be http(s)://host[:port][/path]: anything else fails here, not as an error on every call.
+    It never carries credentials (user:password@, ?api-key=): they would be stored with the run and shown; keys come
+    from the provider's variable."""
+    from urllib.parse import parse_qsl, urlsplit
 
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError as exc:
-        raise ConfigError(f"--base-url '{url}' is not a URL: {exc}") from None
+        raise ConfigError(f"--base-url is not a URL: {redact_url(url)}: {exc}") from None
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(
+            f"--base-url {redact_url(url)} carries credentials: leave them out of the URL and put the key in the "
+            f"provider's variable (e.g. OPENAI_API_KEY); nothing was read or sent"
+        )
+    if any(_SECRET_PARAM.match(name) for name, _ in parse_qsl(parts.query, keep_blank_values=True)):
+        raise ConfigError(
+            f"--base-url {redact_url(url)} carries a credential in its query string: put the key in the provider's "
+            f"variable (e.g. OPENAI_API_KEY) instead; nothing was read or sent"
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(
-            f"--base-url '{url}' is not a URL: give http(s)://HOST[:PORT]/PATH, e.g. http://127.0.0.1:8000/v1"
+            f"--base-url '{redact_url(url)}' is not a URL: give http(s)://HOST[:PORT]/PATH, e.g. "
+            f"http://127.0.0.1:8000/v1"
         )
+
+
+def redact_url(url: str) -> str:
+    """A URL fit to show: a password and credential-like query values replaced by '***'."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+        query = urlencode(
+            [(k, "***" if _SECRET_PARAM.match(k) else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)],
+            safe="*",
+        )
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:
+        return "(a URL that cannot be parsed)"
 
 
 def check_template(template: str) -> None:
@@ -304,6 +371,12 @@ def check_template(template: str) -> None:
         raise ConfigError(
             f"--template '{template}' names no column: write columns as {{name}}, e.g. 'Classify: {{text}}'"
         )
+    for name in names:  # a column's value, nothing else: {prompt.upper} would send a method's address, paid
+        if name and not _COLUMN.fullmatch(name):
+            raise ConfigError(
+                f"--template '{template}': {{{name}}} is not a column name; a template names columns only "
+                f"(no attribute, index or positional field), e.g. {{text}}"
+            )
 
 
 def simulator_settings(opts: RunOptions) -> dict[str, Any]:
