@@ -59,6 +59,27 @@ def handled() -> Iterator[None]:
         raise typer.Exit(int(ExitCode.INTERNAL)) from None
 
 
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM stops a command as Ctrl-C does (what finished is saved, exit 130), in every phase: while the dataset
+    is read as well as while calls are sent (there the executor's own handler makes the stop graceful)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 # Each command's module registers it on ``app`` when imported.
 COMMAND_MODULES = {
     "analyze": "costinfer.cli.analyze",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -9,8 +11,10 @@ import orjson
 import typer
 
 from costinfer.cli import options
-from costinfer.cli.app import app, err_console, handled, out_console
+from costinfer.cli.app import app, err_console, handled, out_console, sigterm_interrupts
 from costinfer.cli.render import make_progress, plan_table, stop_progress, summary_table
+from costinfer.core.errors import CostinferError, ExitCode
+from costinfer.core.options import RunOptions, dataset_label
 from costinfer.core.plan import Plan
 from costinfer.core.runner import run
 
@@ -139,7 +143,7 @@ def run_command(
       costinfer run prompts.jsonl --budget 50 --json > summary.json     # machine-readable summary
     Rerun the same command after a crash or Ctrl-C: it resumes and pays for nothing twice.
     """
-    with handled():
+    with handled(), sigterm_interrupts():
         opts = options.run_options(locals())
         progress = make_progress(err_console, quiet)
 
@@ -150,8 +154,15 @@ def run_command(
             for note in plan.notes:
                 err_console.print(f"note: {note}", markup=False)
 
+        started = time.monotonic()
         try:
             summary = run(opts, progress, on_plan=show_plan)
+        except CostinferError as exc:
+            _failure_metrics(opts, int(exc.exit_code), started)
+            raise
+        except KeyboardInterrupt:
+            _failure_metrics(opts, int(ExitCode.INTERRUPTED), started)
+            raise
         finally:
             stop_progress(progress)
         data = summary.as_dict()
@@ -175,3 +186,14 @@ def run_command(
             reason = f" ({summary.stop_reason})" if summary.stop_reason else ""
             err_console.print(f"{summary.not_run} rows were not run{reason}; {why}", markup=False)
         raise typer.Exit(int(summary.exit_code))
+
+
+def _failure_metrics(opts: RunOptions, exit_code: int, started: float) -> None:
+    """--metrics-file is written on every exit: a run that stopped with an error says so (a stale file from a
+    passing run must not stand)."""
+    if opts.metrics_file is None:
+        return
+    from costinfer.report.metrics import write_failure_metrics
+
+    with contextlib.suppress(OSError, ValueError):  # the error itself is what the user must see
+        write_failure_metrics(opts.metrics_file, dataset_label(opts), exit_code, time.monotonic() - started)

@@ -11,9 +11,14 @@ id has ``row_id`` null and takes its position as its identity when stored.
 from __future__ import annotations
 
 import gc
+import os
+import signal
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -52,6 +57,13 @@ class ChunkResult:
     unknown_fields: dict[str, int] = field(default_factory=dict)  # a field costinfer does not read -> its first line
 
 
+def protocol_of(provider: str) -> Any:
+    """The provider's backend class (``refuses``, ``drops``), or None for a provider not installed here."""
+    from costinfer.backends.base import registry
+
+    return registry().get(provider)
+
+
 class ChunkProcessor:
     def __init__(self, job: ChunkJob) -> None:
         self.job = job
@@ -60,6 +72,8 @@ class ChunkProcessor:
         self.prices: dict[str, ModelPrice] = {}
         self._unpriced: dict[str, str] = {}
         self._known = job.spec.known_fields()
+        self._protocol = protocol_of(job.provider)  # what the provider's protocol refuses, or does not send
+        self._dropped: set[str] = set()
 
     def jsonl_block(self, first_line: int, block: bytes) -> ChunkResult:
         with _without_cyclic_gc():
@@ -112,6 +126,12 @@ class ChunkProcessor:
                 if refused is not None:
                     rejects.append(_reject(req, *refused))
                     continue
+            if self._protocol is not None:
+                refused = self._protocol.refuses(req.body)
+                if refused is not None:  # a bad row now, not a failed call later
+                    rejects.append(_reject(req, *refused))
+                    continue
+                self._dropped.update(self._protocol.drops(req.body))
             key, req.norm_key, req.group_key = keys(req.body)
             req.key = key
             if req.extra and req.extra.get("semantic") is False:
@@ -157,9 +177,15 @@ class ChunkProcessor:
             opt_out=opt_out,
             own_model=own_model,
             models=sorted(self.prices),
-            notes=self.counter.notes(),
+            notes=[*self.counter.notes(), *self._drop_notes()],
             unknown_fields=unknown,
         )
+
+    def _drop_notes(self) -> list[str]:
+        if not self._dropped:
+            return []
+        names = ", ".join(sorted(self._dropped))
+        return [f"{self.job.provider} has no counterpart of {names}: not sent with the rows that set it"]
 
     def _price(self, model: str) -> ModelPrice | None:
         if model in self._unpriced:
@@ -281,10 +307,26 @@ def _rejects(rejects: list[Reject]) -> pa.Table | None:
 _WORKER: ChunkProcessor | None = None
 
 
-def start_worker(job: ChunkJob) -> None:
-    """A worker process's initializer: one processor (key memo, loaded encoders) for all the chunks it gets."""
+def start_worker(job: ChunkJob, parent: int | None = None) -> None:
+    """A worker process's initializer: one processor (key memo, loaded encoders) for all the chunks it gets. The
+    worker leaves when its parent does, even when the parent was killed (SIGKILL leaves no time to stop it): Ctrl-C
+    is the parent's to handle."""
     global _WORKER
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent is not None:
+        _follow_parent(parent)
     _WORKER = ChunkProcessor(job)
+
+
+def _follow_parent(parent: int) -> None:
+    """Exit when ``parent`` is gone (its pid is no longer this process's parent), within half a second."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="costinfer-parent-watch", daemon=True).start()
 
 
 def worker_jsonl_block(first_line: int, block: bytes) -> ChunkResult:

@@ -120,7 +120,8 @@ class Ingest:
     def _pooled(self, job: ChunkJob, workers: int) -> Iterator[ChunkResult]:
         """Blocks of lines to worker processes, results back in input order, a few blocks in flight."""
         context = multiprocessing.get_context("spawn")  # no fork: this process runs DuckDB's threads
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=start_worker, initargs=(job,)) as pool:
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=start_worker, initargs=(job, os.getpid()))
+        try:
             in_flight: list[Future[ChunkResult]] = []
             for first_line, block in jsonl_blocks(self.path, BLOCK_BYTES):
                 in_flight.append(pool.submit(worker_jsonl_block, first_line, block))
@@ -128,6 +129,12 @@ class Ingest:
                     yield in_flight.pop(0).result()
             for future in in_flight:
                 yield future.result()
+        except BaseException:  # Ctrl-C, SIGTERM, an error: the workers stop now, not after the blocks they hold
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
 
     def _write(self, held: list[ChunkResult]) -> None:
         """Store chunks in one transaction: DuckDB inserts fast in large batches, slowly in small ones. Inline, not

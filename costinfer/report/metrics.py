@@ -55,3 +55,20 @@ def previous_success(path: Path, dataset: str) -> float | None:
             if sample.name == LAST_SUCCESS and sample.labels.get("dataset") == dataset:
                 return float(sample.value)
     return None
+
+
+def write_failure_metrics(path: Path, dataset: str, exit_code: int, elapsed_s: float) -> None:
+    """A run that ended with an error before its summary: its exit code and duration, and the last success kept
+    (no figure of spend or rows is guessed: they may be unknown), so a stale file never says the last run passed."""
+    registry = CollectorRegistry()
+    Gauge("costinfer_run_exit_code", "The run's exit code (0: success).", ["dataset"], registry=registry).labels(
+        dataset=dataset
+    ).set(exit_code)
+    Gauge("costinfer_run_duration_seconds", "Seconds the run took.", ["dataset"], registry=registry).labels(
+        dataset=dataset
+    ).set(elapsed_s)
+    last = previous_success(path, dataset)
+    if last is not None:
+        Gauge(LAST_SUCCESS, "When a run of this dataset last succeeded (Unix time).", ["dataset"], registry=registry
+              ).labels(dataset=dataset).set(last)  # fmt: skip
+    write_to_textfile(str(path), registry)
