@@ -2,8 +2,9 @@
 required ``max_tokens``, and usage that reports cache reads and cache writes apart from ``input_tokens``.
 
 The provider-neutral request (OpenAI's chat shape) is translated here: system messages become ``system``, ``stop``
-becomes ``stop_sequences``, function tools become Anthropic tools. ``seed`` has no Anthropic counterpart and is not
-sent; ``response_format`` and tool-result messages are refused with a clear error rather than sent wrongly.
+becomes ``stop_sequences``, function tools become Anthropic tools. ``seed`` and the penalties have no Anthropic
+counterpart and are not sent (the run says so); ``response_format``, tool-result messages and a conversation that
+opens with the assistant are bad rows (``refuses``), found before any call.
 """
 
 from __future__ import annotations
@@ -41,6 +42,24 @@ class AnthropicBackend(Backend):
             headers["x-api-key"] = key
         return headers
 
+    @classmethod
+    def refuses(cls, body: dict[str, Any]) -> tuple[str, str] | None:
+        """What the Messages API cannot take: response_format, roles other than system/user/assistant, and a
+        conversation whose first message (after the system prompt) is not the user's."""
+        if body.get("response_format"):
+            return "response_format", "the Messages API has no response_format: ask for the format in the prompt"
+        turns = [m for m in body.get("messages", []) if m.get("role") not in ("system", "developer")]
+        for message in turns:
+            if message.get("role") not in ("user", "assistant"):
+                return "messages", f"the anthropic backend does not send '{message.get('role')}' messages"
+        if turns and turns[0].get("role") != "user":
+            return "messages", "the Messages API needs the first message (after the system prompt) to be the user's"
+        return None
+
+    @classmethod
+    def drops(cls, body: dict[str, Any]) -> list[str]:
+        return [name for name in _NOT_SENT if body.get(name) is not None]
+
     def translate(self, body: dict[str, Any]) -> dict[str, Any]:
         return to_messages_request(body)
 
@@ -54,6 +73,9 @@ class AnthropicBackend(Backend):
 
     def parse(self, raw: bytes) -> Completion:
         return parse_message(raw)
+
+
+_NOT_SENT = ("frequency_penalty", "presence_penalty", "seed", "logprobs", "n")  # no Messages API counterpart
 
 
 def to_messages_request(body: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Several servers of the same model as one backend (``--base-url`` given more than once): each call goes to the
-replica with the fewest calls in flight; a replica that refuses connections or drops them rests (5 s, doubling to a
-minute while it keeps failing) and its calls go to the others at once; the run stops only when none answers.
+replica with the fewest calls in flight; a replica that refuses connections, drops them or does not answer within the
+timeout rests (5 s, doubling to a minute while it keeps failing) and its calls go to the others at once; the run
+stops only when none answers.
 
 The request key is the first replica's (the model and the first URL), so adding or losing a replica does not change
 what is cached. Each replica's calls, output tokens and failures are counted for the run's summary.
@@ -17,7 +18,9 @@ from costinfer.core.errors import BackendError
 
 REST_S = 5.0
 MAX_REST_S = 60.0
-_GONE = ("cannot_connect", "connection_error")
+# a replica that refuses, drops or holds a call past --timeout rests, and the call goes to another at once (a retry
+# that went back to a server that never answers failed a row whose four attempts all went there)
+_GONE = ("cannot_connect", "connection_error", "timeout")
 
 
 @dataclass

@@ -67,9 +67,15 @@ class VLLMBackend(OpenAIBackend):
             async with limit:
                 out[i] = await self.tokenize(bodies[i])
 
-        async with anyio.create_task_group() as tg:
-            for i in range(len(bodies)):
-                tg.start_soon(one, i)
+        try:
+            async with anyio.create_task_group() as tg:
+                for i in range(len(bodies)):
+                    tg.start_soon(one, i)
+        except BaseExceptionGroup as group:  # the calls' first error, as one error (a server without /tokenize)
+            first = _first_backend_error(group)
+            if first is None:
+                raise
+            raise first from None
         return out
 
     async def load(self) -> ServerLoad:
@@ -100,3 +106,12 @@ def parse_metrics(text: str) -> ServerLoad:
         )
     kv = next((values[n] for n in _KV_NAMES if n in values), None)
     return ServerLoad(values["vllm:num_requests_running"], values.get("vllm:num_requests_waiting", 0.0), kv)
+
+
+def _first_backend_error(group: BaseExceptionGroup[BaseException]) -> BackendError | None:
+    for error in group.exceptions:
+        if isinstance(error, BackendError):
+            return error
+        if isinstance(error, BaseExceptionGroup) and (inner := _first_backend_error(error)) is not None:
+            return inner
+    return None

@@ -13,6 +13,33 @@ import anyio
 from costinfer.core.batch import BatchExecutor
 from costinfer.core.executor import Executor
 
+FILES_RESERVED = 64  # descriptors kept for the store, the dataset, the results, the event loop and the libraries
+
+
+def open_files_allow(calls: int, per_call: int = 1) -> tuple[int, str | None]:
+    """Calls in flight this process can hold connections for: the soft limit on open files is raised to the hard
+    one first (macOS starts at 256), and ``calls`` is capped below what is left, with a note saying so.
+    ``per_call``: descriptors each call holds here (2 when the server runs in this process: the simulator)."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return calls, None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    room = max(1, (soft - FILES_RESERVED) // per_call)
+    if calls <= room:
+        return calls, None
+    return room, (
+        f"--concurrency {calls} needs more open files than this process may hold ({soft}, `ulimit -n`): "
+        f"{room} calls in flight instead"
+    )
+
 
 def call_all(executor: Executor | BatchExecutor, pages: Iterator[Any]) -> None:
     """Send every pending request of ``pages`` through ``executor``, on a fresh event loop."""

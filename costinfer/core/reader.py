@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import orjson
 
-from costinfer.core.errors import InputError
+from costinfer.core.errors import ConfigError, InputError
 
 FORMATS = ("jsonl", "csv", "parquet")
 _EXTENSIONS = {
@@ -53,8 +53,9 @@ def detect_format(path: Path, override: str | None = None) -> str:
     compression = compression_of(path)
     inner = path.with_suffix("") if compression else path
     if override:
-        if override not in FORMATS:
-            raise InputError(f"{path}: unknown --format '{override}'; use one of {', '.join(FORMATS)}")
+        if override not in FORMATS:  # a bad option, not bad data: exit 2
+            known = ", ".join([*FORMATS, "openai-batch", "anthropic-batch"])
+            raise ConfigError(f"--format must be one of {known}, got '{override}'")
         fmt = override
     else:
         found = _EXTENSIONS.get(inner.suffix.lower())
@@ -131,6 +132,9 @@ def _jsonl_rows(path: Path) -> Iterator[RawRow]:
             raise _bad_compressed(path, exc) from exc
 
 
+_BOM = b"\xef\xbb\xbf"  # UTF-8's byte-order mark
+
+
 def jsonl_blocks(path: Path, block_bytes: int = 4 << 20) -> Iterator[tuple[int, bytes]]:
     """(first line number, bytes) of consecutive whole-line blocks of a JSONL file, parsed a block at a time."""
     line = 1
@@ -143,6 +147,8 @@ def jsonl_blocks(path: Path, block_bytes: int = 4 << 20) -> Iterator[tuple[int, 
                 raise _bad_compressed(path, exc) from exc
             if not data:
                 break
+            if line == 1 and not carry and data.startswith(_BOM):  # Excel and PowerShell write one: not data
+                data = data[len(_BOM) :]
             data = carry + data
             cut = data.rfind(b"\n") + 1
             if cut == 0:

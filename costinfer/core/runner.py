@@ -20,7 +20,7 @@ from costinfer.backends.replicas import connect
 from costinfer.core.accept import Acceptance, CheckError
 from costinfer.core.batch import BatchConfig, BatchExecutor, choose_mode
 from costinfer.core.budget import BudgetGuard
-from costinfer.core.calling import call_all
+from costinfer.core.calling import call_all, open_files_allow
 from costinfer.core.cascade import escalate
 from costinfer.core.errors import (
     AuthError,
@@ -84,6 +84,11 @@ def run(
     progress = progress or NullProgress()
     clock = Stopwatch()
     setup = load_setup(opts)
+    in_process = opts.base_url is None and setup.backend_cls.local_server(simulator_settings(opts)) is not None
+    allowed, why = open_files_allow(opts.calls_in_flight(setup.backend_cls.reports_load), 2 if in_process else 1)
+    if why is not None:
+        progress.note(why)
+        opts = replace(opts, concurrency=allowed)
     with contextlib.ExitStack() as stack:
         source = stack.enter_context(open_source(opts.input_path, setup.fmt))
         urls: list[str | None] = [opts.base_url, *opts.replicas]

@@ -54,6 +54,9 @@ def check_file(path: Path) -> None:
         raise InputError(f"{path}: cannot be read (permission denied)")
 
 
+_COMPRESSED = ((b"\x1f\x8b", ".gz"), (b"\x28\xb5\x2f\xfd", ".zst"))  # gzip's and zstd's magic numbers
+
+
 @contextmanager
 def open_source(path: Path, fmt: str) -> Iterator[Source]:
     """The input as a ``Source``; for ``-`` (standard input) a temporary copy that is removed afterwards."""
@@ -76,6 +79,11 @@ def open_source(path: Path, fmt: str) -> Iterator[Source]:
                 out.write(chunk)
         if spooled.stat().st_size == 0:
             raise InputError("<stdin>: no rows arrived on standard input")
+        with spooled.open("rb") as fh:
+            magic = fh.read(4)
+        for head, suffix in _COMPRESSED:  # a compressed stream (zcat forgotten): read it as the file it is
+            if magic.startswith(head):
+                spooled = spooled.rename(spooled.with_name(f"{spooled.name}{suffix}"))
         yield Source(spooled, "<stdin>", {"stdin_sha256": digest.hexdigest()})
     finally:
         shutil.rmtree(folder, ignore_errors=True)
