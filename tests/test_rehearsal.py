@@ -59,7 +59,7 @@ def test_a_rehearsal_says_so_everywhere(tmp_path: Path) -> None:
     done = real_cli("run", SAMPLE, "--provider", "simulate", "--budget", "5", "--store", store, "-o", out)
     assert done.returncode == 0, done.stderr
     assert "rehearsal: nothing was paid" in done.stderr  # the plan's note, before anything is sent
-    assert "rehearsing:" in done.stderr  # the progress lines
+    assert "(rehearsal: nothing is paid)" in done.stderr and "would have cost (rehearsal)" in done.stderr  # progress
     assert "costinfer run (rehearsal: nothing was paid)" in done.stdout  # the summary
     assert all(r["rehearsal"] is True for r in read_jsonl(out))  # every result row
     report = json.loads((tmp_path / "o.report.json").read_text())

@@ -32,7 +32,10 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     match = re.fullmatch(r"\s*(\d+)\s*([dhm])\s*", text)
     if match:
         n, unit = int(match.group(1)), match.group(2)
-        return now - timedelta(**{{"d": "days", "h": "hours", "m": "minutes"}[unit]: n})
+        try:
+            return now - timedelta(**{{"d": "days", "h": "hours", "m": "minutes"}[unit]: n})
+        except OverflowError:  # further back than any date: every run
+            return datetime.min.replace(tzinfo=UTC)
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
@@ -97,6 +100,8 @@ def analyze(
         if json_out and csv_out:
             raise ConfigError("--json and --csv: choose one")
         start = parse_since(since)
+        if run_id is not None:
+            check_run_id(run_id)
         with Store.open(store, create=False) as st:
             run = _one_run(st, run_id) if run_id else None
             totals, groups = st.analyze(by, start, run, include_rehearsals)
@@ -170,8 +175,15 @@ def _table(by: str, rows: list[dict[str, Any]], totals: dict[str, Any], start: d
     return table
 
 
+def check_run_id(prefix: str) -> None:
+    """Before the store is opened: '' (an unset shell variable) or a stub would match a run nobody meant."""
+    if len(prefix.strip()) < 4:
+        raise ConfigError(f"a run id needs 4 characters or more, got '{prefix}'; `costinfer runs` lists them")
+
+
 def _one_run(st: Store, prefix: str) -> str:
-    found = st.find_run(prefix)
+    check_run_id(prefix)
+    found = st.find_run(prefix.strip())
     if not found:
         raise ConfigError(f"no run '{prefix}' in {st.path}; `costinfer runs` lists them")
     if len(found) > 1 and prefix not in found:
@@ -181,7 +193,7 @@ def _one_run(st: Store, prefix: str) -> str:
 
 @app.command("runs")
 def runs(
-    limit: int = typer.Option(20, help="How many of the latest runs."),
+    limit: int = typer.Option(20, min=1, help="How many of the latest runs."),
     json_out: bool = typer.Option(False, "--json", help="One JSON array of runs."),
     store: Optional[Path] = StoreOpt,
 ) -> None:
@@ -237,6 +249,7 @@ def report(
         from costinfer.core.prepare import prices_for_run
         from costinfer.report import write_report
 
+        check_run_id(run_id)
         catalog = Catalog.load(prices, Config.load(config))
         with Store.open(store, create=False) as st:
             run = _one_run(st, run_id)

@@ -58,6 +58,10 @@ def wait(
     """Wait for a run's batches and collect their answers into the store (rerun the run's command for its results)."""
     import anyio
 
+    from costinfer.cli.analyze import check_run_id
+
+    with handled():
+        check_run_id(run)
     with handled(), Store.open(store, create=False) as st:
         executor = _executor(st, run, poll)
 
@@ -78,6 +82,10 @@ def cancel(
     """Cancel a run's open batches with the provider; their requests are pending again."""
     import anyio
 
+    from costinfer.cli.analyze import check_run_id
+
+    with handled():
+        check_run_id(run)
     with handled(), Store.open(store, create=False) as st:
         executor = _executor(st, run)
 

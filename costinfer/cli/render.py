@@ -38,7 +38,7 @@ class PlainProgress:
         if name == "calling":
             self.console.print(f"calling: {total} distinct requests to send", markup=False)
         elif name == "rehearsing":
-            self.console.print(f"rehearsing: {total} distinct requests (nothing is paid)", markup=False)
+            self.console.print(f"calling: {total} distinct requests to send (rehearsal: nothing is paid)", markup=False)
 
     def advance(self, done: int, cost_usd: Decimal) -> None:
         now = time.monotonic()
@@ -54,9 +54,9 @@ class PlainProgress:
             trouble = "".join(
                 f", {n} {label}" for n, label in ((self.failed, "failed"), (self.retries, "retries")) if n
             )
-            spent = "would have cost" if self.name == "rehearsing" else "spent"
+            spent = "would have cost (rehearsal)" if self.name == "rehearsing" else "spent"
             self.console.print(
-                f"{self.name}: {done}/{self.total} calls, ${cost_usd:.4f} {spent}, {rate:.1f} calls/s{trouble}{left}",
+                f"calling: {done}/{self.total} calls, ${cost_usd:.4f} {spent}, {rate:.1f} calls/s{trouble}{left}",
                 markup=False,
             )
         else:

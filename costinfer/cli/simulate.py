@@ -19,7 +19,7 @@ app.add_typer(simulate_app, name="simulate")
 @simulate_app.command("serve")
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)."),
-    port: int = typer.Option(8099, help="Port to listen on; 0 picks a free one."),
+    port: int = typer.Option(8099, min=0, max=65535, help="Port to listen on; 0 picks a free one."),
     latency_ms: float = typer.Option(0.0, help="Mean answer latency in milliseconds."),
     jitter_ms: float = typer.Option(0.0, help="Uniform jitter around the latency, in milliseconds."),
     log: Optional[Path] = typer.Option(None, help="Append one JSON line per request (with its status) to this file."),

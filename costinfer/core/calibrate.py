@@ -43,6 +43,8 @@ def load_pairs(path: Path, positive_min: float = 0.5, negative_max: float = 0.5)
     """Pairs from CSV (header row) or JSONL; columns text1/text2 (or sentence1/sentence2) and label (or score)."""
     if not path.exists():
         raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; name a file of labelled pairs (CSV, TSV or JSONL)")
     if path.suffix.lower() in (".jsonl", ".ndjson"):
         records: list[dict[str, Any]] = []
         for n, line in enumerate(path.read_text("utf-8").splitlines(), 1):

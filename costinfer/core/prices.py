@@ -101,7 +101,27 @@ def parse_catalog(text: str, source: str) -> dict[str, dict[str, Any]]:
     priced = {k: v for k, v in data.items() if isinstance(v, dict) and "input_cost_per_token" in v}
     if not priced:
         raise ConfigError(f"{source}: no model in it has input_cost_per_token: not a LiteLLM price catalog")
+    for model, entry in priced.items():
+        check_prices(entry, f"{source}: model '{model}'")
     return priced
+
+
+_MONEY_FIELDS = re.compile(r"(?:_cost_per_token(?:_batches)?|_token_cost|^gpu_hour_usd)$")
+
+
+def check_prices(entry: dict[str, Any], where: str) -> None:
+    """Every price of an entry is a number of dollars, zero or more: a catalog with "abc" for a price is refused
+    where it is read (it once broke every later run), not when the first call is priced."""
+    for name, value in entry.items():
+        if not _MONEY_FIELDS.search(name) or value is None:
+            continue
+        try:
+            amount = value if isinstance(value, Decimal) else Decimal(str(value))
+            ok = not isinstance(value, bool) and amount.is_finite() and amount >= 0
+        except ArithmeticError:
+            ok = False
+        if not ok:
+            raise ConfigError(f"{where}: field '{name}': must be a number of dollars (0 or more), got {value!r}")
 
 
 def _sidecar_date(path: Path) -> date | None:

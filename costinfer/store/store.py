@@ -92,7 +92,11 @@ class Store(
         # DuckDB draws a progress bar on stdout during long queries: it would corrupt `--json` output
         con.execute("SET enable_progress_bar = false")
         # DuckDB may otherwise take most of the machine's memory for large joins; past this it spills to disk
-        con.execute(f"SET memory_limit = {sql_str(os.environ.get(ENV_MEMORY, DEFAULT_MEMORY))}")
+        memory = os.environ.get(ENV_MEMORY, DEFAULT_MEMORY)
+        if not re.fullmatch(r"\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*", memory, re.IGNORECASE):
+            con.close()
+            raise StoreError(f"{ENV_MEMORY}={memory!r}: give an amount of memory such as 512MB or 2GB")
+        con.execute(f"SET memory_limit = {sql_str(memory)}")
         store = cls(path, con)
         if not read_only:
             store.migrate()

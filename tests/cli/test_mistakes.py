@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from costinfer.core.errors import ExitCode
+from costinfer.store import Store
 from tests.conftest import Cli, subprocess_cli, write_jsonl
 
 
@@ -31,6 +32,13 @@ def _cases(tmp: Path, busy_port: int) -> list[tuple[str, list[str], int, str]]:
     not_duckdb.write_text('{"id": 1}\n')
     store = tmp / "store.duckdb"
     run = ["run", "--store", str(store), "--quiet"]
+    report_named = tmp / "rr.report.json"  # a dataset whose name is its report's: writing the report would destroy it
+    report_named.write_text(data.read_text())
+    made = tmp / "made.duckdb"  # a store with one run in it: an empty run id would have matched that run
+    with Store.open(made) as st:
+        st.create_run("0123456789abcdef", "fp", {"input_path": "x.jsonl"})
+    bad_prices = tmp / "prices.json"
+    bad_prices.write_text('{"gpt-4o-mini": {"input_cost_per_token": "abc", "output_cost_per_token": 1e-6}}')
     return [
         ("input is a folder", [*run, str(folder)], ExitCode.BAD_INPUT, "is a directory"),
         ("input does not exist", [*run, str(tmp / "nope.jsonl")], ExitCode.BAD_INPUT, "no such file"),
@@ -86,6 +94,41 @@ def _cases(tmp: Path, busy_port: int) -> list[tuple[str, list[str], int, str]]:
             "does not exist",
         ),
         ("unknown command", ["frobnicate"], ExitCode.USAGE, "No such command"),
+        # the second probe (issue 22)
+        ("metrics file is the input", [*run, str(data), "--metrics-file", str(data)], ExitCode.USAGE, "same file"),
+        ("metrics file is the store", [*run, str(data), "--metrics-file", str(store)], ExitCode.USAGE, "same file"),
+        ("metrics file in no folder", [*run, str(data), "--metrics-file", str(tmp / "no" / "m.prom")], ExitCode.USAGE,
+         "does not exist"),
+        ("metrics file is a folder", [*run, str(data), "--metrics-file", str(tmp)], ExitCode.USAGE, "is a folder"),
+        ("the report would be the input", [*run, str(report_named), "-o", str(tmp / "rr.jsonl")], ExitCode.USAGE,
+         "same file as the input"),
+        ("template attribute", [*run, str(data), "--template", "T: {prompt.upper}"], ExitCode.USAGE,
+         "not a column name"),
+        ("template index", [*run, str(data), "--template", "T: {prompt[0]}"], ExitCode.USAGE, "not a column name"),
+        ("password in base url", [*run, str(data), "--base-url", "http://user:PASS@127.0.0.1:9/v1"], ExitCode.USAGE,
+         "carries credentials"),
+        ("key in base url", [*run, str(data), "--base-url", "http://127.0.0.1:9/v1?api-key=SECRET"], ExitCode.USAGE,
+         "carries a credential"),
+        ("since too far back", ["analyze", "--since", "99999999d", "--store", str(store)], ExitCode.USAGE,
+         "no store there"),
+        ("calibrate a folder", ["cache", "calibrate", str(tmp)], ExitCode.BAD_INPUT, "is a folder"),
+        ("a price that is not a number", [*run, str(data), "--prices", str(bad_prices)], ExitCode.USAGE,
+         "must be a number of dollars"),
+        ("prices update from a bad file", ["prices", "update", "--from", str(bad_prices)], ExitCode.USAGE,
+         "must be a number of dollars"),
+        ("runs with a negative limit", ["runs", "--limit", "-1", "--store", str(store)], ExitCode.USAGE,
+         "greater than or equal to 1"),
+        ("simulator on port 99999", ["simulate", "serve", "--port", "99999"], ExitCode.USAGE,
+         "less than or equal to 65535"),
+        ("timeout nan", [*run, str(data), "--timeout", "nan"], ExitCode.USAGE, "--timeout must be a finite number"),
+        ("deadline nan", [*run, str(data), "--deadline", "nan"], ExitCode.USAGE, "--deadline must be a finite"),
+        ("rpm nan", [*run, str(data), "--rpm", "nan"], ExitCode.USAGE, "--rpm must be a finite number"),
+        ("unknown format", [*run, str(data), "--format", "xml"], ExitCode.USAGE, "--format must be one of"),
+        ("batch output as parquet", [*run, str(data), "--output-format", "openai-batch", "-o", str(tmp / "x.parquet")],
+         ExitCode.USAGE, "writes JSONL"),
+        ("report of an empty run id", ["report", "", "--store", str(made)], ExitCode.USAGE, "4 characters"),
+        ("cancel an empty run id", ["batches", "cancel", "", "--store", str(made)], ExitCode.USAGE, "4 characters"),
+        ("wait for an empty run id", ["batches", "wait", "", "--store", str(made)], ExitCode.USAGE, "4 characters"),
     ]
 
 
