@@ -126,6 +126,13 @@ def test_a_server_that_never_answers_ends_the_run_within_one_timeout(cli: Cli, t
     assert result.exit_code == ExitCode.ROWS_FAILED and url in result.stderr and "does not answer" in result.stderr
 
 
+def test_doctor_names_what_is_wrong_with_a_server_that_never_answers(cli: Cli) -> None:
+    with black_hole() as url:
+        result = cli("doctor", "--base-url", url, "--timeout", "2")
+    assert result.exit_code != 0 and "internal error" not in result.output
+    assert "timeout: no answer within 2s" in result.output and "does not answer" in result.output
+
+
 def test_a_retry_goes_to_the_replica_that_answers(cli: Cli, sim: Simulator, tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"row {i}"} for i in range(24)])
     with black_hole() as url:

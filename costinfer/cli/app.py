@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -29,8 +30,10 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-out_console = Console(highlight=False, soft_wrap=True)
+# NO_COLOR (no-color.org): no escape codes at all, bold headers included (rich drops only the colours)
+_PLAIN: dict[str, Any] = {"color_system": None} if os.environ.get("NO_COLOR") else {}
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, **_PLAIN)
+out_console = Console(highlight=False, soft_wrap=True, **_PLAIN)
 
 
 @contextmanager

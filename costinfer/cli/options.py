@@ -151,6 +151,8 @@ def parse_tags(items: list[str]) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or not value.strip():
             raise ConfigError(f"--tag must be KEY=VALUE, got '{item}'")
+        if "," in item or "=" in value:  # a row's tag is "k=v,k=v": a comma or '=' inside would read as two tags
+            raise ConfigError(f"--tag {item}: a tag's key and value cannot hold ',' or '='; give --tag once per tag")
         tags[key.strip()] = value.strip()
     return tags
 

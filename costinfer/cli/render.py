@@ -156,23 +156,28 @@ def summary_table(data: dict[str, Any]) -> Table:
     table = Table(title=title, show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(justify="right", overflow="fold")
-    rows = [
+    rows: list[tuple[str, Any]] = [
         ("rows", data["rows"]),
         ("rejected rows", data["rejects"]),
         ("distinct requests", data["distinct"]),
         ("calls made now", data["calls"]),
+    ]
+    # where the rows' answers came from: only the sources that answered some (a column of zeros says nothing)
+    sources = [
         ("answered fresh", data["fresh"]),
         ("duplicates (shared a call)", data["duplicates"]),
         ("cache hits (earlier runs)", data["cache_hits"]),
         ("normalized-text reuses", data["normalized"]),
         ("semantic reuses", data["semantic"]),
         ("answered by the fallback model", data["fallback"]),
+        ("routed to another model", data.get("routed", 0)),
+        ("escalated after a failed check", data.get("escalated", 0)),
     ]
-    if data.get("routed") or data.get("escalated"):
-        rows += [("routed to another model", data["routed"]), ("escalated after a failed check", data["escalated"])]
+    rows += [(name, n) for name, n in sources if n]
     rows += [
         ("failed", data["failed"]),
         ("not run", data["not_run"]),
+        ("retries", data.get("retries", 0)),
         ("input tokens billed", data["input_tokens"]),
         ("output tokens billed", data["output_tokens"]),
     ]
@@ -181,10 +186,11 @@ def summary_table(data: dict[str, Any]) -> Table:
     if data.get("rehearsal"):
         rows.append(("rehearsal", "nothing was paid: the costs are what these calls would have cost"))
     rows += [
-        ("cost now", usd(data["cost_usd"])),
-        ("cost of the run", usd(data["run_cost_usd"])),
+        ("cost now (this command's calls)", usd(data["cost_usd"])),
+        ("cost of the run (with earlier attempts)", usd(data["run_cost_usd"])),
         ("budget", "none" if data["budget_usd"] is None else usd(data["budget_usd"])),
         ("results", data["output"]),
+        ("elapsed", f"{data['elapsed_s']:.1f} s"),
     ]
     if data.get("compare_with"):
         rows.append((f"same tokens on {data['compare_with']['model']}", usd(data["compare_with"]["cost_usd"])))

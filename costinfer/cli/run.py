@@ -130,7 +130,9 @@ def run_command(
     tags: list[str] = options.TAGS,
     metrics_file: Optional[Path] = options.METRICS_FILE,
     json_out: bool = options.JSON,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No progress output and no summary table (errors and notes still go to stderr)."
+    ),
 ) -> None:
     """Run every row of a dataset and write one result per row.
 

@@ -35,8 +35,14 @@ async def _diagnose(backend: Backend, model: str | None) -> list[Check]:
         try:
             served = await backend.served_models()
         except BackendError as exc:
-            hint = "start the server, or fix --base-url" if exc.error_class == "cannot_connect" else "see the error"
-            return [Check("reachable", False, f"{backend.base_url}: {exc}; {hint}")]
+            hints = {
+                "cannot_connect": "start the server, or fix --base-url",
+                "timeout": "it accepts connections but does not answer: is it still loading, or hung? (--timeout)",
+                "auth_error": "check the key",
+            }
+            hint = hints.get(exc.error_class, "is this the server's OpenAI-compatible base URL (ending in /v1)?")
+            what = str(exc) or exc.__class__.__name__
+            return [Check("reachable", False, f"{backend.base_url}: {exc.error_class}: {what}; {hint}")]
         ms = (time.perf_counter() - started) * 1000
         checks.append(Check("reachable", True, f"{backend.base_url}/models answered in {ms:.0f} ms"))
         names = ", ".join(served) or "none"

@@ -81,6 +81,8 @@ class Embedder:
             self._model = _LOADED[self.model_name]
         if self._model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+            _quiet_libraries()  # their "Loading weights" bar and warnings are not costinfer's output (-q, --json)
             from sentence_transformers import SentenceTransformer
 
             source = model_source(self.model_name)
@@ -166,6 +168,16 @@ class Embedder:
             }
         )
         self.store.add_embeddings(table)
+
+
+def _quiet_libraries() -> None:
+    """No progress bar or advisory warning from transformers while the model loads."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
 
 
 def _device() -> str:

@@ -69,6 +69,7 @@ class Outcomes:
         self.lost = 0  # answers paid for whose commit failed: the rerun pays for them again
         self.unreachable: str | None = None  # why the server cannot be reached at all: the run stopped
         self.calls_done = 0  # durable outcomes of this invocation
+        self.retries = 0  # attempts that failed and were tried again
         self.cost_done = Decimal(0)  # durable billed dollars of this invocation
 
 
@@ -336,6 +337,7 @@ class Executor(Outcomes):
                         error_message=str(exc),
                         latency_ms=(time.perf_counter() - started) * 1000,
                     )
+                self.retries += 1
                 self.progress.problem("retry", f"{exc.error_class}: {exc}")
                 delay = random.uniform(0, min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2 ** (attempt - 1)))
                 if exc.retry_after is not None:

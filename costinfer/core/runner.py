@@ -177,6 +177,7 @@ def _check_budget(opts: RunOptions, prepared: Prepared, store: Store, mode: str 
 def _merge(into: Outcomes, later: Outcomes) -> None:
     """What a later round of calls (online after batches, a cascade's escalations) adds to the run's outcome."""
     into.calls_done += later.calls_done
+    into.retries += later.retries
     into.cost_done += later.cost_done
     into.lost += later.lost
     into.stop_reason = later.stop_reason or into.stop_reason
@@ -310,6 +311,7 @@ def _execute_run(
         rejects_file=prepared.rejects_file,
         elapsed_s=round(clock.elapsed(), 3),
         calls_elapsed_s=round(calls_elapsed, 3),
+        retries=executor.retries,
         notes=notes,
         plan=prepared.plan.as_dict(),
         timings=clock.rounded(),

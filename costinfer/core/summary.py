@@ -51,6 +51,7 @@ class RunSummary:
     reports: list[str] = field(default_factory=list)  # the report files written beside the results (JSON, HTML)
     compare_with: dict[str, Any] | None = None  # --compare-with: the run's billed tokens at another model's prices
     rehearsal: bool = False  # the provider paid nothing (the simulator): costs are what the calls would have cost
+    retries: int = 0  # attempts that failed and were tried again (429s, 5xx, timeouts)
 
     @property
     def unanswered(self) -> int:
