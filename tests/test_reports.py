@@ -138,7 +138,7 @@ def test_analyze_totals_equal_the_ledger_and_csv_parses(cli: Cli, tmp_path: Path
         ledger_cost, ledger_calls = con.execute("SELECT sum(cost_usd), count(*) FROM calls").fetchone()  # type: ignore[misc]
         runs = con.execute("SELECT count(*), sum(rows) FROM runs").fetchone()
     assert runs is not None
-    result = cli("analyze", "--since", "30d", "--by", "day", "--json", "--store", store)
+    result = cli("analyze", "--include-rehearsals", "--since", "30d", "--by", "day", "--json", "--store", store)
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     totals = data["totals"]
@@ -146,13 +146,13 @@ def test_analyze_totals_equal_the_ledger_and_csv_parses(cli: Cli, tmp_path: Path
     assert totals["runs"] == runs[0] == 4 and totals["rows"] == runs[1]
     assert Decimal(totals["saved_usd"]) > 0 and totals["cache_hit_rate"] > 0
     assert len(data["groups"]) == 1 and Decimal(data["groups"][0]["cost_usd"]) == ledger_cost
-    by_run = json.loads(cli("analyze", "--by", "run", "--json", "--store", store).stdout)
+    by_run = json.loads(cli("analyze", "--include-rehearsals", "--by", "run", "--json", "--store", store).stdout)
     assert len(by_run["groups"]) == 4
     assert sum(Decimal(g["cost_usd"]) for g in by_run["groups"]) == ledger_cost
-    text = cli("analyze", "--by", "model", "--csv", "--store", store).stdout
+    text = cli("analyze", "--include-rehearsals", "--by", "model", "--csv", "--store", store).stdout
     rows = list(csv.DictReader(io.StringIO(text)))
     assert [r["model"] for r in rows] == ["gpt-4o-mini"] and Decimal(rows[0]["cost_usd"]) == ledger_cost
-    table = cli("analyze", "--store", store, env={"COLUMNS": "80"})
+    table = cli("analyze", "--include-rehearsals", "--store", store, env={"COLUMNS": "80"})
     assert table.exit_code == 0 and max(len(line) for line in table.stdout.splitlines()) <= 80
     listed = json.loads(cli("runs", "--json", "--store", store).stdout)
     assert len(listed) == 4 and {r["stop_reason"] for r in listed} >= {"budget"}
@@ -216,7 +216,7 @@ def test_tags_attribute_cost_in_the_ledger_analyze_and_the_report(cli: Cli, tmp_
         ledger = dict(con.execute("SELECT tag, sum(cost_usd) FROM calls GROUP BY 1").fetchall())
         calls = dict(con.execute("SELECT tag, count(*) FROM calls GROUP BY 1").fetchall())
     assert calls == {"env=ci,project=faq,team=search": 6, "env=ci,project=-,team=billing": 4}
-    result = cli("analyze", "--by", "tag", "--json", "--store", store)
+    result = cli("analyze", "--include-rehearsals", "--by", "tag", "--json", "--store", store)
     assert result.exit_code == 0, result.stderr
     groups = {g["tag"]: g for g in json.loads(result.stdout)["groups"]}
     assert {t: Decimal(g["cost_usd"]) for t, g in groups.items()} == ledger

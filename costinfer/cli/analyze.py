@@ -125,12 +125,14 @@ def analyze(
                     f"{totals['rehearsal_runs']} of these runs are rehearsals (provider simulate): their amounts are "
                     f"what the calls would have cost; nothing was paid",
                     markup=False,
+                    soft_wrap=False,
                 )
             if totals["rehearsals_left_out"]:
                 out_console.print(
                     f"{totals['rehearsals_left_out']} rehearsal run(s) (nothing paid) left out: "
                     f"--include-rehearsals counts them",
                     markup=False,
+                    soft_wrap=False,
                 )
 
 
@@ -157,16 +159,24 @@ def _table(by: str, rows: list[dict[str, Any]], totals: dict[str, Any], start: d
     names = [by, *([] if by == "provider" else ["provider"]), "rows", "calls", "spent", "saved", "cache",
              "$/1k rows", "failed"]  # fmt: skip
     widest = [max([len(col), *(len(line[i]) for line in lines)]) for i, col in enumerate(names)]
-    flexible = {0, 1} if by != "provider" else {0}
+    # too narrow for every column: the least needed go first, so that no amount, count or name is cut
+    for drop in ("$/1k rows", "cache", "provider", "saved", "calls"):
+        if sum(widest) + 2 * (len(names) - 1) <= out_console.width or drop not in names:
+            continue
+        i = names.index(drop)
+        names, widest = names[:i] + names[i + 1 :], widest[:i] + widest[i + 1 :]
+        lines = [line[:i] + line[i + 1 :] for line in lines]
+    # the group's name (a run id, a tag) folds onto more lines rather than lose characters; the provider may be cut
+    flexible = {0, 1} if "provider" in names else {0}
     fixed = sum(w for i, w in enumerate(widest) if i not in flexible)
-    share = max(8, (out_console.width - fixed - 2 * (len(names) - 1)) // len(flexible))
+    share = max(12, (out_console.width - fixed - 2 * (len(names) - 1)) // len(flexible))
     table = Table(title=f"since {start:%Y-%m-%d %H:%M} UTC, by {by}", box=None, pad_edge=False)
     for i, (col, w) in enumerate(zip(names, widest, strict=True)):
         table.add_column(
             col,
             justify="left" if i in flexible else "right",
-            no_wrap=True,
-            overflow="ellipsis",
+            no_wrap=i != 0,
+            overflow="fold" if i == 0 else "ellipsis",
             min_width=min(w, share) if i in flexible else w,
             max_width=share if i in flexible else None,
         )

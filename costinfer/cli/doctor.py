@@ -11,7 +11,7 @@ from costinfer.backends.base import BackendConfig, backend_class
 from costinfer.cli.app import app, handled, out_console
 from costinfer.core.doctor import diagnose
 from costinfer.core.errors import ConfigError, ExitCode
-from costinfer.core.options import check_url
+from costinfer.core.urls import check_url
 
 
 @app.command("doctor")

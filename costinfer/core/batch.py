@@ -27,7 +27,7 @@ import orjson
 from costinfer.backends.base import Backend
 from costinfer.core.budget import BudgetGuard
 from costinfer.core.errors import AuthError, BackendError, WriteError
-from costinfer.core.executor import Outcomes
+from costinfer.core.exec_state import Outcomes
 from costinfer.core.prices import ModelPrice
 from costinfer.core.progress import NullProgress, ProgressSink
 from costinfer.store import Outcome, Pending, Store

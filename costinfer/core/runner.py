@@ -29,7 +29,8 @@ from costinfer.core.errors import (
     UnreachableError,
     WriteError,
 )
-from costinfer.core.executor import ExecConfig, Executor, Outcomes
+from costinfer.core.exec_state import ExecConfig, Outcomes
+from costinfer.core.executor import Executor
 from costinfer.core.gpu_cost import attribute_gpu_time
 from costinfer.core.options import RunOptions, dataset_label, simulator_settings
 from costinfer.core.outputs import (

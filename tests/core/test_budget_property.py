@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from costinfer.backends.base import Backend, BackendConfig, Completion
 from costinfer.core.budget import BudgetGuard
 from costinfer.core.errors import BackendError
-from costinfer.core.executor import ExecConfig, Executor
+from costinfer.core.exec_state import ExecConfig
+from costinfer.core.executor import Executor
 from costinfer.core.prices import Catalog
 from costinfer.store import Pending, Store
 
