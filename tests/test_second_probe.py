@@ -306,3 +306,36 @@ def test_a_vllm_server_without_tokenize_leaves_the_estimates(cli: Cli, tmp_path:
         server.shutdown()
     assert result.exit_code == 0, result.output
     assert "could not count the prompts" in result.stderr and "internal error" not in result.output
+
+
+# --- the store on a full disk -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_store_on_a_full_disk_is_one_line_and_exit_7(sim: Simulator, tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"a full disk is rehearsed on a small tmpfs, which needs root to mount: {mounted.stderr.decode()}")
+    try:
+        data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"question {i}"} for i in range(5)])
+        args = ["--base-url", sim.url, "--store", disk / "s.duckdb"]
+        first = subprocess_cli("run", data, *args, "-o", tmp_path / "o.jsonl")
+        _, err = first.communicate(timeout=120)
+        assert first.returncode == 0, err
+        try:  # the disk is full now
+            with (disk / "filler").open("wb", buffering=0) as fh:
+                while True:
+                    fh.write(b"x" * 4096)
+        except OSError:
+            pass
+        more = write_jsonl(tmp_path / "e.jsonl", [{"prompt": f"another question {i}"} for i in range(50)])
+        filled = subprocess_cli("run", more, *args, "-o", tmp_path / "p.jsonl")
+        _, err = filled.communicate(timeout=120)
+        assert filled.returncode == ExitCode.WRITE_FAILED, err
+        lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+        assert len(lines) == 1 and "No space left on device" in lines[0], err
+        assert "internal error" not in err and "Traceback" not in err
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -53,6 +53,12 @@ def handled() -> Iterator[None]:
         err_console.print("interrupted: rerun the same command to resume", markup=False)
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
     except Exception as exc:
+        from costinfer.store import as_store_failure
+
+        failure = as_store_failure(exc)  # a full or read-only disk under the store: the user's to fix, exit 7
+        if failure is not None and not debug:
+            err_console.print(f"error: {failure}", markup=False)
+            raise typer.Exit(int(failure.exit_code)) from None
         if debug:
             raise
         err_console.print(

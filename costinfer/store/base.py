@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from costinfer.core.errors import StoreError
+from costinfer.core.errors import CostinferError, StoreError, WriteError
 
 ENV_STORE = "COSTINFER_STORE"
 ENV_MEMORY = "COSTINFER_DUCKDB_MEMORY"
@@ -178,3 +178,21 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Any:
         with contextlib.suppress(duckdb.Error):
             con.execute("ROLLBACK")
         raise
+
+
+_NO_ROOM = ("No space left on device", "Disk quota exceeded", "Read-only file system", "Could not write file")
+
+
+def as_store_failure(exc: BaseException) -> CostinferError | None:
+    """A DuckDB error that escaped the store's own handling, as the user's error when it is one: the disk under the
+    store is full or read-only (exit 7, what was committed is kept). None for anything else (a bug)."""
+    if not isinstance(exc, duckdb.Error):
+        return None
+    text = str(exc)
+    if isinstance(exc, duckdb.IOException) or any(marker in text for marker in _NO_ROOM):
+        reason = next((m for m in _NO_ROOM[:3] if m in text), "the file could not be written")
+        return WriteError(
+            f"cannot write to the store: {reason} ({text.splitlines()[0][:200]}); what was saved before is kept. "
+            f"Free space (or pass another --store) and rerun the same command: answers already saved are not paid again"
+        )
+    return None
