@@ -82,17 +82,15 @@ class RichProgress:
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[cost]}"),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-        )
+        # the counts, dollars and rate are never cut: on a narrow terminal the bar shrinks, then the times go
+        width = console.width
+        columns: list[Any] = [TextColumn("{task.description}"), MofNCompleteColumn(), TextColumn("{task.fields[cost]}"),
+                              TextColumn("{task.fields[rate]}")]  # fmt: skip
+        if width >= 72:
+            columns.insert(1, BarColumn(bar_width=min(40, width - 62)))
+        if width >= 100:
+            columns += [TimeElapsedColumn(), TimeRemainingColumn()]
+        self.bar = Progress(*columns, console=console, transient=False)
         self.task: Any = None
         self.started = time.monotonic()
         self.problems: dict[str, int] = {}
