@@ -261,15 +261,22 @@ def plan_table(plan: dict[str, Any], width: int = WIDE) -> Table:
     if plan.get("compare"):
         basis += f" The same tokens on {plan['compare']['model']}: {usd(plan['compare']['expected_cost_usd'])}."
     table.caption = (
-        f"{plan['rows']} rows, {plan['rejects']} rejected, {plan['distinct']} distinct requests, "
-        f"{plan['duplicates']} duplicates, {plan['cache_hits']} rows from the cache, "
-        f"{plan['answered_in_run']} answered earlier in this run, {plan['to_call']} to call. {fits}"
+        f"{_n(plan['rows'], 'row')} ({plan['rejects']} rejected) ask {_n(plan['distinct'], 'distinct request')}"
+        f" ({_n(plan['duplicates'], 'row')} repeat another row's request and share its call). Answered without a "
+        f"call: {_n(plan['cache_hits'], 'row')} from the cache, {plan.get('normalized', 0)} normalized and "
+        f"{plan.get('semantic', 0)} semantic reuses, {_n(plan['answered_in_run'], 'request')} answered earlier in "
+        f"this run. {_n(plan['to_call'], 'request')} to call. {fits}"
         + ("" if plan["fits_worst_case"] or budget is None else "; the worst case does not fit: the guard will stop")
         + ("." if basis else "")
         + basis
     )
     table.caption_justify = "left"
     return table
+
+
+def _n(count: int, noun: str) -> str:
+    """'1 row', '2 rows'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 LEVER_NAMES = {
