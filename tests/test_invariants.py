@@ -13,7 +13,7 @@ SIGKILL at a random point and rerun it. After every run it checks:
   request left unsent that the money left would have paid for at its worst case;
 - the waterfall's steps sum to list price minus paid exactly, and the summary, the report and ``analyze`` agree.
 
-It runs in the default suite with a bounded number of examples (``COSTINFER_HARNESS_EXAMPLES``, default 8) and a
+It runs in the default suite with a bounded number of examples (``COSTINFER_HARNESS_EXAMPLES``, default 6) and a
 kept example database (``tests/invariant-examples``: a failure found once is replayed on every run); set
 ``COSTINFER_HARNESS_EXAMPLES=500`` to search longer (README, "Tests").
 """
@@ -43,7 +43,7 @@ from costinfer.simulator import SimulatorConfig, running_in_thread
 from costinfer.simulator.faults import parse_faults
 from tests.conftest import ROOT, SHARED_DATA, Cli, read_jsonl, subprocess_cli
 
-EXAMPLES = int(os.environ.get("COSTINFER_HARNESS_EXAMPLES", "8"))
+EXAMPLES = int(os.environ.get("COSTINFER_HARNESS_EXAMPLES", "6"))
 EXAMPLE_DB = DirectoryBasedExampleDatabase(str(ROOT / "tests" / "invariant-examples"))
 CHEAP, STRONG = "gpt-4o-mini", "gpt-4o"
 CATALOG = Catalog.load(None, Config())

@@ -121,19 +121,30 @@ def analyze(
         else:
             out_console.print(_table(by, rows, totals, start), soft_wrap=False)
             if totals.get("rehearsal_runs"):
-                out_console.print(
+                _say(
                     f"{totals['rehearsal_runs']} of these runs are rehearsals (provider simulate): their amounts are "
-                    f"what the calls would have cost; nothing was paid",
-                    markup=False,
-                    soft_wrap=False,
+                    f"what the calls would have cost; nothing was paid"
                 )
             if totals["rehearsals_left_out"]:
-                out_console.print(
+                _say(
                     f"{totals['rehearsals_left_out']} rehearsal run(s) (nothing paid) left out: "
-                    f"--include-rehearsals counts them",
-                    markup=False,
-                    soft_wrap=False,
+                    f"--include-rehearsals counts them"
                 )
+
+
+def _width() -> int:
+    """The terminal's width now: $COLUMNS when set (as this command was started), else what the console found."""
+    import os
+
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() else out_console.width
+
+
+def _say(text: str) -> None:
+    """A line under a table, wrapped at the terminal's width like the table."""
+    import textwrap
+
+    out_console.print(textwrap.fill(text, width=max(_width() - 1, 20)), markup=False)
 
 
 def _table(by: str, rows: list[dict[str, Any]], totals: dict[str, Any], start: datetime) -> Table:
@@ -161,7 +172,7 @@ def _table(by: str, rows: list[dict[str, Any]], totals: dict[str, Any], start: d
     widest = [max([len(col), *(len(line[i]) for line in lines)]) for i, col in enumerate(names)]
     # too narrow for every column: the least needed go first, so that no amount, count or name is cut
     for drop in ("$/1k rows", "cache", "provider", "saved", "calls"):
-        if sum(widest) + 2 * (len(names) - 1) <= out_console.width or drop not in names:
+        if sum(widest) + 2 * (len(names) - 1) <= _width() or drop not in names:
             continue
         i = names.index(drop)
         names, widest = names[:i] + names[i + 1 :], widest[:i] + widest[i + 1 :]
@@ -169,7 +180,7 @@ def _table(by: str, rows: list[dict[str, Any]], totals: dict[str, Any], start: d
     # the group's name (a run id, a tag) folds onto more lines rather than lose characters; the provider may be cut
     flexible = {0, 1} if "provider" in names else {0}
     fixed = sum(w for i, w in enumerate(widest) if i not in flexible)
-    share = max(12, (out_console.width - fixed - 2 * (len(names) - 1)) // len(flexible))
+    share = max(12, (_width() - fixed - 2 * (len(names) - 1)) // len(flexible))
     table = Table(title=f"since {start:%Y-%m-%d %H:%M} UTC, by {by}", box=None, pad_edge=False)
     for i, (col, w) in enumerate(zip(names, widest, strict=True)):
         table.add_column(
@@ -228,7 +239,7 @@ def runs(
         names = ("id", "started", "dataset", "model", "rows", "cost", "status")
         widest = [max([len(col), *(len(c[i]) for c in cells)]) for i, col in enumerate(names)]
         fixed = sum(w for col, w in zip(names, widest, strict=True) if col not in ("dataset", "model"))
-        share = max(8, (out_console.width - fixed - 2 * (len(names) - 1)) // 2)
+        share = max(8, (_width() - fixed - 2 * (len(names) - 1)) // 2)
         for col, w in zip(names, widest, strict=True):
             flexible = col in ("dataset", "model")
             table.add_column(
