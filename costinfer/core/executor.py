@@ -256,7 +256,8 @@ class Executor(Outcomes):
                         done = await self.backend.complete(body, cache_prefix=True)
                     else:
                         done = await self.backend.complete(body)
-                    self._fresh.add(sent)
+                    if self.cfg.fallback_model:  # only a fallback can ask for a request another row asks
+                        self._fresh.add(sent)
                 finally:
                     self._inflight.pop(sent).set()
                     self.limiter.release(metered)
