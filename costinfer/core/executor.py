@@ -65,7 +65,6 @@ class Executor(Outcomes):
         self._refill = anyio.Event()
         self._exhausted = False
         self._stopping = anyio.Event()
-        self._room = anyio.Event()  # set when a reservation is settled or released
         self._workers_left = 0
         self.budget_unsent = 0  # requests left unsent because their worst case did not fit the budget
         self._answers: Any = None  # the cache, read for fallback answers (Store.answer_reader), opened when needed
@@ -79,7 +78,7 @@ class Executor(Outcomes):
         self._stopping.set()
         self._ready.set()
         self._refill.set()
-        self._room.set()
+        self.budget.wake()
 
     @property
     def stopping(self) -> bool:
@@ -162,7 +161,7 @@ class Executor(Outcomes):
                     self.prices[m].worst_case(item.input_bound, item.max_tokens)
                     for m in self.router.candidates(item.model)
                 )
-                if not await self._reserve(worst):
+                if not await self.budget.reserve(worst, lambda: self.stopping):
                     if self.stopping:
                         return
                     self._left_unsent(item)
@@ -171,33 +170,14 @@ class Executor(Outcomes):
                     outcome = await self._call(item, price)
                 except BaseException:
                     self.budget.release(worst)
-                    self._freed()
                     raise
                 if outcome is None:
                     self.budget.release(worst)
-                    self._freed()
                     continue
                 self.budget.settle(worst, outcome.cost_usd)
-                self._freed()
                 self._buffer.append(outcome)
         finally:
             self._workers_left -= 1
-
-    async def _reserve(self, worst: Decimal) -> bool:
-        """Hold a call's worst case. While it does not fit and other calls are in flight, wait for them to settle
-        (they are billed far below their worst case, as a rule) and try again; False once nothing is in flight and
-        it still does not fit, or the run is stopping."""
-        while not self.budget.try_reserve(worst):
-            if self.stopping or self.budget.reserved <= 0:
-                return False
-            room = self._room
-            await room.wait()
-        return True
-
-    def _freed(self) -> None:
-        """A reservation was settled or released: wake the workers waiting for room in the budget."""
-        self._room.set()
-        self._room = anyio.Event()
 
     def _left_unsent(self, item: Pending) -> None:
         """A request whose worst case does not fit what is left with nothing in flight: it stays unsent (not run,
@@ -238,9 +218,12 @@ class Executor(Outcomes):
                         self.control.release()
                     return known
             sent = request_key(body, self.backend.endpoint) if choice.substitute else item.key
-            while (busy := self._inflight.get(sent)) is not None:  # the same request is on its way (a fallback
-                await busy.wait()  # request can be another row's own request): wait for it instead of paying twice
-            if sent in self._fresh:
+            # with a fallback model, a request can be on its way twice (a fallback request is another row's own):
+            # wait for it instead of paying twice. Without one, pending requests are distinct: nothing to track
+            tracked = self.cfg.fallback_model is not None
+            while tracked and (busy := self._inflight.get(sent)) is not None:
+                await busy.wait()
+            if tracked and sent in self._fresh:
                 self.limiter.release(metered)
                 if self.control is not None:
                     self.control.release()
@@ -248,7 +231,8 @@ class Executor(Outcomes):
                     sent, self.backend.name, choice.model, 0, cached=True,
                     replaces=item.key if choice.substitute else None, request_body=body if choice.substitute else None,
                 )  # fmt: skip
-            self._inflight[sent] = anyio.Event()
+            if tracked:
+                self._inflight[sent] = anyio.Event()
             started = time.perf_counter()
             try:
                 try:
@@ -256,10 +240,11 @@ class Executor(Outcomes):
                         done = await self.backend.complete(body, cache_prefix=True)
                     else:
                         done = await self.backend.complete(body)
-                    if self.cfg.fallback_model:  # only a fallback can ask for a request another row asks
+                    if tracked:
                         self._fresh.add(sent)
                 finally:
-                    self._inflight.pop(sent).set()
+                    if tracked:
+                        self._inflight.pop(sent).set()
                     self.limiter.release(metered)
                     if self.control is not None:
                         self.control.release()
