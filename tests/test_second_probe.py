@@ -339,3 +339,36 @@ def test_a_store_on_a_full_disk_is_one_line_and_exit_7(sim: Simulator, tmp_path:
         assert "internal error" not in err and "Traceback" not in err
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+# --- what a user reads ------------------------------------------------------------------------------------------------
+
+
+def test_what_a_user_reads(cli: Cli, sim: Simulator, tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"id": "a", "prompt": "Hello there."}, {"id": "b", "prompt": "Bye."}])
+    args = ["run", data, "--base-url", sim.url, "--store", tmp_path / "s.duckdb", "-o", tmp_path / "o.jsonl"]
+    semantic = cli(*args, "--semantic", "--json")
+    assert semantic.exit_code == 0 and "Loading weights" not in semantic.stderr  # no third-party bar
+    table = cli(*args, "--no-semantic", env={"COLUMNS": "100"}).stdout
+    assert "retries" in table and "elapsed" in table and "cost now (this command's calls)" in table
+    assert "normalized-text reuses" not in table and "answered by the fallback model" not in table  # no zero lines
+    plan = cli("plan", write_jsonl(tmp_path / "one.jsonl", [{"prompt": "x"}]), "--store", tmp_path / "p.duckdb")
+    caption = " ".join((plan.stdout + plan.stderr).split())
+    assert "1 row (0 rejected) ask 1 distinct request" in caption and "1 request to call" in caption
+    assert "1 rows" not in caption
+    assert "no summary table" in cli("run", "--help").stdout
+    assert "<script" not in (tmp_path / "o.report.html").read_text()
+    tagged = cli(*args, "--tag", "team=a,b")
+    assert tagged.exit_code == ExitCode.USAGE and "cannot hold ','" in tagged.stderr
+
+
+def test_no_color_means_no_escape_codes(tmp_path: Path, sim: Simulator) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "hello"}])
+    env = {"NO_COLOR": "1", "FORCE_COLOR": "1", "COLUMNS": "100"}  # a terminal, as far as rich can tell
+    run = subprocess_cli("run", data, "--base-url", sim.url, "--store", tmp_path / "s.duckdb", "-o",
+                         tmp_path / "o.jsonl", env=env)  # fmt: skip
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 0, err
+    runs = subprocess_cli("runs", "--store", tmp_path / "s.duckdb", env=env)
+    listed, _ = runs.communicate(timeout=60)
+    assert "\x1b[" not in out + listed, repr((out + listed)[:300])
