@@ -28,6 +28,7 @@ PROVIDER = typer.Option(
 )
 BASE_URL = typer.Option(
     None,
+    metavar="<url>",
     help="The server's base URL, e.g. http://127.0.0.1:8000/v1. Give it again for more servers of the same model "
     "(replicas): calls go to the least busy one, and a server that dies leaves its calls to the others.",
 )
@@ -102,7 +103,9 @@ METRICS_FILE = typer.Option(
 TAG_BY = typer.Option(
     None, help="Metadata keys whose values attribute each row's cost, e.g. team,project (see `analyze --by tag`)."
 )
-TAGS = typer.Option([], "--tag", help="A tag for every row of the run, KEY=VALUE; may be given more than once.")
+TAGS = typer.Option(
+    [], "--tag", metavar="<key=value>", help="A tag for every row of the run, KEY=VALUE; may be given more than once."
+)
 JSON = typer.Option(False, "--json", help="Print the result as one JSON object on stdout.")
 COMPARE_WITH = typer.Option(
     None, help="Price the same tokens at this catalog model too (e.g. gpt-4o-mini), beside a self-hosted run's cost."
