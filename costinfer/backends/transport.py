@@ -66,8 +66,12 @@ class HttpTransport:
 
     def redacted(self, error: BackendError) -> BackendError:
         """The error with the run's keys, and anything shaped like a key, masked in its message."""
-        error.args = (redact(str(error), self._secrets),)
+        error.args = (self.redact(str(error)),)
         return error
+
+    def redact(self, text: str) -> str:
+        """A server's text (an error in a batch's output file, say) with the run's keys and key shapes masked."""
+        return redact(text, self._secrets)
 
     async def send(
         self, method: str, url: str, data: Any = None, headers: dict[str, str] | None = None

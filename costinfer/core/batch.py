@@ -243,6 +243,7 @@ class BatchExecutor(Outcomes):
             else:
                 error_class = result.error_class if result is not None else f"batch_{state.status}"
                 message = result.message if result is not None else f"the batch ended {state.status}"
+                message = self.backend.transport.redact(message) if message else message  # a server's text
                 outcomes.append(
                     Outcome(
                         key,
