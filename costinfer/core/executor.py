@@ -66,7 +66,6 @@ class Executor(Outcomes):
         self._exhausted = False
         self._stopping = anyio.Event()
         self._workers_left = 0
-        self.budget_unsent = 0  # requests left unsent because their worst case did not fit the budget
         self._answers: Any = None  # the cache, read for fallback answers (Store.answer_reader), opened when needed
         self._inflight: dict[str, anyio.Event] = {}  # request keys being sent now, set when their call ends
         self._fresh: set[str] = set()  # request keys this invocation has answered (saved or about to be)
@@ -189,7 +188,6 @@ class Executor(Outcomes):
                 f"budget: ${left if left is not None else 0:.6f} left does not cover the worst case of some requests; "
                 f"they are left unsent, and smaller ones still run"
             )
-        self.budget_unsent += 1
 
     async def _call(self, item: Pending, price: ModelPrice) -> Outcome | None:
         """One request with its retries. None when a stop came before it could finish (it stays pending)."""
@@ -210,27 +208,16 @@ class Executor(Outcomes):
                     self.control.release()
                 return None
             body = {**item.body, "model": choice.model} if choice.substitute else item.body
-            if choice.substitute:  # the fallback's answer to this request may be in the cache: lend it, pay nothing
-                known = await self._cached_substitute(item, choice.model, body)
-                if known is not None:
-                    self.limiter.release(metered)
-                    if self.control is not None:
-                        self.control.release()
-                    return known
             sent = request_key(body, self.backend.endpoint) if choice.substitute else item.key
-            # with a fallback model, a request can be on its way twice (a fallback request is another row's own):
-            # wait for it instead of paying twice. Without one, pending requests are distinct: nothing to track
+            # with a fallback model, a request can be on its way twice (a fallback request is another row's own) or
+            # answered already (an earlier run paid the fallback): it is lent, not paid again. Without one, pending
+            # requests are distinct: nothing to track
             tracked = self.cfg.fallback_model is not None
-            while tracked and (busy := self._inflight.get(sent)) is not None:
-                await busy.wait()
-            if tracked and sent in self._fresh:
+            if tracked and (known := await self._known_answer(item, choice.substitute, choice.model, sent, body)):
                 self.limiter.release(metered)
                 if self.control is not None:
                     self.control.release()
-                return Outcome(
-                    sent, self.backend.name, choice.model, 0, cached=True,
-                    replaces=item.key if choice.substitute else None, request_body=body if choice.substitute else None,
-                )  # fmt: skip
+                return known
             if tracked:
                 self._inflight[sent] = anyio.Event()
             started = time.perf_counter()
@@ -299,19 +286,26 @@ class Executor(Outcomes):
             self.router.answered(choice)
             if choice.substitute:
                 # the answer is the substitute request's: cached under its own key, lent to the original one
-                key = request_key(body, self.backend.endpoint)
                 model = choice.model
-                return self._answer(key, model, self.prices[model], done, attempt, latency, item.key, body)
+                return self._answer(sent, model, self.prices[model], done, attempt, latency, item.key, body)
             return self._answer(item.key, item.model, price, done, attempt, latency)
 
-    async def _cached_substitute(self, item: Pending, model: str, body: dict[str, Any]) -> Outcome | None:
-        """The fallback request's answer from the cache (an earlier run paid for it), lent without a call."""
-        key = request_key(body, self.backend.endpoint)
-        if self._answers is None:
-            self._answers = self.store.answer_reader()
-        if not await anyio.to_thread.run_sync(self._answers.has_answer, key):
+    async def _known_answer(
+        self, item: Pending, substitute: bool, model: str, sent: str, body: dict[str, Any]
+    ) -> Outcome | None:
+        """The answer to ``sent`` when it need not be paid for: another call of this invocation is bringing it (wait
+        for it) or brought it, or (a fallback request) an earlier run paid for it. Lent without a call."""
+        while (busy := self._inflight.get(sent)) is not None:
+            await busy.wait()
+        known = sent in self._fresh
+        if not known and substitute:
+            if self._answers is None:
+                self._answers = self.store.answer_reader()
+            known = await anyio.to_thread.run_sync(self._answers.has_answer, sent)
+        if not known:
             return None
-        return Outcome(key, self.backend.name, model, 0, replaces=item.key, request_body=body, cached=True)
+        replaces, lent_body = (item.key, body) if substitute else (None, None)
+        return Outcome(sent, self.backend.name, model, 0, replaces=replaces, request_body=lent_body, cached=True)
 
     def _refused_for_good(self, exc: BackendError) -> bool:
         """Count a refused connection; True (and the run stops) once the server looks gone rather than busy."""
