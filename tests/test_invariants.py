@@ -13,9 +13,10 @@ SIGKILL at a random point and rerun it. After every run it checks:
   request left unsent that the money left would have paid for at its worst case;
 - the waterfall's steps sum to list price minus paid exactly, and the summary, the report and ``analyze`` agree.
 
-It runs in the default suite with a bounded number of examples (``COSTINFER_HARNESS_EXAMPLES``, default 6) and a
-kept example database (``tests/invariant-examples``: a failure found once is replayed on every run); set
-``COSTINFER_HARNESS_EXAMPLES=500`` to search longer (README, "Tests").
+It runs in the default suite with a bounded number of examples (``COSTINFER_HARNESS_EXAMPLES``, default 6), the
+explicit ``@example`` cases of every bug it found (replayed on every run, for good), and a kept example database
+(``tests/invariant-examples``: a failure stays there, replayed first, until it passes); set
+``COSTINFER_HARNESS_EXAMPLES=500`` to search longer (README, "Development").
 """
 
 from __future__ import annotations
