@@ -71,18 +71,18 @@ def default_model(opts: RunOptions) -> str:
 def load_setup(opts: RunOptions) -> Setup:
     config = Config.load(opts.config)
     with_config_defaults(opts, config)
+    named = [default_model(opts), *opts.models, *([opts.fallback_model] if opts.fallback_model else [])]
+    catalog: Catalog | None = None
     if opts.provider is None:  # from the model: a run never rehearses unless asked to
         catalog = Catalog.load(opts.prices, config)
-        named = [default_model(opts), *opts.models, *([opts.fallback_model] if opts.fallback_model else [])]
         opts.provider = choose_provider(None, list(dict.fromkeys(named)), catalog, set(registry()))
     validate(opts)
     file_format = None if opts.input_format in BATCH_SHAPES else opts.input_format  # batch files are JSONL
     fmt = detect_format(opts.input_path, file_format) if not is_stdin(opts.input_path) else (file_format or "jsonl")
     if is_stdin(opts.input_path) and fmt == "parquet":
         raise ConfigError("a Parquet dataset cannot come from standard input: name the file")
-    catalog = Catalog.load(opts.prices, config)
+    catalog = catalog or Catalog.load(opts.prices, config)
     cls = backend_class(str(opts.provider))
-    named = [default_model(opts), *opts.models, *([opts.fallback_model] if opts.fallback_model else [])]
     for model in [*named, *([opts.compare_with] if opts.compare_with else [])]:
         catalog.lookup(model, cls.name)  # an unknown model fails before anything is read or sent
     acceptance = None
