@@ -163,7 +163,7 @@ class Executor(Outcomes):
                 if not await self.budget.reserve(worst, lambda: self.stopping):
                     if self.stopping:
                         return
-                    self._left_unsent(item)
+                    self._left_unsent()
                     continue
                 try:
                     outcome = await self._call(item, price)
@@ -178,7 +178,7 @@ class Executor(Outcomes):
         finally:
             self._workers_left -= 1
 
-    def _left_unsent(self, item: Pending) -> None:
+    def _left_unsent(self) -> None:
         """A request whose worst case does not fit what is left with nothing in flight: it stays unsent (not run,
         the budget), and the next ones are still tried (a smaller one may fit)."""
         if self.stop_reason is None:
