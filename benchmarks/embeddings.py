@@ -32,7 +32,7 @@ SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
 def throughput(n: int) -> None:
-    from costinfer.core.embed import Embedder
+    from costinfer.reuse.embeddings import Embedder
     from costinfer.store import Store
 
     with (SHARED / "banking77" / "train.csv").open(encoding="utf-8", newline="") as fh:
@@ -65,8 +65,8 @@ def tier(n: int, repeat: int) -> None:
 
     import duckdb
 
-    from costinfer.core import dedupe
-    from costinfer.core.embed import Embedder
+    from costinfer.reuse import tiers as dedupe
+    from costinfer.reuse.embeddings import Embedder
     from costinfer.store import Store
 
     with (SHARED / "banking77" / "train.csv").open(encoding="utf-8", newline="") as fh:

@@ -47,7 +47,7 @@ def main() -> None:
         sys.exit(f"needs the reference data in {SHARED}")
     import tiktoken
 
-    from costinfer.core.tokens import seed_tiktoken_cache
+    from costinfer.reading.tokens import seed_tiktoken_cache
 
     seed_tiktoken_cache("o200k_base")
     enc = tiktoken.get_encoding("o200k_base")

@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import simulator_process
 
-from costinfer.core.tokens import TokenCounter
+from costinfer.reading.tokens import TokenCounter
 
 SCENARIOS = {
     "bucket-short": ("bucket", 120, 300),

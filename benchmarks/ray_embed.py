@@ -33,7 +33,7 @@ TARGET_TEXTS, TARGET_SECONDS = 10_000_000, 600
 
 
 def main() -> None:
-    from costinfer.core.embed import SAVE_ROWS, Embedder
+    from costinfer.reuse.embeddings import SAVE_ROWS, Embedder
     from costinfer.store import Store
 
     parser = argparse.ArgumentParser()

@@ -16,7 +16,7 @@ from pathlib import Path
 import quicktok
 import tiktoken
 
-from costinfer.core.tokens import seed_tiktoken_cache
+from costinfer.reading.tokens import seed_tiktoken_cache
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import real_texts

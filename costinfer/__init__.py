@@ -12,19 +12,19 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "AuthError": "costinfer.core.errors",
-    "BackendError": "costinfer.core.errors",
-    "BadRowError": "costinfer.core.errors",
-    "ConfigError": "costinfer.core.errors",
-    "CostinferError": "costinfer.core.errors",
-    "ExitCode": "costinfer.core.errors",
-    "InputError": "costinfer.core.errors",
-    "StoreBusyError": "costinfer.core.errors",
-    "StoreError": "costinfer.core.errors",
-    "request_key": "costinfer.core.keys",
-    "RunOptions": "costinfer.core.options",
-    "RunSummary": "costinfer.core.summary",
-    "run": "costinfer.core.runner",
+    "AuthError": "costinfer.errors",
+    "BackendError": "costinfer.errors",
+    "BadRowError": "costinfer.errors",
+    "ConfigError": "costinfer.errors",
+    "CostinferError": "costinfer.errors",
+    "ExitCode": "costinfer.errors",
+    "InputError": "costinfer.errors",
+    "StoreBusyError": "costinfer.errors",
+    "StoreError": "costinfer.errors",
+    "request_key": "costinfer.reading.keys",
+    "RunOptions": "costinfer.pipeline.options",
+    "RunSummary": "costinfer.accounting.summary",
+    "run": "costinfer.pipeline.run",
     "Store": "costinfer.store",
 }
 
@@ -47,7 +47,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from costinfer.core.errors import (
+    from costinfer.accounting.summary import RunSummary
+    from costinfer.errors import (
         AuthError,
         BackendError,
         BadRowError,
@@ -58,10 +59,9 @@ if TYPE_CHECKING:
         StoreBusyError,
         StoreError,
     )
-    from costinfer.core.keys import request_key
-    from costinfer.core.options import RunOptions
-    from costinfer.core.runner import run
-    from costinfer.core.summary import RunSummary
+    from costinfer.pipeline.options import RunOptions
+    from costinfer.pipeline.run import run
+    from costinfer.reading.keys import request_key
     from costinfer.store import Store
 
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from costinfer.core.errors import ExitCode
+from costinfer.errors import ExitCode
 from tests.conftest import Cli, read_jsonl, write_jsonl
 
 GOOD = {"prompt": "hello there"}

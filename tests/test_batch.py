@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from costinfer.core.prices import Catalog
+from costinfer.pricing.catalog import Catalog
 from tests.conftest import Cli, read_jsonl, subprocess_cli, write_jsonl
 
 ROWS = [{"id": f"b{i}", "prompt": f"Batch question number {i}"} for i in range(40)]

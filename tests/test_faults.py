@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from costinfer.core.errors import ExitCode
+from costinfer.errors import ExitCode
 from costinfer.simulator import Faults, SimulatorConfig, running_in_thread
 from tests.conftest import PROTOCOLS, Cli, provider_args, read_jsonl, refusing_server, sim_log, write_jsonl
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from costinfer.core.errors import ExitCode
+from costinfer.errors import ExitCode
 from costinfer.simulator import Simulator
 from tests.conftest import SAMPLE, Cli, read_jsonl, sim_log, subprocess_cli, write_jsonl
 

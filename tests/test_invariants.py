@@ -38,8 +38,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 
-from costinfer.core.config import Config
-from costinfer.core.prices import Catalog
+from costinfer.pricing.catalog import Catalog
+from costinfer.pricing.config_file import Config
 from costinfer.simulator import SimulatorConfig, running_in_thread
 from costinfer.simulator.faults import parse_faults
 from tests.conftest import ROOT, SHARED_DATA, Cli, read_jsonl, subprocess_cli

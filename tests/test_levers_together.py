@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from costinfer.core.summary import RunSummary
+from costinfer.accounting.summary import RunSummary
 from costinfer.simulator import Simulator
 from tests.conftest import SHARED_DATA, Cli, read_jsonl, sim_log, write_jsonl
 
@@ -145,9 +145,7 @@ def test_a_check_that_cannot_decide_stops_before_escalating(
     assert models and "gpt-4o" not in models  # the cheap calls were made; nothing was escalated on the check's word
 
 
-def test_a_check_that_accepts_some_and_rejects_others_escalates_them(
-    cli: Cli, sim: Simulator, tmp_path: Path
-) -> None:
+def test_a_check_that_accepts_some_and_rejects_others_escalates_them(cli: Cli, sim: Simulator, tmp_path: Path) -> None:
     check = tmp_path / "check.py"
     check.write_text(
         "import sys, json\nrow = json.load(sys.stdin)\n"

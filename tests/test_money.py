@@ -7,8 +7,8 @@ from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from costinfer.core.errors import ExitCode
-from costinfer.core.prices import Catalog
+from costinfer.errors import ExitCode
+from costinfer.pricing.catalog import Catalog
 from costinfer.simulator import Simulator
 from tests.conftest import SAMPLE, Cli, read_jsonl, write_jsonl
 
@@ -176,7 +176,7 @@ def test_config_file_custom_model_override_and_self_hosted(cli: Cli, tmp_path: P
         '[models."gpt-4o-mini"]\ninput_cost_per_token = 1e-6\n\n'
         '[self_hosted."tiny"]\ngpu_hour_usd = 3.60\noutput_tokens_per_second = 1000\n'
     )
-    catalog = Catalog.load(None, __import__("costinfer.core.config", fromlist=["Config"]).Config.load(config))
+    catalog = Catalog.load(None, __import__("costinfer.pricing.config_file", fromlist=["Config"]).Config.load(config))
     assert catalog.lookup("my-finetune", "openai").input == Decimal("0.000002")
     mini = catalog.lookup("gpt-4o-mini", "openai")
     assert mini.input == Decimal("0.000001") and mini.output == Decimal("6E-7")  # only the given field changed

@@ -13,8 +13,8 @@ import duckdb
 import pytest
 
 from costinfer.backends.anthropic import mark_shared_prefix
-from costinfer.core.prices import Catalog
-from costinfer.core.tokens import TokenCounter
+from costinfer.pricing.catalog import Catalog
+from costinfer.reading.tokens import TokenCounter
 from costinfer.simulator import Simulator
 from costinfer.simulator.answers import body_digest
 from tests.conftest import Cli, provider_args, read_jsonl, sim_log, write_jsonl

@@ -91,8 +91,8 @@ def test_the_ray_engine_gives_the_local_engines_results_and_store_row_for_row(
 def test_a_worker_killed_between_batches_is_replaced_and_every_text_comes_back_once(tmp_path: Path) -> None:
     """In process: the first batch names the worker that made it; that worker is killed (SIGKILL) while the others
     are pending; Ray starts another, and every text comes back once, with the vector the local engine gives."""
-    from costinfer.core.embed import Embedder, model_source
-    from costinfer.core.ray_engine import RayEncoder
+    from costinfer.engines.ray_embed import RayEncoder
+    from costinfer.reuse.embeddings import Embedder, model_source
     from costinfer.store import Store
 
     texts = [r["prompt"] for r in banking_rows(3000)]

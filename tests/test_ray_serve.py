@@ -125,7 +125,7 @@ def test_on_a_cluster_with_gpus_each_server_holds_the_gpus_its_model_needs(tmp_p
     GPUs each are 2 by default, each reserving 2, so the GPU time billed (gpus x servers) is what Ray reserved."""
     import ray
 
-    from costinfer.core.ray_serve import ray_servers
+    from costinfer.engines.ray_serve import ray_servers
 
     logs = tmp_path / "logs"
     logs.mkdir()

@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from costinfer.core.errors import ExitCode
+from costinfer.errors import ExitCode
 from costinfer.simulator import SimulatorConfig, body_digest, running_in_thread
 from tests.conftest import provider_args, read_jsonl, subprocess_cli, write_jsonl
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from costinfer.core.prices import Catalog
-from costinfer.core.tokens import TokenCounter
+from costinfer.pricing.catalog import Catalog
+from costinfer.reading.tokens import TokenCounter
 from costinfer.simulator import Simulator, SimulatorConfig, running_in_thread
 from costinfer.simulator.answers import answers_badly
 from tests.conftest import Cli, read_jsonl, sim_log, write_jsonl

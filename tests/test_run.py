@@ -10,7 +10,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from costinfer.core.errors import ExitCode
+from costinfer.errors import ExitCode
 from costinfer.simulator import Simulator
 from costinfer.store import SCHEMA_VERSION, Store
 from tests.conftest import (

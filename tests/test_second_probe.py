@@ -23,7 +23,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from costinfer.core.errors import ExitCode
+from costinfer.errors import ExitCode
 from costinfer.simulator import Simulator
 from tests.conftest import Cli, read_jsonl, refusing_server, sim_log, subprocess_cli, write_jsonl
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from costinfer.core.dedupe import DEFAULT_THRESHOLD, strip_shared
-from costinfer.core.guards import conflict
+from costinfer.reuse.guards import conflict
+from costinfer.reuse.tiers import DEFAULT_THRESHOLD, strip_shared
 from costinfer.simulator import Simulator
 from tests.conftest import SHARED_DATA, Cli, read_jsonl, write_jsonl
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from costinfer.core.content import WordSimilarity, content_words, one_vs_many, swapped_roles
-from costinfer.core.dedupe import DEFAULT_THRESHOLD
-from costinfer.core.guards import conflict
+from costinfer.reuse.content_words import WordSimilarity, content_words, one_vs_many, swapped_roles
+from costinfer.reuse.guards import conflict
+from costinfer.reuse.tiers import DEFAULT_THRESHOLD
 from costinfer.simulator import Simulator
 from tests.conftest import Cli, write_jsonl
 from tests.test_semantic import run
@@ -124,7 +124,7 @@ def test_function_words_and_word_forms_do_not_veto() -> None:
 
 @needs_embeddings
 def test_a_synonym_swapped_in_is_allowed_by_the_embedding_model_and_a_word_of_the_same_kind_is_not() -> None:
-    from costinfer.core.embed import Embedder
+    from costinfer.reuse.embeddings import Embedder
     from costinfer.store import Store
 
     with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp) / "s.duckdb") as store:
@@ -151,7 +151,7 @@ def test_no_pair_of_different_questions_shares_an_answer_even_with_the_threshold
 ) -> None:
     """At --semantic-threshold 0.7 every constructed pair passes the cosine (asserted): the guards alone keep them
     apart, class by class."""
-    from costinfer.core.embed import Embedder
+    from costinfer.reuse.embeddings import Embedder
     from costinfer.store import Store
 
     with Store.open(tmp_path / "cosines.duckdb") as store:

@@ -6,7 +6,7 @@ import json
 import urllib.error
 import urllib.request
 
-from costinfer.core.tokens import TokenCounter
+from costinfer.reading.tokens import TokenCounter
 from costinfer.simulator import Simulator
 from tests.conftest import sim_log, subprocess_cli
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from costinfer.core.errors import ExitCode
+from costinfer.errors import ExitCode
 from tests.conftest import Cli, read_jsonl, write_jsonl
 
 URL = os.environ.get("COSTINFER_VLLM_URL")

@@ -140,7 +140,7 @@ def test_a_self_hosted_run_is_priced_from_its_measured_gpu_time(cli: Cli, tmp_pa
     per_token = {round(float(c) / t, 12) for t, c in calls}
     assert max(per_token) - min(per_token) < 1e-9  # spread by tokens: the same price per token for every call
     assert any(n.startswith("GPU time: ") for n in summary["notes"])
-    from costinfer.core.prices import Catalog
+    from costinfer.pricing.catalog import Catalog
 
     mini = Catalog.load().lookup("gpt-4o-mini", "openai")
     compare = summary["compare_with"]

@@ -15,7 +15,7 @@ import orjson
 
 from costinfer.backends.base import Backend, Completion
 from costinfer.backends.transport import MALFORMED, malformed
-from costinfer.core.errors import BackendError
+from costinfer.errors import BackendError
 
 ANTHROPIC_VERSION = "2023-06-01"
 _STOP = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls"}

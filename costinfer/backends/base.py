@@ -17,7 +17,7 @@ from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
 from costinfer.backends.transport import MALFORMED, HttpTransport, malformed
-from costinfer.core.errors import BackendError, ConfigError
+from costinfer.errors import BackendError, ConfigError
 
 ENTRY_POINT_GROUP = "costinfer.backends"
 

@@ -11,7 +11,7 @@ import orjson
 
 from costinfer.backends.base import Backend, Completion
 from costinfer.backends.transport import MALFORMED, malformed
-from costinfer.core.errors import ConfigError
+from costinfer.errors import ConfigError
 
 
 class OpenAIBackend(Backend):

@@ -13,7 +13,7 @@ import aiohttp
 import orjson
 
 from costinfer.backends.base import Backend, Completion
-from costinfer.core.errors import BackendError
+from costinfer.errors import BackendError
 
 # OpenAI's documented limits for one batch's input file
 MAX_REQUESTS = 50_000

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from costinfer.backends.base import Backend, BackendConfig, Completion, ServerLoad
-from costinfer.core.errors import BackendError
+from costinfer.errors import BackendError
 
 REST_S = 5.0
 MAX_REST_S = 60.0

@@ -15,7 +15,7 @@ import aiohttp
 import orjson
 
 from costinfer.backends.redact import redact
-from costinfer.core.errors import AuthError, BackendError
+from costinfer.errors import AuthError, BackendError
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 QUOTA_CODES = frozenset({"insufficient_quota", "enforced_spend_limit_reached", "billing_hard_limit_reached"})

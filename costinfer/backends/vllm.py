@@ -16,7 +16,7 @@ import anyio
 from costinfer.backends.base import ServerLoad
 from costinfer.backends.openai import OpenAIBackend
 from costinfer.backends.transport import MALFORMED, malformed
-from costinfer.core.errors import BackendError
+from costinfer.errors import BackendError
 
 
 class VLLMBackend(OpenAIBackend):

@@ -15,11 +15,11 @@ import orjson
 import typer
 from rich.table import Table
 
+from costinfer.accounting.summary import usd
 from costinfer.cli.app import app, handled, out_console
-from costinfer.core.config import Config
-from costinfer.core.errors import ConfigError
-from costinfer.core.prices import Catalog
-from costinfer.core.summary import usd
+from costinfer.errors import ConfigError
+from costinfer.pricing.catalog import Catalog
+from costinfer.pricing.config_file import Config
 from costinfer.store import Store
 from costinfer.store.history import GROUPINGS
 
@@ -267,7 +267,7 @@ def report(
 ) -> None:
     """Rebuild a run's report (<results>.report.json and .report.html) from the store."""
     with handled():
-        from costinfer.core.prepare import prices_for_run
+        from costinfer.pipeline.prepare import prices_for_run
         from costinfer.report import write_report
 
         check_run_id(run_id)

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from costinfer.core.errors import CostinferError, ExitCode
+from costinfer.errors import CostinferError, ExitCode
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success (every row answered); 1 internal error (a bug: please report it); 2 bad option or "

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from costinfer.cli.app import app, err_console, handled, out_console
-from costinfer.core.batch import BatchExecutor, for_run
+from costinfer.execution.batch_mode import BatchExecutor, for_run
 from costinfer.store import Store
 
 batches_app = typer.Typer(help="Provider batch jobs (--mode batch): list, wait for, cancel.", no_args_is_help=True)
@@ -41,8 +41,8 @@ def list_batches(
 def _executor(st: Store, run: str, poll_s: float = 5.0) -> BatchExecutor:
     from costinfer.backends.base import backend_class
     from costinfer.cli.analyze import _one_run
-    from costinfer.core.config import Config
-    from costinfer.core.prices import Catalog
+    from costinfer.pricing.catalog import Catalog
+    from costinfer.pricing.config_file import Config
 
     run_id = _one_run(st, run)
     provider = str((st.run(run_id) or {}).get("provider"))

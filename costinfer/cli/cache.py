@@ -11,9 +11,9 @@ import typer
 from rich.table import Table
 
 from costinfer.cli.app import app, err_console, handled, out_console
-from costinfer.core.calibrate import load_pairs, objections, recommend, similarities, sweep, vetoes
-from costinfer.core.dedupe import DEFAULT_THRESHOLD
-from costinfer.core.errors import ConfigError, ExitCode, WriteError
+from costinfer.errors import ConfigError, ExitCode, WriteError
+from costinfer.reuse.calibration import load_pairs, objections, recommend, similarities, sweep, vetoes
+from costinfer.reuse.tiers import DEFAULT_THRESHOLD
 from costinfer.store import Store
 
 cache_app = typer.Typer(help="The response cache, its embeddings, and the semantic threshold.", no_args_is_help=True)
@@ -35,8 +35,8 @@ def calibrate(
 ) -> None:
     """Print precision, recall and hit rate per threshold, and the lowest threshold that reaches the target."""
     with handled():
-        from costinfer.core.content import WordSimilarity
-        from costinfer.core.embed import Embedder, missing_dependency
+        from costinfer.reuse.content_words import WordSimilarity
+        from costinfer.reuse.embeddings import Embedder, missing_dependency
 
         why = missing_dependency()
         if why:

@@ -8,10 +8,10 @@ import orjson
 import typer
 
 from costinfer.backends.base import BackendConfig, backend_class
+from costinfer.backends.doctor import diagnose
+from costinfer.backends.urls import check_url
 from costinfer.cli.app import app, handled, out_console
-from costinfer.core.doctor import diagnose
-from costinfer.core.errors import ConfigError, ExitCode
-from costinfer.core.urls import check_url
+from costinfer.errors import ConfigError, ExitCode
 
 
 @app.command("doctor")

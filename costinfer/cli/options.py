@@ -1,6 +1,6 @@
 """The options of ``run`` and ``plan``, defined once. Each command's parameter has the name of the ``RunOptions``
 field it sets, so ``run_options`` builds the dataclass without copying fields by hand, and the core validates it in one
-place (``costinfer.core.options.validate``)."""
+place (``costinfer.pipeline.options.validate``)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 
 import typer
 
-from costinfer.core.dedupe import DEFAULT_THRESHOLD
-from costinfer.core.errors import ConfigError
-from costinfer.core.options import DEFAULT_MAX_TOKENS, DEFAULT_MODEL, RunOptions
+from costinfer.errors import ConfigError
+from costinfer.pipeline.options import DEFAULT_MAX_TOKENS, DEFAULT_MODEL, RunOptions
+from costinfer.reuse.tiers import DEFAULT_THRESHOLD
 
 PATH = typer.Argument(
     ...,

@@ -11,8 +11,8 @@ import typer
 from costinfer.cli import options
 from costinfer.cli.app import app, err_console, handled, out_console
 from costinfer.cli.render import plan_table
-from costinfer.core.errors import ExitCode
-from costinfer.core.runner import plan as make_plan
+from costinfer.errors import ExitCode
+from costinfer.pipeline.run import plan as make_plan
 
 
 @app.command("plan")

@@ -14,9 +14,9 @@ from rich import box
 from rich.table import Table
 
 from costinfer.cli.app import app, handled, out_console
-from costinfer.core.config import Config
-from costinfer.core.errors import ConfigError
-from costinfer.core.prices import Catalog, parse_catalog, updated_catalog_path
+from costinfer.errors import ConfigError
+from costinfer.pricing.catalog import Catalog, parse_catalog, updated_catalog_path
+from costinfer.pricing.config_file import Config
 
 LITELLM_URL = "https://raw.githubusercontent.com/BerriAI/litellm/main/model_prices_and_context_window.json"
 MILLION = Decimal(1_000_000)

@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from costinfer.core.progress import NullProgress, ProgressSink
-from costinfer.core.summary import usd
+from costinfer.accounting.summary import usd
+from costinfer.progress import NullProgress, ProgressSink
 
 
 class PlainProgress:

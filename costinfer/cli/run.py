@@ -13,10 +13,10 @@ import typer
 from costinfer.cli import options
 from costinfer.cli.app import app, err_console, handled, out_console, sigterm_interrupts
 from costinfer.cli.render import make_progress, plan_table, stop_progress, summary_table
-from costinfer.core.errors import CostinferError, ExitCode
-from costinfer.core.options import RunOptions, dataset_label
-from costinfer.core.plan import Plan
-from costinfer.core.runner import run
+from costinfer.errors import CostinferError, ExitCode
+from costinfer.pipeline.options import RunOptions, dataset_label
+from costinfer.pipeline.run import run
+from costinfer.planning.plan import Plan
 
 
 @app.command("run")

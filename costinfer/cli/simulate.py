@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from costinfer.cli.app import app, err_console, handled
-from costinfer.core.errors import ConfigError
+from costinfer.errors import ConfigError
 from costinfer.simulator import SimulatorConfig, serve_forever
 from costinfer.simulator.faults import LIMIT_MODES, parse_bad_answers, parse_faults
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from costinfer.core.prices import ModelPrice
+from costinfer.pricing.catalog import ModelPrice
 from costinfer.store import Store
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from costinfer.core.prices import ModelPrice
-from costinfer.core.waterfall import ZERO, price_sources, reference_model, waterfall
+from costinfer.accounting.waterfall import ZERO, price_sources, reference_model, waterfall
+from costinfer.pricing.catalog import ModelPrice
 from costinfer.store import Store
 
 

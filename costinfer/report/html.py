@@ -10,7 +10,7 @@ import jinja2
 import pygal
 from pygal.style import Style
 
-from costinfer.core.summary import usd
+from costinfer.accounting.summary import usd
 
 STYLE = Style(
     background="white",

@@ -21,8 +21,8 @@ from typing import IO, Any
 import orjson
 from aiohttp import web
 
-from costinfer.core.prices import is_reasoning_model
-from costinfer.core.tokens import TokenCounter
+from costinfer.pricing.catalog import is_reasoning_model
+from costinfer.reading.tokens import TokenCounter
 from costinfer.simulator.answers import (
     BAD_ANSWER,
     BAD_ANSWER_TOKENS,
@@ -33,11 +33,11 @@ from costinfer.simulator.answers import (
     chat_completion,
     reasoning_refusal,
 )
-from costinfer.simulator.batches import BatchApi
+from costinfer.simulator.batch_server import BatchApi
 from costinfer.simulator.config import SimulatorConfig
 from costinfer.simulator.faults import rate_meter
 from costinfer.simulator.messages import anthropic_prefix, messages_as_chat
-from costinfer.simulator.prompt_cache import PromptCache
+from costinfer.simulator.prefix_cache import PromptCache
 
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1-nano")
 

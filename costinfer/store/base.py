@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from costinfer.core.errors import CostinferError, StoreError, WriteError
+from costinfer.errors import CostinferError, StoreError, WriteError
 
 ENV_STORE = "COSTINFER_STORE"
 ENV_MEMORY = "COSTINFER_DUCKDB_MEMORY"

@@ -13,7 +13,7 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from costinfer.core.errors import WriteError
+from costinfer.errors import WriteError
 from costinfer.store.base import ROUTED_TIERS, Outcome, Part, money, registered, transaction
 
 

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import duckdb
 
-from costinfer.core.errors import StoreBusyError, StoreError
+from costinfer.errors import StoreBusyError, StoreError
 from costinfer.store.base import DEFAULT_MEMORY, ENV_MEMORY, check_store_path, default_store_path, sql_str, transaction
-from costinfer.store.batches import BatchesPart
+from costinfer.store.batch_jobs import BatchesPart
 from costinfer.store.cache import CachePart
-from costinfer.store.gpu import GpuPart
+from costinfer.store.dataset import IngestPart, RunsPart
+from costinfer.store.gpu_time import GpuPart
 from costinfer.store.history import HistoryPart
-from costinfer.store.ingest import IngestPart, RunsPart
 from costinfer.store.outcomes import OutcomesPart
 from costinfer.store.planning import PlanningPart
 from costinfer.store.results import ResultsPart

@@ -11,8 +11,8 @@ import pytest
 from costinfer.backends.anthropic import AnthropicBackend, parse_message, to_messages_request
 from costinfer.backends.base import BackendConfig
 from costinfer.backends.transport import http_error as _http_error
-from costinfer.core.errors import AuthError, BackendError, ConfigError
-from costinfer.core.prices import Catalog
+from costinfer.errors import AuthError, BackendError, ConfigError
+from costinfer.pricing.catalog import Catalog
 from costinfer.simulator import Simulator
 
 # The shape of a Messages API response as Anthropic's reference documents it (values illustrative).

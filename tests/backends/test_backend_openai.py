@@ -12,8 +12,8 @@ from costinfer.backends.base import BackendConfig, backend_class, registry
 from costinfer.backends.openai import OpenAIBackend, parse_chat_completion
 from costinfer.backends.transport import http_error as _http_error
 from costinfer.backends.vllm import VLLMBackend
-from costinfer.core.errors import AuthError, BackendError, ConfigError
-from costinfer.core.prices import Catalog
+from costinfer.errors import AuthError, BackendError, ConfigError
+from costinfer.pricing.catalog import Catalog
 from costinfer.simulator import Simulator
 
 # The shape of a chat.completion object as OpenAI's API reference documents it (values illustrative).

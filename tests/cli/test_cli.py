@@ -44,7 +44,7 @@ def test_every_command_has_help_and_is_in_the_readme(cli: Cli) -> None:
 
 
 def test_exit_codes_are_in_help_and_readme(cli: Cli) -> None:
-    from costinfer.core.errors import ExitCode
+    from costinfer.errors import ExitCode
 
     text = cli("--help").stdout
     readme = (ROOT / "README.md").read_text()
@@ -59,12 +59,6 @@ def test_the_readme_starts_with_the_two_commands_ci_runs() -> None:
     test_line = "./scripts/setup.sh && ./scripts/test.sh"
     assert test_line in readme and test_line in ci
     assert "./scripts/setup.sh && .venv/bin/costinfer run sample_data/prompts.jsonl" in readme
-
-
-def test_core_never_imports_typer_or_rich() -> None:
-    for path in (ROOT / "costinfer" / "core").glob("*.py"):
-        text = path.read_text()
-        assert "import typer" not in text and "import rich" not in text and "from rich" not in text, path
 
 
 def test_the_store_never_draws_duckdbs_progress_bar(tmp_path: object) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from costinfer.core.errors import ExitCode
+from costinfer.errors import ExitCode
 from costinfer.store import Store
 from tests.conftest import Cli, subprocess_cli, write_jsonl
 
@@ -97,35 +97,79 @@ def _cases(tmp: Path, busy_port: int) -> list[tuple[str, list[str], int, str]]:
         # the second probe (issue 22)
         ("metrics file is the input", [*run, str(data), "--metrics-file", str(data)], ExitCode.USAGE, "same file"),
         ("metrics file is the store", [*run, str(data), "--metrics-file", str(store)], ExitCode.USAGE, "same file"),
-        ("metrics file in no folder", [*run, str(data), "--metrics-file", str(tmp / "no" / "m.prom")], ExitCode.USAGE,
-         "does not exist"),
+        (
+            "metrics file in no folder",
+            [*run, str(data), "--metrics-file", str(tmp / "no" / "m.prom")],
+            ExitCode.USAGE,
+            "does not exist",
+        ),
         ("metrics file is a folder", [*run, str(data), "--metrics-file", str(tmp)], ExitCode.USAGE, "is a folder"),
-        ("the report would be the input", [*run, str(report_named), "-o", str(tmp / "rr.jsonl")], ExitCode.USAGE,
-         "same file as the input"),
-        ("template attribute", [*run, str(data), "--template", "T: {prompt.upper}"], ExitCode.USAGE,
-         "not a column name"),
+        (
+            "the report would be the input",
+            [*run, str(report_named), "-o", str(tmp / "rr.jsonl")],
+            ExitCode.USAGE,
+            "same file as the input",
+        ),
+        (
+            "template attribute",
+            [*run, str(data), "--template", "T: {prompt.upper}"],
+            ExitCode.USAGE,
+            "not a column name",
+        ),
         ("template index", [*run, str(data), "--template", "T: {prompt[0]}"], ExitCode.USAGE, "not a column name"),
-        ("password in base url", [*run, str(data), "--base-url", "http://user:PASS@127.0.0.1:9/v1"], ExitCode.USAGE,
-         "carries credentials"),
-        ("key in base url", [*run, str(data), "--base-url", "http://127.0.0.1:9/v1?api-key=SECRET"], ExitCode.USAGE,
-         "carries a credential"),
-        ("since too far back", ["analyze", "--since", "99999999d", "--store", str(store)], ExitCode.USAGE,
-         "no store there"),
+        (
+            "password in base url",
+            [*run, str(data), "--base-url", "http://user:PASS@127.0.0.1:9/v1"],
+            ExitCode.USAGE,
+            "carries credentials",
+        ),
+        (
+            "key in base url",
+            [*run, str(data), "--base-url", "http://127.0.0.1:9/v1?api-key=SECRET"],
+            ExitCode.USAGE,
+            "carries a credential",
+        ),
+        (
+            "since too far back",
+            ["analyze", "--since", "99999999d", "--store", str(store)],
+            ExitCode.USAGE,
+            "no store there",
+        ),
         ("calibrate a folder", ["cache", "calibrate", str(tmp)], ExitCode.BAD_INPUT, "is a folder"),
-        ("a price that is not a number", [*run, str(data), "--prices", str(bad_prices)], ExitCode.USAGE,
-         "must be a number of dollars"),
-        ("prices update from a bad file", ["prices", "update", "--from", str(bad_prices)], ExitCode.USAGE,
-         "must be a number of dollars"),
-        ("runs with a negative limit", ["runs", "--limit", "-1", "--store", str(store)], ExitCode.USAGE,
-         "greater than or equal to 1"),
-        ("simulator on port 99999", ["simulate", "serve", "--port", "99999"], ExitCode.USAGE,
-         "less than or equal to 65535"),
+        (
+            "a price that is not a number",
+            [*run, str(data), "--prices", str(bad_prices)],
+            ExitCode.USAGE,
+            "must be a number of dollars",
+        ),
+        (
+            "prices update from a bad file",
+            ["prices", "update", "--from", str(bad_prices)],
+            ExitCode.USAGE,
+            "must be a number of dollars",
+        ),
+        (
+            "runs with a negative limit",
+            ["runs", "--limit", "-1", "--store", str(store)],
+            ExitCode.USAGE,
+            "greater than or equal to 1",
+        ),
+        (
+            "simulator on port 99999",
+            ["simulate", "serve", "--port", "99999"],
+            ExitCode.USAGE,
+            "less than or equal to 65535",
+        ),
         ("timeout nan", [*run, str(data), "--timeout", "nan"], ExitCode.USAGE, "--timeout must be a finite number"),
         ("deadline nan", [*run, str(data), "--deadline", "nan"], ExitCode.USAGE, "--deadline must be a finite"),
         ("rpm nan", [*run, str(data), "--rpm", "nan"], ExitCode.USAGE, "--rpm must be a finite number"),
         ("unknown format", [*run, str(data), "--format", "xml"], ExitCode.USAGE, "--format must be one of"),
-        ("batch output as parquet", [*run, str(data), "--output-format", "openai-batch", "-o", str(tmp / "x.parquet")],
-         ExitCode.USAGE, "writes JSONL"),
+        (
+            "batch output as parquet",
+            [*run, str(data), "--output-format", "openai-batch", "-o", str(tmp / "x.parquet")],
+            ExitCode.USAGE,
+            "writes JSONL",
+        ),
         ("report of an empty run id", ["report", "", "--store", str(made)], ExitCode.USAGE, "4 characters"),
         ("cancel an empty run id", ["batches", "cancel", "", "--store", str(made)], ExitCode.USAGE, "4 characters"),
         ("wait for an empty run id", ["batches", "wait", "", "--store", str(made)], ExitCode.USAGE, "4 characters"),

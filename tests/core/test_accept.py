@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from costinfer.core.accept import Acceptance, Answer
-from costinfer.core.errors import ConfigError
+from costinfer.errors import ConfigError
+from costinfer.routing.checks import Acceptance, Answer
 
 
 def _answer(text: str | None, finish: str = "stop") -> Answer:

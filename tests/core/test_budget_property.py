@@ -18,11 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from costinfer.backends.base import Backend, BackendConfig, Completion
-from costinfer.core.budget import BudgetGuard
-from costinfer.core.errors import BackendError
-from costinfer.core.exec_state import ExecConfig
-from costinfer.core.executor import Executor
-from costinfer.core.prices import Catalog
+from costinfer.errors import BackendError
+from costinfer.execution.online import Executor
+from costinfer.execution.state import ExecConfig
+from costinfer.planning.budget import BudgetGuard
+from costinfer.pricing.catalog import Catalog
 from costinfer.store import Pending, Store
 
 PRICE = Catalog.load().lookup("gpt-4o", "openai")

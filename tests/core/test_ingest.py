@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-import costinfer.core.ingest as ingest_module
-from costinfer.core.options import RunOptions
-from costinfer.core.runner import plan
+import costinfer.reading.ingest as ingest_module
+from costinfer.pipeline.options import RunOptions
+from costinfer.pipeline.run import plan
 from costinfer.store import Store
 from tests.conftest import SAMPLE, Cli, read_jsonl
 
@@ -93,7 +93,7 @@ def test_worker_processes_store_what_inline_ingestion_stores(tmp_path: Path, mon
 
 
 def test_blocks_of_lines_read_the_rows_the_line_reader_reads(tmp_path: Path) -> None:
-    from costinfer.core.reader import _jsonl_rows, jsonl_block_rows, jsonl_blocks
+    from costinfer.reading.formats import _jsonl_rows, jsonl_block_rows, jsonl_blocks
 
     data = tmp_path / "rows.jsonl"
     _dataset(data)

@@ -1,5 +1,5 @@
-from costinfer.core.keys import canonical, request_key
-from costinfer.core.rows import RowSpec, build
+from costinfer.reading.keys import canonical, request_key
+from costinfer.reading.rows import RowSpec, build
 
 SPEC = RowSpec(model="gpt-4o-mini", max_tokens=64)
 
@@ -71,7 +71,7 @@ def test_canonical_form_is_documented_shape() -> None:
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from costinfer.core.keys import _SLOT, KeyMaker, normalized_key, semantic_key  # noqa: E402
+from costinfer.reading.keys import _SLOT, KeyMaker, normalized_key, semantic_key  # noqa: E402
 
 _texts = st.one_of(
     st.text(max_size=40),
@@ -125,7 +125,7 @@ def test_key_maker_matches_the_reference_functions(bodies: list[dict[str, object
 @settings(max_examples=500, deadline=None)
 @given(text=st.text(alphabet=st.characters(max_codepoint=127), max_size=30))
 def test_normalizing_ascii_text_collapses_white_space_like_split_and_join(text: str) -> None:
-    from costinfer.core.guards import normalize_text
+    from costinfer.reuse.guards import normalize_text
 
     assert normalize_text(text) == " ".join(text.lower().split())
 

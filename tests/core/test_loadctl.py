@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from costinfer.core.loadctl import MARGIN, START, LoadControl
+from costinfer.execution.load import MARGIN, START, LoadControl
 
 
 def test_it_doubles_while_nothing_waits_and_every_call_is_in_use() -> None:

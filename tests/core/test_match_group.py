@@ -8,7 +8,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from costinfer.core.dedupe import TOP_K, DedupeStats, match_group
+from costinfer.reuse.tiers import TOP_K, DedupeStats, match_group
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("faiss") is None, reason="faiss (the semantic extra) is absent"

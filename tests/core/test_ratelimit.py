@@ -10,8 +10,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from costinfer.core.breaker import CircuitBreaker
-from costinfer.core.ratelimit import SAFETY, RateLimiter, parse_reset
+from costinfer.execution.breaker import CircuitBreaker
+from costinfer.execution.rate_limits import SAFETY, RateLimiter, parse_reset
 from costinfer.simulator import RateWindow, SimulatorConfig, running_in_thread
 from tests.conftest import Cli, sim_log, write_jsonl
 

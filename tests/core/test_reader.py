@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from costinfer.core.reader import CHUNK_ROWS, read_chunks
+from costinfer.reading.formats import CHUNK_ROWS, read_chunks
 
 
 def test_jsonl_is_read_in_bounded_memory(tmp_path: Path) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from costinfer.core.breaker import CircuitBreaker
-from costinfer.core.routing import Choice, Router
+from costinfer.execution.breaker import CircuitBreaker
+from costinfer.execution.fallback import Choice, Router
 
 
 def test_the_requested_model_answers_until_the_breaker_opens_then_the_fallback_does() -> None:

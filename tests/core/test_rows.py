@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from costinfer.core.request import Request
-from costinfer.core.rows import RowSpec, build, build_any
+from costinfer.reading.request import Request
+from costinfer.reading.rows import RowSpec, build, build_any
 
 _values = st.one_of(
     st.none(),
@@ -64,7 +64,7 @@ def test_a_plain_row_keeps_its_prompt_id_and_defaults() -> None:
 def test_the_row_fast_path_runs_in_most_examples_it_is_checked_on() -> None:
     """Where the fast path declines a row (returns None), the property above compares the reference with itself.
     On plain rows, the kind most datasets are made of, the fast path must take nearly every row and agree."""
-    from costinfer.core.rows import _build_plain
+    from costinfer.reading.rows import _build_plain
 
     tally = {"rows": 0, "fast": 0}
     plain_rows = st.fixed_dictionaries(

@@ -10,7 +10,7 @@ import tiktoken
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from costinfer.core.tokens import _PUBLISHED, TokenCounter, encoder_for, encoding_name_for, seed_tiktoken_cache
+from costinfer.reading.tokens import _PUBLISHED, TokenCounter, encoder_for, encoding_name_for, seed_tiktoken_cache
 from tests.conftest import SAMPLE, read_jsonl
 
 
@@ -43,7 +43,7 @@ def test_a_damaged_cache_file_is_rebuilt(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_every_counting_path_agrees_on_the_sample() -> None:
-    from costinfer.core.rows import RowSpec, build
+    from costinfer.reading.rows import RowSpec, build
 
     bodies = [build(0, 1, r, RowSpec(model="gpt-4o-mini", max_tokens=16)).body for r in read_jsonl(SAMPLE)]
     one_by_one = [TokenCounter().count_body(b) for b in bodies]  # type: ignore[union-attr]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
-from costinfer.core.chunks import ChunkJob, ChunkProcessor
-from costinfer.core.prices import Catalog
-from costinfer.core.reader import RawRow
-from costinfer.core.rows import RowSpec
+from costinfer.pricing.catalog import Catalog
+from costinfer.reading.chunks import ChunkJob, ChunkProcessor
+from costinfer.reading.formats import RawRow
+from costinfer.reading.rows import RowSpec
 from costinfer.store import Outcome, Store
 from tests.conftest import read_jsonl
 

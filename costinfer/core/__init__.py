@@ -1,1 +1,0 @@
-"""The pipeline: read, key, dedupe, count and price, plan, execute, store, write. Never imports typer or rich."""

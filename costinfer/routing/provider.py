@@ -1,0 +1,48 @@
+"""Which provider a run calls when ``--provider`` is not given: the one that serves its model.
+
+A run never rehearses by default: ``costinfer run prompts.jsonl`` with a GPT model calls OpenAI (and needs its key);
+the simulator answers only when asked for by name (``--provider simulate``), and then every output says "rehearsal".
+"""
+
+from __future__ import annotations
+
+import re
+
+from costinfer.errors import ConfigError
+from costinfer.pricing.catalog import Catalog
+
+# Model families whose provider their name says, before the catalog is asked
+_BY_NAME = (
+    (re.compile(r"^(?:openai/)?(?:gpt-|chatgpt-|o\d|ft:gpt-|davinci|babbage)"), "openai"),
+    (re.compile(r"^(?:anthropic/)?claude-"), "anthropic"),
+)
+REHEARSAL = "rehearsal: nothing was paid (--provider simulate answers with made-up text at list prices)"
+
+
+def provider_of(model: str, catalog: Catalog, known: set[str]) -> str | None:
+    """The provider of ``model``: by its family's name, else the catalog's ``litellm_provider`` when costinfer has a
+    backend of that name; None when neither says."""
+    for pattern, provider in _BY_NAME:
+        if pattern.match(model):
+            return provider
+    entry = catalog.entry(model)
+    named = str(entry.get("litellm_provider") or "") if entry else ""
+    return named if named in known else None
+
+
+def choose_provider(given: str | None, models: list[str], catalog: Catalog, known: set[str]) -> str:
+    """``--provider`` when given; else the provider every named model belongs to, or a one-line error."""
+    if given:
+        return given
+    found = {m: provider_of(m, catalog, known) for m in models}
+    unknown = [m for m, p in found.items() if p is None]
+    if unknown:
+        raise ConfigError(
+            f"cannot tell which provider serves model '{unknown[0]}': pass --provider (openai, anthropic, vllm, or "
+            f"simulate for a rehearsal that pays nothing)"
+        )
+    providers = sorted({str(p) for p in found.values()})
+    if len(providers) > 1:
+        pairs = ", ".join(f"{m}: {p}" for m, p in found.items())
+        raise ConfigError(f"the run's models belong to different providers ({pairs}): pass --provider")
+    return providers[0]
