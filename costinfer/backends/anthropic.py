@@ -9,13 +9,17 @@ opens with the assistant are bad rows (``refuses``), found before any call.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
 from costinfer.backends.base import Backend, Completion
+from costinfer.backends.prompt_cache import BREAKPOINT, PromptCache
 from costinfer.backends.transport import MALFORMED, malformed
 from costinfer.errors import BackendError
+
+if TYPE_CHECKING:
+    from costinfer.backends.batch_api import BatchClient
 
 ANTHROPIC_VERSION = "2023-06-01"
 _STOP = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls"}
@@ -28,7 +32,7 @@ class AnthropicBackend(Backend):
     key_required: ClassVar[bool] = True
     path: ClassVar[str] = "/v1/messages"
     supports_batch: ClassVar[bool] = True
-    prompt_cache: ClassVar[bool] = True
+    prompt_cache: ClassVar[PromptCache | None] = BREAKPOINT
 
     @property
     def base_url(self) -> str:
@@ -66,7 +70,7 @@ class AnthropicBackend(Backend):
     def mark_prefix(self, payload: dict[str, Any]) -> dict[str, Any]:
         return mark_shared_prefix(payload)
 
-    def batches(self) -> Any | None:
+    def batches(self) -> BatchClient | None:
         from costinfer.backends.anthropic_batch import AnthropicBatches
 
         return AnthropicBatches(self)

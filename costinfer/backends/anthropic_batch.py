@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from costinfer.backends.base import Backend
-from costinfer.backends.openai_batch import BatchState, ItemResult
+from costinfer.backends.batch_api import BatchState, ItemResult
 
 MAX_REQUESTS = 100_000
 MAX_BYTES = 256 * 1024 * 1024

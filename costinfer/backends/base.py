@@ -14,35 +14,19 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from costinfer.backends.completion import Completion, ServerLoad
+from costinfer.backends.prompt_cache import PromptCache
 from costinfer.backends.transport import MALFORMED, HttpTransport, malformed
 from costinfer.errors import BackendError, ConfigError
 
+if TYPE_CHECKING:
+    from costinfer.backends.batch_api import BatchClient
+
+__all__ = ["Backend", "BackendConfig", "Completion", "ServerLoad", "backend_class", "registry"]
+
 ENTRY_POINT_GROUP = "costinfer.backends"
-
-
-@dataclass(slots=True)
-class Completion:
-    text: str | None
-    input_tokens: int
-    output_tokens: int
-    cached_tokens: int = 0  # input tokens read from the provider's prompt cache (part of input_tokens)
-    cache_write_tokens: int = 0  # input tokens written to it (part of input_tokens; Anthropic bills them higher)
-    reasoning_tokens: int = 0  # hidden reasoning tokens (part of output_tokens, billed as output)
-    finish_reason: str | None = None
-    model: str | None = None
-    http_status: int = 200
-    headers: dict[str, str] | None = None  # the rate-limit headers of the answer
-
-
-@dataclass(frozen=True, slots=True)
-class ServerLoad:
-    """A self-hosted server's queue right now (``reports_load``): what runs, what waits, the KV cache in use."""
-
-    running: float
-    waiting: float
-    kv_cache: float | None  # share of the KV cache in use, 0 to 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +49,7 @@ class Backend(ABC):
     key_required: ClassVar[bool] = False
     self_hosted: ClassVar[bool] = False  # the user's own hardware: a model missing from the catalog costs nothing
     supports_batch: ClassVar[bool] = False  # a provider batch API at batch prices
-    prompt_cache: ClassVar[bool] = False  # the provider bills repeated prompt prefixes at a cached price
+    prompt_cache: ClassVar[PromptCache | None] = None  # how the provider bills repeated prompt prefixes, if it does
     exact_counts: ClassVar[bool] = False  # the server counts prompt tokens itself (count_tokens, served_models)
     reports_load: ClassVar[bool] = False  # the server reports its queue (load): concurrency follows it
     rehearsal: ClassVar[bool] = False  # made-up answers, nothing billed: every output of the run says so
@@ -119,9 +103,8 @@ class Backend(ABC):
         """Lines about the servers a run used (one per replica when there are several)."""
         return []
 
-    def batches(self) -> Any | None:
-        """This provider's batch API client (``submit``, ``status``, ``find``, ``results``, ``cancel``), or None
-        where it has none (``supports_batch``)."""
+    def batches(self) -> BatchClient | None:
+        """This provider's batch API client, or None where it has none (``supports_batch``)."""
         return None
 
     @classmethod

@@ -3,15 +3,16 @@ simulator)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
 from costinfer.backends.base import Backend, Completion
+from costinfer.backends.prompt_cache import AUTOMATIC_PREFIX, PromptCache
 from costinfer.backends.transport import MALFORMED, malformed
-from costinfer.errors import ConfigError
+
+if TYPE_CHECKING:
+    from costinfer.backends.batch_api import BatchClient
 
 
 class OpenAIBackend(Backend):
@@ -20,7 +21,7 @@ class OpenAIBackend(Backend):
     api_key_env: ClassVar[str | None] = "OPENAI_API_KEY"
     key_required: ClassVar[bool] = True
     supports_batch: ClassVar[bool] = True
-    prompt_cache: ClassVar[bool] = True
+    prompt_cache: ClassVar[PromptCache | None] = AUTOMATIC_PREFIX
 
     def translate(self, body: dict[str, Any]) -> dict[str, Any]:
         """OpenAI's shape is the neutral one, but a reasoning model refuses ``max_tokens`` and takes
@@ -33,7 +34,7 @@ class OpenAIBackend(Backend):
     def parse(self, raw: bytes) -> Completion:
         return parse_chat_completion(raw)
 
-    def batches(self) -> Any | None:
+    def batches(self) -> BatchClient | None:
         if not self.supports_batch:
             return None
         from costinfer.backends.openai_batch import OpenAIBatches
@@ -63,58 +64,3 @@ def parse_chat_completion(raw: bytes) -> Completion:
         )
     except MALFORMED as exc:
         raise malformed(raw, exc) from exc
-
-
-class SimulateBackend(OpenAIBackend):
-    """costinfer's own simulator: deterministic answers, realistic usage, no key, no cost beyond the rehearsal. With
-    no --base-url, the run starts one in-process (``local_server``)."""
-
-    name: ClassVar[str] = "simulate"
-    default_base_url: ClassVar[str | None] = None
-    api_key_env: ClassVar[str | None] = None
-    key_required: ClassVar[bool] = False
-    supports_batch: ClassVar[bool] = True  # the simulator implements OpenAI's Batch API
-    prompt_cache: ClassVar[bool] = True  # ... and reports cached prompt tokens as OpenAI does
-    rehearsal: ClassVar[bool] = True
-
-    @property
-    def endpoint(self) -> str:
-        return "simulate"
-
-    @classmethod
-    def local_server(cls, settings: Mapping[str, Any]) -> AbstractContextManager[str] | None:
-        """The in-process simulator, from the run's ``simulator_*`` settings (latency, faults, limits, seed)."""
-        from costinfer.simulator import SimulatorConfig
-        from costinfer.simulator.faults import LIMIT_MODES, parse_bad_answers, parse_faults
-
-        try:
-            faults = parse_faults(
-                settings.get("faults"), settings.get("seed"), slow_s=float(settings.get("timeout_s", 60.0)) * 2
-            )
-        except ValueError as exc:
-            raise ConfigError(f"--sim-faults: {exc}") from None
-        mode = str(settings.get("limit_mode") or "window")
-        if mode not in LIMIT_MODES:
-            raise ConfigError(f"--sim-limit-mode must be one of {', '.join(LIMIT_MODES)}")
-        try:
-            bad = parse_bad_answers(settings.get("bad_answers"))
-        except ValueError as exc:
-            raise ConfigError(f"--sim-bad-answers: {exc}") from None
-        config = SimulatorConfig(
-            latency_ms=float(settings.get("latency_ms") or 0.0),
-            faults=faults,
-            rpm=settings.get("rpm"),
-            tpm=settings.get("tpm"),
-            limit_mode=mode,
-            bad_answers=bad,
-            seed=settings.get("seed"),
-        )
-        return _serving(config)
-
-
-@contextmanager
-def _serving(config: Any) -> Iterator[str]:
-    from costinfer.simulator import running_in_thread
-
-    with running_in_thread(config) as sim:
-        yield sim.url

@@ -6,40 +6,19 @@ the store. Billed at the catalog's batch prices (half the online ones)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import aiohttp
 import orjson
 
-from costinfer.backends.base import Backend, Completion
+from costinfer.backends.base import Backend
+from costinfer.backends.batch_api import BatchState, ItemResult
 from costinfer.errors import BackendError
 
 # OpenAI's documented limits for one batch's input file
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1024 * 1024
-FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
-
-
-@dataclass(frozen=True, slots=True)
-class BatchState:
-    id: str
-    status: str  # validating, in_progress, finalizing, completed, failed, expired, cancelling, cancelled
-    output_file_id: str | None
-    error_file_id: str | None
-    metadata: dict[str, str]
-
-    @property
-    def final(self) -> bool:
-        return self.status in FINAL
-
-
-@dataclass(frozen=True, slots=True)
-class ItemResult:
-    custom_id: str
-    completion: Completion | None  # None: the item failed or expired
-    error_class: str | None = None
-    message: str | None = None
 
 
 class OpenAIBatches:
@@ -81,7 +60,7 @@ class OpenAIBatches:
         return _state(await self._json("GET", f"/batches/{batch_id}"))
 
     async def find(
-        self, metadata: dict[str, str], created_after: Any = None, requests: int | None = None
+        self, metadata: dict[str, str], created_after: datetime | None = None, requests: int | None = None
     ) -> list[BatchState]:
         """The server's batches whose metadata holds all of ``metadata`` (newest first)."""
         found, after = [], None

@@ -10,6 +10,7 @@ what is cached. Each replica's calls, output tokens and failures are counted for
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -45,34 +46,24 @@ class Replica:
         return self.calls / (self.last_call - self.first_call)
 
 
-class Replicas:
-    """Quacks like the first replica's backend (its name, endpoint and capabilities) and spreads the calls."""
+class Replicas(Backend):
+    """Several servers of one provider as one backend: a subclass of the provider's own class (``connect`` makes
+    it), so its name, capabilities, request shape and batch client are the provider's, and every call that goes to
+    a server (answers, load, prompt counts, served models) goes to the least busy replica that is up."""
 
     def __init__(self, members: list[Backend]) -> None:
         assert len(members) >= 2
+        super().__init__(members[0].config)  # the first replica names the run's endpoint and request key
         self.replicas = [Replica(b) for b in members]
         self._turn = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.replicas[0].backend, name)
-
-    @property
-    def endpoint(self) -> str:
-        return self.replicas[0].backend.endpoint
 
     def servers(self) -> int:
         return len(self.replicas)
 
-    def use_models(self, prices: Any) -> None:
+    def use_models(self, prices: Mapping[str, Any]) -> None:
+        super().use_models(prices)
         for r in self.replicas:
             r.backend.use_models(prices)
-
-    async def __aenter__(self) -> Replicas:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     async def start(self) -> None:
         for r in self.replicas:
@@ -81,6 +72,21 @@ class Replicas:
     async def close(self) -> None:
         for r in self.replicas:
             await r.backend.close()
+        await super().close()
+
+    def _up(self) -> Backend:
+        """A replica that is not resting (the least busy), for what any of them can answer."""
+        i = self._pick(set())
+        return self.replicas[0 if i is None else i].backend
+
+    async def served_models(self) -> dict[str, int | None]:
+        return await self._up().served_models()
+
+    async def tokenize(self, body: dict[str, Any]) -> int:
+        return await self._up().tokenize(body)
+
+    async def count_tokens(self, bodies: list[dict[str, Any]]) -> list[int]:
+        return await self._up().count_tokens(bodies)
 
     def _pick(self, tried: set[int]) -> int | None:
         now = time.monotonic()
@@ -153,7 +159,9 @@ class Replicas:
 
 
 def connect(cls: type[Backend], configs: list[BackendConfig]) -> Backend:
-    """One backend of ``cls``, or, for several servers of the same model, their replicas behind one backend."""
+    """One backend of ``cls``, or, for several servers of the same model, their replicas behind one backend: an
+    instance of ``cls`` too, whose calls go to the replicas."""
     if len(configs) == 1:
         return cls(configs[0])
-    return cast(Backend, Replicas([cls(c) for c in configs]))
+    replicated = type(f"Replicated{cls.__name__}", (Replicas, cls), {})
+    return cast(Backend, replicated([cls(c) for c in configs]))

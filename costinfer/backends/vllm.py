@@ -15,6 +15,7 @@ import anyio
 
 from costinfer.backends.base import ServerLoad
 from costinfer.backends.openai import OpenAIBackend
+from costinfer.backends.prompt_cache import PromptCache
 from costinfer.backends.transport import MALFORMED, malformed
 from costinfer.errors import BackendError
 
@@ -28,7 +29,7 @@ class VLLMBackend(OpenAIBackend):
     key_required: ClassVar[bool] = False
     self_hosted: ClassVar[bool] = True
     supports_batch: ClassVar[bool] = False
-    prompt_cache: ClassVar[bool] = False
+    prompt_cache: ClassVar[PromptCache | None] = None
     exact_counts: ClassVar[bool] = True  # POST /tokenize
     reports_load: ClassVar[bool] = True  # GET /metrics
 

@@ -122,14 +122,13 @@ def update_prices(
     """Replace the catalog in force with a newer one (saved beside the default store)."""
     with handled():
         if source.startswith(("http://", "https://")):
-            import httpx
+            import urllib.request
 
-            try:
-                resp = httpx.get(source, timeout=30, follow_redirects=True)
-                resp.raise_for_status()
-            except httpx.HTTPError as exc:
+            try:  # the standard library's client: one download does not need a second HTTP library
+                with urllib.request.urlopen(source, timeout=30) as resp:
+                    text = resp.read().decode("utf-8")
+            except (OSError, UnicodeDecodeError) as exc:  # URLError and HTTPError are OSErrors
                 raise ConfigError(f"cannot fetch {source}: {exc}; download it elsewhere and pass --from FILE") from exc
-            text = resp.text
         else:
             try:
                 text = Path(source).read_text("utf-8")

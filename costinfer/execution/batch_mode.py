@@ -165,8 +165,8 @@ class BatchExecutor(Outcomes):
 
     async def _submit(self, pending: list[Pending]) -> None:
         # the provider's documented limits per batch, and the configured ones where smaller
-        max_requests = min(self.cfg.max_requests, getattr(self.client, "max_requests", MAX_REQUESTS))
-        max_bytes = min(self.cfg.max_bytes, getattr(self.client, "max_bytes", MAX_BYTES))
+        max_requests = min(self.cfg.max_requests, self.client.max_requests)
+        max_bytes = min(self.cfg.max_bytes, self.client.max_bytes)
         part: dict[str, Decimal] = {}
         items: list[tuple[str, dict[str, Any]]] = []
         size = 0

@@ -25,7 +25,6 @@ class CircuitBreaker:
         self.max_cooldown_s = max_cooldown_s
         self.failures = 0
         self.open_until = 0.0
-        self.opened = 0  # how many times it opened
         self.half_open = False  # it opened and has not seen a success since: probe one request at a time
         self.probing = False  # a probe is in flight
 
@@ -67,7 +66,6 @@ class CircuitBreaker:
         self.open_until = time.monotonic() + self.cooldown_s
         self.cooldown_s = min(self.cooldown_s * 2, self.max_cooldown_s)
         self.failures = 0
-        self.opened += 1
         self.half_open = True
 
     async def wait(self) -> None:

@@ -77,17 +77,14 @@ class RateLimiter:
         self._ramp_start: float | None = None
         self._heard = not probe_first  # a call has come back: its headers, if any, were read
         self._ramp_sent = {"requests": 0.0, "tokens": 0.0}
-        self.waited_s = 0.0
-        self.pauses = 0
 
     # --- taking a turn ------------------------------------------------------------------------------------------
 
     async def acquire(self, tokens: int) -> None:
         """Wait for this call's turn. ``tokens``: what the provider counts, prompt plus max_tokens. Every acquire is
         followed by one ``release`` with the same ``tokens`` when the call is answered (or fails)."""
-        started = time.monotonic()
         if self._ramp_start is None:  # the slow start counts from the first call, whichever way it was paced
-            self._ramp_start = started
+            self._ramp_start = time.monotonic()
         while True:
             now = time.monotonic()
             if self._paused_until > now:
@@ -115,7 +112,6 @@ class RateLimiter:
                 self._count(tokens)
                 break
             await anyio.sleep(min(wait, _POLL_S))
-        self.waited_s += time.monotonic() - started
 
     def _count(self, tokens: int) -> None:
         self._in_flight["requests"] += 1
@@ -178,7 +174,6 @@ class RateLimiter:
         until = time.monotonic() + seconds
         if until > self._paused_until:
             self._paused_until = until
-            self.pauses += 1
             # evenly spaced calls resume after the pause, still spaced (not all at once when it ends)
             self._next_request = max(self._next_request, until)
             self._next_tokens = max(self._next_tokens, until)

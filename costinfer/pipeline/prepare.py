@@ -228,8 +228,7 @@ def prepare(
         notes.extend(counted)
     the_plan = compute_plan(store, run_id, prices, opts.budget_usd, dataset_name(source), notes)
     routing = RoutingInput(opts.models, opts.route_policy) if opts.models else None
-    cache_provider = provider if setup.backend_cls.prompt_cache else None
-    add_levers(the_plan, store, run_id, prices, dataset_name(source), routing, cache_provider)
+    add_levers(the_plan, store, run_id, prices, dataset_name(source), routing, setup.backend_cls.prompt_cache)
     if opts.compare_with:
         other = prices[opts.compare_with] = setup.catalog.lookup(opts.compare_with, provider)
         cost = sum((other.cost(m.input_tokens, m.expected_output_tokens) for m in the_plan.models), Decimal(0))

@@ -12,13 +12,14 @@ from typing import Any
 
 import orjson
 
+from costinfer.backends.prompt_cache import PromptCache
 from costinfer.planning.plan import MIN_SAMPLES, ModelLine, OutputModel, Plan, ceil_tokens
 from costinfer.pricing.catalog import ModelPrice
-from costinfer.pricing.prompt_caching import OPENAI_MIN_TOKENS, expected_saving
 from costinfer.reading.tokens import TokenCounter
 from costinfer.store import Store
 
 ASSUMED_ESCALATION = Decimal("0.2")
+SHORTEST_CACHED = 1024  # no provider caches a prefix under 1,024 tokens
 ZERO = Decimal(0)
 
 
@@ -48,7 +49,7 @@ def add_levers(
     prices: dict[str, ModelPrice],
     input_path: str | None,
     routing: RoutingInput | None,
-    prompt_cache_provider: str | None,
+    prompt_cache: PromptCache | None,
 ) -> None:
     """Fill ``plan.levers`` (and ``plan.routing``, with the cascade's expected escalations as model lines)."""
     expected = Expected(OutputModel(store, input_path), prices)
@@ -62,8 +63,8 @@ def add_levers(
     if routing is not None:
         plan.routing = _routing(plan, store, run_id, expected, routing, input_path)
         levers["routing"] = Decimal(plan.routing["saved_usd"])
-    if prompt_cache_provider is not None and plan.longest_prompt >= OPENAI_MIN_TOKENS:  # else no prefix is cached
-        levers["prompt_cache"] = _prompt_cache(store, run_id, prices, prompt_cache_provider)
+    if prompt_cache is not None and plan.longest_prompt >= SHORTEST_CACHED:  # else no prefix is cached
+        levers["prompt_cache"] = _prompt_cache(store, run_id, prices, prompt_cache)
     batch = plan.expected_cost_usd - plan.expected_batch_cost_usd
     if batch > 0:
         levers["batch_if_chosen"] = batch
@@ -123,15 +124,15 @@ def _escalation_share(store: Store, input_path: str | None, model: str, run_id: 
     return ASSUMED_ESCALATION, f"assumed {ASSUMED_ESCALATION:.0%} of {model}'s answers escalate (no history yet)"
 
 
-def _prompt_cache(store: Store, run_id: str, prices: dict[str, ModelPrice], provider: str) -> Decimal:
+def _prompt_cache(store: Store, run_id: str, prices: dict[str, ModelPrice], cache: PromptCache) -> Decimal:
     counter = TokenCounter()
     saved = ZERO
     # no provider caches a prefix under 1,024 tokens, and a prefix is shorter than its prompt
-    for model, n, body_json in store.prefix_groups(run_id, min_tokens=OPENAI_MIN_TOKENS):
+    for model, n, body_json in store.prefix_groups(run_id, min_tokens=SHORTEST_CACHED):
         price = prices.get(model)
         body = orjson.loads(body_json)
         if price is None or len(body["messages"]) < 2:
             continue
         prefix = max(0, counter.count_body({"model": model, "messages": body["messages"][:-1]}) - 3)
-        saved += expected_saving(price, n, prefix, provider)
+        saved += cache.expected_saving(price, n, prefix)
     return saved

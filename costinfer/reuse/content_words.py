@@ -208,13 +208,11 @@ class WordSimilarity:
     def __init__(self, encode: Callable[[list[str]], Any]) -> None:
         self._encode = encode
         self._vectors: dict[str, Any] = {}
-        self.encoded = 0
 
     def prefetch(self, words: Iterable[str]) -> None:
         missing = list(dict.fromkeys(w for w in words if w not in self._vectors))
         if missing:
             self._vectors.update(zip(missing, self._encode(missing), strict=True))
-            self.encoded += len(missing)
 
     def __call__(self, x: str, y: str) -> float:
         self.prefetch((x, y))

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from costinfer.pricing.prompt_caching import min_prefix_tokens, openai_cached
+from costinfer.backends.prompt_cache import AUTOMATIC_PREFIX, BREAKPOINT
 from costinfer.reading.tokens import TokenCounter
 
 TTL_S = 300.0
@@ -45,7 +45,7 @@ class PromptCache:
         digest = _digest(body["model"], prefix)
         if digest not in self._seen or self._seen[digest][1] <= now:
             self._seen[digest] = (self._tokens(body["model"], prefix), now + self.ttl_s)
-        return openai_cached(hit)
+        return AUTOMATIC_PREFIX.cached_tokens(hit)
 
     def anthropic(self, body: dict[str, Any], chat_prefix: list[dict[str, Any]] | None) -> tuple[int, int]:
         """(read, written) tokens of an Anthropic request whose chat-shaped prefix up to its last breakpoint is
@@ -54,7 +54,7 @@ class PromptCache:
             return 0, 0
         model = str(body["model"])
         tokens = self._tokens(model, chat_prefix)
-        if tokens < min_prefix_tokens(model, "anthropic"):
+        if tokens < BREAKPOINT.min_prefix_tokens(model):
             return 0, 0
         now = time.monotonic()
         digest = _digest(model, chat_prefix)

@@ -39,7 +39,7 @@ def test_after_the_cooldown_one_request_at_a_time_probes_the_failing_model() -> 
     assert probe == Choice("gpt-4o", substitute=False)  # the cooldown passed: one probe...
     assert router.choose("gpt-4o").substitute and router.choose("gpt-4o").substitute  # ...while the rest go elsewhere
     router.failed(probe, server_fault=True)  # the probe failed: open again at once, for longer
-    assert router.breaker.is_open and router.breaker.opened == 2
+    assert router.breaker.is_open and router.breaker.cooldown_s == 0.2  # open again, for twice as long
     time.sleep(0.11)
     probe = router.choose("gpt-4o")
     router.failed(probe, server_fault=False)  # a 429 or the request's own fault says nothing: the next may probe
