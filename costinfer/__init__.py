@@ -1,6 +1,8 @@
 """costinfer: run large prompt datasets through LLMs for the least money, never past the budget.
 
-The library API: ``run(RunOptions(...))`` does what ``costinfer run`` does; ``Store`` opens the DuckDB store.
+The library API: ``run(run_spec("data.jsonl", budget="5"))`` does what ``costinfer run data.jsonl --budget 5`` does
+(every option of the command is a keyword of ``run_spec``); ``plan`` what ``costinfer plan`` does; ``Store`` opens
+the DuckDB store.
 Names are imported on first use, so that a module of the package (a worker process's) loads without the rest.
 """
 
@@ -22,7 +24,9 @@ _EXPORTS = {
     "StoreBusyError": "costinfer.errors",
     "StoreError": "costinfer.errors",
     "request_key": "costinfer.reading.keys",
-    "RunOptions": "costinfer.pipeline.options",
+    "RunSpec": "costinfer.spec",
+    "run_spec": "costinfer.pipeline.build",
+    "plan": "costinfer.pipeline.run",
     "RunSummary": "costinfer.accounting.summary",
     "run": "costinfer.pipeline.run",
     "Store": "costinfer.store",
@@ -36,14 +40,16 @@ __all__ = [
     "CostinferError",
     "ExitCode",
     "InputError",
-    "RunOptions",
+    "RunSpec",
     "RunSummary",
     "Store",
     "StoreBusyError",
     "StoreError",
     "__version__",
+    "plan",
     "request_key",
     "run",
+    "run_spec",
 ]
 
 if TYPE_CHECKING:
@@ -59,9 +65,10 @@ if TYPE_CHECKING:
         StoreBusyError,
         StoreError,
     )
-    from costinfer.pipeline.options import RunOptions
-    from costinfer.pipeline.run import run
+    from costinfer.pipeline.build import run_spec
+    from costinfer.pipeline.run import plan, run
     from costinfer.reading.keys import request_key
+    from costinfer.spec import RunSpec
     from costinfer.store import Store
 
 

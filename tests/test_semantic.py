@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from costinfer.reuse.guards import conflict
-from costinfer.reuse.tiers import DEFAULT_THRESHOLD, strip_shared
+from costinfer.reuse.tiers import strip_shared
 from costinfer.simulator import Simulator
+from costinfer.spec import DEFAULT_THRESHOLD
 from tests.conftest import SHARED_DATA, Cli, read_jsonl, write_jsonl
 
 # Only the tests that embed need the semantic extra; the guard and template tests are pure and always run

@@ -15,8 +15,8 @@ import pytest
 
 from costinfer.reuse.content_words import WordSimilarity, content_words, one_vs_many, swapped_roles
 from costinfer.reuse.guards import conflict
-from costinfer.reuse.tiers import DEFAULT_THRESHOLD
 from costinfer.simulator import Simulator
+from costinfer.spec import DEFAULT_THRESHOLD
 from tests.conftest import Cli, write_jsonl
 from tests.test_semantic import run
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-import orjson
-
 from costinfer.pricing.catalog import ModelPrice
 
 ZERO = Decimal(0)
@@ -34,7 +32,7 @@ CALLED = ("fresh", "fallback", "batch", "routed", "escalated")
 
 def reference_model(run: dict[str, Any]) -> str | None:
     """The strongest routing candidate of a run (``--models``), or None for a run without routing."""
-    models = orjson.loads(run.get("options") or "{}").get("models") or []
+    models = run.get("models") or []
     return str(models[-1]) if models else None
 
 

@@ -275,8 +275,7 @@ def report(
         with Store.open(store, create=False) as st:
             run = _one_run(st, run_id)
             record = st.run(run) or {}
-            options = orjson.loads(record.get("options") or "{}")
-            results = output or Path(options.get("results") or f"{run[:12]}.results.jsonl")
+            results = output or Path(record.get("results_path") or f"{run[:12]}.results.jsonl")
             if not results.parent.is_dir():
                 raise ConfigError(f"{results.parent} does not exist; pass --output beside where the report should go")
             st.collect_results(run)

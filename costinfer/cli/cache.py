@@ -13,7 +13,7 @@ from rich.table import Table
 from costinfer.cli.app import app, err_console, handled, out_console
 from costinfer.errors import ConfigError, ExitCode, WriteError
 from costinfer.reuse.calibration import load_pairs, objections, recommend, similarities, sweep, vetoes
-from costinfer.reuse.tiers import DEFAULT_THRESHOLD
+from costinfer.spec import DEFAULT_THRESHOLD
 from costinfer.store import Store
 
 cache_app = typer.Typer(help="The response cache, its embeddings, and the semantic threshold.", no_args_is_help=True)

@@ -26,8 +26,8 @@ from typing import Any
 
 from costinfer.engines.ray_embed import connect, missing_ray
 from costinfer.errors import ConfigError
-from costinfer.pipeline.options import RunOptions
 from costinfer.pricing.catalog import Catalog
+from costinfer.spec import RaySpec
 
 READY_TIMEOUT_S = 900.0  # a vLLM server loading a large model takes minutes
 
@@ -84,12 +84,12 @@ class Servers:
     gpus: int  # GPUs held by the servers (0 on a cluster without GPUs)
 
 
-def servers_for_run(opts: RunOptions, catalog: Catalog) -> AbstractContextManager[Servers]:
+def servers_for_run(ray: RaySpec, model: str, catalog: Catalog) -> AbstractContextManager[Servers]:
     """A run's ``--ray-serve`` servers, each reserving the GPUs its model's ``[self_hosted]`` entry gives a server
     (``gpus``, default 1): the GPU time the ledger bills (``gpu_cost.py``) is then what the cluster reserved."""
-    assert opts.ray_serve is not None
-    entry = catalog.entry(opts.model or "") or {}
-    return ray_servers(opts.ray_serve, opts.ray_servers, opts.ray_address, int(entry.get("gpus") or 1))
+    assert ray.serve is not None
+    entry = catalog.entry(model) or {}
+    return ray_servers(ray.serve, ray.servers, ray.address, int(entry.get("gpus") or 1))
 
 
 @contextlib.contextmanager

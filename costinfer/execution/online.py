@@ -118,7 +118,7 @@ class Executor(Outcomes):
             else:
                 failures = 0
                 control.observe(load.running, load.waiting, load.kv_cache)
-            await anyio.sleep(self.cfg.settled_poll_s if control.settled else self.cfg.load_poll_s)
+            await anyio.sleep(self.cfg.tuning.settled_poll_s if control.settled else self.cfg.tuning.load_poll_s)
 
     async def _produce(self, pages: Iterator[list[Pending]]) -> None:
         """Keep the queue at least a page ahead of the workers; pages come from the store in a thread."""
@@ -272,9 +272,11 @@ class Executor(Outcomes):
                     )
                 self.retries += 1
                 self.progress.problem("retry", f"{exc.error_class}: {exc}")
-                delay = random.uniform(0, min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2 ** (attempt - 1)))
+                delay = random.uniform(
+                    0, min(self.cfg.tuning.backoff_max_s, self.cfg.tuning.backoff_base_s * 2 ** (attempt - 1))
+                )
                 if exc.retry_after is not None:
-                    delay = max(delay, min(exc.retry_after, self.cfg.backoff_max_s))
+                    delay = max(delay, min(exc.retry_after, self.cfg.tuning.backoff_max_s))
                 with anyio.move_on_after(delay):
                     await self._stopping.wait()
                 if self.stopping:
@@ -313,9 +315,9 @@ class Executor(Outcomes):
         if self._refused == 0:
             self._refused_since = now
         self._refused += 1
-        if self._refused < self.cfg.unreachable_after:
+        if self._refused < self.cfg.tuning.unreachable_after:
             return False
-        if self._reached and now - self._refused_since < self.cfg.unreachable_s:
+        if self._reached and now - self._refused_since < self.cfg.tuning.unreachable_s:
             return False
         self.unreachable = str(exc)
         self.request_stop("unreachable")
@@ -352,7 +354,7 @@ class Executor(Outcomes):
         )
 
     async def _write(self, writer: Writer) -> None:
-        wait = self.cfg.commit_interval_s
+        wait = self.cfg.tuning.commit_interval_s
         while True:
             finished = self._workers_left == 0
             batch, self._buffer = self._buffer, []
@@ -367,7 +369,7 @@ class Executor(Outcomes):
                     self.request_stop("store_error")
                     return
                 took = time.perf_counter() - started
-                wait = min(max(self.cfg.commit_interval_s, self.cfg.commit_duty * took), 1.0)
+                wait = min(max(self.cfg.tuning.commit_interval_s, self.cfg.tuning.commit_duty * took), 1.0)
                 self.calls_done += sum(not o.cached for o in batch)
                 self.cost_done += sum((o.cost_usd for o in batch), Decimal(0))
                 self.progress.advance(self.calls_done, self.cost_done)

@@ -10,19 +10,13 @@ from costinfer.errors import AuthError, BackendError
 
 
 @dataclass(frozen=True, slots=True)
-class ExecConfig:
-    concurrency: int = 16
-    max_attempts: int = 4
+class Tuning:
+    """How patiently and how often the online executor acts: not options a user sets, but what tests shorten."""
+
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
     commit_interval_s: float = 0.02
     commit_duty: float = 4.0  # wait at least this many times the last commit's duration before the next
-    rpm: float | None = None
-    tpm: float | None = None
-    fallback_model: str | None = None  # sent instead while the circuit breaker is open
-    tagged: bool = False  # rows carry tags: each call records its paying row's
-    follow_load: bool = False  # the server reports its queue: calls in flight follow it, ``concurrency`` the ceiling
-    known_batch: float | None = None  # the server's running batch as an earlier run saw it: where to start
     # how often the server's queue is read: while filling its batch, then once it is full. vLLM renders /metrics
     # (about 50 KB) in 0.2-0.3 s of its own CPU on the CPU test server: read more often, it slows the server
     load_poll_s: float = 0.25
@@ -31,6 +25,19 @@ class ExecConfig:
     # answered yet, or after ``unreachable_s`` of nothing but refusals once something has
     unreachable_after: int = 3
     unreachable_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ExecConfig:
+    concurrency: int = 16
+    max_attempts: int = 4
+    rpm: float | None = None
+    tpm: float | None = None
+    fallback_model: str | None = None  # sent instead while the circuit breaker is open
+    tagged: bool = False  # rows carry tags: each call records its paying row's
+    follow_load: bool = False  # the server reports its queue: calls in flight follow it, ``concurrency`` the ceiling
+    known_batch: float | None = None  # the server's running batch as an earlier run saw it: where to start
+    tuning: Tuning = Tuning()
 
 
 class Outcomes:

@@ -65,9 +65,7 @@ def build(store: Store, run_id: str, prices: dict[str, ModelPrice]) -> dict[str,
 
 def _compare(run: dict[str, Any], prices: dict[str, ModelPrice], models: list[dict[str, Any]]) -> dict[str, Any] | None:
     """--compare-with: the run's billed tokens at that model's list prices."""
-    import orjson
-
-    name = orjson.loads(run.get("options") or "{}").get("compare_with")
+    name = run.get("compare_with")
     if not name or name not in prices:
         return None
     tokens_in = sum(int(m["input_tokens"] or 0) for m in models)
@@ -76,14 +74,9 @@ def _compare(run: dict[str, Any], prices: dict[str, ModelPrice], models: list[di
 
 
 def _stored_plan(run: dict[str, Any]) -> dict[str, Any]:
-    import orjson
-
-    return dict(orjson.loads(run.get("options") or "{}").get("plan") or {})
+    return dict(run.get("plan") or {})
 
 
 def _rate_limit(run: dict[str, Any]) -> float | None:
-    import orjson
-
-    options = orjson.loads(run.get("options") or "{}")
-    value = options.get("rpm") or options.get("simulator_rpm")
+    value = run.get("rate_limit_rpm")
     return float(value) if value else None

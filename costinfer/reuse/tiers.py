@@ -25,9 +25,9 @@ import numpy as np
 
 from costinfer.reuse.content_words import WordSimilarity
 from costinfer.reuse.guards import conflict, synonym_candidates
+from costinfer.spec import DEFAULT_THRESHOLD
 from costinfer.store import Store
 
-DEFAULT_THRESHOLD = 0.95  # calibrated on STS-B train+dev (docs/semantic.md); --semantic-threshold overrides it
 EXACT_SEARCH_LIMIT = 50_000  # vectors in one group above which search switches from exact to HNSW (benchmarks)
 TOP_K = 8
 TEMPLATE_MIN_GROUP = 8

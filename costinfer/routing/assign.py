@@ -26,8 +26,6 @@ from costinfer.pricing.catalog import ModelPrice
 from costinfer.reading.keys import KeyMaker
 from costinfer.store import Store
 
-POLICIES = ("cheapest", "cascade", "budget")
-
 
 @dataclass
 class RouteStats:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -39,7 +40,17 @@ class RunsPart(Part):
         self._con.execute(f"UPDATE runs SET {sets} WHERE run_id = ?", [*fields.values(), run_id])
 
     def run(self, run_id: str) -> dict[str, Any] | None:
-        return one_dict(self._con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]))
+        """The run's row (docs/store.md, ``runs``), its plan decoded."""
+        row = one_dict(self._con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]))
+        if row is not None:
+            row["plan"] = orjson.loads(row["plan"]) if row.get("plan") else {}
+        return row
+
+    def keep_plan(self, run_id: str, plan: dict[str, Any]) -> None:
+        """The plan as it was made, kept with the run: its report sets it beside the outcome."""
+        self._con.execute(
+            "UPDATE runs SET plan = ? WHERE run_id = ?", [orjson.dumps(plan, default=str).decode(), run_id]
+        )
 
     def run_models(self, run_id: str) -> list[str]:
         """The models a run's distinct requests name, and those they were sent to instead (routed, escalated, the

@@ -50,18 +50,13 @@ class GpuPart(Part):
         return Decimal(row[0])
 
     def remember_batch(self, run_id: str, batch: float) -> None:
-        """The most requests the run's server was seen running at once (kept with the run's options)."""
-        self._con.execute(
-            "UPDATE runs SET options = json_merge_patch(coalesce(options, '{}'), json_object('server_batch', ?)) "
-            "WHERE run_id = ?",
-            [batch, run_id],
-        )
+        """The most requests the run's server was seen running at once (``runs.server_batch``)."""
+        self._con.execute("UPDATE runs SET server_batch = ? WHERE run_id = ?", [batch, run_id])
 
     def last_batch(self, endpoint: str) -> float | None:
         """The running batch the latest run against this server saw, if any run remembered one."""
         row = self._con.execute(
-            "SELECT CAST(json_extract(options, '$.server_batch') AS DOUBLE) FROM runs "
-            "WHERE endpoint = ? AND json_extract(options, '$.server_batch') IS NOT NULL "
+            "SELECT server_batch FROM runs WHERE endpoint = ? AND server_batch IS NOT NULL "
             "ORDER BY coalesce(finished_at, started_at) DESC LIMIT 1",
             [endpoint],
         ).fetchall()

@@ -182,6 +182,39 @@ def _m12_rehearsals(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _m13_run_record(con: duckdb.DuckDBPyConnection) -> None:
+    # runs.options, a JSON bag of whatever a run wanted to keep, becomes columns with one meaning each: the routing
+    # candidates and fallback (the account prices them), the model a self-hosted run is compared with, the rate
+    # limit the run was paced under, where its results went, the running batch its server reached, ingestion's
+    # notes, the semantic tier's state, and the plan (one JSON document, Plan.as_dict, decoded by the store).
+    con.execute(
+        """
+        ALTER TABLE runs ADD COLUMN models VARCHAR[];
+        ALTER TABLE runs ADD COLUMN fallback_model VARCHAR;
+        ALTER TABLE runs ADD COLUMN compare_with VARCHAR;
+        ALTER TABLE runs ADD COLUMN rate_limit_rpm DOUBLE;
+        ALTER TABLE runs ADD COLUMN results_path VARCHAR;
+        ALTER TABLE runs ADD COLUMN server_batch DOUBLE;
+        ALTER TABLE runs ADD COLUMN notes VARCHAR[];
+        ALTER TABLE runs ADD COLUMN semantic_note VARCHAR;
+        ALTER TABLE runs ADD COLUMN plan JSON;
+        UPDATE runs SET
+            models = CAST(json_extract(options, '$.models') AS VARCHAR[]),
+            fallback_model = json_extract_string(options, '$.fallback_model'),
+            compare_with = json_extract_string(options, '$.compare_with'),
+            rate_limit_rpm = coalesce(TRY_CAST(json_extract_string(options, '$.rpm') AS DOUBLE),
+                                      TRY_CAST(json_extract_string(options, '$.simulator_rpm') AS DOUBLE)),
+            results_path = json_extract_string(options, '$.results'),
+            server_batch = TRY_CAST(json_extract_string(options, '$.server_batch') AS DOUBLE),
+            notes = CAST(json_extract(options, '$.notes') AS VARCHAR[]),
+            semantic_note = json_extract_string(options, '$.reuse.semantic_note'),
+            plan = json_extract(options, '$.plan')
+        WHERE options IS NOT NULL;
+        ALTER TABLE runs DROP COLUMN options;
+        """
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     (1, "initial schema: runs, items, rejects, requests, run_keys, responses, calls", _m1_initial),
     (2, "requests.input_bound for the budget's worst case; row priority", _m2_bounds_and_priority),
@@ -195,5 +228,6 @@ MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] =
     (10, "routing across models (run_keys.routed, route, route_checked); prompt-cache writes", _m10_routing),
     (11, "requests.counted_by: prompt tokens counted by the server (vLLM /tokenize)", _m11_server_counts),
     (12, "runs.rehearsal: runs whose provider pays nothing (the simulator)", _m12_rehearsals),
+    (13, "runs.options replaced by columns: models, notes, plan, results_path, server_batch and more", _m13_run_record),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from costinfer.backends.base import Backend, BackendConfig, Completion
 from costinfer.errors import BackendError
 from costinfer.execution.online import Executor
-from costinfer.execution.state import ExecConfig
+from costinfer.execution.state import ExecConfig, Tuning
 from costinfer.planning.budget import BudgetGuard
 from costinfer.pricing.catalog import Catalog
 from costinfer.store import Pending, Store
@@ -89,7 +89,9 @@ def test_spend_never_passes_the_budget(
             backend,
             {"gpt-4o": PRICE},
             guard,
-            ExecConfig(concurrency=concurrency, max_attempts=3, backoff_base_s=0.001, commit_interval_s=0.001),
+            ExecConfig(
+                concurrency=concurrency, max_attempts=3, tuning=Tuning(backoff_base_s=0.001, commit_interval_s=0.001)
+            ),
         )
         anyio.run(executor.run, iter([pending]))
         ledger = store._con.execute("SELECT coalesce(sum(cost_usd), 0), count(*) FROM calls").fetchone()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import costinfer.reading.ingest as ingest_module
-from costinfer.pipeline.options import RunOptions
+from costinfer.pipeline.build import run_spec
 from costinfer.pipeline.run import plan
 from costinfer.store import Store
 from tests.conftest import SAMPLE, Cli, read_jsonl
@@ -70,8 +70,8 @@ def test_worker_processes_store_what_inline_ingestion_stores(tmp_path: Path, mon
     for workers in ("0", "2"):
         monkeypatch.setenv("COSTINFER_INGEST_WORKERS", workers)
         store_path = tmp_path / f"store-{workers}.duckdb"
-        opts = RunOptions(input_path=data, store=store_path, output=tmp_path / "out.jsonl", semantic=False)
-        prepared = plan(opts)
+        spec = run_spec(data, store=store_path, output=tmp_path / "out.jsonl", semantic=False)
+        prepared = plan(spec)
         rejects_file = (tmp_path / "out.rejects.jsonl").read_text()
         outcomes[workers] = (prepared.plan.as_dict(), _stored(store_path, prepared.run_id), rejects_file)
         with Store.open(store_path) as store:  # each request stored once, whatever batches its rows fell in
