@@ -9,7 +9,6 @@ from pathlib import Path
 from costinfer.errors import (
     WriteError,
 )
-from costinfer.store import Store
 
 
 def remove_stale(path: Path) -> None:
@@ -18,14 +17,15 @@ def remove_stale(path: Path) -> None:
             path.unlink()
 
 
-def write_or_explain(path: Path, write: Callable[[], object], paid: bool, store: Store | None = None) -> None:
-    """Write an output file; a failure (a full disk) is one line that says what is kept and how to get the file."""
+def write_or_explain(path: Path, write: Callable[[], object], paid: bool, store: Path | None = None) -> None:
+    """Write an output file; a failure (a full disk) is one line that says what is kept and how to get the file.
+    ``store``: the store's path, where the paid answers are kept."""
     try:
         write()
     except OSError as exc:  # the store's writes raise OSError for DuckDB's I/O failures too
         reason = io_reason(exc)
         saved = (
-            f"; every answer is saved in the store {store.path}: free space and rerun the same command to write the "
+            f"; every answer is saved in the store {store}: free space and rerun the same command to write the "
             f"results without paying again"
             if paid and store is not None
             else "; nothing was sent"

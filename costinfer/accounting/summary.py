@@ -9,7 +9,7 @@ from typing import Any
 from costinfer.accounting.waterfall import price_sources, reference_model, savings_by_lever
 from costinfer.errors import ExitCode
 from costinfer.pricing.catalog import ModelPrice
-from costinfer.store import Store
+from costinfer.store.faces import History
 
 
 @dataclass
@@ -103,7 +103,7 @@ def money_text(value: Decimal) -> str:
     return "0" if text in ("-0", "0") else text
 
 
-def savings(store: Store, run_id: str, prices: dict[str, ModelPrice]) -> dict[str, Decimal]:
+def savings(store: History, run_id: str, prices: dict[str, ModelPrice]) -> dict[str, Decimal]:
     """What each lever saved against the naive cost (the report's waterfall steps): reuse tiers, routing, fallback,
     batch pricing, the provider's prompt cache. The priced sources are kept with the run (``run_sources``), so the
     summary, the report and ``costinfer analyze`` read one account, with or without a report."""

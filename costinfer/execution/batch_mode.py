@@ -30,7 +30,8 @@ from costinfer.execution.state import Outcomes
 from costinfer.planning.budget import BudgetGuard
 from costinfer.pricing.catalog import ModelPrice
 from costinfer.progress import NullProgress, ProgressSink
-from costinfer.store import Outcome, Pending, Store
+from costinfer.store import Outcome, Pending
+from costinfer.store.faces import Batches
 
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1024 * 1024
@@ -50,7 +51,7 @@ class BatchConfig:
 class BatchExecutor(Outcomes):
     def __init__(
         self,
-        store: Store,
+        store: Batches,
         run_id: str,
         backend: Backend,
         prices: dict[str, ModelPrice],
@@ -267,7 +268,9 @@ class BatchExecutor(Outcomes):
             self.progress.problem("retry", f"batch_item_failed: {failed} items of batch part {batch['part']} failed")
 
 
-def for_run(store: Store, run_id: str, backend_cls: type[Backend], catalog: Any, poll_s: float = 5.0) -> BatchExecutor:
+def for_run(
+    store: Batches, run_id: str, backend_cls: type[Backend], catalog: Any, poll_s: float = 5.0
+) -> BatchExecutor:
     """A batch executor for a run recorded in the store (``costinfer batches wait|cancel``): its provider and server
     from the run, its models priced from the catalog, its budget from the run."""
     from costinfer.backends.base import BackendConfig

@@ -30,13 +30,14 @@ from costinfer.planning.budget import BudgetGuard
 from costinfer.pricing.catalog import ModelPrice
 from costinfer.progress import NullProgress, ProgressSink
 from costinfer.reading.keys import request_key
-from costinfer.store import Outcome, Pending, Store, Writer
+from costinfer.store import Outcome, Pending, Writer
+from costinfer.store.faces import Ledger
 
 
 class Executor(Outcomes):
     def __init__(
         self,
-        store: Store,
+        store: Ledger,
         run_id: str,
         backend: Backend,
         prices: dict[str, ModelPrice],

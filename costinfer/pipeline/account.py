@@ -82,7 +82,7 @@ def account(c: Calling, called: Called) -> RunSummary:
         from costinfer.report.metrics import write_metrics
 
         data = value.as_dict()
-        write_or_explain(metrics_file, lambda: write_metrics(metrics_file, data, spec.input.label), True, store)
+        write_or_explain(metrics_file, lambda: write_metrics(metrics_file, data, spec.input.label), True, store.path)
     return value
 
 
@@ -94,7 +94,7 @@ def _semantic_audit(c: Calling) -> str:
         remove_stale(path)
         return "--semantic-audit: the semantic tier answered no row of this run; nothing to check"
     lines = [{**r, "label": None} for r in rows]
-    write_or_explain(path, lambda: write_jsonl_atomically(path, lines), True, c.store)
+    write_or_explain(path, lambda: write_jsonl_atomically(path, lines), True, c.store.path)
     return (
         f"{len(rows)} semantic reuses sampled into {path}: set each label to 1 (the same question) or 0, then run "
         f"`costinfer cache calibrate {path}` for the precision at each threshold"

@@ -182,7 +182,7 @@ def _write_results(c: Calling, stop_reason: str | None) -> None:
         out.results,
         lambda: c.store.write_results(c.run_id, out.results, out.file_format, not_run_reason),
         True,
-        c.store,
+        c.store.path,
     )
     status = "completed" if stop_reason is None else "stopped"
     c.store.set_run(c.run_id, status=status, finished_at=now_utc(), stop_reason=stop_reason)

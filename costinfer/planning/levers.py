@@ -16,7 +16,7 @@ from costinfer.backends.prompt_cache import PromptCache
 from costinfer.planning.plan import MIN_SAMPLES, ModelLine, OutputModel, Plan, ceil_tokens
 from costinfer.pricing.catalog import ModelPrice
 from costinfer.reading.tokens import TokenCounter
-from costinfer.store import Store
+from costinfer.store.faces import Planning
 
 ASSUMED_ESCALATION = Decimal("0.2")
 SHORTEST_CACHED = 1024  # no provider caches a prefix under 1,024 tokens
@@ -44,7 +44,7 @@ class Expected:
 
 def add_levers(
     plan: Plan,
-    store: Store,
+    store: Planning,
     run_id: str,
     prices: dict[str, ModelPrice],
     input_path: str | None,
@@ -72,7 +72,7 @@ def add_levers(
 
 
 def _routing(
-    plan: Plan, store: Store, run_id: str, expected: Expected, routing: RoutingInput, input_path: str | None
+    plan: Plan, store: Planning, run_id: str, expected: Expected, routing: RoutingInput, input_path: str | None
 ) -> dict[str, Any]:
     candidates, strongest = routing.candidates, routing.candidates[-1]
     by_model: dict[str, int] = {}
@@ -116,7 +116,7 @@ def _routing(
     }
 
 
-def _escalation_share(store: Store, input_path: str | None, model: str, run_id: str) -> tuple[Decimal, str]:
+def _escalation_share(store: Planning, input_path: str | None, model: str, run_id: str) -> tuple[Decimal, str]:
     checked, escalated = store.escalation_history(input_path, model, run_id)
     if checked >= MIN_SAMPLES:
         share = Decimal(escalated) / Decimal(checked)
@@ -124,7 +124,7 @@ def _escalation_share(store: Store, input_path: str | None, model: str, run_id: 
     return ASSUMED_ESCALATION, f"assumed {ASSUMED_ESCALATION:.0%} of {model}'s answers escalate (no history yet)"
 
 
-def _prompt_cache(store: Store, run_id: str, prices: dict[str, ModelPrice], cache: PromptCache) -> Decimal:
+def _prompt_cache(store: Planning, run_id: str, prices: dict[str, ModelPrice], cache: PromptCache) -> Decimal:
     counter = TokenCounter()
     saved = ZERO
     # no provider caches a prefix under 1,024 tokens, and a prefix is shorter than its prompt

@@ -15,7 +15,7 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from costinfer.pricing.catalog import ModelPrice
-from costinfer.store import Store
+from costinfer.store.faces import Planning
 
 MIN_SAMPLES = 10
 DEFAULT_OUTPUT_FRACTION = Decimal("0.5")
@@ -127,7 +127,7 @@ def _jsonable(value: Any) -> Any:
 class OutputModel:
     """Expected output tokens per (model, max_tokens), learned from the ledger."""
 
-    def __init__(self, store: Store, input_path: str | None) -> None:
+    def __init__(self, store: Planning, input_path: str | None) -> None:
         rows = store.output_history(input_path)
         self._bucket: dict[tuple[str, int, bool], tuple[int, Decimal]] = {}
         self._ratio: dict[str, list[int]] = {}  # model -> [n, out_sum, cap_sum, billed_in, counted_in]
@@ -157,7 +157,7 @@ class OutputModel:
 
 
 def compute(
-    store: Store,
+    store: Planning,
     run_id: str,
     prices: dict[str, ModelPrice],
     budget_usd: Decimal | None,

@@ -15,10 +15,10 @@ import orjson
 from costinfer.backends.base import Backend
 from costinfer.errors import BackendError
 from costinfer.progress import ProgressSink
-from costinfer.store import Store
+from costinfer.store.faces import Planning
 
 
-def count_on_server(store: Store, run_id: str, backend: Backend, progress: ProgressSink) -> tuple[list[str], bool]:
+def count_on_server(store: Planning, run_id: str, backend: Backend, progress: ProgressSink) -> tuple[list[str], bool]:
     """Count the run's uncounted requests on the server; returns the notes for the plan, and whether the server
     counted them all (costinfer's own estimates are then gone)."""
     todo = store.uncounted(run_id)

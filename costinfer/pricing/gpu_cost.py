@@ -13,13 +13,13 @@ import datetime
 from decimal import Decimal
 
 from costinfer.pricing.catalog import ModelPrice
-from costinfer.store import Store
+from costinfer.store.faces import GpuTime
 
 _HOUR = Decimal(3600)
 
 
 def attribute_gpu_time(
-    store: Store,
+    store: GpuTime,
     run_id: str,
     since: datetime.datetime,
     prices: dict[str, ModelPrice],

@@ -25,7 +25,7 @@ from costinfer.progress import ProgressSink
 from costinfer.reading.chunks import ChunkJob, ChunkProcessor, ChunkResult, start_worker, worker_jsonl_block
 from costinfer.reading.formats import jsonl_blocks, read_chunks, row_kind
 from costinfer.reading.rows import RowSpec, did_you_mean
-from costinfer.store import Store
+from costinfer.store.faces import Dataset
 
 # From this size on, counting uses quicktok's batch counter: it loads 0.25 s slower than tiktoken, then counts faster.
 FAST_COUNT_BYTES = 16 * 1024 * 1024
@@ -55,7 +55,7 @@ def ingest_workers(size: int) -> int:
 
 @dataclass
 class Ingest:
-    store: Store
+    store: Dataset
     run_id: str
     path: Path
     fmt: str

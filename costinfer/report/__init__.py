@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from costinfer.pricing.catalog import ModelPrice
-from costinfer.store import Store
+from costinfer.store.faces import History
 
 
 def report_paths(results: Path) -> tuple[Path, Path]:
@@ -17,7 +17,7 @@ def report_paths(results: Path) -> tuple[Path, Path]:
     return results.with_name(f"{results.stem}.report.json"), results.with_name(f"{results.stem}.report.html")
 
 
-def write_report(store: Store, run_id: str, prices: dict[str, ModelPrice], results: Path) -> tuple[Path, Path]:
+def write_report(store: History, run_id: str, prices: dict[str, ModelPrice], results: Path) -> tuple[Path, Path]:
     """Build the run's figures and write both files (each atomically); returns their paths."""
     from costinfer.report.figures import build
     from costinfer.report.html import render

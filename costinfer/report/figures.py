@@ -12,10 +12,10 @@ from typing import Any
 
 from costinfer.accounting.waterfall import ZERO, price_sources, reference_model, waterfall
 from costinfer.pricing.catalog import ModelPrice
-from costinfer.store import Store
+from costinfer.store.faces import History
 
 
-def build(store: Store, run_id: str, prices: dict[str, ModelPrice]) -> dict[str, Any]:
+def build(store: History, run_id: str, prices: dict[str, ModelPrice]) -> dict[str, Any]:
     """Every figure of a run's report. Saves the run's priced sources in the store (``run_sources``) on the way, so
     that ``costinfer analyze`` sees them."""
     run = store.run(run_id) or {}

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from costinfer.errors import ConfigError
-from costinfer.store import Store
+from costinfer.store.faces import Embeddings
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 BATCH = 64
@@ -62,7 +62,7 @@ def model_source(name: str) -> str:
 
 class Embedder:
     def __init__(
-        self, store: Store, model: str | None = None, engine: str = "local", ray_address: str | None = None
+        self, store: Embeddings, model: str | None = None, engine: str = "local", ray_address: str | None = None
     ) -> None:
         self.store = store
         self.model_name = model or DEFAULT_MODEL

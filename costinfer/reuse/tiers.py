@@ -26,7 +26,7 @@ import numpy as np
 from costinfer.reuse.content_words import WordSimilarity
 from costinfer.reuse.guards import conflict, synonym_candidates
 from costinfer.spec import DEFAULT_THRESHOLD
-from costinfer.store import Store
+from costinfer.store.faces import Reuse
 
 EXACT_SEARCH_LIMIT = 50_000  # vectors in one group above which search switches from exact to HNSW (benchmarks)
 TOP_K = 8
@@ -44,7 +44,7 @@ class DedupeStats:
 
 
 def resolve(
-    store: Store,
+    store: Reuse,
     run_id: str,
     embedder: Any | None,
     threshold: float = DEFAULT_THRESHOLD,
@@ -60,14 +60,14 @@ def resolve(
     return stats
 
 
-def _normalized(store: Store, run_id: str) -> int:
+def _normalized(store: Reuse, run_id: str) -> int:
     rows = store.normalized_matches(run_id)
     store.set_reuse(run_id, [(k, a, "normalized", 1.0) for k, a in rows])
     return len(rows)
 
 
 def _semantic(
-    store: Store, run_id: str, embedder: Any, threshold: float, stats: DedupeStats, opt_out: set[str]
+    store: Reuse, run_id: str, embedder: Any, threshold: float, stats: DedupeStats, opt_out: set[str]
 ) -> None:
     candidates = store.semantic_candidates(run_id)
     if not candidates:

@@ -24,7 +24,7 @@ from typing import Any
 
 from costinfer.pricing.catalog import ModelPrice
 from costinfer.reading.keys import KeyMaker
-from costinfer.store import Store
+from costinfer.store.faces import Routing
 
 
 @dataclass
@@ -50,7 +50,7 @@ def misfit(price: ModelPrice, row: dict[str, Any]) -> str | None:
 
 
 def assign(
-    store: Store,
+    store: Routing,
     run_id: str,
     candidates: list[str],
     prices: dict[str, ModelPrice],
@@ -88,7 +88,7 @@ def assign(
 
 
 def _upgrade(
-    store: Store,
+    store: Routing,
     run_id: str,
     rows: list[dict[str, Any]],
     candidates: list[str],
@@ -129,7 +129,7 @@ def _worst(price: ModelPrice, row: dict[str, Any]) -> Decimal:
 
 
 def _apply(
-    store: Store,
+    store: Routing,
     run_id: str,
     rows: list[dict[str, Any]],
     candidates: list[str],

@@ -14,12 +14,12 @@ import orjson
 
 from costinfer.reading.keys import KeyMaker
 from costinfer.routing.checks import Acceptance, Answer
-from costinfer.store import Store
+from costinfer.store.faces import Routing
 
 PAGE = 5000
 
 
-def escalate(store: Store, run_id: str, candidates: list[str], acceptance: Acceptance, endpoint: str) -> int:
+def escalate(store: Routing, run_id: str, candidates: list[str], acceptance: Acceptance, endpoint: str) -> int:
     """Check every unchecked routed answer; returns how many requests were escalated."""
     keys = KeyMaker(endpoint)
     escalated = 0
