@@ -56,14 +56,23 @@ def _command(path: str, command: Any, out: list[str]) -> None:
     doc = (command.help or "").split("\n\n")[0]
     out.append(_cell(doc) + "\n")
     rows: dict[str, list[str]] = {}
+    library = path in ("costinfer run", "costinfer plan")  # also the keywords of costinfer.run_spec
     for param in command.params:
         if getattr(param, "hidden", False):
             continue
         panel = getattr(param, "rich_help_panel", None) or ("Arguments" if _argument(param) else "")
         help_text = _cell(getattr(param, "help", None) or "")
-        rows.setdefault(panel or "Options", []).append(f"| {_names(param)} | {_default(param)} | {help_text} |")
+        keyword = f" `{param.name}` |" if library else ""
+        rows.setdefault(panel or "Options", []).append(
+            f"| {_names(param)} |{keyword} {_default(param)} | {help_text} |"
+        )
     for panel, lines in rows.items():
-        out.append(f"\n**{panel}**\n\n| option | default | what it does |\n|---|---|---|")
+        head = (
+            "| option | `run_spec` keyword | default | what it does |\n|---|---|---|---|"
+            if library
+            else ("| option | default | what it does |\n|---|---|---|")
+        )
+        out.append(f"\n**{panel}**\n\n{head}")
         out.extend(lines)
 
 

@@ -102,6 +102,15 @@ class Store(
             store.migrate()
         return store
 
+    @classmethod
+    def memory(cls) -> Store:
+        """A store that lives in this process's memory only: for a stage's own tests and throwaway work."""
+        con = duckdb.connect(":memory:")
+        con.execute("SET enable_progress_bar = false")
+        store = cls(Path(":memory:"), con)
+        store.migrate()
+        return store
+
     def migrate(self) -> None:
         con = self._con
         con.execute(
