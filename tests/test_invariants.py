@@ -235,7 +235,7 @@ def _check(
     if budget is not None:
         assert spent <= Decimal(budget), (spent, budget)
         if lv.on_over == "partial" and summary["stop_reason"] == "budget" and lv.route is None and lv.mode == "online":
-            _nothing_affordable_left(store, run_id, Decimal(budget) - spent)
+            _nothing_affordable_left(store, run_id, Decimal(budget) - spent, STRONG if lv.fallback else None)
     # the waterfall, the summary, the report and analyze: one account
     report = json.loads(out.with_name(f"{out.stem}.report.json").read_text())
     steps = report["waterfall"]["steps"]
@@ -250,8 +250,9 @@ def _check(
     assert Decimal(analyzed["totals"]["saved_usd"]) == naive - paid, (analyzed["totals"], report["waterfall"])
 
 
-def _nothing_affordable_left(store: Path, run_id: str, left: Decimal) -> None:
-    """With --on-over-budget partial: no request left unsent whose worst case the money left would have paid."""
+def _nothing_affordable_left(store: Path, run_id: str, left: Decimal, fallback: str | None) -> None:
+    """With --on-over-budget partial: no request left unsent whose worst case the money left would have paid. With
+    a fallback model, a call may go to it: the budget holds the dearer of the two worst cases."""
     pending = _store(
         store,
         """
@@ -263,7 +264,8 @@ def _nothing_affordable_left(store: Path, run_id: str, left: Decimal) -> None:
         run_id,
     )
     for model, bound, max_tokens in pending:
-        worst = CATALOG.lookup(str(model), "simulate").worst_case(int(bound), int(max_tokens))
+        models = [str(model), *([fallback] if fallback else [])]
+        worst = max(CATALOG.lookup(m, "simulate").worst_case(int(bound), int(max_tokens)) for m in models)
         assert worst > left, f"a request with worst case ${worst} was left unsent with ${left} left"
 
 
@@ -348,6 +350,14 @@ CHAIN: list[dict[str, Any] | str] = [
 )
 # a cascade over a dataset with bad rows: an internal error (a DuckDB result left open before register())
 @example(rows=[{"prompt": t} for t in POOL[:2]], lv=Levers(route="cascade", bad_rows=True, concurrency=1))
+# the harness's own check: a fallback model's worst case is what the budget holds for a call (found while issue 23)
+@example(
+    rows=[
+        {"prompt": "The refund isn't showing up on my account."},
+        {"prompt": "My refund is missing from my statement."},
+    ],
+    lv=Levers(threshold=0.9, fallback=True, budget="tight", on_over="partial", concurrency=1, kill=True, bad_rows=True),
+)
 @given(rows=datasets(), lv=levers())
 def test_invariants_hold_across_levers(rows: list[dict[str, Any] | str], lv: Levers, tmp_path: Path) -> None:
     _harness(rows, lv, tmp_path)

@@ -158,5 +158,5 @@ def test_a_run_remembers_the_servers_batch_and_the_next_run_starts_there(cli: Cl
         _run(cli, again, store, [sim.url])
         assert sim.peak_waiting <= 4  # started at the batch of 8 plus its queue of 4: no burst of 16
     with duckdb.connect(str(store), read_only=True) as con:
-        batches = con.execute("SELECT json_extract(options, '$.server_batch') FROM runs ORDER BY started_at").fetchall()
+        batches = con.execute("SELECT server_batch FROM runs ORDER BY started_at").fetchall()
     assert [float(b) for (b,) in batches] == [8.0, 8.0]
