@@ -106,3 +106,17 @@ def test_the_core_never_imports_typer_or_rich() -> None:
         and re.search(r"^\s*(from|import) (typer|rich)\b", path.read_text(), re.M)
     ]
     assert not offenders, offenders
+
+
+def test_no_stage_branches_on_a_providers_name() -> None:
+    """What a provider is (its prompt cache, batch API, model families, whether --ray-serve can start it) is declared
+    on its class; a stage asks the class. The catalog's own field ``litellm_provider`` is data, not a branch."""
+    pattern = re.compile(r"""(==|!=)\s*["'](openai|anthropic|vllm|simulate)["']|in \(["'](openai|anthropic|vllm)""")
+    offenders = [
+        f"{name}:{n}: {line.strip()}"
+        for name, path in _modules().items()
+        if name.startswith(CORE)
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line) and "litellm_provider" not in line
+    ]
+    assert not offenders, "\n".join(offenders)

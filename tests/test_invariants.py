@@ -41,6 +41,7 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 from costinfer.pricing.catalog import Catalog
 from costinfer.pricing.config_file import Config
 from costinfer.simulator import SimulatorConfig, running_in_thread
+from costinfer.simulator.config import BatchBehaviour
 from costinfer.simulator.faults import parse_faults
 from tests.conftest import ROOT, SHARED_DATA, Cli, read_jsonl, subprocess_cli
 
@@ -288,7 +289,7 @@ def _harness(rows: list[dict[str, Any] | str], lv: Levers, tmp: Path) -> None:
             old.unlink()
     logs = [tmp / "sim-a.jsonl", tmp / "sim-b.jsonl"]
     faults = parse_faults(lv.faults, 7) if lv.faults else None
-    base = {"latency_ms": 60.0 if lv.kill else 0.0, "rpm": lv.rpm, "seed": 7, "batch_delay_s": 0.3}
+    base = {"latency_ms": 60.0 if lv.kill else 0.0, "rpm": lv.rpm, "seed": 7, "batch": BatchBehaviour(delay_s=0.3)}
     down = (CHEAP,) if lv.fallback else ()
     configs = [
         SimulatorConfig(log_path=log, down_models=down, **base, **({"faults": faults} if faults else {}))

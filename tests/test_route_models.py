@@ -18,6 +18,7 @@ from costinfer.pricing.catalog import Catalog
 from costinfer.reading.tokens import TokenCounter
 from costinfer.simulator import Simulator, SimulatorConfig, running_in_thread
 from costinfer.simulator.answers import answers_badly
+from costinfer.simulator.config import Answers
 from tests.conftest import Cli, read_jsonl, sim_log, write_jsonl
 
 ENV = {"OPENAI_API_KEY": "sk-test"}
@@ -29,7 +30,9 @@ ROUTE = ["--models", "gpt-4o-mini,gpt-4o"]
 
 @pytest.fixture
 def bad_sim(tmp_path: Path) -> Iterator[Simulator]:
-    cfg = SimulatorConfig(log_path=tmp_path / "sim.jsonl", bad_answers=(("gpt-4o-mini", 0.3),), seed=11)
+    cfg = SimulatorConfig(
+        log_path=tmp_path / "sim.jsonl", answers=Answers(bad_answers=(("gpt-4o-mini", 0.3),)), seed=11
+    )
     with running_in_thread(cfg) as server:
         yield server
 

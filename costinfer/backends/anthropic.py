@@ -33,6 +33,7 @@ class AnthropicBackend(Backend):
     path: ClassVar[str] = "/v1/messages"
     supports_batch: ClassVar[bool] = True
     prompt_cache: ClassVar[PromptCache | None] = BREAKPOINT
+    model_names: ClassVar[str | None] = r"(?:anthropic/)?claude-"
 
     @property
     def base_url(self) -> str:

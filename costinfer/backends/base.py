@@ -53,6 +53,10 @@ class Backend(ABC):
     exact_counts: ClassVar[bool] = False  # the server counts prompt tokens itself (count_tokens, served_models)
     reports_load: ClassVar[bool] = False  # the server reports its queue (load): concurrency follows it
     rehearsal: ClassVar[bool] = False  # made-up answers, nothing billed: every output of the run says so
+    # the model families this provider serves, by name (a regular expression matched at the start): a run that names
+    # no --provider calls the provider of its models
+    model_names: ClassVar[str | None] = None
+    ray_servable: ClassVar[bool] = False  # --ray-serve can start servers that speak this protocol
 
     def __init__(self, config: BackendConfig) -> None:
         self.config = config

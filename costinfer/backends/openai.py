@@ -22,6 +22,8 @@ class OpenAIBackend(Backend):
     key_required: ClassVar[bool] = True
     supports_batch: ClassVar[bool] = True
     prompt_cache: ClassVar[PromptCache | None] = AUTOMATIC_PREFIX
+    model_names: ClassVar[str | None] = r"(?:openai/)?(?:gpt-|chatgpt-|o\d|ft:gpt-|davinci|babbage)"
+    ray_servable: ClassVar[bool] = True
 
     def translate(self, body: dict[str, Any]) -> dict[str, Any]:
         """OpenAI's shape is the neutral one, but a reasoning model refuses ``max_tokens`` and takes

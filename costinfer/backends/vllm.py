@@ -30,6 +30,7 @@ class VLLMBackend(OpenAIBackend):
     self_hosted: ClassVar[bool] = True
     supports_batch: ClassVar[bool] = False
     prompt_cache: ClassVar[PromptCache | None] = None
+    model_names: ClassVar[str | None] = None  # any model: it serves what it was started with
     exact_counts: ClassVar[bool] = True  # POST /tokenize
     reports_load: ClassVar[bool] = True  # GET /metrics
 

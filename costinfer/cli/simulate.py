@@ -10,6 +10,7 @@ import typer
 from costinfer.cli.app import app, err_console, handled
 from costinfer.errors import ConfigError
 from costinfer.simulator import SimulatorConfig, serve_forever
+from costinfer.simulator.config import Answers, BatchBehaviour
 from costinfer.simulator.faults import LIMIT_MODES, parse_bad_answers, parse_faults
 
 simulate_app = typer.Typer(help="The built-in OpenAI-compatible simulator.", no_args_is_help=True)
@@ -80,12 +81,9 @@ def serve(
             tpm=tpm,
             limit_mode=limit_mode,
             down_models=tuple(down_model),
-            batch_delay_s=batch_delay,
-            batch_fail_rate=batch_fail_rate,
-            batch_expire_rate=batch_expire_rate,
+            batch=BatchBehaviour(delay_s=batch_delay, fail_rate=batch_fail_rate, expire_rate=batch_expire_rate),
             seed=seed,
-            bad_answers=bad,
-            bad_prompts=named,
+            answers=Answers(bad_answers=bad, bad_prompts=named),
             prompt_cache=not no_prompt_cache,
             max_running=max_running,
             max_model_len=max_model_len,

@@ -7,15 +7,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from costinfer.backends.base import Backend
 from costinfer.errors import ConfigError
 from costinfer.reading.source import check_file, is_stdin
 from costinfer.spec import RunSpec
 from costinfer.store import default_store_path
 
 
-def check(spec: RunSpec, provider: str) -> None:
-    """``provider``: the one the run calls (``--provider``, or the model's)."""
-    if spec.ray.serve is not None and provider not in ("vllm", "openai"):
+def check(spec: RunSpec, backend_cls: type[Backend]) -> None:
+    """``backend_cls``: the provider the run calls (``--provider``, or the model's)."""
+    if spec.ray.serve is not None and not backend_cls.ray_servable:
         raise ConfigError("--ray-serve starts OpenAI-compatible servers: pass --provider vllm (or openai)")
     if spec.ray.serve is not None or (spec.ray.engine == "ray" and spec.reuse.semantic):
         from costinfer.engines.ray_embed import missing_ray

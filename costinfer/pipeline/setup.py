@@ -38,13 +38,13 @@ def load_setup(spec: RunSpec) -> Setup:
     config = Config.load(spec.money.config)
     routing, inp = spec.routing, spec.input
     catalog = Catalog.load(spec.money.prices, config)
-    provider = spec.execution.provider or choose_provider(None, routing.named_models, catalog, set(registry()))
-    check(spec, provider)
+    provider = spec.execution.provider or choose_provider(None, routing.named_models, catalog, registry())
+    cls = backend_class(provider)
+    check(spec, cls)
     file_format = None if inp.format in BATCH_SHAPES else inp.format  # batch files are JSONL
     fmt = detect_format(inp.path, file_format) if not inp.from_stdin else (file_format or "jsonl")
     if inp.from_stdin and fmt == "parquet":
         raise ConfigError("a Parquet dataset cannot come from standard input: name the file")
-    cls = backend_class(provider)
     for model in [*routing.named_models, *([spec.money.compare_with] if spec.money.compare_with else [])]:
         catalog.lookup(model, cls.name)  # an unknown model fails before anything is read or sent
     acceptance = None

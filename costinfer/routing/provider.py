@@ -7,39 +7,39 @@ the simulator answers only when asked for by name (``--provider simulate``), and
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
+from costinfer.backends.base import Backend
 from costinfer.errors import ConfigError
 from costinfer.pricing.catalog import Catalog
 
-# Model families whose provider their name says, before the catalog is asked
-_BY_NAME = (
-    (re.compile(r"^(?:openai/)?(?:gpt-|chatgpt-|o\d|ft:gpt-|davinci|babbage)"), "openai"),
-    (re.compile(r"^(?:anthropic/)?claude-"), "anthropic"),
-)
 REHEARSAL = "rehearsal: nothing was paid (--provider simulate answers with made-up text at list prices)"
 
 
-def provider_of(model: str, catalog: Catalog, known: set[str]) -> str | None:
-    """The provider of ``model``: by its family's name, else the catalog's ``litellm_provider`` when costinfer has a
-    backend of that name; None when neither says."""
-    for pattern, provider in _BY_NAME:
-        if pattern.match(model):
-            return provider
+def provider_of(model: str, catalog: Catalog, backends: Mapping[str, type[Backend]]) -> str | None:
+    """The provider of ``model``: the one whose class claims its family by name (``Backend.model_names``), else the
+    catalog's ``litellm_provider`` when costinfer has a backend of that name; None when neither says."""
+    for name, cls in backends.items():
+        if cls.model_names is not None and re.match(cls.model_names, model):
+            return name
     entry = catalog.entry(model)
     named = str(entry.get("litellm_provider") or "") if entry else ""
-    return named if named in known else None
+    return named if named in backends else None
 
 
-def choose_provider(given: str | None, models: list[str], catalog: Catalog, known: set[str]) -> str:
+def choose_provider(
+    given: str | None, models: list[str], catalog: Catalog, backends: Mapping[str, type[Backend]]
+) -> str:
     """``--provider`` when given; else the provider every named model belongs to, or a one-line error."""
     if given:
         return given
-    found = {m: provider_of(m, catalog, known) for m in models}
+    found = {m: provider_of(m, catalog, backends) for m in models}
     unknown = [m for m, p in found.items() if p is None]
     if unknown:
+        real = ", ".join(sorted(n for n, c in backends.items() if not c.rehearsal))
         raise ConfigError(
-            f"cannot tell which provider serves model '{unknown[0]}': pass --provider (openai, anthropic, vllm, or "
-            f"simulate for a rehearsal that pays nothing)"
+            f"cannot tell which provider serves model '{unknown[0]}': pass --provider ({real}, or simulate for a "
+            f"rehearsal that pays nothing)"
         )
     providers = sorted({str(p) for p in found.values()})
     if len(providers) > 1:

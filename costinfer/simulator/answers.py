@@ -131,8 +131,8 @@ def answer_for(body: dict[str, Any], cfg: SimulatorConfig, reasoning: bool = Fal
     and its hidden reasoning tokens. A reasoning model thinks first: the cap bounds thinking and answer together."""
     seed = hashlib.sha256(orjson.dumps([body.get("model"), body.get("messages")], option=orjson.OPT_SORT_KEYS)).digest()
     rng = random.Random(seed)
-    length = rng.randint(cfg.min_output_tokens, cfg.max_output_tokens)
-    thinking = rng.randint(cfg.min_reasoning_tokens, cfg.max_reasoning_tokens) if reasoning else 0
+    length = rng.randint(cfg.answers.min_output_tokens, cfg.answers.max_output_tokens)
+    thinking = rng.randint(cfg.answers.min_reasoning_tokens, cfg.answers.max_reasoning_tokens) if reasoning else 0
     cap = body.get("max_tokens") or body.get("max_completion_tokens")
     finish = "stop"
     if isinstance(cap, int) and 0 < cap < thinking + length:
@@ -150,11 +150,11 @@ def answers_badly(body: dict[str, Any], cfg: SimulatorConfig) -> bool:
     """Whether the simulator answers this request badly (a refusal), as told: its model answers a seeded share of
     requests badly (``bad_answers``), and always those whose last message is one of ``bad_prompts``."""
     model = str(body.get("model"))
-    share = dict(cfg.bad_answers).get(model)
+    share = dict(cfg.answers.bad_answers).get(model)
     if share is None:
         return False
     messages = body.get("messages") or []
-    if messages and text_of(messages[-1].get("content") or "") in cfg.bad_prompts:
+    if messages and text_of(messages[-1].get("content") or "") in cfg.answers.bad_prompts:
         return True
     seed = orjson.dumps([cfg.seed, model, messages], option=orjson.OPT_SORT_KEYS)
     draw = int.from_bytes(hashlib.sha256(seed).digest()[:8], "big") / 2**64

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from costinfer.backends.openai import OpenAIBackend
 from costinfer.backends.prompt_cache import AUTOMATIC_PREFIX, PromptCache
 from costinfer.errors import ConfigError
-from costinfer.simulator.config import SimulatorConfig
+from costinfer.simulator.config import Answers, SimulatorConfig
 from costinfer.simulator.faults import LIMIT_MODES, parse_bad_answers, parse_faults
 from costinfer.simulator.server import running_in_thread
 
@@ -27,6 +27,8 @@ class SimulateBackend(OpenAIBackend):
     supports_batch: ClassVar[bool] = True  # the simulator implements OpenAI's Batch API
     prompt_cache: ClassVar[PromptCache | None] = AUTOMATIC_PREFIX  # ... and reports cached prompt tokens as OpenAI does
     rehearsal: ClassVar[bool] = True
+    model_names: ClassVar[str | None] = None  # only when asked for by name: a run never rehearses by default
+    ray_servable: ClassVar[bool] = False
 
     @property
     def endpoint(self) -> str:
@@ -54,7 +56,7 @@ class SimulateBackend(OpenAIBackend):
             rpm=settings.get("rpm"),
             tpm=settings.get("tpm"),
             limit_mode=mode,
-            bad_answers=bad,
+            answers=Answers(bad_answers=bad),
             seed=settings.get("seed"),
         )
         return _serving(config)

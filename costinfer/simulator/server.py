@@ -76,9 +76,9 @@ class Simulator:
         self.batches = BatchApi(
             self._batch_answer,
             self._batch_record,
-            self.cfg.batch_delay_s,
-            self.cfg.batch_fail_rate,
-            self.cfg.batch_expire_rate,
+            self.cfg.batch.delay_s,
+            self.cfg.batch.fail_rate,
+            self.cfg.batch.expire_rate,
             self.cfg.seed,
         )
 
@@ -237,7 +237,7 @@ class Simulator:
             await asyncio.sleep(self.cfg.faults.slow_s)
         reasoning = protocol == "openai" and is_reasoning_model(str(chat["model"]), {})
         text, completion_tokens, finish, thinking = answer_for(chat, self.cfg, reasoning)
-        if self.cfg.bad_answers and answers_badly(chat, self.cfg):
+        if self.cfg.answers.bad_answers and answers_badly(chat, self.cfg):
             text, completion_tokens, finish, thinking = BAD_ANSWER, BAD_ANSWER_TOKENS, "stop", 0
         delay = self.cfg.latency_ms + (random.uniform(-1, 1) * self.cfg.jitter_ms if self.cfg.jitter_ms else 0.0)
         await self._generate(delay)
