@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -124,7 +127,8 @@ class Ingest:
         try:
             in_flight: list[Future[ChunkResult]] = []
             for first_line, block in jsonl_blocks(self.path, BLOCK_BYTES):
-                in_flight.append(pool.submit(worker_jsonl_block, first_line, block))
+                with signals_held():  # a worker spawned by this submit gets its start-up data whole
+                    in_flight.append(pool.submit(worker_jsonl_block, first_line, block))
                 if len(in_flight) >= 4 * workers:
                     yield in_flight.pop(0).result()
             for future in in_flight:
@@ -149,6 +153,31 @@ class Ingest:
             pa.concat_tables(requests) if requests else None,  # a key two chunks share: the store keeps the first
             pa.concat_tables(rejects) if rejects else None,
         )
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM held for a moment, then handled as usual. The pool spawns a worker inside ``submit`` and
+    writes its start-up data down a pipe: interrupted half-way, the new worker reads a cut message and prints a
+    traceback on the user's terminal. Held here, the signal is handled as soon as the worker has what it needs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if caught:
+            handler = previous[signal.Signals(caught[0])]
+            if callable(handler):
+                handler(caught[0], None)
+            else:  # the default action (or none set from Python): as if the signal came now
+                os.kill(os.getpid(), caught[0])
 
 
 def unknown_fields_warning(unknown: dict[str, int], spec: RowSpec, kind: str = "line") -> str:

@@ -112,3 +112,18 @@ def test_a_bad_worker_count_is_a_configuration_error(cli: Cli, tmp_path: Path, m
     result = cli("plan", data, "--store", tmp_path / "s.duckdb")
     assert result.exit_code == 2
     assert "COSTINFER_INGEST_WORKERS must be a whole number of processes, got 'two'" in result.stderr
+
+
+def test_a_signal_while_a_worker_is_spawned_is_handled_right_after_not_during() -> None:
+    import os
+    import signal
+
+    from costinfer.reading.ingest import signals_held
+
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            reached.append("the end of the held block")  # not cut short by the signal
+    assert reached == ["the end of the held block"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the usual handler is back
