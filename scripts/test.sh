@@ -3,7 +3,14 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export NO_COLOR=1 COLUMNS=120 HF_HUB_OFFLINE=1
-.venv/bin/python -m pytest -q "$@"
+# Tests run in parallel worker processes (pytest-xdist), two by default (these machines have two cores);
+# COSTINFER_TEST_WORKERS=0 runs them in this process, one after the other.
+workers=${COSTINFER_TEST_WORKERS:-2}
+if [ "$workers" = "0" ]; then
+  .venv/bin/python -m pytest -q "$@"
+else
+  .venv/bin/python -m pytest -q -n "$workers" --dist worksteal "$@"
+fi
 rc=$?
 if [ "$rc" -eq 5 ]; then
   echo "scripts/test.sh: pytest collected no tests; treating that as a failure" >&2
