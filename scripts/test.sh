@@ -9,7 +9,7 @@ workers=${COSTINFER_TEST_WORKERS:-2}
 if [ "$workers" = "0" ]; then
   .venv/bin/python -m pytest -q "$@"
 else
-  .venv/bin/python -m pytest -q -n "$workers" --dist worksteal "$@"
+  .venv/bin/python -m pytest -q -n "$workers" --dist load "$@"  # the longest tests are collected first (conftest)
 fi
 rc=$?
 if [ "$rc" -eq 5 ]; then

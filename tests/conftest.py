@@ -27,6 +27,26 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 app = load_commands()
 
+# The longest tests first (their files, longest first): with two workers (scripts/test.sh), a long test that starts last
+# is the suite's tail, while started first it runs beside the many short ones.
+LONGEST_FIRST = (
+    "tests/test_ray_engine.py",
+    "tests/test_invariants.py",
+    "tests/test_ray_serve.py",
+    "tests/cli/test_mistakes.py",
+    "tests/test_semantic.py",
+    "tests/test_hardening.py",
+    "tests/test_faults.py",
+    "tests/execution/test_rate_limits.py",
+    "tests/test_batch.py",
+    "tests/test_resume.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest keep their order
+
 
 @pytest.fixture
 def sim(tmp_path: Path) -> Iterator[Simulator]:

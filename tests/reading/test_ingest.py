@@ -121,9 +121,8 @@ def test_a_signal_while_a_worker_is_spawned_is_handled_right_after_not_during() 
     from costinfer.reading.ingest import signals_held
 
     reached = []
-    with pytest.raises(KeyboardInterrupt):
-        with signals_held():
-            os.kill(os.getpid(), signal.SIGINT)
-            reached.append("the end of the held block")  # not cut short by the signal
+    with pytest.raises(KeyboardInterrupt), signals_held():
+        os.kill(os.getpid(), signal.SIGINT)
+        reached.append("the end of the held block")  # not cut short by the signal
     assert reached == ["the end of the held block"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the usual handler is back
