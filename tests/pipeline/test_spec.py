@@ -83,3 +83,11 @@ def test_costinfer_toml_fills_routing_options_the_command_line_left_unset(
 def test_an_unknown_option_is_a_programming_error_not_a_silent_default() -> None:
     with pytest.raises(TypeError, match="max_token"):
         run_spec("d.jsonl", max_token=5)
+
+
+def test_every_option_of_run_is_a_keyword_the_builder_knows_and_none_is_missing() -> None:
+    from costinfer.cli.options import PARAMS
+    from costinfer.pipeline.build import KNOWN, OUTPUT_SWITCHES
+
+    names = {name for name, _, _ in PARAMS} - {"input_path"}
+    assert names == KNOWN | OUTPUT_SWITCHES
