@@ -164,6 +164,7 @@ class MoneySpec:
     """What a run may spend and how it is priced."""
 
     budget_usd: Decimal | None = None
+    budget_pool: str | None = None  # a team's pool (costinfer budget), drawn on besides budget_usd
     on_over_budget: Literal["fail", "partial"] = "fail"
     compare_with: str | None = None  # a catalog model to price the same tokens at, beside a self-hosted run
     prices: Path | None = None  # a price catalog in LiteLLM's format
@@ -175,6 +176,10 @@ class MoneySpec:
         if self.budget_usd is not None and self.budget_usd > MAX_BUDGET:
             raise ConfigError(f"--budget must be at most {MAX_BUDGET:,} dollars, got {self.budget_usd}")
         _one_of("--on-over-budget", self.on_over_budget, ("fail", "partial"), quote=False)
+        if self.budget_pool is not None:
+            from costinfer.store.budget_pools import check_pool
+
+            check_pool(self.budget_pool)
 
 
 @dataclass(frozen=True)
@@ -332,7 +337,7 @@ class RaySpec:
 
 @dataclass(frozen=True)
 class StoreSpec:
-    path: Path | None = None  # None: $COSTINFER_STORE, else the default store
+    path: Path | str | None = None  # None: $COSTINFER_STORE, else the default store; a str: a postgresql:// URL
     wait_s: float = 0.0  # seconds to wait for another process to release it
 
     def __post_init__(self) -> None:

@@ -23,7 +23,9 @@ from costinfer.pricing.config_file import Config
 from costinfer.store import Store
 from costinfer.store.history import GROUPINGS
 
-StoreOpt = typer.Option(None, "--store", help="The DuckDB store. Default: $COSTINFER_STORE or the per-user one.")
+StoreOpt = typer.Option(
+    None, "--store", help="The store: a DuckDB file or postgresql://... Default: $COSTINFER_STORE or the per-user one."
+)
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
@@ -83,7 +85,7 @@ def analyze(
         "--include-rehearsals",
         help="Count rehearsals (--provider simulate: nothing paid) too; by default they stay out of the totals.",
     ),
-    store: Optional[Path] = StoreOpt,
+    store: Optional[str] = StoreOpt,
 ) -> None:
     """Spend, calls, rows, hit rates, saved dollars and cost per 1,000 rows over the store's history. Rehearsals
     (nothing paid) are left out unless --include-rehearsals, and marked where shown.
@@ -216,7 +218,7 @@ def _one_run(st: Store, prefix: str) -> str:
 def runs(
     limit: int = typer.Option(20, min=1, help="How many of the latest runs."),
     json_out: bool = typer.Option(False, "--json", help="One JSON array of runs."),
-    store: Optional[Path] = StoreOpt,
+    store: Optional[str] = StoreOpt,
 ) -> None:
     """List the latest runs: id, started, dataset, model, rows, cost, status."""
     with handled(), Store.open(store, create=False) as st:
@@ -263,7 +265,7 @@ def report(
     ),
     prices: Optional[Path] = typer.Option(None, help="A price catalog in LiteLLM's JSON format."),
     config: Optional[Path] = typer.Option(None, help="costinfer.toml."),
-    store: Optional[Path] = StoreOpt,
+    store: Optional[str] = StoreOpt,
 ) -> None:
     """Rebuild a run's report (<results>.report.json and .report.html) from the store."""
     with handled():
@@ -278,6 +280,7 @@ def report(
             results = output or Path(record.get("results_path") or f"{run[:12]}.results.jsonl")
             if not results.parent.is_dir():
                 raise ConfigError(f"{results.parent} does not exist; pass --output beside where the report should go")
+            st.copy_run_rows(run)
             st.collect_results(run)
             paths = write_report(st, run, prices_for_run(st, run, catalog, str(record.get("provider"))), results)
         for path in paths:

@@ -93,6 +93,7 @@ def sigterm_interrupts() -> Iterator[None]:
 COMMAND_MODULES = {
     "analyze": "costinfer.cli.analyze",
     "batches": "costinfer.cli.batches",
+    "budget": "costinfer.cli.budget",
     "cache": "costinfer.cli.cache",
     "doctor": "costinfer.cli.doctor",
     "plan": "costinfer.cli.plan",
@@ -101,6 +102,7 @@ COMMAND_MODULES = {
     "runs": "costinfer.cli.analyze",
     "run": "costinfer.cli.run",
     "simulate": "costinfer.cli.simulate",
+    "store": "costinfer.cli.store_copy",
 }
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import orjson
@@ -14,7 +13,9 @@ from costinfer.execution.batch_mode import BatchExecutor, for_run
 from costinfer.store import Store
 
 batches_app = typer.Typer(help="Provider batch jobs (--mode batch): list, wait for, cancel.", no_args_is_help=True)
-StoreOpt = typer.Option(None, "--store", help="The DuckDB store.")
+StoreOpt = typer.Option(
+    None, "--store", help="The store: a DuckDB file or postgresql://... Default: $COSTINFER_STORE or the per-user one."
+)
 app.add_typer(batches_app, name="batches")
 
 
@@ -22,7 +23,7 @@ app.add_typer(batches_app, name="batches")
 def list_batches(
     run_id: Optional[str] = typer.Option(None, "--run", help="Only this run's batches."),
     json_out: bool = typer.Option(False, "--json", help="One JSON array."),
-    store: Optional[Path] = typer.Option(None, "--store", help="The DuckDB store."),
+    store: Optional[str] = StoreOpt,
 ) -> None:
     """List batch jobs: run, part, server id, state, requests. Rerun the run's command to collect open ones."""
     with handled(), Store.open(store, create=False) as st:
@@ -53,7 +54,7 @@ def _executor(st: Store, run: str, poll_s: float = 5.0) -> BatchExecutor:
 def wait(
     run: str = typer.Argument(..., help="The run (an id or its start, as `costinfer runs` shows)."),
     poll: float = typer.Option(5.0, help="Seconds before the first status check (it doubles, up to 60 s)."),
-    store: Optional[Path] = StoreOpt,
+    store: Optional[str] = StoreOpt,
 ) -> None:
     """Wait for a run's batches and collect their answers into the store (rerun the run's command for its results)."""
     import anyio
@@ -77,7 +78,7 @@ def wait(
 @batches_app.command("cancel")
 def cancel(
     run: str = typer.Argument(..., help="The run (an id or its start, as `costinfer runs` shows)."),
-    store: Optional[Path] = StoreOpt,
+    store: Optional[str] = StoreOpt,
 ) -> None:
     """Cancel a run's open batches with the provider; their requests are pending again."""
     import anyio

@@ -20,7 +20,9 @@ cache_app = typer.Typer(help="The response cache, its embeddings, and the semant
 app.add_typer(cache_app, name="cache")
 
 EXPORT_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-StoreOpt = typer.Option(None, "--store", help="The DuckDB store. Default: $COSTINFER_STORE or the per-user one.")
+StoreOpt = typer.Option(
+    None, "--store", help="The store: a DuckDB file or postgresql://... Default: $COSTINFER_STORE or the per-user one."
+)
 
 
 @cache_app.command("calibrate")
@@ -30,7 +32,7 @@ def calibrate(
     positive_min: float = typer.Option(0.5, help="Graded labels: from this score a pair is 'same answer'."),
     negative_max: float = typer.Option(0.5, help="Graded labels: below this score a pair is 'different'."),
     embedding_model: Optional[str] = typer.Option(None, help="A sentence-transformers model name or path."),
-    store: Optional[Path] = StoreOpt,
+    store: Optional[str] = StoreOpt,
     json_out: bool = typer.Option(False, "--json", help="Print the table and the recommendation as JSON."),
 ) -> None:
     """Print precision, recall and hit rate per threshold, and the lowest threshold that reaches the target."""
@@ -87,7 +89,7 @@ def calibrate(
 
 
 @cache_app.command("stats")
-def stats(store: Optional[Path] = StoreOpt, json_out: bool = typer.Option(False, "--json")) -> None:
+def stats(store: Optional[str] = StoreOpt, json_out: bool = typer.Option(False, "--json")) -> None:
     """What the cache holds, what it cost, and how many embeddings are kept."""
     with handled(), Store.open(store, create=False) as st:
         data = st.cache_stats()
@@ -101,7 +103,7 @@ def stats(store: Optional[Path] = StoreOpt, json_out: bool = typer.Option(False,
 
 
 @cache_app.command("clear")
-def clear(store: Optional[Path] = StoreOpt, yes: bool = typer.Option(False, "--yes", help="Do not ask.")) -> None:
+def clear(store: Optional[str] = StoreOpt, yes: bool = typer.Option(False, "--yes", help="Do not ask.")) -> None:
     """Forget every cached answer and embedding (the ledger of calls and costs is kept)."""
     with handled():
         if not yes and not sys.stdin.isatty():
@@ -117,7 +119,7 @@ def clear(store: Optional[Path] = StoreOpt, yes: bool = typer.Option(False, "--y
 @cache_app.command("prune")
 def prune(
     older_than: int = typer.Option(..., help="Forget answers older than this many days."),
-    store: Optional[Path] = StoreOpt,
+    store: Optional[str] = StoreOpt,
 ) -> None:
     """Forget cached answers older than N days (the ledger of calls and costs is kept)."""
     with handled():
@@ -131,7 +133,7 @@ def prune(
 @cache_app.command("export")
 def export(
     path: Path = typer.Argument(..., help="Where to write: .jsonl, .csv or .parquet."),
-    store: Optional[Path] = StoreOpt,
+    store: Optional[str] = StoreOpt,
 ) -> None:
     """Write every cached answer with its request as JSONL, CSV or Parquet."""
     with handled():

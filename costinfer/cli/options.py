@@ -95,6 +95,9 @@ PARAMS: list[tuple[str, Any, Any]] = [
     # money
     ("budget", Optional[str], _opt(None, "--budget", panel=MONEY,
         help="Dollars the run may spend at most; calls stop before passing it.")),
+    ("budget_pool", Optional[str], _opt(None, "--budget-pool", panel=MONEY,
+        help="Draw on this team budget pool too (`costinfer budget set NAME --usd N`): each call's worst case is held "
+        "in the pool, shared by every run naming it, and the pool is never passed.")),
     ("on_over_budget", str, _opt("fail", panel=MONEY,
         help="When the plan's expected cost does not fit: fail (send nothing) or partial (run what fits).")),
     ("compare_with", Optional[str], _opt(None, panel=MONEY,
@@ -176,8 +179,9 @@ PARAMS: list[tuple[str, Any, Any]] = [
     ("ray_servers", Optional[int], _opt(None, panel=RAY,
         help="How many --ray-serve servers (default: as many as the cluster's GPUs allow, or 1).")),
     # store
-    ("store", Optional[Path], _opt(None, panel=STORE,
-        help="The DuckDB store. Default: $COSTINFER_STORE, else ~/.local/share/costinfer/store.duckdb")),
+    ("store", Optional[str], _opt(None, panel=STORE,
+        help="The store: a DuckDB file, or postgresql://... for a store a team shares (docs/team.md). "
+             "Default: $COSTINFER_STORE, else ~/.local/share/costinfer/store.duckdb")),
     ("store_wait_s", float, _opt(0.0, "--store-wait", panel=STORE,
         help="Seconds to wait for another process to release the store.")),
 ]  # fmt: skip

@@ -32,6 +32,7 @@ from costinfer.progress import NullProgress, ProgressSink
 from costinfer.reading.keys import request_key
 from costinfer.store import Outcome, Pending, Writer
 from costinfer.store.faces import Ledger
+from costinfer.store.pools import Pool
 
 
 class Executor(Outcomes):
@@ -44,8 +45,10 @@ class Executor(Outcomes):
         budget: BudgetGuard,
         cfg: ExecConfig,
         progress: ProgressSink | None = None,
+        pool: Pool | None = None,
     ) -> None:
         self.store = store
+        self.pool = pool  # --budget-pool: each call's worst case is held there too, settled once durable
         self.run_id = run_id
         self.backend = backend
         self.prices = prices
@@ -70,6 +73,11 @@ class Executor(Outcomes):
         self._answers: Any = None  # the cache, read for fallback answers (Store.answer_reader), opened when needed
         self._inflight: dict[str, anyio.Event] = {}  # request keys being sent now, set when their call ends
         self._fresh: set[str] = set()  # request keys this invocation has answered (saved or about to be)
+        # a shared store: keys are claimed before they are sent; those another live run holds wait here for its
+        # answer (or for its lease to lapse)
+        self.claims = store.claims(run_id)
+        self._parked: dict[str, Pending] = {}
+        self.borrowed = 0  # requests another run answered while this one waited: cache hits, not calls
 
     def request_stop(self, reason: str) -> None:
         """Stop dispatching: calls in flight finish (and are saved); nothing new starts."""
@@ -93,12 +101,16 @@ class Executor(Outcomes):
                 for _ in range(self.cfg.concurrency):
                     tg.start_soon(self._work)
                 tg.start_soon(self._write, writer)
+                if self.claims is not None:
+                    tg.start_soon(self._watch_claims)
                 if self.control is not None:
                     tg.start_soon(self._watch_load, self.control)
         finally:
             writer.close()
             if self._answers is not None:
                 self._answers.close()
+            if self.claims is not None:  # what this run claimed and did not answer, others may call now
+                await anyio.to_thread.run_sync(self.claims.release)
         if self.store_error is not None:  # answered after the commit failed: paid, never saved
             self.lost += len(self._buffer)
             self._buffer = []
@@ -132,11 +144,37 @@ class Executor(Outcomes):
                 page = await anyio.to_thread.run_sync(next, pages, None)
                 if page is None:
                     return
+                if self.claims is not None:
+                    page = await self._claim(page)
                 self._queue.extend(page)
                 self._ready.set()
         finally:
             self._exhausted = True
             self._ready.set()
+
+    async def _claim(self, page: list[Pending]) -> list[Pending]:
+        """What of a page this run may send: keys it claimed. Those another live run holds wait (``_parked``) for its
+        answer; those answered already need no call (their answers are copied into this run's store)."""
+        assert self.claims is not None
+        claimed = await anyio.to_thread.run_sync(self.claims.claim, [p.key for p in page])
+        self.borrowed += len(claimed.answered)
+        waiting = set(claimed.waiting)
+        for p in page:
+            if p.key in waiting:
+                self._parked[p.key] = p
+            else:
+                self._parked.pop(p.key, None)
+        mine = set(claimed.mine)
+        return [p for p in page if p.key in mine]
+
+    async def _watch_claims(self) -> None:
+        """Ask again, a few times a second, about the keys other runs hold: answered (lent, no call) or let go
+        (their run stopped or died: this run claims and sends them)."""
+        while not self.stopping and (self._workers_left > 0 or self._parked):
+            await anyio.sleep(self.cfg.tuning.claim_poll_s)
+            if self._parked and not self.stopping:
+                self._queue.extend(await self._claim(list(self._parked.values())))
+                self._ready.set()
 
     async def _next(self) -> Pending | None:
         while not self.stopping:
@@ -145,7 +183,7 @@ class Executor(Outcomes):
                 if len(self._queue) < self.cfg.concurrency * 2:
                     self._refill.set()
                 return item
-            if self._exhausted:
+            if self._exhausted and not self._parked:
                 return None
             if self._ready.is_set():
                 self._ready = anyio.Event()
@@ -166,28 +204,55 @@ class Executor(Outcomes):
                         return
                     self._left_unsent()
                     continue
+                if self.pool is not None and not await self._hold_in_pool(worst):
+                    self.budget.release(worst)
+                    if self.stopping:
+                        return
+                    self._left_unsent(self.pool)
+                    continue
                 try:
                     outcome = await self._call(item, price)
                 except BaseException:
                     self.budget.release(worst)
+                    if self.pool is not None:
+                        with anyio.CancelScope(shield=True):
+                            await anyio.to_thread.run_sync(self.pool.release, worst)
                     raise
                 if outcome is None:
                     self.budget.release(worst)
+                    if self.pool is not None:
+                        await anyio.to_thread.run_sync(self.pool.release, worst)
                     continue
                 self.budget.settle(worst, outcome.cost_usd)
+                if self.pool is not None:
+                    outcome.held_usd = worst  # the pool's hold ends when the outcome is durable (``_write``)
                 self._buffer.append(outcome)
         finally:
             self._workers_left -= 1
 
-    def _left_unsent(self) -> None:
+    async def _hold_in_pool(self, worst: Decimal) -> bool:
+        """Hold a call's worst case in the budget pool. While other calls hold what it needs (here or in other runs),
+        wait for them to settle; False once nothing is held and it still does not fit, or the run is stopping."""
+        assert self.pool is not None
+        while True:
+            answer = await anyio.to_thread.run_sync(self.pool.reserve, worst)
+            if answer == "ok":
+                return True
+            if answer == "no" or self.stopping:
+                return False
+            with anyio.move_on_after(self.cfg.tuning.claim_poll_s):
+                await self._stopping.wait()
+
+    def _left_unsent(self, pool: Pool | None = None) -> None:
         """A request whose worst case does not fit what is left with nothing in flight: it stays unsent (not run,
         the budget), and the next ones are still tried (a smaller one may fit)."""
         if self.stop_reason is None:
             self.stop_reason = "budget"
-            left = self.budget.left
+            left = pool.left() if pool is not None else self.budget.left
+            which = f"budget pool {pool.name}" if pool is not None else "budget"
             self.progress.note(
-                f"budget: ${left if left is not None else 0:.6f} left does not cover the worst case of some requests; "
-                f"they are left unsent, and smaller ones still run"
+                f"{which}: ${left if left is not None else 0:.6f} left does not cover the worst case of some "
+                f"requests; they are left unsent, and smaller ones still run"
             )
 
     async def _call(self, item: Pending, price: ModelPrice) -> Outcome | None:
@@ -371,6 +436,11 @@ class Executor(Outcomes):
                     return
                 took = time.perf_counter() - started
                 wait = min(max(self.cfg.tuning.commit_interval_s, self.cfg.tuning.commit_duty * took), 1.0)
+                if self.pool is not None:  # durable now: the pool's holds become what was billed
+                    held = sum((o.held_usd for o in batch), Decimal(0))
+                    cost = sum((o.cost_usd for o in batch if not o.cached), Decimal(0))
+                    with anyio.CancelScope(shield=True):
+                        await anyio.to_thread.run_sync(self.pool.settle, held, cost)
                 self.calls_done += sum(not o.cached for o in batch)
                 self.cost_done += sum((o.cost_usd for o in batch), Decimal(0))
                 self.progress.advance(self.calls_done, self.cost_done)

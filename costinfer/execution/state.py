@@ -25,6 +25,7 @@ class Tuning:
     # answered yet, or after ``unreachable_s`` of nothing but refusals once something has
     unreachable_after: int = 3
     unreachable_s: float = 10.0
+    claim_poll_s: float = 0.2  # a shared store: how often the keys another run holds are asked about again
 
 
 @dataclass(frozen=True, slots=True)

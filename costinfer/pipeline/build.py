@@ -34,6 +34,7 @@ from costinfer.spec import (
     RunSpec,
     StoreSpec,
 )
+from costinfer.store.base import store_location
 
 # the parameters that are the command's own, not the run's
 OUTPUT_SWITCHES = frozenset({"json_out", "quiet"})
@@ -61,6 +62,7 @@ def run_spec(input_path: Path | str, **params: Any) -> RunSpec:
     )
     money = MoneySpec(
         budget_usd=parse_budget(p.get("budget")),
+        budget_pool=p.get("budget_pool"),
         on_over_budget=p.get("on_over_budget", "fail"),
         compare_with=p.get("compare_with"),
         prices=p.get("prices"),
@@ -127,7 +129,7 @@ def run_spec(input_path: Path | str, **params: Any) -> RunSpec:
         report=bool(p.get("report", True)),
         metrics_file=_path(p.get("metrics_file")),
     )
-    store = StoreSpec(path=_path(p.get("store")), wait_s=float(p.get("store_wait_s", 0.0)))
+    store = StoreSpec(path=store_location(p.get("store")), wait_s=float(p.get("store_wait_s", 0.0)))
     return RunSpec(inp, output, reuse, routing, money, execution, batch, rehearsal, ray, store)
 
 
@@ -142,6 +144,7 @@ KNOWN = frozenset(
         "rpm",
         "tpm",
         "budget",
+        "budget_pool",
         "on_over_budget",
         "compare_with",
         "prices",

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from costinfer.accounting.output_files import io_reason, write_or_explain
 from costinfer.backends.base import Backend
-from costinfer.errors import AuthError, BudgetError, CostinferError, UnreachableError, WriteError
+from costinfer.errors import AuthError, BudgetError, ConfigError, CostinferError, UnreachableError, WriteError
 from costinfer.execution.batch_mode import BatchConfig, BatchExecutor
 from costinfer.execution.event_loop import call_all
 from costinfer.execution.online import Executor
@@ -22,6 +22,7 @@ from costinfer.routing.cascade import escalate
 from costinfer.routing.checks import Acceptance, CheckError
 from costinfer.spec import RunSpec
 from costinfer.store import Store
+from costinfer.store.pools import Pool
 
 
 @dataclass
@@ -37,9 +38,17 @@ class Calling:
     in_flight: int
     mode: str
     guard: BudgetGuard = field(init=False)
+    pool: Pool | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.guard = BudgetGuard(self.spec.money.budget_usd, self.prepared.plan.spent_usd)
+        name = self.spec.money.budget_pool
+        if name and self.mode == "batch":
+            raise ConfigError(
+                f"--budget-pool {name} draws on online calls; provider batch jobs do not draw on a pool yet. Pass "
+                f"--mode online (or drop --budget-pool and give --budget). Nothing was sent"
+            )
+        self.pool = self.store.pool_for_run(name, self.run_id) if name else None
 
     @property
     def run_id(self) -> str:
@@ -62,7 +71,9 @@ class Calling:
             fallback_model=self.spec.routing.fallback_model,
             tagged=self.spec.tagged,
         )
-        return Executor(self.store, self.run_id, backend, self.prepared.prices, self.guard, cfg, self.progress)
+        return Executor(
+            self.store, self.run_id, backend, self.prepared.prices, self.guard, cfg, self.progress, self.pool
+        )
 
     def batches(self) -> BatchExecutor:
         batch = self.spec.batch
@@ -108,6 +119,8 @@ def call(c: Calling, acceptance: Acceptance | None) -> Called:
         raise
     finally:
         calls_elapsed = clock.mark("calls")
+        if c.pool is not None:
+            c.pool.close()
         if executor.store_error is None:
             gpu_note = _settle(c, executor, since, calls_elapsed)
             _write_results(c, executor.stop_reason)

@@ -60,7 +60,9 @@ def _check_distinct(spec: RunSpec) -> None:
     (``-o data.jsonl`` once overwrote the dataset with its results; ``--metrics-file`` the dataset or the store; a
     dataset named ``x.report.json`` its own report). Symbolic links and relative paths are resolved."""
     named = written_paths(spec)
-    named.append(("--store", spec.store.path or default_store_path()))
+    store = spec.store.path or default_store_path()
+    if isinstance(store, Path):  # a shared store (a postgresql:// URL) is no file here
+        named.append(("--store", store))
     if not is_stdin(spec.input.path):
         named.insert(0, ("the input", spec.input.path))
     for i, (flag_a, a) in enumerate(named):

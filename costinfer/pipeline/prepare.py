@@ -126,6 +126,7 @@ def _run_record(spec: RunSpec, setup: Setup, source: Source, provider: str, endp
         "endpoint": endpoint,
         "model": spec.routing.model,
         "budget_usd": spec.money.budget_usd,
+        "budget_pool": spec.money.budget_pool,
         "models": list(spec.routing.models),
         "fallback_model": spec.routing.fallback_model,
         "compare_with": spec.money.compare_with,

@@ -9,6 +9,7 @@ from costinfer.store.base import (
     check_store_path,
     default_store_path,
     money,
+    store_location,
 )
 from costinfer.store.outcomes import Writer
 from costinfer.store.schema import MIGRATIONS, SCHEMA_VERSION
@@ -27,4 +28,5 @@ __all__ = [
     "check_store_path",
     "default_store_path",
     "money",
+    "store_location",
 ]

@@ -48,13 +48,25 @@ ANSWER_AT = (
 )
 
 
-def default_store_path() -> Path:
-    """``$COSTINFER_STORE``, else ``$XDG_DATA_HOME/costinfer/store.duckdb`` (``~/.local/share`` without XDG)."""
+def default_store_path() -> Path | str:
+    """``$COSTINFER_STORE`` (a file, or a ``postgresql://`` URL), else ``$XDG_DATA_HOME/costinfer/store.duckdb``
+    (``~/.local/share`` without XDG)."""
     env = os.environ.get(ENV_STORE)
     if env:
+        if env.lower().startswith(("postgresql://", "postgres://")):
+            return env
         return Path(env).expanduser()
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "costinfer" / "store.duckdb"
+
+
+def store_location(value: str | Path | None) -> Path | str | None:
+    """``--store`` as given: a ``postgresql://`` URL stays text (a Path would fold its ``//``), anything else a path."""
+    if value is None:
+        return None
+    if str(value).lower().startswith(("postgresql://", "postgres://")):
+        return str(value)
+    return Path(value).expanduser()
 
 
 def check_store_path(path: Path, *, create: bool = True) -> None:
@@ -105,6 +117,7 @@ class Outcome:
     replaces: str | None = None  # a fallback answer: the key of the request it stands in for
     request_body: dict[str, Any] | None = None  # ... and the fallback request that was sent
     cached: bool = False  # no call: the (fallback) request's answer was already in the cache, and is only lent
+    held_usd: Decimal = Decimal(0)  # what a budget pool holds for this call until the outcome is durable
 
     @property
     def ok(self) -> bool:

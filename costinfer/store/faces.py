@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from costinfer.store.base import Outcome, Pending
+    from costinfer.store.claims import SharedClaims
     from costinfer.store.outcomes import AnswerReader, Writer
 
 
@@ -91,6 +92,8 @@ class Ledger(Protocol):
     def answer_reader(self) -> AnswerReader: ...
 
     def writer(self, tagged: bool = False) -> Writer: ...
+
+    def claims(self, run_id: str) -> SharedClaims | None: ...
 
 
 class GpuTime(Protocol):

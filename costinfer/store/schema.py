@@ -215,6 +215,19 @@ def _m13_run_record(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _m14_budget_pools(con: duckdb.DuckDBPyConnection) -> None:
+    # Budgets a team shares: a pool of dollars per period (month, week, day or in total) that every run naming it
+    # draws on; a run's pool is kept with it so that the pool's spend is the ledger's calls of its runs.
+    con.execute(
+        """
+        CREATE TABLE budget_pools (
+            name VARCHAR PRIMARY KEY, limit_usd DECIMAL(38,12) NOT NULL, period VARCHAR NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(), updated_at TIMESTAMPTZ);
+        ALTER TABLE runs ADD COLUMN budget_pool VARCHAR;
+        """
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     (1, "initial schema: runs, items, rejects, requests, run_keys, responses, calls", _m1_initial),
     (2, "requests.input_bound for the budget's worst case; row priority", _m2_bounds_and_priority),
@@ -229,5 +242,6 @@ MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] =
     (11, "requests.counted_by: prompt tokens counted by the server (vLLM /tokenize)", _m11_server_counts),
     (12, "runs.rehearsal: runs whose provider pays nothing (the simulator)", _m12_rehearsals),
     (13, "runs.options replaced by columns: models, notes, plan, results_path, server_batch and more", _m13_run_record),
+    (14, "budget pools shared by runs (budget_pools, runs.budget_pool)", _m14_budget_pools),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]

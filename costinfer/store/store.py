@@ -13,22 +13,28 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 
 from costinfer.errors import StoreBusyError, StoreError
 from costinfer.store.base import DEFAULT_MEMORY, ENV_MEMORY, check_store_path, default_store_path, sql_str, transaction
 from costinfer.store.batch_jobs import BatchesPart
+from costinfer.store.budget_pools import PoolsPart
 from costinfer.store.cache import CachePart
 from costinfer.store.dataset import IngestPart, RunsPart
 from costinfer.store.gpu_time import GpuPart
 from costinfer.store.history import HistoryPart
 from costinfer.store.outcomes import OutcomesPart
 from costinfer.store.planning import PlanningPart
+from costinfer.store.postgres import is_url
 from costinfer.store.results import ResultsPart
 from costinfer.store.reuse import ReusePart
 from costinfer.store.routing import RoutingPart
 from costinfer.store.schema import MIGRATIONS, SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    from costinfer.store.claims import SharedClaims
 
 _BUSY = re.compile(r"lock", re.IGNORECASE)
 
@@ -45,6 +51,7 @@ class Store(
     HistoryPart,
     BatchesPart,
     GpuPart,
+    PoolsPart,
 ):
     def __init__(self, path: Path, con: duckdb.DuckDBPyConnection) -> None:
         self.path = path
@@ -53,7 +60,7 @@ class Store(
     @classmethod
     def open(
         cls,
-        path: Path | None = None,
+        path: Path | str | None = None,
         *,
         wait_seconds: float = 0.0,
         read_only: bool = False,
@@ -61,8 +68,17 @@ class Store(
         on_wait: Callable[[str], None] | None = None,
     ) -> Store:
         """Open (or, with ``create``, make) the store. A path that holds anything but a DuckDB database is refused:
-        DuckDB would open a JSON or CSV file as a view and keep the store in memory, so nothing would be saved."""
-        path = (path or default_store_path()).expanduser()
+        DuckDB would open a JSON or CSV file as a view and keep the store in memory, so nothing would be saved.
+
+        A ``postgresql://`` URL (here or in ``$COSTINFER_STORE``) opens the shared store (``store.shared``): for
+        working (``create``), a private DuckDB copy beside PostgreSQL; for reading (``create=False``), the shared
+        history copied into memory."""
+        location = path if path is not None else default_store_path()
+        if is_url(location):
+            from costinfer.store.shared import SharedStore
+
+            return SharedStore.open_shared(str(location), read_only=not create or read_only)
+        path = Path(location).expanduser()
         check_store_path(path, create=create)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -133,6 +149,13 @@ class Store(
     def schema_version(self) -> int:
         row = self._con.execute("SELECT max(version) FROM schema_migrations").fetchone()
         return int(row[0]) if row and row[0] is not None else 0
+
+    def claims(self, run_id: str) -> SharedClaims | None:
+        """The claims a run takes before calling: None here, where one process at a time holds the store."""
+        return None
+
+    def copy_run_rows(self, run_id: str) -> None:
+        """Before reading one run's rows: they are here already (a shared store copies them in)."""
 
     def close(self) -> None:
         self._con.close()

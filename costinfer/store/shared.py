@@ -1,0 +1,638 @@
+"""A store a team shares: ``--store postgresql://...``.
+
+PostgreSQL holds what runs share: the runs, the response cache and the requests it answers, the ledger of calls, the
+embeddings, provider batch jobs, budget pools and the claims that make each distinct request paid once across
+processes and machines. Each process works on a private DuckDB file beside it (the same ``Store`` the embedded
+default is, in a temporary folder removed at the end): ingestion, reuse, routing and the plan run there at DuckDB's
+speed, after the answers the shared store already holds for the run's requests are copied in. What a run pays is
+written to PostgreSQL before it counts (and before the private copy), so a process that dies loses nothing paid; its
+working set (rows, distinct requests, sources) is written when the run settles its account. A reading command
+(``runs``, ``analyze``, ``report``...) copies the shared history into an in-memory DuckDB and asks it the usual
+questions: PostgreSQL's own concurrency lets it read while runs write.
+"""
+
+from __future__ import annotations
+
+import datetime
+import shutil
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from costinfer.errors import ConfigError, StoreError
+from costinfer.store.base import Outcome, money
+from costinfer.store.budget_pools import _pool_row, check_pool
+from costinfer.store.claims import Claimed, SharedClaims, lease_seconds
+from costinfer.store.outcomes import Writer
+from costinfer.store.pools import ZERO, Pool, Reservation, period_key
+from costinfer.store.postgres import (
+    KEYS,
+    PER_RUN,
+    Postgres,
+    duck_columns,
+    pull_into_duck,
+    push,
+    push_from_duck,
+)
+from costinfer.store.schema import SCHEMA_VERSION
+from costinfer.store.store import Store
+
+# what a reading command copies: the history (all but the bulky per-row tables, copied per run when asked)
+_HISTORY = ("runs", "calls", "run_sources", "batches", "batch_items", "budget_pools", "responses", "requests")
+_CHUNK = 5000
+
+
+class SharedStore(Store):
+    pg: Postgres
+    owner: str
+    _workdir: Path | None
+    _heartbeat: threading.Thread | None
+    _stop: threading.Event
+    _runs: set[str]
+    _lease: float
+
+    @classmethod
+    def open_shared(cls, url: str, *, read_only: bool = False) -> SharedStore:
+        pg = Postgres(url)
+        try:
+            if read_only:
+                workdir = None
+                store = cls._adopt(Store.memory(), pg, None)
+                pg.ensure_schema(duck_columns(store._con), SCHEMA_VERSION)
+                for table in _HISTORY:
+                    pull_into_duck(pg, store._con, table)
+                return store
+            workdir = Path(tempfile.mkdtemp(prefix="costinfer-shared-"))
+            local = Store.open(workdir / "work.duckdb")
+            store = cls._adopt(local, pg, workdir)
+            pg.ensure_schema(duck_columns(store._con), SCHEMA_VERSION)
+            store._start_heartbeat()
+            return store
+        except BaseException:
+            pg.close()
+            raise
+
+    @classmethod
+    def _adopt(cls, local: Store, pg: Postgres, workdir: Path | None) -> SharedStore:
+        store = cls.__new__(cls)
+        Store.__init__(store, local.path, local._con)
+        store.path = pg.name  # type: ignore[assignment]  # what messages name: the URL without its password
+        store.pg = pg
+        store.owner = uuid.uuid4().hex
+        store._workdir = workdir
+        store._heartbeat = None
+        store._stop = threading.Event()
+        store._runs = set()
+        store._lease = lease_seconds()
+        return store
+
+    @contextmanager
+    def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor of the private copy for one block (a DuckDB connection is not shared across threads)."""
+        cur = self._con.cursor()
+        try:
+            yield cur
+        finally:
+            cur.close()
+
+    # --- liveness: claims, pool holds and the runs this process runs, renewed while it lives
+
+    def _start_heartbeat(self) -> None:
+        self._heartbeat = threading.Thread(target=self._beat, name="costinfer-store-lease", daemon=True)
+        self._heartbeat.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._lease / 3):
+            try:
+                self.keep_alive()
+            except StoreError:
+                continue  # the next beat tries again; a lease lapses only after three misses
+
+    def keep_alive(self) -> None:
+        lease = self._lease
+        with self.pg.tx() as cur:
+            cur.execute(
+                "UPDATE claims SET lease_until = now() + %s * interval '1 second' WHERE owner = %s AND NOT done",
+                [lease, self.owner],
+            )
+            cur.execute(
+                "UPDATE pool_holds SET lease_until = now() + %s * interval '1 second' WHERE owner = %s",
+                [lease, self.owner],
+            )
+            if self._runs:
+                cur.execute(
+                    "UPDATE runs SET live_until = now() + %s * interval '1 second' WHERE run_id = ANY(%s)",
+                    [lease, list(self._runs)],
+                )
+
+    # --- runs: their records live in PostgreSQL
+
+    def _sync_run(self, run_id: str, cur: Any = None) -> None:
+        push_from_duck(self.pg, self._con, "runs", "run_id = ?", [run_id], update=True, cur=cur)
+        with self.pg.tx() if cur is None else _same(cur) as c:
+            c.execute(
+                "UPDATE runs SET live_until = now() + %s * interval '1 second' WHERE run_id = %s",
+                [self._lease, run_id],
+            )
+
+    def find_unfinished_run(self, fingerprint: str) -> dict[str, Any] | None:
+        """The latest unfinished run of this fingerprint that no live process runs; its record and what it paid are
+        copied here (its rows are read again: they lived in the process that ran it)."""
+        with self.pg.tx() as cur:
+            cur.execute(
+                "SELECT run_id FROM runs WHERE fingerprint = %s AND status IN ('planned', 'running', 'stopped') "
+                "AND (live_until IS NULL OR live_until < now()) ORDER BY started_at DESC LIMIT 1",
+                [fingerprint],
+            )
+            row = cur.fetchone()
+            if row is None:
+                return None
+            run_id = str(row[0])
+            pull_into_duck(self.pg, self._con, "runs", "run_id = %s", [run_id], cur=cur)
+            pull_into_duck(self.pg, self._con, "calls", "run_id = %s", [run_id], cur=cur)
+        self._con.execute("UPDATE runs SET ingested = false WHERE run_id = ?", [run_id])
+        self._runs.add(run_id)
+        self._sync_run(run_id)
+        return super().find_unfinished_run(fingerprint)
+
+    def create_run(self, run_id: str, fingerprint: str, fields: dict[str, Any]) -> None:
+        super().create_run(run_id, fingerprint, fields)
+        self._runs.add(run_id)
+        self._sync_run(run_id)
+
+    def set_run(self, run_id: str, **fields: Any) -> None:
+        super().set_run(run_id, **fields)
+        self._sync_run(run_id)
+
+    def keep_plan(self, run_id: str, plan: dict[str, Any]) -> None:
+        super().keep_plan(run_id, plan)
+        self._sync_run(run_id)
+
+    def remember_batch(self, run_id: str, batch: float) -> None:
+        super().remember_batch(run_id, batch)
+        self._sync_run(run_id)
+
+    # --- what the shared store already knows, copied in once the run's requests are known
+
+    def finish_ingest(self, run_id: str, id_field: str = "id") -> dict[str, int]:
+        counts = super().finish_ingest(run_id, id_field)
+        self.copy_in_answers(run_id)
+        self._sync_run(run_id)
+        return counts
+
+    def copy_in_answers(self, run_id: str) -> None:
+        """The shared answers to the run's requests, and the answered requests its normalized and semantic tiers may
+        borrow from (same normalized key, same group), with their answers."""
+        con = self._con
+        keys = [k for (k,) in con.execute("SELECT key FROM run_keys WHERE run_id = ?", [run_id]).fetchall()]
+        norms = [
+            k
+            for (k,) in con.execute(
+                "SELECT DISTINCT q.norm_key FROM run_keys rk JOIN requests q USING (key) "
+                "WHERE rk.run_id = ? AND q.norm_key IS NOT NULL",
+                [run_id],
+            ).fetchall()
+        ]
+        groups = [
+            k
+            for (k,) in con.execute(
+                "SELECT DISTINCT q.group_key FROM run_keys rk JOIN requests q USING (key) "
+                "WHERE rk.run_id = ? AND q.group_key IS NOT NULL",
+                [run_id],
+            ).fetchall()
+        ]
+        with self.pg.tx() as cur:
+            for part in _chunks(keys):
+                pull_into_duck(self.pg, con, "responses", "key = ANY(%s)", [part], cur=cur)
+            answered = "EXISTS (SELECT 1 FROM responses r WHERE r.key = requests.key)"
+            for name, values in (("norm_key", norms), ("group_key", groups)):
+                for part in _chunks(values):
+                    pull_into_duck(self.pg, con, "requests", f"{name} = ANY(%s) AND {answered}", [part], cur=cur)
+                    pull_into_duck(
+                        self.pg,
+                        con,
+                        "responses",
+                        f"key IN (SELECT key FROM requests WHERE {name} = ANY(%s))",
+                        [part],
+                        cur=cur,
+                    )
+
+    # --- claims
+
+    def claims(self, run_id: str) -> SharedClaims | None:
+        return SharedClaims(self, run_id)
+
+    def claim_keys(self, run_id: str, keys: list[str]) -> Claimed:
+        """Claim what no live run holds and nothing answers; copy in the answers found. One transaction."""
+        found = Claimed()
+        if not keys:
+            return found
+        with self.pg.tx() as cur:
+            cur.execute("SELECT key FROM responses WHERE key = ANY(%s)", [keys])
+            answered = {str(k) for (k,) in cur.fetchall()}
+            rest = [k for k in keys if k not in answered]
+            mine: set[str] = set()
+            if rest:
+                # a claim that is done stays: a run claiming after the answer was stored finds it done, not free
+                cur.execute(
+                    "INSERT INTO claims (key, owner, run_id, lease_until) "
+                    "SELECT k, %s, %s, now() + %s * interval '1 second' FROM unnest(%s::text[]) k "
+                    "ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, run_id = excluded.run_id, "
+                    "lease_until = excluded.lease_until "
+                    "WHERE NOT claims.done AND (claims.lease_until < now() OR claims.owner = excluded.owner "
+                    "OR claims.run_id = excluded.run_id) RETURNING key",
+                    [self.owner, run_id, self._lease, rest],
+                )
+                mine = {str(k) for (k,) in cur.fetchall()}
+            if answered:  # on a cursor of its own: this runs in a worker thread beside the store's other users
+                with self._cursor() as local:
+                    pull_into_duck(self.pg, local, "responses", "key = ANY(%s)", [sorted(answered)], cur=cur)
+        found.answered = [k for k in keys if k in answered]
+        found.mine = [k for k in keys if k in mine]
+        found.waiting = [k for k in keys if k not in answered and k not in mine]
+        return found
+
+    def release_claims(self) -> None:
+        with self.pg.tx() as cur:
+            cur.execute(
+                "UPDATE claims SET lease_until = now() - interval '1 second' WHERE owner = %s AND NOT done",
+                [self.owner],
+            )
+
+    # --- outcomes: into PostgreSQL first (durable, and claims marked done), then this process's copy
+
+    def record(self, run_id: str, outcomes: list[Outcome], tagged: bool = False) -> None:
+        self.share_outcomes(run_id, outcomes)
+        super().record(run_id, outcomes, tagged)
+
+    def writer(self, tagged: bool = False) -> Writer:
+        return SharedWriter(self, super().writer(tagged))
+
+    def share_outcomes(self, run_id: str, outcomes: list[Outcome], cur: Any = None) -> None:
+        paid = [o for o in outcomes if not o.cached]
+        if not paid:
+            return
+        if cur is None:
+            with self.pg.tx() as own:
+                self.share_outcomes(run_id, outcomes, own)
+            return
+        keys = [o.key for o in paid]
+        with self._cursor() as local:
+            tags = dict(
+                local.execute(
+                    "SELECT rk.key, i.tag FROM run_keys rk JOIN items i "
+                    "ON i.run_id = rk.run_id AND i.row_idx = rk.first_idx "
+                    "WHERE rk.run_id = ? AND rk.key IN (SELECT unnest(?)) AND i.tag IS NOT NULL",
+                    [run_id, keys],
+                ).fetchall()
+            )
+        now = datetime.datetime.now(datetime.UTC)
+        calls_cols = [
+            "run_id", "key", "provider", "model", "status", "attempts", "http_status", "error_class", "error_message",
+            "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "cost_usd", "latency_ms", "mode",
+            "cache_write_tokens", "tag", "finished_at",
+        ]  # fmt: skip
+        push(
+            self.pg,
+            "calls",
+            calls_cols,
+            (
+                [
+                    run_id,
+                    o.key,
+                    o.provider,
+                    o.model,
+                    "ok" if o.ok else "error",
+                    o.attempts,
+                    o.http_status,
+                    o.error_class,
+                    o.error_message,
+                    o.input_tokens,
+                    o.output_tokens,
+                    o.cached_tokens,
+                    o.reasoning_tokens,
+                    money(o.cost_usd),
+                    o.latency_ms,
+                    o.mode,
+                    o.cache_write_tokens,
+                    tags.get(o.key),
+                    now,
+                ]
+                for o in paid
+            ),
+            cur=cur,
+        )
+        ok = [o for o in paid if o.ok]
+        push(
+            self.pg,
+            "responses",
+            [
+                "key",
+                "run_id",
+                "provider",
+                "model",
+                "response",
+                "finish_reason",
+                "input_tokens",
+                "output_tokens",
+                "cached_tokens",
+                "reasoning_tokens",
+                "cost_usd",
+                "latency_ms",
+                "cache_write_tokens",
+                "created_at",
+            ],
+            (
+                [
+                    o.key,
+                    run_id,
+                    o.provider,
+                    o.model,
+                    o.response,
+                    o.finish_reason,
+                    o.input_tokens,
+                    o.output_tokens,
+                    o.cached_tokens,
+                    o.reasoning_tokens,
+                    money(o.cost_usd),
+                    o.latency_ms,
+                    o.cache_write_tokens,
+                    now,
+                ]
+                for o in ok
+            ),
+            cur=cur,
+        )
+        ok_keys = [o.key for o in ok]
+        if ok_keys:  # the requests answered: what another machine's normalized and semantic tiers may borrow
+            with self._cursor() as local:
+                push_from_duck(self.pg, local, "requests", "key IN (SELECT unnest(?))", [ok_keys], cur=cur)
+            cur.execute("UPDATE claims SET done = true WHERE key = ANY(%s)", [ok_keys])
+        failed = [o.key for o in paid if not o.ok]
+        if failed:  # another run may try again
+            cur.execute(
+                "UPDATE claims SET lease_until = now() - interval '1 second' WHERE key = ANY(%s) AND owner = %s",
+                [failed, self.owner],
+            )
+
+    # --- a run's working set, written when its account is settled
+
+    def save_run_sources(self, run_id: str, rows: list[dict[str, Any]]) -> None:
+        super().save_run_sources(run_id, rows)
+        self.share_working_set(run_id)
+
+    def share_working_set(self, run_id: str) -> None:
+        with self.pg.tx() as cur:
+            for table in PER_RUN:
+                push_from_duck(self.pg, self._con, table, "run_id = ?", [run_id], replace_run=run_id, cur=cur)
+            self._sync_run(run_id, cur)
+
+    def attribute_cost(self, run_id: str, since: datetime.datetime, model: str, total_usd: Decimal) -> None:
+        super().attribute_cost(run_id, since, model, total_usd)
+        with self.pg.tx() as cur:
+            cur.execute(
+                "DELETE FROM calls WHERE run_id = %s AND model = %s AND finished_at >= %s", [run_id, model, since]
+            )
+            push_from_duck(self.pg, self._con, "calls", "run_id = ? AND model = ?", [run_id, model], cur=cur)
+            push_from_duck(
+                self.pg, self._con, "responses", "run_id = ? AND model = ?", [run_id, model], update=True, cur=cur
+            )
+
+    # --- embeddings: computed once for the team
+
+    def embeddings(self, model: str, hashes: list[str]) -> Any:
+        with self.pg.tx() as cur, self._cursor() as local:
+            for part in _chunks(hashes):
+                pull_into_duck(
+                    self.pg, local, "embeddings", "model = %s AND text_hash = ANY(%s)", [model, part], cur=cur
+                )
+        return super().embeddings(model, hashes)
+
+    def add_embeddings(self, table: pa.Table) -> None:
+        super().add_embeddings(table)
+        push(self.pg, "embeddings", ["model", "text_hash", "vector"], (list(r.values()) for r in table.to_pylist()))
+
+    # --- provider batch jobs: found again from any machine
+
+    def add_batch(self, local_id: str, run_id: str, provider: str, endpoint: str, reserved: dict[str, Decimal]) -> int:
+        part = super().add_batch(local_id, run_id, provider, endpoint, reserved)
+        with self.pg.tx() as cur:
+            push_from_duck(self.pg, self._con, "batches", "local_id = ?", [local_id], cur=cur)
+            push_from_duck(self.pg, self._con, "batch_items", "local_id = ?", [local_id], cur=cur)
+        return part
+
+    def set_batch(self, local_id: str, **fields: Any) -> None:
+        super().set_batch(local_id, **fields)
+        push_from_duck(self.pg, self._con, "batches", "local_id = ?", [local_id], update=True)
+
+    def batches(self, run_id: str | None = None, open_only: bool = False) -> list[dict[str, Any]]:
+        with self.pg.tx() as cur:
+            where, params = ("run_id = %s", [run_id]) if run_id is not None else ("true", [])
+            pull_into_duck(self.pg, self._con, "batches", where, params, cur=cur)
+            pull_into_duck(
+                self.pg, self._con, "batch_items", f"local_id IN (SELECT local_id FROM batches WHERE {where})", params,
+                cur=cur,
+            )  # fmt: skip
+        return super().batches(run_id, open_only)
+
+    # --- the cache commands act on the shared cache
+
+    def clear_cache(self) -> int:
+        with self.pg.tx() as cur:
+            cur.execute("DELETE FROM responses")
+            n = cur.rowcount
+            cur.execute("DELETE FROM embeddings")
+        super().clear_cache()
+        return int(n)
+
+    def prune_cache(self, days: int) -> int:
+        with self.pg.tx() as cur:
+            cur.execute("DELETE FROM responses WHERE created_at < now() - %s * interval '1 day'", [int(days)])
+            n = cur.rowcount
+            cur.execute("DELETE FROM embeddings WHERE created_at < now() - %s * interval '1 day'", [int(days)])
+        super().prune_cache(days)
+        return int(n)
+
+    def copy_run_rows(self, run_id: str) -> None:
+        """A reading command about one run (its report, its results): its rows, copied from the shared store."""
+        with self.pg.tx() as cur:
+            for table in PER_RUN:
+                pull_into_duck(self.pg, self._con, table, "run_id = %s", [run_id], cur=cur)
+
+    # --- budget pools, shared
+
+    def set_pool(self, name: str, usd: Decimal, period: str) -> None:
+        check_pool(name, usd, period)
+        with self.pg.tx() as cur:
+            cur.execute(
+                "INSERT INTO budget_pools (name, limit_usd, period, created_at) VALUES (%s, %s, %s, now()) "
+                "ON CONFLICT (name) DO UPDATE SET limit_usd = excluded.limit_usd, period = excluded.period, "
+                "updated_at = now()",
+                [name, money(usd), period],
+            )
+
+    def pools(self) -> list[dict[str, Any]]:
+        now = datetime.datetime.now(datetime.UTC)
+        out = []
+        with self.pg.tx() as cur:
+            cur.execute("SELECT name, limit_usd, period FROM budget_pools ORDER BY name")
+            for name, limit, period in cur.fetchall():
+                key = period_key(str(period), now)
+                spent, held = _pool_state(cur, str(name), key, None)
+                out.append(_pool_row(str(name), Decimal(limit), str(period), spent, held, now))
+        return out
+
+    def pool_for_run(self, name: str, run_id: str) -> Pool:
+        with self.pg.tx() as cur:
+            cur.execute("SELECT 1 FROM budget_pools WHERE name = %s", [name])
+            if cur.fetchone() is None:
+                raise ConfigError(
+                    f"--budget-pool {name}: no such pool in {self.pg.name}; `costinfer budget set {name} --usd N`"
+                )
+        return SharedPool(self, name, run_id)
+
+    # --- the end
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            if self._workdir is not None:
+                for run_id in self._runs:
+                    with suppress(StoreError):
+                        self._sync_run(run_id)
+                with self.pg.tx() as cur:  # nothing of this process's lives on: let others take it now
+                    cur.execute("UPDATE runs SET live_until = NULL WHERE run_id = ANY(%s)", [list(self._runs)])
+                self.release_claims()
+        finally:
+            super().close()
+            self.pg.close()
+            if self._workdir is not None:
+                shutil.rmtree(self._workdir, ignore_errors=True)
+
+
+class SharedWriter(Writer):
+    """The executor's writer on a shared store: each group of outcomes into PostgreSQL, then the private copy."""
+
+    def __init__(self, store: SharedStore, local: Writer) -> None:
+        self._store = store
+        self._local = local
+
+    def record(self, run_id: str, outcomes: list[Outcome]) -> None:
+        self._store.share_outcomes(run_id, outcomes)
+        self._local.record(run_id, outcomes)
+
+    def close(self) -> None:
+        self._local.close()
+
+
+class SharedPool:
+    """A budget pool in PostgreSQL, drawn on by every run naming it: a reservation is a hold taken under a lock of the
+    pool's row, so that holds and spend together never pass the limit."""
+
+    def __init__(self, store: SharedStore, name: str, run_id: str) -> None:
+        self.store = store
+        self.name = name
+        self.run_id = run_id
+        self._key: str | None = None
+
+    def reserve(self, amount: Decimal) -> Reservation:
+        pg, owner = self.store.pg, self.store.owner
+        with pg.tx() as cur:
+            cur.execute("SELECT limit_usd, period FROM budget_pools WHERE name = %s FOR UPDATE", [self.name])
+            row = cur.fetchone()
+            if row is None:
+                return "no"
+            limit, period = Decimal(row[0]), str(row[1])
+            key = period_key(period, datetime.datetime.now(datetime.UTC))
+            # the holds of processes that died are charged in full: they may have paid them
+            cur.execute(
+                "WITH gone AS (DELETE FROM pool_holds WHERE name = %s AND lease_until < now() "
+                "RETURNING period_key, amount) "
+                "INSERT INTO pool_spend (name, period_key, lapsed_usd) SELECT %s, period_key, sum(amount) FROM gone "
+                "GROUP BY period_key ON CONFLICT (name, period_key) DO UPDATE "
+                "SET lapsed_usd = pool_spend.lapsed_usd + excluded.lapsed_usd",
+                [self.name, self.name],
+            )
+            spent, held = _pool_state(cur, self.name, key, None)
+            if spent + held + amount > limit:
+                return "wait" if held > 0 else "no"
+            cur.execute(
+                "INSERT INTO pool_holds (name, owner, run_id, period_key, amount, lease_until) "
+                "VALUES (%s, %s, %s, %s, %s, now() + %s * interval '1 second') ON CONFLICT (name, owner) DO UPDATE "
+                "SET amount = pool_holds.amount + excluded.amount, lease_until = excluded.lease_until",
+                [self.name, owner, self.run_id, key, amount, self.store._lease],
+            )
+        self._key = key
+        return "ok"
+
+    def settle(self, held: Decimal, cost: Decimal) -> None:
+        """Calls made durable: their holds become their billed cost."""
+        pg, owner = self.store.pg, self.store.owner
+        with pg.tx() as cur:
+            cur.execute("SELECT 1 FROM budget_pools WHERE name = %s FOR UPDATE", [self.name])
+            cur.execute(
+                "UPDATE pool_holds SET amount = greatest(amount - %s, 0) WHERE name = %s AND owner = %s "
+                "RETURNING period_key",
+                [held, self.name, owner],
+            )
+            row = cur.fetchone()
+            key = str(row[0]) if row else self._key or "total"
+            if cost:
+                cur.execute(
+                    "INSERT INTO pool_spend (name, period_key, spent_usd) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (name, period_key) DO UPDATE "
+                    "SET spent_usd = pool_spend.spent_usd + excluded.spent_usd",
+                    [self.name, key, cost],
+                )
+
+    def release(self, held: Decimal) -> None:
+        self.settle(held, ZERO)
+
+    def left(self) -> Decimal:
+        for pool in self.store.pools():
+            if pool["name"] == self.name:
+                return Decimal(pool["left_usd"])
+        return ZERO
+
+    def close(self) -> None:
+        with self.store.pg.tx() as cur:
+            cur.execute("DELETE FROM pool_holds WHERE name = %s AND owner = %s", [self.name, self.store.owner])
+
+
+def _pool_state(cur: Any, name: str, key: str, owner: str | None) -> tuple[Decimal, Decimal]:
+    cur.execute(
+        "SELECT coalesce(sum(spent_usd + lapsed_usd), 0) FROM pool_spend WHERE name = %s AND period_key = %s",
+        [name, key],
+    )
+    spent = Decimal(cur.fetchone()[0])
+    cur.execute("SELECT coalesce(sum(amount), 0) FROM pool_holds WHERE name = %s AND period_key = %s", [name, key])
+    held = Decimal(cur.fetchone()[0])
+    return spent, held
+
+
+class _same:
+    """A cursor already in a transaction, used like ``pg.tx()``."""
+
+    def __init__(self, cur: Any) -> None:
+        self.cur = cur
+
+    def __enter__(self) -> Any:
+        return self.cur
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _chunks(values: list[str]) -> list[list[str]]:
+    return [values[i : i + _CHUNK] for i in range(0, len(values), _CHUNK)]
+
+
+__all__ = ["KEYS", "SharedPool", "SharedStore"]
