@@ -9,10 +9,12 @@ in every message is the string without its password.
 
 from __future__ import annotations
 
+import random
 import re
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import duckdb
@@ -20,6 +22,7 @@ import pyarrow as pa
 
 from costinfer.errors import StoreError
 
+T = TypeVar("T")
 _URL = re.compile(r"^postgres(ql)?://", re.IGNORECASE)
 # what identifies a row of each table: a copy inserts what is missing by it and never duplicates a row
 KEYS: dict[str, tuple[str, ...]] = {
@@ -127,11 +130,52 @@ class Postgres:
         except self._errors as exc:
             raise StoreError(f"{self.name}: {str(exc).strip().splitlines()[0]}") from exc
 
+    def _complete(self, columns: dict[str, list[tuple[str, str]]], version: int) -> bool:
+        with self.tx() as cur:
+            cur.execute(
+                "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+            )
+            have = {(str(t), str(c)) for t, c in cur.fetchall()}
+            wanted = {(t, c) for t, cols in columns.items() for c, _ in cols}
+            wanted |= {("claims", "key"), ("pool_spend", "lapsed_usd"), ("pool_holds", "lease_until")}
+            wanted.add(("runs", "live_until"))
+            if not wanted <= have:
+                return False
+            cur.execute("SELECT max(version) FROM schema_migrations")
+            row = cur.fetchone()
+            current = int(row[0]) if row and row[0] is not None else 0
+        if current > version:
+            raise StoreError(
+                f"{self.name}: the shared store's schema is version {current}, newer than this costinfer knows "
+                f"({version}); upgrade costinfer"
+            )
+        return current == version
+
+    def retrying(self, work: Callable[[Any], T], attempts: int = 8) -> T:
+        """``work(cur)`` in a transaction, again when PostgreSQL ends it for a deadlock or a serialization failure
+        (two processes locking claims in different orders): nothing of a failed attempt was kept."""
+        import psycopg.errors
+
+        for attempt in range(attempts):
+            try:
+                with self.pool.connection() as con, con.transaction(), con.cursor() as cur:
+                    return work(cur)
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+                if attempt == attempts - 1:
+                    raise StoreError(f"{self.name}: the shared store stayed too busy to commit; rerun") from None
+                time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
+            except self._errors as exc:
+                raise StoreError(f"{self.name}: {str(exc).strip().splitlines()[0]}") from exc
+        raise AssertionError("unreachable")
+
     def close(self) -> None:
         self.pool.close()
 
     def ensure_schema(self, columns: dict[str, list[tuple[str, str]]], version: int) -> None:
-        """Make (or complete) the shared tables from the DuckDB store's columns; one process at a time."""
+        """Make (or complete) the shared tables from the DuckDB store's columns; one process at a time. A complete
+        schema is left alone: DDL takes locks that would wait on (and deadlock with) the runs using the tables."""
+        if self._complete(columns, version):
+            return
         with self.tx() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK])
             for table, cols in columns.items():

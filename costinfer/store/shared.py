@@ -117,21 +117,30 @@ class SharedStore(Store):
                 continue  # the next beat tries again; a lease lapses only after three misses
 
     def keep_alive(self) -> None:
-        lease = self._lease
-        with self.pg.tx() as cur:
+        """Renew this process's leases; claims are locked in key order (as every claim statement does), so that two
+        processes never wait on each other's claims in a circle."""
+        lease, owner = self._lease, self.owner
+
+        def claims(cur: Any) -> None:
             cur.execute(
-                "UPDATE claims SET lease_until = now() + %s * interval '1 second' WHERE owner = %s AND NOT done",
-                [lease, self.owner],
+                "UPDATE claims SET lease_until = now() + %s * interval '1 second' WHERE key IN "
+                "(SELECT key FROM claims WHERE owner = %s AND NOT done ORDER BY key FOR UPDATE)",
+                [lease, owner],
             )
+
+        def holds(cur: Any) -> None:
             cur.execute(
                 "UPDATE pool_holds SET lease_until = now() + %s * interval '1 second' WHERE owner = %s",
-                [lease, self.owner],
+                [lease, owner],
             )
             if self._runs:
                 cur.execute(
                     "UPDATE runs SET live_until = now() + %s * interval '1 second' WHERE run_id = ANY(%s)",
-                    [lease, list(self._runs)],
+                    [lease, sorted(self._runs)],
                 )
+
+        self.pg.retrying(claims)
+        self.pg.retrying(holds)
 
     # --- runs: their records live in PostgreSQL
 
@@ -235,16 +244,18 @@ class SharedStore(Store):
         found = Claimed()
         if not keys:
             return found
-        with self.pg.tx() as cur:
+
+        def attempt(cur: Any) -> tuple[set[str], set[str]]:
             cur.execute("SELECT key FROM responses WHERE key = ANY(%s)", [keys])
             answered = {str(k) for (k,) in cur.fetchall()}
-            rest = [k for k in keys if k not in answered]
+            rest = sorted(k for k in keys if k not in answered)
             mine: set[str] = set()
             if rest:
-                # a claim that is done stays: a run claiming after the answer was stored finds it done, not free
+                # in key order (every statement on claims locks them so); a claim that is done stays: a run claiming
+                # after the answer was stored finds it done, not free
                 cur.execute(
                     "INSERT INTO claims (key, owner, run_id, lease_until) "
-                    "SELECT k, %s, %s, now() + %s * interval '1 second' FROM unnest(%s::text[]) k "
+                    "SELECT k, %s, %s, now() + %s * interval '1 second' FROM unnest(%s::text[]) k ORDER BY k "
                     "ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, run_id = excluded.run_id, "
                     "lease_until = excluded.lease_until "
                     "WHERE NOT claims.done AND (claims.lease_until < now() OR claims.owner = excluded.owner "
@@ -252,20 +263,25 @@ class SharedStore(Store):
                     [self.owner, run_id, self._lease, rest],
                 )
                 mine = {str(k) for (k,) in cur.fetchall()}
-            if answered:  # on a cursor of its own: this runs in a worker thread beside the store's other users
-                with self._cursor() as local:
-                    pull_into_duck(self.pg, local, "responses", "key = ANY(%s)", [sorted(answered)], cur=cur)
+            return answered, mine
+
+        answered, mine = self.pg.retrying(attempt)
+        if answered:  # on a cursor of its own: this runs in a worker thread beside the store's other users
+            with self.pg.tx() as cur, self._cursor() as local:
+                pull_into_duck(self.pg, local, "responses", "key = ANY(%s)", [sorted(answered)], cur=cur)
         found.answered = [k for k in keys if k in answered]
         found.mine = [k for k in keys if k in mine]
         found.waiting = [k for k in keys if k not in answered and k not in mine]
         return found
 
     def release_claims(self) -> None:
-        with self.pg.tx() as cur:
-            cur.execute(
-                "UPDATE claims SET lease_until = now() - interval '1 second' WHERE owner = %s AND NOT done",
+        self.pg.retrying(
+            lambda cur: cur.execute(
+                "UPDATE claims SET lease_until = now() - interval '1 second' WHERE key IN "
+                "(SELECT key FROM claims WHERE owner = %s AND NOT done ORDER BY key FOR UPDATE)",
                 [self.owner],
             )
+        )
 
     # --- outcomes: into PostgreSQL first (durable, and claims marked done), then this process's copy
 
@@ -281,8 +297,7 @@ class SharedStore(Store):
         if not paid:
             return
         if cur is None:
-            with self.pg.tx() as own:
-                self.share_outcomes(run_id, outcomes, own)
+            self.pg.retrying(lambda own: self.share_outcomes(run_id, outcomes, own))
             return
         keys = [o.key for o in paid]
         with self._cursor() as local:
@@ -375,11 +390,16 @@ class SharedStore(Store):
         if ok_keys:  # the requests answered: what another machine's normalized and semantic tiers may borrow
             with self._cursor() as local:
                 push_from_duck(self.pg, local, "requests", "key IN (SELECT unnest(?))", [ok_keys], cur=cur)
-            cur.execute("UPDATE claims SET done = true WHERE key = ANY(%s)", [ok_keys])
+            cur.execute(
+                "UPDATE claims SET done = true WHERE key IN "
+                "(SELECT key FROM claims WHERE key = ANY(%s) ORDER BY key FOR UPDATE)",
+                [ok_keys],
+            )
         failed = [o.key for o in paid if not o.ok]
         if failed:  # another run may try again
             cur.execute(
-                "UPDATE claims SET lease_until = now() - interval '1 second' WHERE key = ANY(%s) AND owner = %s",
+                "UPDATE claims SET lease_until = now() - interval '1 second' WHERE key IN "
+                "(SELECT key FROM claims WHERE key = ANY(%s) AND owner = %s ORDER BY key FOR UPDATE)",
                 [failed, self.owner],
             )
 
@@ -544,54 +564,58 @@ class SharedPool:
         self._key: str | None = None
 
     def reserve(self, amount: Decimal) -> Reservation:
-        pg, owner = self.store.pg, self.store.owner
-        with pg.tx() as cur:
-            cur.execute("SELECT limit_usd, period FROM budget_pools WHERE name = %s FOR UPDATE", [self.name])
-            row = cur.fetchone()
-            if row is None:
-                return "no"
-            limit, period = Decimal(row[0]), str(row[1])
-            key = period_key(period, datetime.datetime.now(datetime.UTC))
-            # the holds of processes that died are charged in full: they may have paid them
-            cur.execute(
-                "WITH gone AS (DELETE FROM pool_holds WHERE name = %s AND lease_until < now() "
-                "RETURNING period_key, amount) "
-                "INSERT INTO pool_spend (name, period_key, lapsed_usd) SELECT %s, period_key, sum(amount) FROM gone "
-                "GROUP BY period_key ON CONFLICT (name, period_key) DO UPDATE "
-                "SET lapsed_usd = pool_spend.lapsed_usd + excluded.lapsed_usd",
-                [self.name, self.name],
-            )
-            spent, held = _pool_state(cur, self.name, key, None)
-            if spent + held + amount > limit:
-                return "wait" if held > 0 else "no"
-            cur.execute(
-                "INSERT INTO pool_holds (name, owner, run_id, period_key, amount, lease_until) "
-                "VALUES (%s, %s, %s, %s, %s, now() + %s * interval '1 second') ON CONFLICT (name, owner) DO UPDATE "
-                "SET amount = pool_holds.amount + excluded.amount, lease_until = excluded.lease_until",
-                [self.name, owner, self.run_id, key, amount, self.store._lease],
-            )
+        return self.store.pg.retrying(lambda cur: self._reserve(cur, amount))
+
+    def _reserve(self, cur: Any, amount: Decimal) -> Reservation:
+        owner = self.store.owner
+        cur.execute("SELECT limit_usd, period FROM budget_pools WHERE name = %s FOR UPDATE", [self.name])
+        row = cur.fetchone()
+        if row is None:
+            return "no"
+        limit, period = Decimal(row[0]), str(row[1])
+        key = period_key(period, datetime.datetime.now(datetime.UTC))
+        # the holds of processes that died are charged in full: they may have paid them
+        cur.execute(
+            "WITH gone AS (DELETE FROM pool_holds WHERE name = %s AND lease_until < now() "
+            "RETURNING period_key, amount) "
+            "INSERT INTO pool_spend (name, period_key, lapsed_usd) SELECT %s, period_key, sum(amount) FROM gone "
+            "GROUP BY period_key ON CONFLICT (name, period_key) DO UPDATE "
+            "SET lapsed_usd = pool_spend.lapsed_usd + excluded.lapsed_usd",
+            [self.name, self.name],
+        )
+        spent, held = _pool_state(cur, self.name, key, None)
+        if spent + held + amount > limit:
+            return "wait" if held > 0 else "no"
+        cur.execute(
+            "INSERT INTO pool_holds (name, owner, run_id, period_key, amount, lease_until) "
+            "VALUES (%s, %s, %s, %s, %s, now() + %s * interval '1 second') ON CONFLICT (name, owner) DO UPDATE "
+            "SET amount = pool_holds.amount + excluded.amount, lease_until = excluded.lease_until",
+            [self.name, owner, self.run_id, key, amount, self.store._lease],
+        )
         self._key = key
         return "ok"
 
     def settle(self, held: Decimal, cost: Decimal) -> None:
         """Calls made durable: their holds become their billed cost."""
-        pg, owner = self.store.pg, self.store.owner
-        with pg.tx() as cur:
-            cur.execute("SELECT 1 FROM budget_pools WHERE name = %s FOR UPDATE", [self.name])
+        self.store.pg.retrying(lambda cur: self._settle(cur, held, cost))
+
+    def _settle(self, cur: Any, held: Decimal, cost: Decimal) -> None:
+        owner = self.store.owner
+        cur.execute("SELECT 1 FROM budget_pools WHERE name = %s FOR UPDATE", [self.name])
+        cur.execute(
+            "UPDATE pool_holds SET amount = greatest(amount - %s, 0) WHERE name = %s AND owner = %s "
+            "RETURNING period_key",
+            [held, self.name, owner],
+        )
+        row = cur.fetchone()
+        key = str(row[0]) if row else self._key or "total"
+        if cost:
             cur.execute(
-                "UPDATE pool_holds SET amount = greatest(amount - %s, 0) WHERE name = %s AND owner = %s "
-                "RETURNING period_key",
-                [held, self.name, owner],
+                "INSERT INTO pool_spend (name, period_key, spent_usd) VALUES (%s, %s, %s) "
+                "ON CONFLICT (name, period_key) DO UPDATE "
+                "SET spent_usd = pool_spend.spent_usd + excluded.spent_usd",
+                [self.name, key, cost],
             )
-            row = cur.fetchone()
-            key = str(row[0]) if row else self._key or "total"
-            if cost:
-                cur.execute(
-                    "INSERT INTO pool_spend (name, period_key, spent_usd) VALUES (%s, %s, %s) "
-                    "ON CONFLICT (name, period_key) DO UPDATE "
-                    "SET spent_usd = pool_spend.spent_usd + excluded.spent_usd",
-                    [self.name, key, cost],
-                )
 
     def release(self, held: Decimal) -> None:
         self.settle(held, ZERO)
