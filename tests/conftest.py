@@ -60,6 +60,37 @@ def store_path(tmp_path: Path) -> Path:
     return tmp_path / "store.duckdb"
 
 
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster for the session (tests/pgserver.py); skipped, with the reason, only where no
+    server can be started (scripts/setup.sh and .ci/run install Debian's postgresql package)."""
+    from tests import pgserver
+
+    why = pgserver.unavailable()
+    if why is not None:
+        pytest.skip(f"no PostgreSQL server can be started here: {why}")
+    with pgserver.cluster() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url(pg_cluster: str) -> str:
+    """A fresh shared store: a database of its own on the session's cluster."""
+    import uuid
+
+    from tests import pgserver
+
+    return pgserver.new_database(pg_cluster, f"t{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(params=["duckdb", "postgresql"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test on both stores: the embedded DuckDB file and the shared PostgreSQL store."""
+    if request.param == "duckdb":
+        return str(tmp_path / "store.duckdb")
+    return str(request.getfixturevalue("pg_url"))
+
+
 def sim_log(server: Simulator) -> list[dict[str, Any]]:
     path = server.cfg.log_path
     assert path is not None

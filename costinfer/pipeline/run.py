@@ -121,6 +121,17 @@ def _note_mode(spec: RunSpec, backend: Backend, prepared: Prepared) -> str:
 
 def _check_budget(spec: RunSpec, prepared: Prepared, store: Store, mode: str = "online") -> None:
     the_plan = prepared.plan
+    pool = spec.money.budget_pool
+    if pool and spec.money.on_over_budget != "partial":  # the team's pool must hold the expected cost too
+        left = next((p["left_usd"] for p in store.pools() if p["name"] == pool), None)
+        if left is not None and the_plan.expected_cost_usd > left:
+            store.set_run(prepared.run_id, status="planned")
+            remove_stale(spec.output.results)
+            raise BudgetError(
+                f"the expected cost ${the_plan.expected_cost_usd:.4f} is more than the budget pool {pool} has left "
+                f"(${left:.4f}); nothing was sent. `costinfer budget show` lists what it spent; pass "
+                f"--on-over-budget partial to run rows in priority, then input, order until the pool stops them"
+            )
     if the_plan.fits or spec.money.on_over_budget == "partial":
         return
     if mode == "batch" and the_plan.left_usd is not None and the_plan.expected_batch_cost_usd <= the_plan.left_usd:

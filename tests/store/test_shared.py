@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -30,18 +29,6 @@ pytestmark = pytest.mark.skipif(WHY is not None, reason=f"no PostgreSQL server c
 CATALOG = Catalog.load(None, Config.load(None))
 CLI = [sys.executable, "-m", "costinfer"]
 ENV = {**os.environ, "COSTINFER_SEMANTIC": "0", "COSTINFER_CLAIM_LEASE_S": "3"}
-
-
-@pytest.fixture(scope="module")
-def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with pgserver.cluster() as url:
-        yield url
-
-
-@pytest.fixture
-def pg_url(pg_cluster: str) -> str:
-    """A database of its own on the module's cluster: each test a fresh shared store."""
-    return pgserver.new_database(pg_cluster, f"t{uuid.uuid4().hex[:12]}")
 
 
 @contextmanager
@@ -156,7 +143,7 @@ def test_a_killed_run_s_claims_are_taken_over_and_nothing_is_paid_twice_beyond_i
         for code, _, err in others:
             assert code == 0, err
         # the killed run's command again: it resumes, and what the others answered meanwhile is not paid again
-        code, summary, err = finish(start_run(parts[1], pg_url, url, "--concurrency", concurrency))
+        code, _, err = finish(start_run(parts[1], pg_url, url, "--concurrency", concurrency))
         assert code == 0, err
     _, seen = billed(log)
     assert len(seen) == 5000  # every distinct request answered
