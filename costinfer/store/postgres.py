@@ -226,14 +226,20 @@ def push(
     update: bool = False,
     replace_run: str | None = None,
     cur: Any = None,
+    direct: bool = False,
 ) -> None:
     """Rows into a shared table through a staging copy: new ones inserted, known ones (by ``KEYS``) left alone, or
     with ``update`` overwritten; with ``replace_run`` the run's rows are deleted first (its working set, rewritten)."""
     if cur is None:
         with pg.tx() as own:
-            push(pg, table, columns, rows, update=update, replace_run=replace_run, cur=own)
+            push(pg, table, columns, rows, update=update, replace_run=replace_run, cur=own, direct=direct)
         return
     cols = ", ".join(columns)
+    if direct:  # rows that cannot be there yet (a run's new calls): straight in, no staging table
+        with cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
     stage = f"stage_{table}"
     cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table}) ON COMMIT DROP")
     cur.execute(f"TRUNCATE {stage}")

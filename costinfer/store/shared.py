@@ -344,6 +344,7 @@ class SharedStore(Store):
                 for o in paid
             ),
             cur=cur,
+            direct=True,  # a call is a new row of the ledger: no staging, no conflict to settle
         )
         ok = [o for o in paid if o.ok]
         push(
