@@ -25,6 +25,7 @@ from costinfer.errors import AuthError, BackendError, WriteError
 from costinfer.execution.fallback import Router
 from costinfer.execution.load import LoadControl
 from costinfer.execution.rate_limits import RateLimiter
+from costinfer.execution.sharing import Sharing
 from costinfer.execution.state import ExecConfig, Outcomes
 from costinfer.planning.budget import BudgetGuard
 from costinfer.pricing.catalog import ModelPrice
@@ -35,7 +36,7 @@ from costinfer.store.faces import Ledger
 from costinfer.store.pools import Pool
 
 
-class Executor(Outcomes):
+class Executor(Sharing, Outcomes):
     def __init__(
         self,
         store: Ledger,
@@ -87,10 +88,6 @@ class Executor(Outcomes):
         self._ready.set()
         self._refill.set()
         self.budget.wake()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
 
     async def run(self, pages: Iterator[list[Pending]]) -> None:
         writer = self.store.writer(self.cfg.tagged)  # commits from a worker thread, on a cursor of its own
@@ -152,30 +149,6 @@ class Executor(Outcomes):
             self._exhausted = True
             self._ready.set()
 
-    async def _claim(self, page: list[Pending]) -> list[Pending]:
-        """What of a page this run may send: keys it claimed. Those another live run holds wait (``_parked``) for its
-        answer; those answered already need no call (their answers are copied into this run's store)."""
-        assert self.claims is not None
-        claimed = await anyio.to_thread.run_sync(self.claims.claim, [p.key for p in page])
-        self.borrowed += len(claimed.answered)
-        waiting = set(claimed.waiting)
-        for p in page:
-            if p.key in waiting:
-                self._parked[p.key] = p
-            else:
-                self._parked.pop(p.key, None)
-        mine = set(claimed.mine)
-        return [p for p in page if p.key in mine]
-
-    async def _watch_claims(self) -> None:
-        """Ask again, a few times a second, about the keys other runs hold: answered (lent, no call) or let go
-        (their run stopped or died: this run claims and sends them)."""
-        while not self.stopping and (self._workers_left > 0 or self._parked):
-            await anyio.sleep(self.cfg.tuning.claim_poll_s)
-            if self._parked and not self.stopping:
-                self._queue.extend(await self._claim(list(self._parked.values())))
-                self._ready.set()
-
     async def _next(self) -> Pending | None:
         while not self.stopping:
             if self._queue:
@@ -229,31 +202,6 @@ class Executor(Outcomes):
                 self._buffer.append(outcome)
         finally:
             self._workers_left -= 1
-
-    async def _hold_in_pool(self, worst: Decimal) -> bool:
-        """Hold a call's worst case in the budget pool. While other calls hold what it needs (here or in other runs),
-        wait for them to settle; False once nothing is held and it still does not fit, or the run is stopping."""
-        assert self.pool is not None
-        while True:
-            answer = await anyio.to_thread.run_sync(self.pool.reserve, worst)
-            if answer == "ok":
-                return True
-            if answer == "no" or self.stopping:
-                return False
-            with anyio.move_on_after(self.cfg.tuning.claim_poll_s):
-                await self._stopping.wait()
-
-    def _left_unsent(self, pool: Pool | None = None) -> None:
-        """A request whose worst case does not fit what is left with nothing in flight: it stays unsent (not run,
-        the budget), and the next ones are still tried (a smaller one may fit)."""
-        if self.stop_reason is None:
-            self.stop_reason = "budget"
-            left = pool.left() if pool is not None else self.budget.left
-            which = f"budget pool {pool.name}" if pool is not None else "budget"
-            self.progress.note(
-                f"{which}: ${left if left is not None else 0:.6f} left does not cover the worst case of some "
-                f"requests; they are left unsent, and smaller ones still run"
-            )
 
     async def _call(self, item: Pending, price: ModelPrice) -> Outcome | None:
         """One request with its retries. None when a stop came before it could finish (it stays pending)."""

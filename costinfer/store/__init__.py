@@ -13,7 +13,10 @@ from costinfer.store.base import (
 )
 from costinfer.store.outcomes import Writer
 from costinfer.store.schema import MIGRATIONS, SCHEMA_VERSION
+from costinfer.store.shared import SharedStore
 from costinfer.store.store import Store
+
+Store.open_shared_store = staticmethod(lambda url, read_only: SharedStore.open_shared(url, read_only=read_only))
 
 __all__ = [
     "ENV_STORE",

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from costinfer.store.shared import SharedStore
+from typing import Protocol
 
 ENV_LEASE = "COSTINFER_CLAIM_LEASE_S"
 DEFAULT_LEASE_S = 30.0
@@ -40,10 +37,18 @@ class Claimed:
     answered: list[str] = field(default_factory=list)
 
 
+class ClaimStore(Protocol):
+    """What claims need of a shared store (``SharedStore``)."""
+
+    def claim_keys(self, run_id: str, keys: list[str]) -> Claimed: ...
+
+    def release_claims(self) -> None: ...
+
+
 class SharedClaims:
     """The claims of one run on a shared store."""
 
-    def __init__(self, store: SharedStore, run_id: str) -> None:
+    def __init__(self, store: ClaimStore, run_id: str) -> None:
         self.store = store
         self.run_id = run_id
 

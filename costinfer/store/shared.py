@@ -25,24 +25,25 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 
 from costinfer.errors import ConfigError, StoreError
 from costinfer.store.base import Outcome, money
 from costinfer.store.budget_pools import _pool_row, check_pool
 from costinfer.store.claims import Claimed, SharedClaims, lease_seconds
 from costinfer.store.outcomes import Writer
-from costinfer.store.pools import ZERO, Pool, Reservation, period_key
+from costinfer.store.pools import Pool, period_key
 from costinfer.store.postgres import (
     KEYS,
     PER_RUN,
     Postgres,
     duck_columns,
     pull_into_duck,
-    push,
     push_from_duck,
 )
 from costinfer.store.schema import SCHEMA_VERSION
+from costinfer.store.shared_ledger import share_outcomes
+from costinfer.store.shared_parts import SharedParts
+from costinfer.store.shared_pool import SharedPool, pool_state, same_tx
 from costinfer.store.store import Store
 
 # what a reading command copies: the history (all but the bulky per-row tables, copied per run when asked)
@@ -50,7 +51,7 @@ _HISTORY = ("runs", "calls", "run_sources", "batches", "batch_items", "budget_po
 _CHUNK = 5000
 
 
-class SharedStore(Store):
+class SharedStore(SharedParts, Store):
     pg: Postgres
     owner: str
     _workdir: Path | None
@@ -146,7 +147,7 @@ class SharedStore(Store):
 
     def _sync_run(self, run_id: str, cur: Any = None) -> None:
         push_from_duck(self.pg, self._con, "runs", "run_id = ?", [run_id], update=True, cur=cur)
-        with self.pg.tx() if cur is None else _same(cur) as c:
+        with self.pg.tx() if cur is None else same_tx(cur) as c:
             c.execute(
                 "UPDATE runs SET live_until = now() + %s * interval '1 second' WHERE run_id = %s",
                 [self._lease, run_id],
@@ -293,116 +294,14 @@ class SharedStore(Store):
         return SharedWriter(self, super().writer(tagged))
 
     def share_outcomes(self, run_id: str, outcomes: list[Outcome], cur: Any = None) -> None:
-        paid = [o for o in outcomes if not o.cached]
-        if not paid:
+        """What a group of outcomes paid, into PostgreSQL (ledger, cache, answered requests, claims done)."""
+        if not any(not o.cached for o in outcomes):
             return
         if cur is None:
             self.pg.retrying(lambda own: self.share_outcomes(run_id, outcomes, own))
             return
-        keys = [o.key for o in paid]
         with self._cursor() as local:
-            tags = dict(
-                local.execute(
-                    "SELECT rk.key, i.tag FROM run_keys rk JOIN items i "
-                    "ON i.run_id = rk.run_id AND i.row_idx = rk.first_idx "
-                    "WHERE rk.run_id = ? AND rk.key IN (SELECT unnest(?)) AND i.tag IS NOT NULL",
-                    [run_id, keys],
-                ).fetchall()
-            )
-        now = datetime.datetime.now(datetime.UTC)
-        calls_cols = [
-            "run_id", "key", "provider", "model", "status", "attempts", "http_status", "error_class", "error_message",
-            "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "cost_usd", "latency_ms", "mode",
-            "cache_write_tokens", "tag", "finished_at",
-        ]  # fmt: skip
-        push(
-            self.pg,
-            "calls",
-            calls_cols,
-            (
-                [
-                    run_id,
-                    o.key,
-                    o.provider,
-                    o.model,
-                    "ok" if o.ok else "error",
-                    o.attempts,
-                    o.http_status,
-                    o.error_class,
-                    o.error_message,
-                    o.input_tokens,
-                    o.output_tokens,
-                    o.cached_tokens,
-                    o.reasoning_tokens,
-                    money(o.cost_usd),
-                    o.latency_ms,
-                    o.mode,
-                    o.cache_write_tokens,
-                    tags.get(o.key),
-                    now,
-                ]
-                for o in paid
-            ),
-            cur=cur,
-            direct=True,  # a call is a new row of the ledger: no staging, no conflict to settle
-        )
-        ok = [o for o in paid if o.ok]
-        push(
-            self.pg,
-            "responses",
-            [
-                "key",
-                "run_id",
-                "provider",
-                "model",
-                "response",
-                "finish_reason",
-                "input_tokens",
-                "output_tokens",
-                "cached_tokens",
-                "reasoning_tokens",
-                "cost_usd",
-                "latency_ms",
-                "cache_write_tokens",
-                "created_at",
-            ],
-            (
-                [
-                    o.key,
-                    run_id,
-                    o.provider,
-                    o.model,
-                    o.response,
-                    o.finish_reason,
-                    o.input_tokens,
-                    o.output_tokens,
-                    o.cached_tokens,
-                    o.reasoning_tokens,
-                    money(o.cost_usd),
-                    o.latency_ms,
-                    o.cache_write_tokens,
-                    now,
-                ]
-                for o in ok
-            ),
-            cur=cur,
-        )
-        ok_keys = [o.key for o in ok]
-        if ok_keys:  # the requests answered: what another machine's normalized and semantic tiers may borrow
-            with self._cursor() as local:
-                push_from_duck(self.pg, local, "requests", "key IN (SELECT unnest(?))", [ok_keys], cur=cur)
-            cur.execute(
-                "UPDATE claims SET done = true WHERE key IN "
-                "(SELECT key FROM claims WHERE key = ANY(%s) ORDER BY key FOR UPDATE)",
-                [ok_keys],
-            )
-        failed = [o.key for o in paid if not o.ok]
-        if failed:  # another run may try again
-            cur.execute(
-                "UPDATE claims SET lease_until = now() - interval '1 second' WHERE key IN "
-                "(SELECT key FROM claims WHERE key = ANY(%s) AND owner = %s ORDER BY key FOR UPDATE)",
-                [failed, self.owner],
-            )
+            share_outcomes(self.pg, local, self.owner, run_id, outcomes, cur)
 
     # --- a run's working set, written when its account is settled
 
@@ -427,67 +326,6 @@ class SharedStore(Store):
                 self.pg, self._con, "responses", "run_id = ? AND model = ?", [run_id, model], update=True, cur=cur
             )
 
-    # --- embeddings: computed once for the team
-
-    def embeddings(self, model: str, hashes: list[str]) -> Any:
-        with self.pg.tx() as cur, self._cursor() as local:
-            for part in _chunks(hashes):
-                pull_into_duck(
-                    self.pg, local, "embeddings", "model = %s AND text_hash = ANY(%s)", [model, part], cur=cur
-                )
-        return super().embeddings(model, hashes)
-
-    def add_embeddings(self, table: pa.Table) -> None:
-        super().add_embeddings(table)
-        push(self.pg, "embeddings", ["model", "text_hash", "vector"], (list(r.values()) for r in table.to_pylist()))
-
-    # --- provider batch jobs: found again from any machine
-
-    def add_batch(self, local_id: str, run_id: str, provider: str, endpoint: str, reserved: dict[str, Decimal]) -> int:
-        part = super().add_batch(local_id, run_id, provider, endpoint, reserved)
-        with self.pg.tx() as cur:
-            push_from_duck(self.pg, self._con, "batches", "local_id = ?", [local_id], cur=cur)
-            push_from_duck(self.pg, self._con, "batch_items", "local_id = ?", [local_id], cur=cur)
-        return part
-
-    def set_batch(self, local_id: str, **fields: Any) -> None:
-        super().set_batch(local_id, **fields)
-        push_from_duck(self.pg, self._con, "batches", "local_id = ?", [local_id], update=True)
-
-    def batches(self, run_id: str | None = None, open_only: bool = False) -> list[dict[str, Any]]:
-        with self.pg.tx() as cur:
-            where, params = ("run_id = %s", [run_id]) if run_id is not None else ("true", [])
-            pull_into_duck(self.pg, self._con, "batches", where, params, cur=cur)
-            pull_into_duck(
-                self.pg, self._con, "batch_items", f"local_id IN (SELECT local_id FROM batches WHERE {where})", params,
-                cur=cur,
-            )  # fmt: skip
-        return super().batches(run_id, open_only)
-
-    # --- the cache commands act on the shared cache
-
-    def clear_cache(self) -> int:
-        with self.pg.tx() as cur:
-            cur.execute("DELETE FROM responses")
-            n = cur.rowcount
-            cur.execute("DELETE FROM embeddings")
-        super().clear_cache()
-        return int(n)
-
-    def prune_cache(self, days: int) -> int:
-        with self.pg.tx() as cur:
-            cur.execute("DELETE FROM responses WHERE created_at < now() - %s * interval '1 day'", [int(days)])
-            n = cur.rowcount
-            cur.execute("DELETE FROM embeddings WHERE created_at < now() - %s * interval '1 day'", [int(days)])
-        super().prune_cache(days)
-        return int(n)
-
-    def copy_run_rows(self, run_id: str) -> None:
-        """A reading command about one run (its report, its results): its rows, copied from the shared store."""
-        with self.pg.tx() as cur:
-            for table in PER_RUN:
-                pull_into_duck(self.pg, self._con, table, "run_id = %s", [run_id], cur=cur)
-
     # --- budget pools, shared
 
     def set_pool(self, name: str, usd: Decimal, period: str) -> None:
@@ -507,7 +345,7 @@ class SharedStore(Store):
             cur.execute("SELECT name, limit_usd, period FROM budget_pools ORDER BY name")
             for name, limit, period in cur.fetchall():
                 key = period_key(str(period), now)
-                spent, held = _pool_state(cur, str(name), key, None)
+                spent, held = pool_state(cur, str(name), key, None)
                 out.append(_pool_row(str(name), Decimal(limit), str(period), spent, held, now))
         return out
 
@@ -518,7 +356,7 @@ class SharedStore(Store):
                 raise ConfigError(
                     f"--budget-pool {name}: no such pool in {self.pg.name}; `costinfer budget set {name} --usd N`"
                 )
-        return SharedPool(self, name, run_id)
+        return SharedPool(self.pg, self.owner, self._lease, name, run_id)
 
     # --- the end
 
@@ -554,110 +392,8 @@ class SharedWriter(Writer):
         self._local.close()
 
 
-class SharedPool:
-    """A budget pool in PostgreSQL, drawn on by every run naming it: a reservation is a hold taken under a lock of the
-    pool's row, so that holds and spend together never pass the limit."""
-
-    def __init__(self, store: SharedStore, name: str, run_id: str) -> None:
-        self.store = store
-        self.name = name
-        self.run_id = run_id
-        self._key: str | None = None
-
-    def reserve(self, amount: Decimal) -> Reservation:
-        return self.store.pg.retrying(lambda cur: self._reserve(cur, amount))
-
-    def _reserve(self, cur: Any, amount: Decimal) -> Reservation:
-        owner = self.store.owner
-        cur.execute("SELECT limit_usd, period FROM budget_pools WHERE name = %s FOR UPDATE", [self.name])
-        row = cur.fetchone()
-        if row is None:
-            return "no"
-        limit, period = Decimal(row[0]), str(row[1])
-        key = period_key(period, datetime.datetime.now(datetime.UTC))
-        # the holds of processes that died are charged in full: they may have paid them
-        cur.execute(
-            "WITH gone AS (DELETE FROM pool_holds WHERE name = %s AND lease_until < now() "
-            "RETURNING period_key, amount) "
-            "INSERT INTO pool_spend (name, period_key, lapsed_usd) SELECT %s, period_key, sum(amount) FROM gone "
-            "GROUP BY period_key ON CONFLICT (name, period_key) DO UPDATE "
-            "SET lapsed_usd = pool_spend.lapsed_usd + excluded.lapsed_usd",
-            [self.name, self.name],
-        )
-        spent, held = _pool_state(cur, self.name, key, None)
-        if spent + held + amount > limit:
-            return "wait" if held > 0 else "no"
-        cur.execute(
-            "INSERT INTO pool_holds (name, owner, run_id, period_key, amount, lease_until) "
-            "VALUES (%s, %s, %s, %s, %s, now() + %s * interval '1 second') ON CONFLICT (name, owner) DO UPDATE "
-            "SET amount = pool_holds.amount + excluded.amount, lease_until = excluded.lease_until",
-            [self.name, owner, self.run_id, key, amount, self.store._lease],
-        )
-        self._key = key
-        return "ok"
-
-    def settle(self, held: Decimal, cost: Decimal) -> None:
-        """Calls made durable: their holds become their billed cost."""
-        self.store.pg.retrying(lambda cur: self._settle(cur, held, cost))
-
-    def _settle(self, cur: Any, held: Decimal, cost: Decimal) -> None:
-        owner = self.store.owner
-        cur.execute("SELECT 1 FROM budget_pools WHERE name = %s FOR UPDATE", [self.name])
-        cur.execute(
-            "UPDATE pool_holds SET amount = greatest(amount - %s, 0) WHERE name = %s AND owner = %s "
-            "RETURNING period_key",
-            [held, self.name, owner],
-        )
-        row = cur.fetchone()
-        key = str(row[0]) if row else self._key or "total"
-        if cost:
-            cur.execute(
-                "INSERT INTO pool_spend (name, period_key, spent_usd) VALUES (%s, %s, %s) "
-                "ON CONFLICT (name, period_key) DO UPDATE "
-                "SET spent_usd = pool_spend.spent_usd + excluded.spent_usd",
-                [self.name, key, cost],
-            )
-
-    def release(self, held: Decimal) -> None:
-        self.settle(held, ZERO)
-
-    def left(self) -> Decimal:
-        for pool in self.store.pools():
-            if pool["name"] == self.name:
-                return Decimal(pool["left_usd"])
-        return ZERO
-
-    def close(self) -> None:
-        with self.store.pg.tx() as cur:
-            cur.execute("DELETE FROM pool_holds WHERE name = %s AND owner = %s", [self.name, self.store.owner])
-
-
-def _pool_state(cur: Any, name: str, key: str, owner: str | None) -> tuple[Decimal, Decimal]:
-    cur.execute(
-        "SELECT coalesce(sum(spent_usd + lapsed_usd), 0) FROM pool_spend WHERE name = %s AND period_key = %s",
-        [name, key],
-    )
-    spent = Decimal(cur.fetchone()[0])
-    cur.execute("SELECT coalesce(sum(amount), 0) FROM pool_holds WHERE name = %s AND period_key = %s", [name, key])
-    held = Decimal(cur.fetchone()[0])
-    return spent, held
-
-
-class _same:
-    """A cursor already in a transaction, used like ``pg.tx()``."""
-
-    def __init__(self, cur: Any) -> None:
-        self.cur = cur
-
-    def __enter__(self) -> Any:
-        return self.cur
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 def _chunks(values: list[str]) -> list[list[str]]:
     return [values[i : i + _CHUNK] for i in range(0, len(values), _CHUNK)]
 
 
-__all__ = ["KEYS", "SharedPool", "SharedStore"]
+__all__ = ["KEYS", "SharedStore"]

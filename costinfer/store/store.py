@@ -74,10 +74,8 @@ class Store(
         working (``create``), a private DuckDB copy beside PostgreSQL; for reading (``create=False``), the shared
         history copied into memory."""
         location = path if path is not None else default_store_path()
-        if is_url(location):
-            from costinfer.store.shared import SharedStore
-
-            return SharedStore.open_shared(str(location), read_only=not create or read_only)
+        if is_url(location):  # the package sets the opener (store/__init__.py): this module does not import it
+            return Store.open_shared_store(str(location), not create or read_only)
         path = Path(location).expanduser()
         check_store_path(path, create=create)
         try:
@@ -117,6 +115,8 @@ class Store(
         if not read_only:
             store.migrate()
         return store
+
+    open_shared_store: Callable[[str, bool], Store]
 
     @classmethod
     def memory(cls) -> Store:

@@ -1,0 +1,90 @@
+"""The parts of the shared store that write through to PostgreSQL: embeddings (computed once for the team), provider
+batch jobs (found again from any machine) and the cache commands (acting on the shared cache)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from decimal import Decimal
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from costinfer.store.postgres import PER_RUN, Postgres, pull_into_duck, push, push_from_duck
+from costinfer.store.store import Store
+
+
+def _chunks(values: list[str], size: int = 5000) -> list[list[str]]:
+    return [values[i : i + size] for i in range(0, len(values), size)]
+
+
+class SharedParts(Store):
+    pg: Postgres
+
+    def _cursor(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        raise NotImplementedError
+
+    # --- embeddings: computed once for the team
+
+    def embeddings(self, model: str, hashes: list[str]) -> Any:
+        with self.pg.tx() as cur, self._cursor() as local:
+            for part in _chunks(hashes):
+                pull_into_duck(
+                    self.pg, local, "embeddings", "model = %s AND text_hash = ANY(%s)", [model, part], cur=cur
+                )
+        return super().embeddings(model, hashes)
+
+    def add_embeddings(self, table: pa.Table) -> None:
+        super().add_embeddings(table)
+        push(self.pg, "embeddings", ["model", "text_hash", "vector"], (list(r.values()) for r in table.to_pylist()))
+
+    # --- provider batch jobs: found again from any machine
+
+    def add_batch(self, local_id: str, run_id: str, provider: str, endpoint: str, reserved: dict[str, Decimal]) -> int:
+        part = super().add_batch(local_id, run_id, provider, endpoint, reserved)
+        with self.pg.tx() as cur:
+            push_from_duck(self.pg, self._con, "batches", "local_id = ?", [local_id], cur=cur)
+            push_from_duck(self.pg, self._con, "batch_items", "local_id = ?", [local_id], cur=cur)
+        return part
+
+    def set_batch(self, local_id: str, **fields: Any) -> None:
+        super().set_batch(local_id, **fields)
+        push_from_duck(self.pg, self._con, "batches", "local_id = ?", [local_id], update=True)
+
+    def batches(self, run_id: str | None = None, open_only: bool = False) -> list[dict[str, Any]]:
+        with self.pg.tx() as cur:
+            where, params = ("run_id = %s", [run_id]) if run_id is not None else ("true", [])
+            pull_into_duck(self.pg, self._con, "batches", where, params, cur=cur)
+            pull_into_duck(
+                self.pg, self._con, "batch_items", f"local_id IN (SELECT local_id FROM batches WHERE {where})", params,
+                cur=cur,
+            )  # fmt: skip
+        return super().batches(run_id, open_only)
+
+    # --- the cache commands act on the shared cache
+
+    def clear_cache(self) -> int:
+        with self.pg.tx() as cur:
+            cur.execute("DELETE FROM responses")
+            n = cur.rowcount
+            cur.execute("DELETE FROM embeddings")
+        super().clear_cache()
+        return int(n)
+
+    def prune_cache(self, days: int) -> int:
+        with self.pg.tx() as cur:
+            cur.execute("DELETE FROM responses WHERE created_at < now() - %s * interval '1 day'", [int(days)])
+            n = cur.rowcount
+            cur.execute("DELETE FROM embeddings WHERE created_at < now() - %s * interval '1 day'", [int(days)])
+        super().prune_cache(days)
+        return int(n)
+
+    def copy_run_rows(self, run_id: str) -> None:
+        """A reading command about one run (its report, its results): its rows, copied from the shared store."""
+        with self.pg.tx() as cur:
+            for table in PER_RUN:
+                pull_into_duck(self.pg, self._con, table, "run_id = %s", [run_id], cur=cur)
+
+
+__all__ = ["Any", "Decimal", "Iterator", "pa", "pull_into_duck", "push", "push_from_duck"]
