@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from costinfer.accounting.summary import usd
-from costinfer.cli.app import app, handled, out_console
+from costinfer.cli.app import app, handled, open_for_reading, out_console
 from costinfer.errors import ConfigError
 from costinfer.pricing.catalog import Catalog
 from costinfer.pricing.config_file import Config
@@ -104,7 +104,7 @@ def analyze(
         start = parse_since(since)
         if run_id is not None:
             check_run_id(run_id)
-        with Store.open(store, create=False) as st:
+        with open_for_reading(store) as st:
             run = _one_run(st, run_id) if run_id else None
             totals, groups = st.analyze(by, start, run, include_rehearsals)
         totals = _rates(totals)
@@ -221,7 +221,7 @@ def runs(
     store: Optional[str] = StoreOpt,
 ) -> None:
     """List the latest runs: id, started, dataset, model, rows, cost, status."""
-    with handled(), Store.open(store, create=False) as st:
+    with handled(), open_for_reading(store) as st:
         found = st.runs_list(limit)
         if json_out:
             typer.echo(orjson.dumps(found, default=str).decode())
@@ -274,7 +274,7 @@ def report(
 
         check_run_id(run_id)
         catalog = Catalog.load(prices, Config.load(config))
-        with Store.open(store, create=False) as st:
+        with open_for_reading(store) as st:
             run = _one_run(st, run_id)
             record = st.run(run) or {}
             results = output or Path(record.get("results_path") or f"{run[:12]}.results.jsonl")

@@ -68,6 +68,16 @@ def handled() -> Iterator[None]:
         raise typer.Exit(int(ExitCode.INTERNAL)) from None
 
 
+def open_for_reading(store: str | None) -> Any:
+    """The store for a command that only reads it: while a run holds a DuckDB file, its live copy (said on stderr)."""
+    from costinfer.store import Store
+
+    st = Store.open(store, create=False, live_ok=True, live=False)
+    if st.note:
+        err_console.print(f"note: {st.note}", markup=False)
+    return st
+
+
 @contextmanager
 def sigterm_interrupts() -> Iterator[None]:
     """SIGTERM stops a command as Ctrl-C does (what finished is saved, exit 130), in every phase: while the dataset

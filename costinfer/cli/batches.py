@@ -8,7 +8,7 @@ import orjson
 import typer
 from rich.table import Table
 
-from costinfer.cli.app import app, err_console, handled, out_console
+from costinfer.cli.app import app, err_console, handled, open_for_reading, out_console
 from costinfer.execution.batch_mode import BatchExecutor, for_run
 from costinfer.store import Store
 
@@ -26,7 +26,7 @@ def list_batches(
     store: Optional[str] = StoreOpt,
 ) -> None:
     """List batch jobs: run, part, server id, state, requests. Rerun the run's command to collect open ones."""
-    with handled(), Store.open(store, create=False) as st:
+    with handled(), open_for_reading(store) as st:
         found = st.batches(run_id)
         if json_out:
             typer.echo(orjson.dumps(found, default=str).decode())

@@ -9,7 +9,7 @@ import orjson
 import typer
 from rich.table import Table
 
-from costinfer.cli.app import app, handled, out_console
+from costinfer.cli.app import app, handled, open_for_reading, out_console
 from costinfer.errors import ConfigError
 from costinfer.store import Store
 from costinfer.store.pools import PERIODS
@@ -58,7 +58,7 @@ def show(
     json_out: bool = typer.Option(False, "--json", help="One JSON array."), store: Optional[str] = StoreOpt
 ) -> None:
     """Each pool: its limit and period, what its runs spent this period, what calls in flight hold, what is left."""
-    with handled(), Store.open(store, create=False) as st:
+    with handled(), open_for_reading(store) as st:
         pools = st.pools()
     if json_out:
         typer.echo(orjson.dumps(pools, default=str).decode())

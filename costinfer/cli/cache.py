@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from costinfer.cli.app import app, err_console, handled, out_console
+from costinfer.cli.app import app, err_console, handled, open_for_reading, out_console
 from costinfer.errors import ConfigError, ExitCode, WriteError
 from costinfer.reuse.calibration import load_pairs, objections, recommend, similarities, sweep, vetoes
 from costinfer.spec import DEFAULT_THRESHOLD
@@ -91,7 +91,7 @@ def calibrate(
 @cache_app.command("stats")
 def stats(store: Optional[str] = StoreOpt, json_out: bool = typer.Option(False, "--json")) -> None:
     """What the cache holds, what it cost, and how many embeddings are kept."""
-    with handled(), Store.open(store, create=False) as st:
+    with handled(), open_for_reading(store) as st:
         data = st.cache_stats()
         data["paid_usd"] = str(data["paid_usd"])
         data["store"] = str(st.path)

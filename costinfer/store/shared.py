@@ -72,7 +72,7 @@ class SharedStore(SharedParts, Store):
                     pull_into_duck(pg, store._con, table)
                 return store
             workdir = Path(tempfile.mkdtemp(prefix="costinfer-shared-"))
-            local = Store.open(workdir / "work.duckdb")
+            local = Store.open(workdir / "work.duckdb", live=False)
             store = cls._adopt(local, pg, workdir)
             pg.ensure_schema(duck_columns(store._con), SCHEMA_VERSION)
             store._start_heartbeat()

@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -25,6 +25,8 @@ from costinfer.store.cache import CachePart
 from costinfer.store.dataset import IngestPart, RunsPart
 from costinfer.store.gpu_time import GpuPart
 from costinfer.store.history import HistoryPart
+from costinfer.store.live import FIRST_COPY_S, MAX_AGE_S, LiveStatus, fresh_copy
+from costinfer.store.live import TABLES as LIVE_TABLES
 from costinfer.store.outcomes import OutcomesPart
 from costinfer.store.planning import PlanningPart
 from costinfer.store.postgres import is_url
@@ -66,13 +68,19 @@ class Store(
         read_only: bool = False,
         create: bool = True,
         on_wait: Callable[[str], None] | None = None,
+        live_ok: bool = False,
+        live: bool = True,
     ) -> Store:
         """Open (or, with ``create``, make) the store. A path that holds anything but a DuckDB database is refused:
         DuckDB would open a JSON or CSV file as a view and keep the store in memory, so nothing would be saved.
 
         A ``postgresql://`` URL (here or in ``$COSTINFER_STORE``) opens the shared store (``store.shared``): for
         working (``create``), a private DuckDB copy beside PostgreSQL; for reading (``create=False``), the shared
-        history copied into memory."""
+        history copied into memory.
+
+        ``live_ok`` (a reading command): a store another process holds is read from the live copy that process
+        keeps beside it (``store.live``), when that copy is fresh; the store's ``note`` says so. ``live``: a store
+        opened for writing keeps that copy while it is open (not for a private working copy)."""
         location = path if path is not None else default_store_path()
         if is_url(location):  # the package sets the opener (store/__init__.py): this module does not import it
             return Store.open_shared_store(str(location), not create or read_only)
@@ -93,6 +101,8 @@ class Store(
                 holder = re.search(r"PID (\d+)", str(exc))
                 who = f" (pid {holder.group(1)})" if holder else ""
                 if time.monotonic() >= deadline:
+                    if live_ok and (copy := fresh_copy(path, wait_s=FIRST_COPY_S + 2)) is not None:
+                        return LiveStore.of(path, *copy, who)
                     raise StoreBusyError(
                         f"{path}: the store is in use by another process{who}; wait for it to finish, pass "
                         f"--store-wait SECONDS to wait for it, or use another --store"
@@ -114,6 +124,8 @@ class Store(
         store = cls(path, con)
         if not read_only:
             store.migrate()
+            if live:
+                store._live = LiveStatus(con, path)
         return store
 
     open_shared_store: Callable[[str, bool], Store]
@@ -157,7 +169,13 @@ class Store(
     def copy_run_rows(self, run_id: str) -> None:
         """Before reading one run's rows: they are here already (a shared store copies them in)."""
 
+    _live: LiveStatus | None = None
+    note: str | None = None  # what a reading command says about where its answer comes from (a live copy)
+
     def close(self) -> None:
+        if self._live is not None:
+            self._live.close()
+            self._live = None
         self._con.close()
 
     def __enter__(self) -> Store:
@@ -165,3 +183,42 @@ class Store(
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class LiveStore(Store):
+    """A store another process holds, read from the live copy it keeps beside it: its history (runs, the ledger,
+    sources, batches, pools) as of a few seconds ago, in memory. The runs' rows are not in the copy."""
+
+    live_stats: dict[str, Any]
+
+    @classmethod
+    def of(cls, path: Path, copy: Path, age: float, who: str) -> LiveStore:
+        base = Store.memory()
+        store = cls(path, base._con)
+        con = store._con
+        con.execute(f"ATTACH {sql_str(str(copy))} AS live_copy (READ_ONLY)")
+        try:
+            for table in LIVE_TABLES[1:]:
+                con.execute(f"INSERT INTO main.{table} BY NAME SELECT * FROM live_copy.{table}")
+            rel = con.execute("SELECT * FROM live_copy.live_status")
+            row = rel.fetchall()[0]
+            stats = dict(zip([d[0] for d in rel.description], row, strict=True))
+        finally:
+            con.execute("DETACH live_copy")
+        store.live_stats = stats
+        store.note = (
+            f"the store {path} is in use by a run{who}: this is its live status, written {age:.1f} s ago "
+            f"(at most {MAX_AGE_S:g} s old)"
+        )
+        return store
+
+    def cache_stats(self) -> dict[str, Any]:
+        s = self.live_stats
+        keys = ("answers", "paid_usd", "requests", "embeddings", "runs", "oldest", "newest")
+        return {k: s[k] for k in keys}
+
+    def copy_run_rows(self, run_id: str) -> None:
+        raise StoreBusyError(
+            f"{self.path}: the store is in use by a run, and a report needs the run's rows, which only the store "
+            f"holds; rebuild it when the run ends (`costinfer report {run_id[:12]}`), or pass --store-wait SECONDS"
+        )

@@ -4,12 +4,16 @@ file and the shared PostgreSQL store (``any_store`` runs each test on each)."""
 from __future__ import annotations
 
 import json
+import signal
+import time
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from costinfer.errors import ExitCode
-from costinfer.simulator import Simulator
-from tests.conftest import Cli, read_jsonl, sim_log, write_jsonl
+from costinfer.simulator import Simulator, SimulatorConfig, running_in_thread
+from tests.conftest import Cli, read_jsonl, sim_log, subprocess_cli, write_jsonl
 
 
 def _data(tmp_path: Path, n: int = 40) -> Path:
@@ -70,3 +74,40 @@ def test_a_budget_pool_stops_its_runs_at_its_limit_and_stays_spent(
     assert refused.exit_code == ExitCode.BUDGET and "budget pool team" in refused.output
     unknown = cli(*args, "--budget-pool", "nobody", "-o", tmp_path / "three.jsonl")
     assert unknown.exit_code == ExitCode.USAGE and "budget set nobody" in unknown.output
+
+
+@pytest.mark.slow
+def test_the_reading_commands_answer_while_a_run_holds_the_store(tmp_path: Path, any_store: str) -> None:
+    """On PostgreSQL by its own concurrency; on the DuckDB file from the live copy the running process keeps beside
+    it (at most 5 s old, and the answer says so). Never exit 6 for runs, analyze, cache stats or budget show."""
+    rows = [{"id": f"r{i}", "prompt": f"Question {i}: name a colour"} for i in range(400)]
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    with running_in_thread(SimulatorConfig(latency_ms=150)) as server:
+        proc = subprocess_cli(
+            "run", data, "--store", any_store, "--base-url", server.url, "--concurrency", "4", "--quiet",
+            "-o", tmp_path / "out.jsonl",
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            running: list[dict[str, object]] = []
+            while time.monotonic() < deadline and not running:
+                listed = subprocess_cli("runs", "--json", "--store", any_store)
+                out, err = listed.communicate(timeout=60)
+                if "no store there" in err:  # the run has not made its store yet
+                    continue
+                assert listed.returncode == 0, err
+                running = [r for r in json.loads(out) if r["status"] == "running"]
+                time.sleep(0.3)
+            assert running, "the run never showed as running"
+            if any_store.endswith(".duckdb"):
+                assert "live status" in err and "s ago" in err, err
+            for args in (["analyze", "--json", "--include-rehearsals"], ["cache", "stats", "--json"]):
+                reader = subprocess_cli(*args, "--store", any_store)
+                out, err = reader.communicate(timeout=60)
+                assert reader.returncode == 0, err
+                json.loads(out)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=60)
+    # the copy goes with the run that kept it
+    assert not Path(any_store + ".live").exists()

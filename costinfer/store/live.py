@@ -1,0 +1,106 @@
+"""A live status beside a DuckDB store, for reading while a run holds it.
+
+DuckDB lets one process open a file for writing, and then no other process may open it at all: `runs` and `analyze`
+in a second terminal would stop with exit 6 while a run goes. So the process that holds the store keeps a copy of
+its history beside it (``store.duckdb.live``: runs, the ledger, sources, batches, pools, and the cache's counts),
+written every ``INTERVAL_S`` seconds into a temporary file renamed over the last one, and removed when the store is
+closed. A reading command that finds the store in use opens that copy instead when it is at most ``MAX_AGE_S``
+seconds old, and says so. A copy is written only when the ledger or the runs changed since the last one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from costinfer.store.base import sql_str
+
+INTERVAL_S = 2.0
+FIRST_COPY_S = 1.0  # a command that holds the store for less writes no copy
+MAX_AGE_S = 5.0
+# the history the reading commands ask about: the rest (rows, request bodies, answers) stays in the store
+TABLES = ("schema_migrations", "runs", "calls", "run_sources", "batches", "batch_items", "budget_pools")
+
+
+def live_path(store: Path) -> Path:
+    return store.with_name(store.name + ".live")
+
+
+class LiveStatus:
+    """The holder's side: a thread writing the copy while the store is open."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, store: Path) -> None:
+        self._con = con
+        self.path = live_path(store)
+        self._stop = threading.Event()
+        self._seen: tuple[Any, ...] | None = None
+        self._thread = threading.Thread(target=self._loop, name="costinfer-live-status", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(FIRST_COPY_S if self._seen is None else INTERVAL_S):
+            with contextlib.suppress(duckdb.Error, OSError):
+                self.write()
+
+    def write(self) -> None:
+        cur = self._con.cursor()
+        try:
+            mark = cur.execute(
+                "SELECT (SELECT count(*) FROM calls), (SELECT max(finished_at) FROM calls), "
+                "(SELECT count(*) FROM runs), (SELECT max(coalesce(finished_at, started_at)) FROM runs), "
+                "(SELECT string_agg(status || coalesce(CAST(rows AS VARCHAR), ''), ',') FROM runs)"
+            ).fetchall()[0]
+            if mark == self._seen and self.path.exists():
+                os.utime(self.path)  # nothing changed: the copy is still true, and says how fresh it is
+                return
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            cur.execute(f"ATTACH {sql_str(str(tmp))} AS live_copy")
+            try:
+                for table in TABLES:
+                    cur.execute(f"CREATE TABLE live_copy.{table} AS SELECT * FROM main.{table}")
+                cur.execute(
+                    "CREATE TABLE live_copy.live_status AS SELECT "
+                    f"{os.getpid()} AS pid, now() AS written_at, "
+                    "(SELECT count(*) FROM responses) AS answers, "
+                    "(SELECT coalesce(sum(cost_usd), 0) FROM responses) AS paid_usd, "
+                    "(SELECT count(*) FROM requests) AS requests, (SELECT count(*) FROM embeddings) AS embeddings, "
+                    "(SELECT count(*) FROM runs) AS runs, (SELECT min(created_at) FROM responses)::VARCHAR AS oldest, "
+                    "(SELECT max(created_at) FROM responses)::VARCHAR AS newest"
+                )
+            finally:
+                cur.execute("DETACH live_copy")
+            os.replace(tmp, self.path)
+            self._seen = mark
+        finally:
+            cur.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+
+def fresh_copy(store: Path, wait_s: float = 0.0) -> tuple[Path, float] | None:
+    """The live copy beside a store in use, and its age in seconds, when it is at most ``MAX_AGE_S`` old; waiting
+    up to ``wait_s`` for one (a run that has just started writes its first copy after ``FIRST_COPY_S``)."""
+    path = live_path(store)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            age = time.time() - path.stat().st_mtime
+            if age <= MAX_AGE_S:
+                return path, age
+        except OSError:
+            pass
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.1)
