@@ -21,12 +21,16 @@ explicit ``@example`` cases of every bug it found (replayed on every run, for go
 
 from __future__ import annotations
 
+import atexit
 import csv
 import json
 import os
 import random
 import signal
+import tempfile
 import time
+import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -43,6 +47,8 @@ from costinfer.pricing.config_file import Config
 from costinfer.simulator import SimulatorConfig, running_in_thread
 from costinfer.simulator.config import BatchBehaviour
 from costinfer.simulator.faults import parse_faults
+from costinfer.store.copying import copy_store
+from tests import pgserver
 from tests.conftest import ROOT, SHARED_DATA, Cli, read_jsonl, subprocess_cli
 
 EXAMPLES = int(os.environ.get("COSTINFER_HARNESS_EXAMPLES", "6"))
@@ -92,6 +98,7 @@ class Levers:
     kill: bool = False
     rerun: bool = False
     bad_rows: bool = False
+    shared: bool = False  # the store is a PostgreSQL database (--store postgresql://...), not the DuckDB file
     args: list[str] = field(default_factory=list)
 
 
@@ -141,10 +148,11 @@ def levers(draw: st.DrawFn) -> Levers:
     lv.rpm = draw(st.sampled_from([None, None, 600]))
     lv.rerun = draw(st.booleans())
     lv.bad_rows = draw(st.integers(0, 3)) == 0
+    lv.shared = PG_WHY is None and draw(st.integers(0, 3)) == 0
     return lv
 
 
-def _arguments(lv: Levers, urls: list[str], store: Path, out: Path) -> list[str]:
+def _arguments(lv: Levers, urls: list[str], store: Path | str, out: Path) -> list[str]:
     args = ["--provider", "simulate", "--store", str(store), "-o", str(out), "--quiet", "--json"]
     for url in urls:
         args += ["--base-url", url]
@@ -200,13 +208,46 @@ def _billed(logs: list[Path]) -> tuple[Decimal, dict[str, int]]:
     return total, seen
 
 
-def _store(path: Path, query: str, *params: Any) -> list[tuple[Any, ...]]:
+def _store(path: Path | str, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    """A query on the run's store; a shared store is copied into a DuckDB file first (``costinfer store copy``)."""
+    if isinstance(path, str):
+        copy = Path(_CLUSTER.tmp) / f"copy-{time.monotonic_ns()}.duckdb"
+        copy_store(path, copy)
+        path = copy
     with duckdb.connect(str(path), read_only=True) as db:
         return db.execute(query, list(params)).fetchall()
 
 
+class _Cluster:
+    """One throwaway PostgreSQL cluster for the harness's shared-store examples, started when the first needs it."""
+
+    def __init__(self) -> None:
+        self.url: str | None = None
+        self.tmp = tempfile.mkdtemp(prefix="harness-pg-")
+        self._stack = ExitStack()
+
+    def database(self) -> str:
+        if self.url is None:
+            self.url = self._stack.enter_context(pgserver.cluster())
+            atexit.register(self._stack.close)
+        return pgserver.new_database(self.url, f"h{uuid.uuid4().hex[:12]}")
+
+
+_CLUSTER = _Cluster()
+PG_WHY = pgserver.unavailable()
+# a killed run's claims on the shared store lapse in 3 s, not 30: its rerun takes them over within the example's time
+os.environ.setdefault("COSTINFER_CLAIM_LEASE_S", "3")
+
+
 def _check(
-    lv: Levers, cli: Cli, data: Path, lines: int, out: Path, store: Path, code: int, summary: dict[str, Any] | None
+    lv: Levers,
+    cli: Cli,
+    data: Path,
+    lines: int,
+    out: Path,
+    store: Path | str,
+    code: int,
+    summary: dict[str, Any] | None,
 ) -> None:
     results = read_jsonl(out)
     rejects_path = out.with_name(f"{out.stem}.rejects.jsonl")
@@ -251,7 +292,7 @@ def _check(
     assert Decimal(analyzed["totals"]["saved_usd"]) == naive - paid, (analyzed["totals"], report["waterfall"])
 
 
-def _nothing_affordable_left(store: Path, run_id: str, left: Decimal, fallback: str | None) -> None:
+def _nothing_affordable_left(store: Path | str, run_id: str, left: Decimal, fallback: str | None) -> None:
     """With --on-over-budget partial: no request left unsent whose worst case the money left would have paid. With
     a fallback model, a call may go to it: the budget holds the dearer of the two worst cases."""
     pending = _store(
@@ -284,6 +325,8 @@ def _run_killed(args: list[str], data: Path, log: Path) -> None:
 
 def _harness(rows: list[dict[str, Any] | str], lv: Levers, tmp: Path) -> None:
     cli = Cli()
+    if lv.shared and PG_WHY is not None:  # the explicit shared examples, where no PostgreSQL can start: on DuckDB
+        lv.shared = False
     for old in tmp.glob("*"):  # hypothesis reuses the test's folder for every example
         if old.is_file():
             old.unlink()
@@ -297,7 +340,8 @@ def _harness(rows: list[dict[str, Any] | str], lv: Levers, tmp: Path) -> None:
     ]
     with running_in_thread(configs[0]) as sim_a, running_in_thread(configs[1]) as sim_b:
         urls = [sim_a.url, sim_b.url] if lv.replicas else [sim_a.url]
-        data, out, store = tmp / "data.jsonl", tmp / "out.jsonl", tmp / "store.duckdb"
+        data, out = tmp / "data.jsonl", tmp / "out.jsonl"
+        store: Path | str = _CLUSTER.database() if lv.shared else tmp / "store.duckdb"
         lines = _write(data, rows, lv.bad_rows)
         args = _arguments(lv, urls, store, out)
         if lv.kill:
@@ -359,6 +403,9 @@ CHAIN: list[dict[str, Any] | str] = [
     ],
     lv=Levers(threshold=0.9, fallback=True, budget="tight", on_over="partial", concurrency=1, kill=True, bad_rows=True),
 )
+# the shared store (PostgreSQL) with the levers most likely to leave rows unanswered or paid twice
+@example(rows=[{"prompt": t} for t in POOL[:8]], lv=Levers(shared=True, kill=True, concurrency=4, rerun=True))
+@example(rows=CHAIN * 2, lv=Levers(shared=True, semantic=True, budget="tight", on_over="partial", mode="auto"))
 @given(rows=datasets(), lv=levers())
 def test_invariants_hold_across_levers(rows: list[dict[str, Any] | str], lv: Levers, tmp_path: Path) -> None:
     _harness(rows, lv, tmp_path)

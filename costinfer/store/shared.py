@@ -59,6 +59,7 @@ class SharedStore(SharedParts, Store):
     _stop: threading.Event
     _runs: set[str]
     _lease: float
+    _tagged: dict[str, bool]
 
     @classmethod
     def open_shared(cls, url: str, *, read_only: bool = False) -> SharedStore:
@@ -92,6 +93,7 @@ class SharedStore(SharedParts, Store):
         store._heartbeat = None
         store._stop = threading.Event()
         store._runs = set()
+        store._tagged = {}
         store._lease = lease_seconds()
         return store
 
@@ -301,7 +303,10 @@ class SharedStore(SharedParts, Store):
             self.pg.retrying(lambda own: self.share_outcomes(run_id, outcomes, own))
             return
         with self._cursor() as local:
-            share_outcomes(self.pg, local, self.owner, run_id, outcomes, cur)
+            if run_id not in self._tagged:  # the calls' tags come from the run's rows: only when they have any
+                found = local.execute("SELECT 1 FROM items WHERE run_id = ? AND tag IS NOT NULL LIMIT 1", [run_id])
+                self._tagged[run_id] = bool(found.fetchall())
+            share_outcomes(self.pg, local, self.owner, run_id, outcomes, cur, self._tagged[run_id])
 
     # --- a run's working set, written when its account is settled
 
@@ -313,6 +318,10 @@ class SharedStore(SharedParts, Store):
         with self.pg.tx() as cur:
             for table in PER_RUN:
                 push_from_duck(self.pg, self._con, table, "run_id = ?", [run_id], replace_run=run_id, cur=cur)
+            # the requests this run paid the answers of: what other machines' normalized and semantic tiers borrow
+            push_from_duck(
+                self.pg, self._con, "requests", "key IN (SELECT key FROM responses WHERE run_id = ?)", [run_id], cur=cur
+            )
             self._sync_run(run_id, cur)
 
     def attribute_cost(self, run_id: str, since: datetime.datetime, model: str, total_usd: Decimal) -> None:

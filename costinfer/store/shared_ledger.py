@@ -8,11 +8,17 @@ from typing import Any
 import duckdb
 
 from costinfer.store.base import Outcome, money
-from costinfer.store.postgres import Postgres, push, push_from_duck
+from costinfer.store.postgres import Postgres, push
 
 
 def share_outcomes(
-    pg: Postgres, local: duckdb.DuckDBPyConnection, owner: str, run_id: str, outcomes: list[Outcome], cur: Any
+    pg: Postgres,
+    local: duckdb.DuckDBPyConnection,
+    owner: str,
+    run_id: str,
+    outcomes: list[Outcome],
+    cur: Any,
+    tagged: bool = True,
 ) -> None:
     """Write what a group of outcomes paid, in the caller's transaction: the calls into the ledger, the answers into
     the cache with the requests they answer (what other machines' reuse tiers borrow from), their claims done; a
@@ -21,13 +27,17 @@ def share_outcomes(
     if not paid:
         return
     keys = [o.key for o in paid]
-    tags = dict(
-        local.execute(
-            "SELECT rk.key, i.tag FROM run_keys rk JOIN items i "
-            "ON i.run_id = rk.run_id AND i.row_idx = rk.first_idx "
-            "WHERE rk.run_id = ? AND rk.key IN (SELECT unnest(?)) AND i.tag IS NOT NULL",
-            [run_id, keys],
-        ).fetchall()
+    tags = (
+        {}
+        if not tagged
+        else dict(
+            local.execute(
+                "SELECT rk.key, i.tag FROM run_keys rk JOIN items i "
+                "ON i.run_id = rk.run_id AND i.row_idx = rk.first_idx "
+                "WHERE rk.run_id = ? AND rk.key IN (SELECT unnest(?)) AND i.tag IS NOT NULL",
+                [run_id, keys],
+            ).fetchall()
+        )
     )
     now = datetime.datetime.now(datetime.UTC)
     calls_cols = [
@@ -67,49 +77,32 @@ def share_outcomes(
         direct=True,  # a call is a new row of the ledger: no staging, no conflict to settle
     )
     ok = [o for o in paid if o.ok]
-    push(
-        pg,
-        "responses",
-        [
-            "key",
-            "run_id",
-            "provider",
-            "model",
-            "response",
-            "finish_reason",
-            "input_tokens",
-            "output_tokens",
-            "cached_tokens",
-            "reasoning_tokens",
-            "cost_usd",
-            "latency_ms",
-            "cache_write_tokens",
-            "created_at",
-        ],
-        (
+    if ok:  # one statement over arrays, column by column: no staging table, little Python per row
+        cur.execute(
+            "INSERT INTO responses (key, run_id, provider, model, response, finish_reason, input_tokens, "
+            "output_tokens, cached_tokens, reasoning_tokens, cost_usd, latency_ms, cache_write_tokens, created_at) "
+            "SELECT k, %s, p, m, r, f, it, ot, ct, rt, c, l, cw, %s FROM unnest(%s::text[], %s::text[], %s::text[], "
+            "%s::text[], %s::text[], %s::int[], %s::int[], %s::int[], %s::int[], %s::numeric[], %s::float8[], "
+            "%s::int[]) AS u(k, p, m, r, f, it, ot, ct, rt, c, l, cw) ON CONFLICT DO NOTHING",
             [
-                o.key,
                 run_id,
-                o.provider,
-                o.model,
-                o.response,
-                o.finish_reason,
-                o.input_tokens,
-                o.output_tokens,
-                o.cached_tokens,
-                o.reasoning_tokens,
-                money(o.cost_usd),
-                o.latency_ms,
-                o.cache_write_tokens,
                 now,
-            ]
-            for o in ok
-        ),
-        cur=cur,
-    )
+                [o.key for o in ok],
+                [o.provider for o in ok],
+                [o.model for o in ok],
+                [o.response for o in ok],
+                [o.finish_reason for o in ok],
+                [o.input_tokens for o in ok],
+                [o.output_tokens for o in ok],
+                [o.cached_tokens for o in ok],
+                [o.reasoning_tokens for o in ok],
+                [money(o.cost_usd) for o in ok],
+                [o.latency_ms for o in ok],
+                [o.cache_write_tokens for o in ok],
+            ],
+        )
     ok_keys = [o.key for o in ok]
-    if ok_keys:  # the requests answered: what another machine's normalized and semantic tiers may borrow
-        push_from_duck(pg, local, "requests", "key IN (SELECT unnest(?))", [ok_keys], cur=cur)
+    if ok_keys:  # (the requests they answer are shared with the run's working set, when it settles its account)
         cur.execute(
             "UPDATE claims SET done = true WHERE key IN "
             "(SELECT key FROM claims WHERE key = ANY(%s) ORDER BY key FOR UPDATE)",
