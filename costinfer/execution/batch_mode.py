@@ -34,6 +34,7 @@ from costinfer.store import Outcome, Pending
 from costinfer.store.faces import Batches
 
 MAX_REQUESTS = 50_000
+BATCH_HOLD_S = 26 * 3600.0  # a batch's claims outlive its process: the provider's 24 h window, and a margin
 MAX_BYTES = 200 * 1024 * 1024
 
 
@@ -74,6 +75,10 @@ class BatchExecutor(Outcomes):
         self.progress = progress or NullProgress()
         super().__init__()
         self.deadline_passed = False  # a batch outlived --deadline and was cancelled: send the rest online
+        # a shared store: a batch's requests are claimed before it is submitted, and held while it is open; those
+        # another run holds wait for its answers (or for its claims to lapse) between rounds
+        self.claims = store.claims(run_id)
+        self._held: set[str] = set()
 
     async def run(self, pages: Iterator[list[Pending]]) -> None:
         del pages  # what is pending is read again each round: a batch changes it
@@ -87,6 +92,7 @@ class BatchExecutor(Outcomes):
                         self.stop_reason = self.stop_reason or "submitted"
                     return
                 await self._collect_all()
+                await self._wait_for_held()
                 if not self._pending() or self.stop_reason is not None or self.deadline_passed:
                     return  # past the deadline, the rest goes online (the runner sends it)
         except AuthError as exc:
@@ -161,6 +167,8 @@ class BatchExecutor(Outcomes):
                 else:  # never created: its requests are pending again
                     self.guard.release(sum((r for _, r in items.values()), Decimal(0)))
                     self.store.set_batch(batch["local_id"], state="abandoned")
+                    if self.claims is not None:
+                        self.claims.release(list(items))
             else:
                 self.progress.note(f"batch part {batch['part']}: re-attached ({batch['server_id']})")
 
@@ -188,11 +196,38 @@ class BatchExecutor(Outcomes):
             await self._send(part, items)
 
     async def _send(self, reserved: dict[str, Decimal], items: list[tuple[str, dict[str, Any]]]) -> None:
+        if self.claims is not None:  # only what this run claimed goes in the batch
+            claimed = await anyio.to_thread.run_sync(self.claims.claim, list(reserved))
+            mine = set(claimed.mine)
+            for key in [k for k in reserved if k not in mine]:
+                self.guard.release(reserved.pop(key))
+            self._held.update(claimed.waiting)
+            items = [(k, body) for k, body in items if k in mine]
+            if not items:
+                return
         local_id = uuid.uuid4().hex
         part = self.store.add_batch(local_id, self.run_id, self.backend.name, self.backend.endpoint, reserved)
         state = await self.client.submit(items, self._metadata(part))
         self.store.set_batch(local_id, server_id=state.id, state="submitted")
+        if self.claims is not None:  # held while the batch is open, whatever becomes of this process
+            await anyio.to_thread.run_sync(self.claims.hold, list(reserved), BATCH_HOLD_S)
         self.progress.note(f"batch part {part}: {len(items)} requests submitted ({state.id})")
+
+    async def _wait_for_held(self) -> None:
+        """Requests another run holds: wait until it answers them (copied in: no call) or lets them go (they are
+        pending again, for this run's next batch)."""
+        if self.claims is None or not self._held:
+            return
+        self.progress.note(f"{len(self._held)} requests are being answered by another run: waiting for them")
+        delay = self.cfg.poll_s
+        while self._held and not self.stopping:
+            claimed = await anyio.to_thread.run_sync(self.claims.claim, sorted(self._held))
+            self._held = set(claimed.waiting)
+            if claimed.mine:  # let go by the other run: this run sends them in its next batch
+                await anyio.to_thread.run_sync(self.claims.release, claimed.mine)
+            if self._held:
+                await anyio.sleep(delay)
+                delay = min(delay * 2, self.cfg.max_poll_s)
 
     async def _collect_all(self) -> None:
         for batch in self.store.batches(self.run_id, open_only=True):

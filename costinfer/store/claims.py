@@ -42,7 +42,9 @@ class ClaimStore(Protocol):
 
     def claim_keys(self, run_id: str, keys: list[str]) -> Claimed: ...
 
-    def release_claims(self) -> None: ...
+    def release_claims(self, keys: list[str] | None = None) -> None: ...
+
+    def hold_claims(self, keys: list[str], seconds: float) -> None: ...
 
 
 class SharedClaims:
@@ -55,6 +57,12 @@ class SharedClaims:
     def claim(self, keys: list[str]) -> Claimed:
         return self.store.claim_keys(self.run_id, keys)
 
-    def release(self) -> None:
-        """Let go of what this run claimed and did not answer (a stop, a failure): others may call it now."""
-        self.store.release_claims()
+    def release(self, keys: list[str] | None = None) -> None:
+        """Let go of what this run claimed and did not answer (a stop, a failure), or of these keys: others may call
+        it now. Keys in a provider batch (``hold``) stay held."""
+        self.store.release_claims(keys)
+
+    def hold(self, keys: list[str], seconds: float) -> None:
+        """Keep these claims for ``seconds`` whatever becomes of this process: requests in a provider batch, answered
+        when the batch ends (collected by this run's next command, on any machine)."""
+        self.store.hold_claims(keys, seconds)

@@ -126,7 +126,7 @@ class SharedStore(SharedParts, Store):
 
         def claims(cur: Any) -> None:
             cur.execute(
-                "UPDATE claims SET lease_until = now() + %s * interval '1 second' WHERE key IN "
+                "UPDATE claims SET lease_until = greatest(lease_until, now() + %s * interval '1 second') WHERE key IN "
                 "(SELECT key FROM claims WHERE owner = %s AND NOT done ORDER BY key FOR UPDATE)",
                 [lease, owner],
             )
@@ -277,12 +277,24 @@ class SharedStore(SharedParts, Store):
         found.waiting = [k for k in keys if k not in answered and k not in mine]
         return found
 
-    def release_claims(self) -> None:
+    def release_claims(self, keys: list[str] | None = None) -> None:
+        """Let go of this process's open claims (or of these keys'), except those held for a provider batch."""
+        only = "AND key = ANY(%s)" if keys is not None else ""
         self.pg.retrying(
             lambda cur: cur.execute(
                 "UPDATE claims SET lease_until = now() - interval '1 second' WHERE key IN "
-                "(SELECT key FROM claims WHERE owner = %s AND NOT done ORDER BY key FOR UPDATE)",
-                [self.owner],
+                f"(SELECT key FROM claims WHERE owner = %s AND NOT done {only} "
+                "AND lease_until < now() + 2 * %s * interval '1 second' ORDER BY key FOR UPDATE)",
+                [self.owner, *([keys] if keys is not None else []), self._lease],
+            )
+        )
+
+    def hold_claims(self, keys: list[str], seconds: float) -> None:
+        self.pg.retrying(
+            lambda cur: cur.execute(
+                "UPDATE claims SET lease_until = now() + %s * interval '1 second' WHERE key IN "
+                "(SELECT key FROM claims WHERE owner = %s AND key = ANY(%s) ORDER BY key FOR UPDATE)",
+                [seconds, self.owner, keys],
             )
         )
 

@@ -112,6 +112,6 @@ def share_outcomes(
     if failed:  # another run may try again
         cur.execute(
             "UPDATE claims SET lease_until = now() - interval '1 second' WHERE key IN "
-            "(SELECT key FROM claims WHERE key = ANY(%s) AND owner = %s ORDER BY key FOR UPDATE)",
-            [failed, owner],
+            "(SELECT key FROM claims WHERE key = ANY(%s) AND (owner = %s OR run_id = %s) ORDER BY key FOR UPDATE)",
+            [failed, owner, run_id],
         )

@@ -240,3 +240,25 @@ def test_a_wrong_connection_string_is_one_line_naming_the_store_without_its_pass
     assert len(lines) == 1 and "cannot connect to PostgreSQL" in lines[0], done.stderr
     assert "s3cret" not in done.stderr and "someone:***@127.0.0.1:1/nowhere" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_two_concurrent_batch_runs_pay_each_distinct_request_once(tmp_path: Path, pg_url: str) -> None:
+    """A batch's requests are claimed before it is submitted and held while it is open: a second run in batch mode
+    over overlapping data leaves them out of its own batches and waits for their answers."""
+    parts, log = datasets(tmp_path, n=2, rows=300, step=150), tmp_path / "sim.jsonl"
+    with simulator(log, "--batch-delay", "2") as url:
+        procs = [start_run(p, pg_url, url, "--mode", "batch", "--batch-poll", "0.2") for p in parts]
+        outcomes = [finish(p) for p in procs]
+    for code, _, err in outcomes:
+        assert code == 0, err
+    served = [json.loads(line) for line in log.read_text().splitlines()]
+    items = [e for e in served if e.get("kind") == "batch_item"]
+    digests = [e["digest"] for e in items if e.get("status") == 200]  # each batch item the simulator answered
+    assert len(set(digests)) == len(digests) == 450, (len(digests), len(set(digests)))
+    summaries = [s for _, s, _ in outcomes]
+    assert sum(s["calls"] for s in summaries) == 450
+    assert sum(s["cache_hits"] for s in summaries) == 150
+    for p in parts:
+        rows = results(p)
+        assert len(rows) == 300 and all(r["response"] for r in rows)
