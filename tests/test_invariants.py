@@ -3,8 +3,9 @@
 Hypothesis draws a dataset (exact duplicates, case and white-space variants, paraphrases from banking77, chains of
 reuse across tiers, rows naming their own model, tags, bad rows, different ``max_tokens``) and a combination of levers
 (the semantic tier and its threshold, routing with each policy, online/batch/auto mode, a fallback model, replicas,
-a budget with ``fail``/``partial`` and concurrency, faults and rate limits in the simulator, the store: the DuckDB file
-or a shared PostgreSQL database); it may kill the run with SIGKILL at a random point and rerun it. After every run it checks:
+a budget with ``fail``/``partial`` and concurrency, faults and rate limits in the simulator, the store: the DuckDB
+file or a shared PostgreSQL database); it may kill the run with SIGKILL at a random point and rerun it. After every
+run it checks:
 
 - rows in = result rows + rejects; every result row answered, or failed/not run with a reason and a non-zero exit;
 - every ``reused_from`` points at a row that has an answer, and it is that row's answer;

@@ -46,8 +46,8 @@ from costinfer.store.shared_parts import SharedParts
 from costinfer.store.shared_pool import SharedPool, pool_state, same_tx
 from costinfer.store.store import Store
 
-# what a reading command copies: the history (all but the bulky per-row tables, copied per run when asked)
-_HISTORY = ("runs", "calls", "run_sources", "batches", "batch_items", "budget_pools", "responses", "requests")
+# what a reading command copies: the history; a run's rows and the cache are copied when a command asks for them
+_HISTORY = ("runs", "calls", "run_sources", "batches", "batch_items", "budget_pools")
 _CHUNK = 5000
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -81,10 +82,36 @@ class SharedParts(Store):
         return int(n)
 
     def copy_run_rows(self, run_id: str) -> None:
-        """A reading command about one run (its report, its results): its rows, copied from the shared store."""
+        """A reading command about one run (its report, its results): its rows, and the requests and answers they
+        name, copied from the shared store."""
+        named = (
+            "key IN (SELECT key FROM run_keys WHERE run_id = %s "
+            "UNION SELECT answer_key FROM run_keys WHERE run_id = %s)"
+        )
         with self.pg.tx() as cur:
             for table in PER_RUN:
                 pull_into_duck(self.pg, self._con, table, "run_id = %s", [run_id], cur=cur)
+            for table in ("requests", "responses"):
+                pull_into_duck(self.pg, self._con, table, named, [run_id, run_id], cur=cur)
+
+    def cache_stats(self) -> dict[str, Any]:
+        """Counted in PostgreSQL: the cache is not copied for it."""
+        with self.pg.tx() as cur:
+            cur.execute(
+                "SELECT (SELECT count(*) FROM responses), (SELECT coalesce(sum(cost_usd), 0) FROM responses), "
+                "(SELECT count(*) FROM requests), (SELECT count(*) FROM embeddings), (SELECT count(*) FROM runs), "
+                "(SELECT min(created_at) FROM responses)::text, (SELECT max(created_at) FROM responses)::text"
+            )
+            row = cur.fetchone()
+        keys = ("answers", "paid_usd", "requests", "embeddings", "runs", "oldest", "newest")
+        return dict(zip(keys, row, strict=True))
+
+    def export_cache(self, path: Path, fmt: str = "json") -> int:
+        """The shared cache, copied here first."""
+        with self.pg.tx() as cur:
+            pull_into_duck(self.pg, self._con, "responses", cur=cur)
+            pull_into_duck(self.pg, self._con, "requests", "key IN (SELECT key FROM responses)", cur=cur)
+        return super().export_cache(path, fmt)
 
 
 __all__ = ["Any", "Decimal", "Iterator", "pa", "pull_into_duck", "push", "push_from_duck"]
