@@ -115,7 +115,15 @@ def _interrupted_then_resumed(tmp_path: Path, store: Path) -> None:
     data = write_jsonl(tmp_path / "slow.jsonl", [{"prompt": f"slow question {i}"} for i in range(80)])
     args = ["run", data, "--store", store, "-o", tmp_path / "slow.out.jsonl", "--sim-latency-ms", "60", "-c", "2"]
     proc = subprocess_cli(*args)
-    time.sleep(2.5)
+    # stopped once it is calling (its status, read from the live copy beside the store): at any machine's speed
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        runs = subprocess_cli("runs", "--json", "--store", store)
+        out, _ = runs.communicate(timeout=60)
+        if runs.returncode == 0 and any(r["status"] == "running" for r in json.loads(out)):
+            break
+        time.sleep(0.2)
+    time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
     assert proc.returncode == 130
