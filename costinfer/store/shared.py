@@ -19,6 +19,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from decimal import Decimal
 from pathlib import Path
@@ -399,17 +400,24 @@ class SharedStore(SharedParts, Store):
 
 
 class SharedWriter(Writer):
-    """The executor's writer on a shared store: each group of outcomes into PostgreSQL, then the private copy."""
+    """The executor's writer on a shared store: each group of outcomes into PostgreSQL and into the private copy at
+    once (each on a thread of its own: libpq and DuckDB both work outside the GIL); the group counts when both are
+    done."""
 
     def __init__(self, store: SharedStore, local: Writer) -> None:
         self._store = store
         self._local = local
+        self._beside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="costinfer-private-copy")
 
     def record(self, run_id: str, outcomes: list[Outcome]) -> None:
-        self._store.share_outcomes(run_id, outcomes)
-        self._local.record(run_id, outcomes)
+        local = self._beside.submit(self._local.record, run_id, outcomes)
+        try:
+            self._store.share_outcomes(run_id, outcomes)
+        finally:
+            local.result()
 
     def close(self) -> None:
+        self._beside.shutdown(wait=True)
         self._local.close()
 
 
