@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,10 +39,17 @@ def wait_for_log(path: Path, n: int, proc: object, timeout: float = 60) -> None:
         time.sleep(0.02)
 
 
-def durable_digests(store: Path, protocol: str = "openai") -> set[str]:
-    """Digests, as the simulator logs them, of the requests whose answers are durable in the store."""
+def durable_digests(store: Path | str, protocol: str = "openai") -> set[str]:
+    """Digests, as the simulator logs them, of the requests whose answers are durable in the store (a shared store
+    is copied into a DuckDB file to be read)."""
     from costinfer.backends.anthropic import to_messages_request
 
+    if isinstance(store, str):
+        from costinfer.store.copying import copy_store
+
+        copy = Path(tempfile.mkdtemp()) / "copy.duckdb"
+        copy_store(store, copy)
+        store = copy
     with duckdb.connect(str(store), read_only=True) as con:
         bodies = [
             json.loads(b)
@@ -52,28 +60,39 @@ def durable_digests(store: Path, protocol: str = "openai") -> set[str]:
     return {body_digest(b) for b in bodies}
 
 
-def args(data: Path, url: str, tmp_path: Path, protocol: str = "openai") -> list[object]:
+def args(
+    data: Path, url: str, tmp_path: Path, protocol: str = "openai", store: Path | str | None = None
+) -> list[object]:
     target, _ = provider_args(protocol, url)
     out = tmp_path / "out.jsonl"
-    return ["run", data, *target, "--store", tmp_path / "store.duckdb", "--output", out, "-c", CONCURRENCY, "--json"]
+    store = store or tmp_path / "store.duckdb"
+    return ["run", data, *target, "--store", store, "--output", out, "-c", CONCURRENCY, "--json"]
 
 
-@pytest.mark.parametrize(("kill_after", "protocol"), [(60, "openai"), (150, "openai"), (100, "anthropic")])
-def test_sigkill_then_rerun_pays_nothing_twice(tmp_path: Path, kill_after: int, protocol: str) -> None:
+@pytest.mark.parametrize(
+    ("kill_after", "protocol", "kind"),
+    [(60, "openai", "duckdb"), (150, "openai", "duckdb"), (100, "anthropic", "duckdb"), (100, "openai", "postgresql")],
+)
+def test_sigkill_then_rerun_pays_nothing_twice(
+    tmp_path: Path, kill_after: int, protocol: str, kind: str, request: pytest.FixtureRequest
+) -> None:
+    """On both stores: on the shared one, the rerun on the same machine sees that the killed process is gone and
+    resumes its run at once (its lease need not lapse first), taking over its claims."""
     log = tmp_path / "requests.jsonl"
     data = dataset(tmp_path)
+    store: Path | str = tmp_path / "store.duckdb" if kind == "duckdb" else str(request.getfixturevalue("pg_url"))
     env = provider_args(protocol, "x")[1]
     with running_in_thread(SimulatorConfig(latency_ms=15, jitter_ms=10, log_path=log)) as sim:
-        proc = subprocess_cli(*args(data, sim.url, tmp_path, protocol), env=env)
+        proc = subprocess_cli(*args(data, sim.url, tmp_path, protocol, store), env=env)
         wait_for_log(log, kill_after, proc)
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
         time.sleep(0.3)  # calls the server was still answering finish and are logged
         before = log_digests(log)
-        saved = durable_digests(tmp_path / "store.duckdb", protocol)
+        saved = durable_digests(store, protocol)
         assert 0 < len(saved) <= len(set(before))
 
-        rerun = subprocess_cli(*args(data, sim.url, tmp_path, protocol), env=env)
+        rerun = subprocess_cli(*args(data, sim.url, tmp_path, protocol, store), env=env)
         out, err = rerun.communicate(timeout=120)
         assert rerun.returncode == 0, err
         after = log_digests(log)[len(before) :]
@@ -85,7 +104,7 @@ def test_sigkill_then_rerun_pays_nothing_twice(tmp_path: Path, kill_after: int, 
     assert repeated == set(before) - saved
     assert len(repeated) <= 16 * CONCURRENCY  # in flight, plus a few commit groups (more on a loaded machine)
     # every distinct request was answered, and the output is complete
-    assert set(before) | set(after) == durable_digests(tmp_path / "store.duckdb", protocol)
+    assert set(before) | set(after) == durable_digests(store, protocol)
     assert len(set(before) | set(after)) == 360
     summary = json.loads(out)
     assert summary["resumed"] is True

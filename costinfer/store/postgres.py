@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS pool_holds (
     name text NOT NULL, owner text NOT NULL, run_id text NOT NULL, period_key text NOT NULL,
     amount numeric(38,12) NOT NULL, lease_until timestamptz NOT NULL, PRIMARY KEY (name, owner));
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS live_until timestamptz;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS live_owner text;
 """
 _LOCK = 7_318_263_501  # an advisory lock: one process at a time makes or upgrades the schema
 
@@ -138,7 +139,7 @@ class Postgres:
             have = {(str(t), str(c)) for t, c in cur.fetchall()}
             wanted = {(t, c) for t, cols in columns.items() for c, _ in cols}
             wanted |= {("claims", "key"), ("pool_spend", "lapsed_usd"), ("pool_holds", "lease_until")}
-            wanted.add(("runs", "live_until"))
+            wanted |= {("runs", "live_until"), ("runs", "live_owner")}
             if not wanted <= have:
                 return False
             cur.execute("SELECT max(version) FROM schema_migrations")

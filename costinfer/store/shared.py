@@ -14,7 +14,9 @@ questions: PostgreSQL's own concurrency lets it read while runs write.
 from __future__ import annotations
 
 import datetime
+import os
 import shutil
+import socket
 import tempfile
 import threading
 import uuid
@@ -50,6 +52,23 @@ from costinfer.store.store import Store
 # what a reading command copies: the history; a run's rows and the cache are copied when a command asks for them
 _HISTORY = ("runs", "calls", "run_sources", "batches", "batch_items", "budget_pools")
 _CHUNK = 5000
+LIVE_OWNER = f"{socket.gethostname()}:{os.getpid()}"  # who runs a run now: a rerun on this machine knows it died
+
+
+def _gone(owner: str | None) -> bool:
+    """A run's process on this machine that no longer exists (killed): its run may be resumed at once."""
+    if not owner or ":" not in owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 class SharedStore(SharedParts, Store):
@@ -152,23 +171,29 @@ class SharedStore(SharedParts, Store):
         push_from_duck(self.pg, self._con, "runs", "run_id = ?", [run_id], update=True, cur=cur)
         with self.pg.tx() if cur is None else same_tx(cur) as c:
             c.execute(
-                "UPDATE runs SET live_until = now() + %s * interval '1 second' WHERE run_id = %s",
-                [self._lease, run_id],
+                "UPDATE runs SET live_until = now() + %s * interval '1 second', live_owner = %s WHERE run_id = %s",
+                [self._lease, LIVE_OWNER, run_id],
             )
 
     def find_unfinished_run(self, fingerprint: str) -> dict[str, Any] | None:
-        """The latest unfinished run of this fingerprint that no live process runs; its record and what it paid are
-        copied here (its rows are read again: they lived in the process that ran it)."""
+        """The latest unfinished run of this fingerprint that no live process runs (its lease lapsed, or its process
+        on this machine is gone), taken in one transaction so that two commands never resume the same run; its
+        record and what it paid are copied here (its rows are read again: they lived in the process that ran it)."""
         with self.pg.tx() as cur:
             cur.execute(
-                "SELECT run_id FROM runs WHERE fingerprint = %s AND status IN ('planned', 'running', 'stopped') "
-                "AND (live_until IS NULL OR live_until < now()) ORDER BY started_at DESC LIMIT 1",
+                "SELECT run_id, live_until IS NULL OR live_until < now(), live_owner FROM runs "
+                "WHERE fingerprint = %s AND status IN ('planned', 'running', 'stopped') "
+                "ORDER BY started_at DESC FOR UPDATE SKIP LOCKED",
                 [fingerprint],
             )
-            row = cur.fetchone()
-            if row is None:
+            found = next((str(r[0]) for r in cur.fetchall() if r[1] or _gone(r[2])), None)
+            if found is None:
                 return None
-            run_id = str(row[0])
+            run_id = found
+            cur.execute(
+                "UPDATE runs SET live_until = now() + %s * interval '1 second', live_owner = %s WHERE run_id = %s",
+                [self._lease, LIVE_OWNER, run_id],
+            )
             pull_into_duck(self.pg, self._con, "runs", "run_id = %s", [run_id], cur=cur)
             pull_into_duck(self.pg, self._con, "calls", "run_id = %s", [run_id], cur=cur)
         self._con.execute("UPDATE runs SET ingested = false WHERE run_id = ?", [run_id])
@@ -198,6 +223,9 @@ class SharedStore(SharedParts, Store):
     def finish_ingest(self, run_id: str, id_field: str = "id") -> dict[str, int]:
         counts = super().finish_ingest(run_id, id_field)
         self.copy_in_answers(run_id)
+        # the run's requests, before anything is paid for them: an answer in the shared cache always has its request
+        # (what another machine's reuse tiers borrow, what `cache export` and `store copy` carry), even after a crash
+        push_from_duck(self.pg, self._con, "requests", "key IN (SELECT key FROM run_keys WHERE run_id = ?)", [run_id])
         self._sync_run(run_id)
         return counts
 
@@ -331,7 +359,7 @@ class SharedStore(SharedParts, Store):
         with self.pg.tx() as cur:
             for table in PER_RUN:
                 push_from_duck(self.pg, self._con, table, "run_id = ?", [run_id], replace_run=run_id, cur=cur)
-            # the requests this run paid the answers of: what other machines' normalized and semantic tiers borrow
+            # the requests lent by a fallback model (made while calling): the run's own went in with its rows
             push_from_duck(
                 self.pg, self._con, "requests", "key IN (SELECT key FROM responses WHERE run_id = ?)", [run_id], cur=cur
             )
