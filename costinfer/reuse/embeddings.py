@@ -11,6 +11,7 @@ what it had embedded.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -34,10 +35,9 @@ _LOADED: dict[str, Any] = {}  # model name -> loaded model: loading costs second
 
 def missing_dependency() -> str | None:
     """Why the semantic tier cannot run here, or None when it can."""
+    # found, not imported: importing sentence-transformers loads torch (seconds), which only encoding needs
     for module, extra in (("sentence_transformers", "sentence-transformers"), ("faiss", "faiss-cpu")):
-        try:
-            __import__(module)
-        except ImportError:
+        if importlib.util.find_spec(module) is None:
             return f"{extra} is not installed (pip install 'costinfer[semantic]')"
     return None
 
