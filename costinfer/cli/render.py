@@ -59,6 +59,11 @@ class PlainProgress:
                 f"calling: {done}/{self.total} calls, ${cost_usd:.4f} {spent}, {rate:.1f} calls/s{trouble}{left}",
                 markup=False,
             )
+        elif self.name == "embedding":
+            left = ""
+            if self.total and done < self.total and elapsed >= self.every_s:
+                left = f", ETA {(self.total - done) / max(rate, 1e-9):.0f}s"
+            self.console.print(f"embedding: {done}/{self.total} texts, {rate:.0f} texts/s{left}", markup=False)
         else:
             self.console.print(f"{self.name}: {done} rows", markup=False)
 

@@ -218,7 +218,7 @@ def resolve_reuse(
     elif (why := missing_dependency()) is not None:
         note = f"semantic tier off: {why}"
     else:
-        embedder = Embedder(store, reuse.embedding_model, ray.engine, ray.address)
+        embedder = Embedder(store, reuse.embedding_model, ray.engine, ray.address, progress)
         where = f" on Ray ({ray.address or 'local'})" if ray.engine == "ray" else ""
         progress.note(f"semantic tier: embedding with {embedder.model_name}{where}")
     stats = dedupe_resolve(store, run_id, embedder, reuse.threshold, opt_out)
