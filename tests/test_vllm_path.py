@@ -159,4 +159,7 @@ def test_a_run_remembers_the_servers_batch_and_the_next_run_starts_there(cli: Cl
         assert sim.peak_waiting <= 4  # started at the batch of 8 plus its queue of 4: no burst of 16
     with duckdb.connect(str(store), read_only=True) as con:
         batches = con.execute("SELECT server_batch FROM runs ORDER BY started_at").fetchall()
-    assert [float(b) for (b,) in batches] == [8.0, 8.0]
+    first, second = (float(b) for (b,) in batches)
+    assert first == 8.0  # the server's batch, seen running
+    # the second run starts at 8 (above); what it saw running at once depends on how fast this machine fed it
+    assert 4.0 <= second <= 8.0
