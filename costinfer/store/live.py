@@ -6,12 +6,17 @@ its history beside it (``store.duckdb.live``: runs, the ledger, sources, batches
 written every ``INTERVAL_S`` seconds into a temporary file renamed over the last one, and removed when the store is
 closed. A reading command that finds the store in use opens that copy instead when it is at most ``MAX_AGE_S``
 seconds old, and says so. A copy is written only when the ledger or the runs changed since the last one.
+
+A report needs one run's rows too, which are too many to copy every few seconds: the reader asks for them by leaving
+a file (``store.duckdb.live.want-RUN``); the holder sees it within ``TICK_S``, writes that run's rows and the requests
+and answers they name into ``store.duckdb.live.run-RUN``, and the reader takes them and removes the file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -24,12 +29,33 @@ from costinfer.store.base import sql_str
 INTERVAL_S = 2.0
 FIRST_COPY_S = 1.0  # a command that holds the store for less writes no copy
 MAX_AGE_S = 5.0
+TICK_S = 0.2  # how often the holder looks for a reader's request of a run's rows
+ROWS_WAIT_S = 30.0  # how long a reader waits for them
 # the history the reading commands ask about: the rest (rows, request bodies, answers) stays in the store
 TABLES = ("schema_migrations", "runs", "calls", "run_sources", "batches", "batch_items", "budget_pools")
+# one run's rows, and the requests and answers they name (its own, and those its rows borrow), written when asked
+RUN_TABLES = {
+    "items": "run_id = $run",
+    "rejects": "run_id = $run",
+    "run_keys": "run_id = $run",
+    "requests": "key IN (SELECT key FROM run_keys WHERE run_id = $run UNION SELECT answer_key FROM run_keys "
+    "WHERE run_id = $run)",
+    "responses": "key IN (SELECT key FROM run_keys WHERE run_id = $run UNION SELECT answer_key FROM run_keys "
+    "WHERE run_id = $run)",
+}
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def live_path(store: Path) -> Path:
     return store.with_name(store.name + ".live")
+
+
+def want_path(store: Path, run_id: str) -> Path:
+    return store.with_name(f"{store.name}.live.want-{run_id}")
+
+
+def rows_path(store: Path, run_id: str) -> Path:
+    return store.with_name(f"{store.name}.live.run-{run_id}")
 
 
 class LiveStatus:
@@ -37,6 +63,7 @@ class LiveStatus:
 
     def __init__(self, con: duckdb.DuckDBPyConnection, store: Path) -> None:
         self._con = con
+        self._store = store
         self.path = live_path(store)
         self._stop = threading.Event()
         self._seen: tuple[Any, ...] | None = None
@@ -44,9 +71,42 @@ class LiveStatus:
         self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(FIRST_COPY_S if self._seen is None else INTERVAL_S):
+        due = time.monotonic() + FIRST_COPY_S
+        while not self._stop.wait(TICK_S):
             with contextlib.suppress(duckdb.Error, OSError):
-                self.write()
+                self.answer_wants()
+                if time.monotonic() >= due:
+                    self.write()
+                    due = time.monotonic() + INTERVAL_S
+
+    def answer_wants(self) -> None:
+        """The rows of each run a reader asked for (a report), written beside the store."""
+        for want in self._store.parent.glob(f"{glob_escape(self._store.name)}.live.want-*"):
+            run_id = want.name.rpartition(".live.want-")[2]
+            if _RUN_ID.fullmatch(run_id):
+                self.write_run(run_id)
+            with contextlib.suppress(OSError):
+                want.unlink()
+
+    def write_run(self, run_id: str) -> None:
+        target = rows_path(self._store, run_id)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        cur = self._con.cursor()
+        try:
+            cur.execute(f"ATTACH {sql_str(str(tmp))} AS run_copy")
+            try:
+                for table, where in RUN_TABLES.items():
+                    cur.execute(
+                        f"CREATE TABLE run_copy.{table} AS SELECT * FROM main.{table} "
+                        f"WHERE {where.replace('$run', sql_str(run_id))}"
+                    )
+            finally:
+                cur.execute("DETACH run_copy")
+            os.replace(tmp, target)
+        finally:
+            cur.close()
 
     def write(self) -> None:
         cur = self._con.cursor()
@@ -87,6 +147,32 @@ class LiveStatus:
         self._thread.join(timeout=10)
         with contextlib.suppress(OSError):
             self.path.unlink()
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def ask_for_run(store: Path, run_id: str, wait_s: float = ROWS_WAIT_S) -> Path | None:
+    """Ask the process holding the store for one run's rows; the file they were written to, or None when it did not
+    answer within ``wait_s`` (the caller removes the file once read)."""
+    if not _RUN_ID.fullmatch(run_id):
+        return None
+    target = rows_path(store, run_id)
+    with contextlib.suppress(OSError):
+        target.unlink()  # an answer to an earlier reader: ask for today's rows
+    want = want_path(store, run_id)
+    want.write_text(f"{os.getpid()}\n")
+    deadline = time.monotonic() + wait_s
+    try:
+        while time.monotonic() < deadline:
+            if target.exists():
+                return target
+            time.sleep(0.05)
+        return None
+    finally:
+        with contextlib.suppress(OSError):
+            want.unlink()
 
 
 def fresh_copy(store: Path, wait_s: float = 0.0) -> tuple[Path, float] | None:

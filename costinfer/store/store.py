@@ -25,7 +25,7 @@ from costinfer.store.cache import CachePart
 from costinfer.store.dataset import IngestPart, RunsPart
 from costinfer.store.gpu_time import GpuPart
 from costinfer.store.history import HistoryPart
-from costinfer.store.live import FIRST_COPY_S, MAX_AGE_S, LiveStatus, fresh_copy
+from costinfer.store.live import FIRST_COPY_S, MAX_AGE_S, RUN_TABLES, LiveStatus, ask_for_run, fresh_copy
 from costinfer.store.live import TABLES as LIVE_TABLES
 from costinfer.store.outcomes import OutcomesPart
 from costinfer.store.planning import PlanningPart
@@ -187,7 +187,8 @@ class Store(
 
 class LiveStore(Store):
     """A store another process holds, read from the live copy it keeps beside it: its history (runs, the ledger,
-    sources, batches, pools) as of a few seconds ago, in memory. The runs' rows are not in the copy."""
+    sources, batches, pools) as of a few seconds ago, in memory. A run's rows (for its report) are asked of the
+    holder when needed."""
 
     live_stats: dict[str, Any]
 
@@ -218,7 +219,20 @@ class LiveStore(Store):
         return {k: s[k] for k in keys}
 
     def copy_run_rows(self, run_id: str) -> None:
-        raise StoreBusyError(
-            f"{self.path}: the store is in use by a run, and a report needs the run's rows, which only the store "
-            f"holds; rebuild it when the run ends (`costinfer report {run_id[:12]}`), or pass --store-wait SECONDS"
-        )
+        copy = ask_for_run(self.path, run_id)
+        if copy is None:
+            raise StoreBusyError(
+                f"{self.path}: the store is in use by a run that did not hand over run {run_id[:12]}'s rows within "
+                f"30 s; rebuild the report when it ends (`costinfer report {run_id[:12]}`), or pass --store-wait "
+                "SECONDS"
+            )
+        con = self._con
+        try:
+            con.execute(f"ATTACH {sql_str(str(copy))} AS run_copy (READ_ONLY)")
+            try:
+                for table in RUN_TABLES:
+                    con.execute(f"INSERT INTO main.{table} BY NAME SELECT * FROM run_copy.{table}")
+            finally:
+                con.execute("DETACH run_copy")
+        finally:
+            copy.unlink(missing_ok=True)

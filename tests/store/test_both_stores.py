@@ -79,7 +79,8 @@ def test_a_budget_pool_stops_its_runs_at_its_limit_and_stays_spent(
 @pytest.mark.slow
 def test_the_reading_commands_answer_while_a_run_holds_the_store(tmp_path: Path, any_store: str) -> None:
     """On PostgreSQL by its own concurrency; on the DuckDB file from the live copy the running process keeps beside
-    it (at most 5 s old, and the answer says so). Never exit 6 for runs, analyze, cache stats or budget show."""
+    it (at most 5 s old, and the answer says so), and a report from the run's rows the holder hands over when asked.
+    Never exit 6 for runs, analyze, report or cache stats."""
     rows = [{"id": f"r{i}", "prompt": f"Question {i}: name a colour"} for i in range(400)]
     data = write_jsonl(tmp_path / "data.jsonl", rows)
     with running_in_thread(SimulatorConfig(latency_ms=150)) as server:
@@ -106,6 +107,13 @@ def test_the_reading_commands_answer_while_a_run_holds_the_store(tmp_path: Path,
                 out, err = reader.communicate(timeout=60)
                 assert reader.returncode == 0, err
                 json.loads(out)
+            # the running run's report, from its rows so far
+            reader = subprocess_cli("report", str(running[0]["run_id"]), "--store", any_store)
+            out, err = reader.communicate(timeout=90)
+            assert reader.returncode == 0, err
+            report = json.loads((tmp_path / "out.report.json").read_text())
+            assert report["run_id"] == running[0]["run_id"]
+            assert not list(tmp_path.glob("*.live.*")), "the rows handed over for the report are removed"
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=60)
