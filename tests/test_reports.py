@@ -112,7 +112,7 @@ def test_the_html_report_renders_every_chart_offline_in_chromium(cli: Cli, tmp_p
 
 def _interrupted_then_resumed(tmp_path: Path, store: Path) -> None:
     """A run stopped by SIGTERM part way, then the same command again: one run, two invocations."""
-    data = write_jsonl(tmp_path / "slow.jsonl", [{"prompt": f"slow question {i}"} for i in range(80)])
+    data = write_jsonl(tmp_path / "slow.jsonl", [{"prompt": f"slow question {i}"} for i in range(300)])
     args = ["run", data, "--store", store, "-o", tmp_path / "slow.out.jsonl", "--sim-latency-ms", "60", "-c", "2"]
     proc = subprocess_cli(*args)
     # stopped once it is calling (its status, read from the live copy beside the store): at any machine's speed
