@@ -9,7 +9,7 @@ import typer
 
 from costinfer.cli import options
 from costinfer.cli.app import app, err_console, handled, out_console
-from costinfer.cli.render import plan_table
+from costinfer.cli.render import make_progress, plan_table, stop_progress
 from costinfer.errors import ExitCode
 from costinfer.pipeline.build import run_spec
 from costinfer.pipeline.run import plan as make_plan
@@ -31,7 +31,11 @@ def plan_command(**params: Any) -> None:
     """
     json_out = bool(params["json_out"])
     with handled():
-        prepared = make_plan(run_spec(**params))
+        progress = make_progress(err_console, json_out)  # reading and embedding can take a while: shown on stderr
+        try:
+            prepared = make_plan(run_spec(**params), progress)
+        finally:
+            stop_progress(progress)
         data = prepared.plan.as_dict()
         if json_out:
             typer.echo(orjson.dumps(data).decode())

@@ -78,22 +78,20 @@ class EmbedWorker:
 
     def __init__(self, source: str, device: str, threads: int) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import torch
-        from sentence_transformers import SentenceTransformer
+        from costinfer.reuse.encoders import load_encoder
 
-        torch.set_num_threads(max(1, threads))
-        self.model = SentenceTransformer(source, device=device)
+        # the local engine's encoder (OpenVINO on a CPU where installed): the same vectors whichever engine embeds
+        self.model = load_encoder(source, threads=max(1, threads))
         self.pid = os.getpid()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         start = time.perf_counter()
-        vectors = self.model.encode(
-            batch.column("text").to_pylist(),
-            batch_size=64,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        ).astype(np.float32, copy=False)
+        texts = batch.column("text").to_pylist()
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # as the local engine batches them
+        encoded = self.model.encode([texts[i] for i in order])
+        vectors = np.empty_like(encoded)
+        vectors[order] = encoded
+        vectors = vectors.astype(np.float32, copy=False)
         seconds = time.perf_counter() - start
         dim = vectors.shape[1]
         n = batch.num_rows

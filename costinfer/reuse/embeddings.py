@@ -15,7 +15,7 @@ import importlib.util
 import os
 from collections.abc import Iterator
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +23,9 @@ import pyarrow as pa
 from costinfer.errors import ConfigError
 from costinfer.progress import NullProgress, ProgressSink
 from costinfer.store.faces import Embeddings
+
+if TYPE_CHECKING:
+    from costinfer.reuse.encoders import Encoder
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 BATCH = 64
@@ -84,35 +87,37 @@ class Embedder:
         elif engine != "local":
             raise ConfigError(f"--engine must be local or ray, got {engine!r}")
 
-    def _load(self) -> Any:
+    def _load(self) -> Encoder:
+        """The encoder (``encoders.py``: OpenVINO where installed, torch otherwise), loaded once per process."""
         if self._model is None and self.model_name in _LOADED:
             self._model = _LOADED[self.model_name]
         if self._model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-            _quiet_libraries()  # their "Loading weights" bar and warnings are not costinfer's output (-q, --json)
-            from sentence_transformers import SentenceTransformer
+            from costinfer.reuse.encoders import load_encoder
 
             source = model_source(self.model_name)
             try:
-                self._model = _LOADED[self.model_name] = SentenceTransformer(source, device=_device())
+                self._model = _LOADED[self.model_name] = load_encoder(source, self.progress.note)
+            except ConfigError:
+                raise
             except Exception as exc:  # a missing path or a name that cannot be fetched offline
                 raise ConfigError(f"cannot load the embedding model '{self.model_name}': {exc}") from exc
-        return self._model
+        return self._model  # type: ignore[no-any-return]
+
+    @property
+    def encoder_name(self) -> str:
+        """torch, openvino or openvino-int8: what computed this process's vectors."""
+        return str(self._load().name)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Unit-length embeddings of ``texts`` computed now, batched by length (no store involved)."""
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        model = self._load()
-        vectors = model.encode(
-            [texts[i] for i in order],
-            batch_size=GPU_BATCH if str(getattr(model, "device", "cpu")).startswith("cuda") else BATCH,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        encoder = self._load()
+        on_gpu = str(getattr(encoder, "device", "cpu")).startswith("cuda")
+        vectors = encoder.encode([texts[i] for i in order], batch=GPU_BATCH if on_gpu else BATCH)  # type: ignore[call-arg]
         out: np.ndarray = np.empty_like(vectors)
         out[order] = vectors
         return out.astype(np.float32, copy=False)
@@ -183,23 +188,3 @@ class Embedder:
             }
         )
         self.store.add_embeddings(table)
-
-
-def _quiet_libraries() -> None:
-    """No progress bar or advisory warning from transformers while the model loads."""
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:
-        return
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-
-
-def _device() -> str:
-    """The local engine's device: the GPU when torch sees one."""
-    try:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:
-        return "cpu"

@@ -1,0 +1,348 @@
+"""The encoders behind the semantic tier: the same sentence-transformers model, run by the fastest runtime installed
+that agrees with it.
+
+Measured on this project's 2-core CPU (``benchmarks/encoders.py``: banking77's 13,083 utterances, against
+sentence-transformers on torch in the same invocation): OpenVINO fp32 2.2-2.4x with the same vectors (lowest cosine
+0.9999 on banking77, STS-B and MRPC; no reuse decision differs on the STS-B and MRPC pairs); OpenVINO int8 (NNCF
+post-training quantization, the feed-forward output layers kept in fp32) 2.9-3.2x, but its lowest cosine on STS-B
+sentences is 0.959 (19 of 2,552 below 0.99), so it is not the default; ONNX Runtime fp32 1.2-1.5x; ONNX Runtime
+dynamic int8 2.6x with a lowest cosine of 0.978.
+
+``COSTINFER_ENCODER`` chooses: ``auto`` (the default: OpenVINO fp32 where openvino is installed, else torch),
+``openvino``, ``openvino-int8`` (faster, approximate: where it passed its agreement check, else fp32), ``torch``. A
+GPU always gets torch.
+
+The OpenVINO model is made once per model, from the weights already on disk (never downloaded), into a folder beside
+the model when it is writable (else under ``~/.cache/costinfer/encoders``): the fp32 model converted from torch, and,
+when asked for, the int8 model quantized on packaged calibration texts and kept only if every one of the packaged check
+texts has a cosine of at least ``AGREEMENT_MIN`` to torch's vector (``agreement.json`` records the figures).
+Concurrent processes wait for one another on a lock file instead of converting twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from costinfer.errors import ConfigError
+
+ENV = "COSTINFER_ENCODER"
+RUNTIMES = ("auto", "openvino-int8", "openvino", "torch")
+AGREEMENT_MIN = 0.99  # the lowest cosine to torch's vector the int8 model may have on any check text
+EXPORT_VERSION = "1"  # bump when the export changes: a new folder is made beside the old
+BATCH = 64  # texts per inference: 8, 16 and 128 were no faster on 2 cores
+# the layers whose inputs (GELU outputs, with outliers) lose most in int8: kept in fp32 (lowest cosine 0.984 -> 0.992)
+_KEEP_FP32 = [r".*encoder\.layer\.\d+\.output\.dense/.*"]
+_CALIBRATION = Path(__file__).with_name("calibration_texts.txt")
+
+
+class Encoder(Protocol):
+    name: str  # what the run's notes and the benchmark call it: torch, openvino, openvino-int8
+
+    def encode(self, texts: list[str]) -> np.ndarray: ...  # unit vectors, in the order given
+
+
+def runtime_choice() -> str:
+    value = os.environ.get(ENV, "auto").strip().lower() or "auto"
+    if value not in RUNTIMES:
+        raise ConfigError(f"{ENV}={value!r}: give one of {', '.join(RUNTIMES)}")
+    return value
+
+
+def gpu_present() -> bool:
+    """A GPU torch could use, told without importing torch (seconds) on a machine that has none."""
+    if not any(Path("/dev").glob("nvidia[0-9]*")):
+        return False
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+def load_encoder(source: str, note: Callable[[str], None] | None = None, threads: int | None = None) -> Encoder:
+    """The encoder for the model at ``source`` (a folder or a sentence-transformers name); ``note`` hears of a
+    one-time conversion before it starts; ``threads`` bounds the CPU threads (a Ray worker's share)."""
+    choice = runtime_choice()
+    if choice != "torch" and not gpu_present() and _convertible(source):
+        if importlib.util.find_spec("openvino") is not None:
+            return OpenVinoEncoder.prepare(Path(source), int8=choice == "openvino-int8", note=note, threads=threads)
+        if choice != "auto":
+            raise ConfigError(f"{ENV}={choice}: openvino is not installed (pip install 'costinfer[semantic]')")
+    return TorchEncoder(source, threads)
+
+
+def _convertible(source: str) -> bool:
+    """A local sentence-transformers folder of the shape the OpenVINO encoder reproduces: a transformer, mean
+    pooling, normalization, a fast tokenizer."""
+    folder = Path(source)
+    try:
+        modules = [m["type"].rsplit(".", 1)[-1] for m in json.loads((folder / "modules.json").read_text())]
+        pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    others = ("pooling_mode_cls_token", "pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens")
+    mean_only = pooling.get("pooling_mode_mean_tokens") and not any(pooling.get(k) for k in others)
+    shape = modules == ["Transformer", "Pooling", "Normalize"]
+    return shape and bool(mean_only) and (folder / "tokenizer.json").exists()
+
+
+class TorchEncoder:
+    """sentence-transformers on torch: the reference, and the only encoder on a GPU."""
+
+    name = "torch"
+
+    def __init__(self, source: str, threads: int | None = None) -> None:
+        quiet_libraries()  # their "Loading weights" bar and warnings are not costinfer's output (-q, --json)
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        if threads:
+            torch.set_num_threads(max(1, threads))
+        self.device = "cuda" if gpu_present() else "cpu"
+        self.model = SentenceTransformer(source, device=self.device)
+
+    def encode(self, texts: list[str], batch: int = BATCH) -> np.ndarray:
+        vectors = self.model.encode(
+            texts, batch_size=batch, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+class OpenVinoEncoder:
+    """The model converted to OpenVINO (fp32, or int8 where it agrees with torch), fed by the model's own fast
+    tokenizer; two inference requests in flight, so that tokenizing one batch overlaps running the other."""
+
+    def __init__(self, folder: Path, model_xml: Path, name: str, threads: int | None = None) -> None:
+        import openvino as ov
+        from tokenizers import Tokenizer
+
+        self.name = name
+        config = (
+            json.loads((folder / "sentence_bert_config.json").read_text())
+            if (folder / "sentence_bert_config.json").exists()
+            else {}
+        )
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.enable_truncation(int(config.get("max_seq_length") or 256))
+        self.tokenizer.enable_padding()
+        core = ov.Core()
+        runtime: dict[str, Any] = {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": 2}
+        if threads:
+            runtime["INFERENCE_NUM_THREADS"] = max(1, threads)
+        self.compiled = core.compile_model(core.read_model(str(model_xml)), "CPU", runtime)
+        self._ov = ov
+
+    @classmethod
+    def prepare(
+        cls, folder: Path, int8: bool, note: Callable[[str], None] | None = None, threads: int | None = None
+    ) -> OpenVinoEncoder:
+        with _export_lock(folder) as target:
+            fp32 = target / "fp32.xml"
+            agreement = target / "agreement.json"
+            int8 = int8 and importlib.util.find_spec("nncf") is not None
+            if note is not None and (not fp32.exists() or (int8 and not agreement.exists())):
+                note(f"converting the embedding model for OpenVINO, once (seconds; int8 about 20 s), into {target}")
+            if not fp32.exists():
+                with _quiet():
+                    _convert(folder, fp32)
+            if int8:
+                if not agreement.exists():
+                    with _quiet():
+                        _quantize(folder, fp32, target / "int8.xml", agreement)
+                if json.loads(agreement.read_text()).get("accepted"):
+                    return cls(folder, target / "int8.xml", "openvino-int8", threads)
+        return cls(folder, fp32, "openvino", threads)
+
+    def _feeds(self, texts: list[str]) -> dict[str, np.ndarray]:
+        encoded = self.tokenizer.encode_batch(texts)
+        return {
+            "input_ids": np.array([e.ids for e in encoded], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
+        }
+
+    def encode(self, texts: list[str], batch: int = BATCH) -> np.ndarray:
+        out = np.zeros((len(texts), 0), dtype=np.float32)
+        if not texts:
+            return out
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # batches of like lengths pad least
+        results: dict[int, np.ndarray] = {}
+
+        def done(request: Any, given: tuple[int, np.ndarray]) -> None:
+            start, mask = given
+            results[start] = _mean_pooled(request.get_output_tensor(0).data, mask)
+
+        queue = self._ov.AsyncInferQueue(self.compiled, 2)
+        queue.set_callback(done)
+        for start in range(0, len(order), batch):
+            feeds = self._feeds([texts[i] for i in order[start : start + batch]])
+            queue.start_async(feeds, (start, feeds["attention_mask"]))
+        queue.wait_all()
+        vectors = np.concatenate([results[s] for s in sorted(results)])
+        out = np.empty_like(vectors)
+        out[order] = vectors
+        return out
+
+
+def _mean_pooled(tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    weights = mask[..., None].astype(np.float32)
+    summed = (tokens * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+    unit: np.ndarray = summed / np.clip(np.linalg.norm(summed, axis=1, keepdims=True), 1e-12, None)
+    return unit.astype(np.float32, copy=False)
+
+
+# --- the one-time export
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """NNCF's and the converter's logs and progress bars are not costinfer's output (-q, --json)."""
+    import logging
+    import warnings
+
+    nncf_log = logging.getLogger("nncf")
+    level = nncf_log.level
+    nncf_log.setLevel(logging.ERROR)
+    with (
+        open(os.devnull, "w") as sink,
+        contextlib.redirect_stdout(sink),
+        contextlib.redirect_stderr(sink),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        finally:
+            nncf_log.setLevel(level)
+
+
+def export_dir(folder: Path) -> Path:
+    """Beside the model when its folder is writable, else in the user's cache (named for the model's weights)."""
+    beside = folder / f"openvino-costinfer-{EXPORT_VERSION}"
+    if os.access(folder, os.W_OK) or beside.exists():
+        return beside
+    weights = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin"))
+    stamp = hashlib.sha256(
+        "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in weights).encode()
+    ).hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "costinfer" / "encoders" / f"{folder.name}-{stamp}-{EXPORT_VERSION}"
+
+
+@contextlib.contextmanager
+def _export_lock(folder: Path) -> Iterator[Path]:
+    target = export_dir(folder)
+    target.mkdir(parents=True, exist_ok=True)
+    with (target / ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process converting waits here, then finds the files made
+        try:
+            yield target
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _torch_model(folder: Path) -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(folder), device="cpu")
+
+
+def _convert(folder: Path, target: Path) -> None:
+    """torch -> OpenVINO, written into a temporary folder and moved into place (a kill leaves no half model)."""
+    import openvino as ov
+    import torch
+
+    transformer = _torch_model(folder)[0].auto_model.eval()
+
+    class TokenStates(torch.nn.Module):
+        def __init__(self, model: Any) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            return self.model(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=torch.zeros_like(input_ids)
+            ).last_hidden_state
+
+    example = torch.ones(2, 8, dtype=torch.long)
+    with torch.no_grad():
+        model = ov.convert_model(
+            TokenStates(transformer),
+            example_input={"input_ids": example, "attention_mask": example},
+            input=[("input_ids", [-1, -1], ov.Type.i64), ("attention_mask", [-1, -1], ov.Type.i64)],
+        )
+    _save(model, target)
+
+
+def _save(model: Any, target: Path) -> None:
+    import openvino as ov
+
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        ov.save_model(model, str(Path(tmp) / target.name), compress_to_fp16=False)
+        os.replace(Path(tmp) / target.with_suffix(".bin").name, target.with_suffix(".bin"))
+        os.replace(Path(tmp) / target.name, target)
+
+
+def calibration_texts() -> tuple[list[str], list[str]]:
+    """The packaged texts: every other one calibrates the int8 model, the rest check it."""
+    texts = [line for line in _CALIBRATION.read_text(encoding="utf-8").splitlines() if line and line[0] != "#"]
+    texts = [t.replace("\\n", "\n") for t in texts]
+    return texts[0::2], texts[1::2]
+
+
+def _quantize(folder: Path, fp32: Path, target: Path, agreement: Path) -> None:
+    """NNCF post-training int8 quantization, calibrated on packaged texts; kept only if it agrees with torch."""
+    import nncf
+    import openvino as ov
+
+    started = time.perf_counter()
+    calibrate, check = calibration_texts()
+    fp32_encoder = OpenVinoEncoder(folder, fp32, "openvino")
+    batches = [fp32_encoder._feeds(calibrate[i : i + 16]) for i in range(0, len(calibrate), 16)]
+    quantized = nncf.quantize(
+        ov.Core().read_model(str(fp32)),
+        nncf.Dataset(batches),
+        model_type=nncf.ModelType.TRANSFORMER,
+        subset_size=len(batches),
+        ignored_scope=nncf.IgnoredScope(patterns=_KEEP_FP32, validate=False),
+    )
+    _save(quantized, target)
+    reference = TorchEncoder(str(folder)).encode(check)
+    cosines = (OpenVinoEncoder(folder, target, "openvino-int8").encode(check) * reference).sum(axis=1)
+    figures = {
+        "accepted": bool(cosines.min() >= AGREEMENT_MIN),
+        "min_cosine": round(float(cosines.min()), 5),
+        "mean_cosine": round(float(cosines.mean()), 5),
+        "check_texts": len(check),
+        "agreement_min": AGREEMENT_MIN,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    if not figures["accepted"]:
+        for suffix in (".xml", ".bin"):
+            target.with_suffix(suffix).unlink(missing_ok=True)
+    tmp = agreement.with_name(agreement.name + ".tmp")
+    tmp.write_text(json.dumps(figures, indent=2) + "\n")
+    os.replace(tmp, agreement)
+
+
+def quiet_libraries() -> None:
+    """No progress bar or advisory warning from transformers while the model loads."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
