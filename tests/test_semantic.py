@@ -258,3 +258,26 @@ def test_a_semantic_audit_samples_reuses_for_a_person_and_calibrate_reads_it_bac
     labelled = cli("cache", "calibrate", audit, "--store", tmp_path / "s.duckdb", "--json")
     assert labelled.exit_code == 0, labelled.output
     assert json.loads(labelled.stdout)["pairs"] == 2
+
+
+@needs_embeddings
+def test_a_run_that_stops_on_a_bad_row_embeds_nothing(cli: Cli, sim: Simulator, tmp_path: Path) -> None:
+    """The run stops on its bad rows before the semantic tier loads a model or embeds a text (issue 25)."""
+    import duckdb
+
+    from costinfer.errors import ExitCode
+
+    rows: list[dict[str, object]] = [{"id": f"r{i}", "prompt": f"Where is my card number {i}?"} for i in range(20)]
+    data = write_jsonl(tmp_path / "d.jsonl", [*rows, {"id": "bad", "prompt": 5}])
+    store = tmp_path / "s.duckdb"
+    result = cli("run", data, "--base-url", sim.url, "--store", store, "--semantic", "-o", tmp_path / "o.jsonl")
+    assert result.exit_code == ExitCode.BAD_INPUT and "line 21" in result.stderr
+    assert "embedding" not in result.stderr
+    with duckdb.connect(str(store), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM embeddings").fetchone() == (0,)
+    # skipping the bad row, the same data goes through the tier
+    skipped = cli(*["run", data, "--base-url", sim.url, "--store", store, "--semantic", "-o", tmp_path / "o.jsonl"],
+                  "--on-bad-row", "skip")  # fmt: skip
+    assert skipped.exit_code == 0, skipped.stderr
+    with duckdb.connect(str(store), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM embeddings").fetchone() == (20,)

@@ -86,9 +86,11 @@ def prepare(
         clock.mark("read")
         counts = store.finish_ingest(run_id, spec.input.id_field)
         store.set_tags(run_id, list(spec.input.tag_by), dict(spec.input.tags))
-        reuse = resolve_reuse(spec.reuse, spec.ray, store, run_id, progress, ingest.semantic_opt_out)
-        if spec.routing.routed:
-            _route(spec, setup, store, run_id, provider, endpoint, ingest)
+        # a run that stops on its bad rows (below) stops before the semantic tier loads a model and routing prices
+        if not (counts["rejects"] and spec.input.on_bad_row == "fail" and not planning):
+            reuse = resolve_reuse(spec.reuse, spec.ray, store, run_id, progress, ingest.semantic_opt_out)
+            if spec.routing.routed:
+                _route(spec, setup, store, run_id, provider, endpoint, ingest)
         store.set_run(run_id, notes=ingest.notes(), semantic_note=reuse.semantic_note)
     else:
         row = store.run(run_id) or {}
