@@ -143,7 +143,6 @@ class OpenVinoEncoder:
         if threads:
             runtime["INFERENCE_NUM_THREADS"] = max(1, threads)
         self.compiled = core.compile_model(core.read_model(str(model_xml)), "CPU", runtime)
-        self._ov = ov
 
     @classmethod
     def prepare(
@@ -179,17 +178,27 @@ class OpenVinoEncoder:
             return out
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # batches of like lengths pad least
         results: dict[int, np.ndarray] = {}
+        # two requests in turn, no Python callback: OpenVINO's threads never wait for the GIL (a callback did, and a
+        # compiled model dropped while one was pending deadlocked its destructor)
+        requests = [self.compiled.create_infer_request() for _ in range(2)]
+        pending: list[tuple[Any, int, np.ndarray] | None] = [None, None]
 
-        def done(request: Any, given: tuple[int, np.ndarray]) -> None:
-            start, mask = given
-            results[start] = _mean_pooled(request.get_output_tensor(0).data, mask)
+        def collect(slot: int) -> None:
+            entry = pending[slot]
+            if entry is not None:
+                request, start, mask = entry
+                request.wait()
+                results[start] = _mean_pooled(request.get_output_tensor(0).data, mask)
+                pending[slot] = None
 
-        queue = self._ov.AsyncInferQueue(self.compiled, 2)
-        queue.set_callback(done)
-        for start in range(0, len(order), batch):
-            feeds = self._feeds([texts[i] for i in order[start : start + batch]])
-            queue.start_async(feeds, (start, feeds["attention_mask"]))
-        queue.wait_all()
+        for n, start in enumerate(range(0, len(order), batch)):
+            slot = n % 2
+            feeds = self._feeds([texts[i] for i in order[start : start + batch]])  # while the other slot runs
+            collect(slot)
+            requests[slot].start_async(feeds)
+            pending[slot] = (requests[slot], start, feeds["attention_mask"])
+        for slot in (0, 1):
+            collect(slot)
         vectors = np.concatenate([results[s] for s in sorted(results)])
         out = np.empty_like(vectors)
         out[order] = vectors
