@@ -117,7 +117,7 @@ class Embedder:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         encoder = self._load()
         on_gpu = str(getattr(encoder, "device", "cpu")).startswith("cuda")
-        vectors = encoder.encode([texts[i] for i in order], batch=GPU_BATCH if on_gpu else BATCH)  # type: ignore[call-arg]
+        vectors = encoder.encode([texts[i] for i in order], batch=GPU_BATCH if on_gpu else BATCH)
         out: np.ndarray = np.empty_like(vectors)
         out[order] = vectors
         return out.astype(np.float32, copy=False)

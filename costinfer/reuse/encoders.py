@@ -50,7 +50,7 @@ _CALIBRATION = Path(__file__).with_name("calibration_texts.txt")
 class Encoder(Protocol):
     name: str  # what the run's notes and the benchmark call it: torch, openvino, openvino-int8
 
-    def encode(self, texts: list[str]) -> np.ndarray: ...  # unit vectors, in the order given
+    def encode(self, texts: list[str], batch: int = BATCH) -> np.ndarray: ...  # unit vectors, in the order given
 
 
 def runtime_choice() -> str:
