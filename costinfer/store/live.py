@@ -15,6 +15,7 @@ and answers they name into ``store.duckdb.live.run-RUN``, and the reader takes t
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import re
 import threading
@@ -81,7 +82,7 @@ class LiveStatus:
 
     def answer_wants(self) -> None:
         """The rows of each run a reader asked for (a report), written beside the store."""
-        for want in self._store.parent.glob(f"{glob_escape(self._store.name)}.live.want-*"):
+        for want in self._store.parent.glob(f"{glob.escape(self._store.name)}.live.want-*"):
             run_id = want.name.rpartition(".live.want-")[2]
             if _RUN_ID.fullmatch(run_id):
                 self.write_run(run_id)
@@ -147,10 +148,6 @@ class LiveStatus:
         self._thread.join(timeout=10)
         with contextlib.suppress(OSError):
             self.path.unlink()
-
-
-def glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
 
 
 def ask_for_run(store: Path, run_id: str, wait_s: float = ROWS_WAIT_S) -> Path | None:
