@@ -80,8 +80,9 @@ class EmbedWorker:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from costinfer.reuse.encoders import load_encoder
 
-        # the local engine's encoder (OpenVINO on a CPU where installed): the same vectors whichever engine embeds
-        self.model = load_encoder(source, threads=max(1, threads))
+        # the local engine's encoder (OpenVINO on a CPU where installed): the same vectors whichever engine embeds;
+        # on the device Ray gave this worker (a CPU worker on a machine with a GPU stays on its CPU)
+        self.model = load_encoder(source, threads=max(1, threads), device=device)
         self.pid = os.getpid()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -89,9 +90,8 @@ class EmbedWorker:
         texts = batch.column("text").to_pylist()
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # as the local engine batches them
         encoded = self.model.encode([texts[i] for i in order])
-        vectors = np.empty_like(encoded)
+        vectors = np.empty_like(encoded, dtype=np.float32)
         vectors[order] = encoded
-        vectors = vectors.astype(np.float32, copy=False)
         seconds = time.perf_counter() - start
         dim = vectors.shape[1]
         n = batch.num_rows

@@ -72,16 +72,20 @@ def gpu_present() -> bool:
         return False
 
 
-def load_encoder(source: str, note: Callable[[str], None] | None = None, threads: int | None = None) -> Encoder:
+def load_encoder(
+    source: str, note: Callable[[str], None] | None = None, threads: int | None = None, device: str | None = None
+) -> Encoder:
     """The encoder for the model at ``source`` (a folder or a sentence-transformers name); ``note`` hears of a
-    one-time conversion before it starts; ``threads`` bounds the CPU threads (a Ray worker's share)."""
+    one-time conversion before it starts; ``threads`` bounds the CPU threads and ``device`` (cpu or cuda) is the one
+    a Ray worker was given (else the GPU when there is one)."""
     choice = runtime_choice()
-    if choice != "torch" and not gpu_present() and _convertible(source):
+    device = device or ("cuda" if gpu_present() else "cpu")
+    if choice != "torch" and device == "cpu" and _convertible(source):
         if importlib.util.find_spec("openvino") is not None:
             return OpenVinoEncoder.prepare(Path(source), int8=choice == "openvino-int8", note=note, threads=threads)
         if choice != "auto":
             raise ConfigError(f"{ENV}={choice}: openvino is not installed (pip install 'costinfer[semantic]')")
-    return TorchEncoder(source, threads)
+    return TorchEncoder(source, threads, device)
 
 
 def _convertible(source: str) -> bool:
@@ -104,14 +108,14 @@ class TorchEncoder:
 
     name = "torch"
 
-    def __init__(self, source: str, threads: int | None = None) -> None:
+    def __init__(self, source: str, threads: int | None = None, device: str | None = None) -> None:
         quiet_libraries()  # their "Loading weights" bar and warnings are not costinfer's output (-q, --json)
         import torch
         from sentence_transformers import SentenceTransformer
 
         if threads:
             torch.set_num_threads(max(1, threads))
-        self.device = "cuda" if gpu_present() else "cpu"
+        self.device = device or ("cuda" if gpu_present() else "cpu")
         self.model = SentenceTransformer(source, device=self.device)
 
     def encode(self, texts: list[str], batch: int = BATCH) -> np.ndarray:

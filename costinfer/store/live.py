@@ -35,14 +35,15 @@ ROWS_WAIT_S = 30.0  # how long a reader waits for them
 # the history the reading commands ask about: the rest (rows, request bodies, answers) stays in the store
 TABLES = ("schema_migrations", "runs", "calls", "run_sources", "batches", "batch_items", "budget_pools")
 # one run's rows, and the requests and answers they name (its own, and those its rows borrow), written when asked
+_NAMED = (
+    "key IN (SELECT key FROM run_keys WHERE run_id = $run UNION SELECT answer_key FROM run_keys WHERE run_id = $run)"
+)
 RUN_TABLES = {
     "items": "run_id = $run",
     "rejects": "run_id = $run",
     "run_keys": "run_id = $run",
-    "requests": "key IN (SELECT key FROM run_keys WHERE run_id = $run UNION SELECT answer_key FROM run_keys "
-    "WHERE run_id = $run)",
-    "responses": "key IN (SELECT key FROM run_keys WHERE run_id = $run UNION SELECT answer_key FROM run_keys "
-    "WHERE run_id = $run)",
+    "requests": _NAMED,
+    "responses": _NAMED,
 }
 _RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 

@@ -25,7 +25,15 @@ from costinfer.store.cache import CachePart
 from costinfer.store.dataset import IngestPart, RunsPart
 from costinfer.store.gpu_time import GpuPart
 from costinfer.store.history import HistoryPart
-from costinfer.store.live import FIRST_COPY_S, MAX_AGE_S, RUN_TABLES, LiveStatus, ask_for_run, fresh_copy
+from costinfer.store.live import (
+    FIRST_COPY_S,
+    MAX_AGE_S,
+    ROWS_WAIT_S,
+    RUN_TABLES,
+    LiveStatus,
+    ask_for_run,
+    fresh_copy,
+)
 from costinfer.store.live import TABLES as LIVE_TABLES
 from costinfer.store.outcomes import OutcomesPart
 from costinfer.store.planning import PlanningPart
@@ -223,8 +231,8 @@ class LiveStore(Store):
         if copy is None:
             raise StoreBusyError(
                 f"{self.path}: the store is in use by a run that did not hand over run {run_id[:12]}'s rows within "
-                f"30 s; rebuild the report when it ends (`costinfer report {run_id[:12]}`), or pass --store-wait "
-                "SECONDS"
+                f"{ROWS_WAIT_S:g} s; rebuild the report when it ends (`costinfer report {run_id[:12]}`), or pass "
+                "--store-wait SECONDS"
             )
         con = self._con
         try:
