@@ -26,7 +26,8 @@ LOAD_CEILING = 256  # vLLM's default running batch (max_num_seqs): the most a fo
 DEFAULT_THRESHOLD = 0.95  # calibrated on STS-B train+dev (docs/semantic.md); --semantic-threshold overrides it
 DEFAULT_DEADLINE_H = 24.0  # a provider's batch window
 MAX_BUDGET = Decimal(10) ** 12  # the store keeps dollars as DECIMAL(38,12)
-POLICIES = ("cheapest", "cascade", "budget")
+POLICIES = ("cheapest", "cascade", "budget", "learned")
+CHECKED = ("cascade", "learned")  # the policies that check answers and escalate what fails
 MODES = ("online", "batch", "auto")
 RESULT_FORMATS = ("openai-batch", "anthropic-batch")
 
@@ -113,7 +114,7 @@ class RoutingSpec:
 
     model: str = DEFAULT_MODEL
     models: tuple[str, ...] = ()  # routing candidates, cheapest first (rows without a model of their own)
-    route: str | None = None  # cheapest, cascade or budget; default: cascade with a check, else cheapest
+    route: str | None = None  # cheapest, cascade, budget or learned; default: cascade with a check, else cheapest
     accept: AcceptSpec = field(default_factory=AcceptSpec)
     fallback_model: str | None = None  # sent instead while the provider keeps failing (circuit breaker open)
 
@@ -131,7 +132,7 @@ class RoutingSpec:
             )
         if len(set(self.models)) != len(self.models):
             raise ConfigError(f"--models names a model twice: {','.join(self.models)}")
-        if self.policy != "cascade" and self.accept.any:
+        if not self.checks and self.accept.any:
             raise ConfigError(f"--accept-* checks answers in a cascade; --route {self.policy} sends no row twice")
         if self.fallback_model:
             raise ConfigError("--fallback-model and --models do not go together yet: list the fallback in --models")
@@ -146,6 +147,10 @@ class RoutingSpec:
         if self.route:
             return self.route
         return "cascade" if self.accept.any else "cheapest"
+
+    @property
+    def checks(self) -> bool:  # answers of the cheaper candidates are checked, escalated when they fail
+        return self.routed and self.policy in CHECKED
 
     @property
     def default_model(self) -> str:
@@ -363,8 +368,8 @@ class RunSpec:
         """What only two stages together can tell."""
         if self.routing.policy == "budget" and self.money.budget_usd is None:
             raise ConfigError("--route budget needs --budget: it upgrades rows while the worst case fits the budget")
-        if self.routing.routed and self.batch.mode == "batch" and self.routing.policy == "cascade":
-            raise ConfigError("--route cascade needs answers before it can escalate: use --mode online")
+        if self.routing.checks and self.batch.mode == "batch":
+            raise ConfigError(f"--route {self.routing.policy} needs answers before it can escalate: use --mode online")
         if self.ray.serve is not None and self.execution.base_url is not None:
             raise ConfigError("--ray-serve starts the servers itself: leave --base-url out")
 

@@ -69,7 +69,8 @@ PARAMS: list[tuple[str, Any, Any]] = [
     ("route", Optional[str], _opt(None, panel=ROUTING,
         help="cheapest: each row to the cheapest candidate that takes it; cascade: escalate rows whose answer fails "
         "the --accept-* checks (and cut or refused answers); budget: upgrade rows by priority while the worst case "
-        "fits --budget. Default: cascade with a check, else cheapest.")),
+        "fits --budget; learned: a cascade that sends the rows its history predicts the cheap model will fail straight "
+        "to the next candidate (see `costinfer route evaluate`). Default: cascade with a check, else cheapest.")),
     ("accept_regex", Optional[str], _opt(None, panel=ROUTING,
         help="Cascade: an answer must contain a match of this regular expression.")),
     ("accept_json_schema", Optional[Path], _opt(None, panel=ROUTING,

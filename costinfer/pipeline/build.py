@@ -18,6 +18,7 @@ from costinfer.errors import ConfigError
 from costinfer.pricing.config_file import Config
 from costinfer.reading.source import Source, is_stdin
 from costinfer.spec import (
+    CHECKED,
     DEFAULT_MAX_TOKENS,
     DEFAULT_MODEL,
     DEFAULT_THRESHOLD,
@@ -208,7 +209,7 @@ def _with_config_defaults(params: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(params)
     config = Config.load(_path(out.get("config")))
     for name, value in config.routing.items():
-        if name.startswith("accept_") and out.get("route") not in (None, "cascade"):
+        if name.startswith("accept_") and out.get("route") not in (None, *CHECKED):
             continue  # --route cheapest or budget on the command line: the file's cascade checks do not apply
         if out.get(name) in (None, False, [], "", ()):
             out[name] = list(value) if name == "models" else value

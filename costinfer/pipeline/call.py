@@ -4,7 +4,7 @@ stopped them early. Whatever happens, the results so far are written before this
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from costinfer.accounting.output_files import io_reason, write_or_explain
@@ -14,14 +14,17 @@ from costinfer.execution.batch_mode import BatchConfig, BatchExecutor
 from costinfer.execution.event_loop import call_all
 from costinfer.execution.online import Executor
 from costinfer.execution.state import ExecConfig, Outcomes
+from costinfer.pipeline.learning import learned_router
 from costinfer.pipeline.prepare import Prepared, now_utc
 from costinfer.planning.budget import BudgetGuard
 from costinfer.pricing.gpu_cost import attribute_gpu_time
 from costinfer.progress import ProgressSink
 from costinfer.routing.cascade import escalate
 from costinfer.routing.checks import Acceptance, CheckError
+from costinfer.routing.learned import LearnedRouter
 from costinfer.spec import RunSpec
 from costinfer.store import Store
+from costinfer.store.base import Pending
 from costinfer.store.pools import Pool
 
 
@@ -107,12 +110,14 @@ def call(c: Calling, acceptance: Acceptance | None) -> Called:
     since = now_utc()  # this invocation's calls are those committed from now on
     gpu_note: str | None = None
     failure: CostinferError | None = None
+    router = learned_router(c.spec, store, run_id, c.prepared.prices, c.backend.endpoint, acceptance, c.progress)
+    pending = _pending(store, router is not None)
     try:
         if c.prepared.plan.to_call:
-            call_all(executor, store.pending(run_id))
+            call_all(executor, pending(run_id))
         if isinstance(executor, BatchExecutor) and _goes_online(c, executor):
-            _round(executor, c.online, store.pending, run_id)
-        failure = _cascade(c, executor, acceptance) if acceptance is not None else None
+            _round(executor, c.online, pending, run_id)
+        failure = _cascade(c, executor, acceptance, router, pending) if acceptance is not None else None
         failure = failure or _failure(executor, c.backend, store)
     except KeyboardInterrupt:  # a signal before the handler was in place: the run stopped, and says so
         executor.stop_reason = executor.stop_reason or "interrupted"
@@ -150,18 +155,45 @@ def _still_going(executor: Outcomes) -> bool:
     return executor.stop_reason is None and all(f is None for f in failed)
 
 
-def _cascade(c: Calling, executor: Outcomes, acceptance: Acceptance) -> CostinferError | None:
-    """Escalate what failed the check, round after round, until every answer passes or nothing stronger is left."""
+def _pending(store: Store, learned: bool) -> Callable[[str], Iterator[list[Pending]]]:
+    """What a round of calls sends: every pending request, but a learned route's requests whose round is not decided
+    yet (they wait for the checks of the rounds before them)."""
+    if not learned:
+        return store.pending
+
+    def pages(run_id: str) -> Iterator[list[Pending]]:
+        held = store.held_keys(run_id)
+        for page in store.pending(run_id):
+            kept = [p for p in page if p.key not in held]
+            if kept:
+                yield kept
+
+    return pages
+
+
+def _cascade(
+    c: Calling,
+    executor: Outcomes,
+    acceptance: Acceptance,
+    router: LearnedRouter | None,
+    pending: Callable[[str], Iterator[list[Pending]]],
+) -> CostinferError | None:
+    """Escalate what failed the check, round after round, until every answer passes or nothing stronger is left;
+    with a learned route, then decide its next round of rows from the checks so far, and call it."""
     while _still_going(executor):
         try:
             escalated = escalate(c.store, c.run_id, list(c.spec.routing.models), acceptance, c.backend.endpoint)
         except CheckError as exc:  # the check cannot decide: stop before it escalates on its word
             executor.stop_reason = "check_failed"
             return exc
-        if not escalated:
-            break
-        c.progress.phase("escalating", escalated)
-        _round(executor, c.online, c.store.pending, c.run_id)
+        if escalated:
+            c.progress.phase("escalating", escalated)
+        else:
+            decided = router.decide_next() if router is not None else None
+            if decided is None:
+                break
+            c.progress.phase("calling", sum(decided.decisions.values()))
+        _round(executor, c.online, pending, c.run_id)
     return None
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from costinfer.accounting.output_files import remove_stale, write_or_explain
 from costinfer.backends.base import Backend
 from costinfer.errors import BadRowError
+from costinfer.pipeline.learning import learned_router
 from costinfer.pipeline.setup import Setup, fingerprint
 from costinfer.pipeline.timing import Stopwatch
 from costinfer.planning.levers import RoutingInput, add_levers
@@ -79,6 +80,7 @@ def prepare(
     ingest = Ingest(store, run_id, source.path, setup.fmt, rows, endpoint, provider, setup.catalog, source.label)
     fresh = previous is None or not previous["ingested"]
     reuse = DedupeStats()
+    route_notes: list[str] = []
     if fresh:
         store.reset_ingest(run_id)
         clock.mark("setup")
@@ -90,8 +92,8 @@ def prepare(
         if not (counts["rejects"] and spec.input.on_bad_row == "fail" and not planning):
             reuse = resolve_reuse(spec.reuse, spec.ray, store, run_id, progress, ingest.semantic_opt_out)
             if spec.routing.routed:
-                _route(spec, setup, store, run_id, provider, endpoint, ingest)
-        store.set_run(run_id, notes=ingest.notes(), semantic_note=reuse.semantic_note)
+                route_notes = _route(spec, setup, store, run_id, provider, endpoint, ingest, progress)
+        store.set_run(run_id, notes=[*ingest.notes(), *route_notes], semantic_note=reuse.semantic_note)
     else:
         row = store.run(run_id) or {}
         counts = {"rows": int(row["rows"]), "rejects": int(row["rejects"]), "distinct": int(row["distinct_keys"])}
@@ -134,18 +136,37 @@ def _run_record(spec: RunSpec, setup: Setup, source: Source, provider: str, endp
         "compare_with": spec.money.compare_with,
         "rate_limit_rpm": spec.execution.rpm or spec.rehearsal.rpm,
         "results_path": str(spec.output.results.resolve()),
+        "route_check": setup.acceptance.fingerprint() if setup.acceptance is not None else None,
     }
 
 
 def _route(
-    spec: RunSpec, setup: Setup, store: Store, run_id: str, provider: str, endpoint: str, ingest: Ingest
-) -> None:
+    spec: RunSpec,
+    setup: Setup,
+    store: Store,
+    run_id: str,
+    provider: str,
+    endpoint: str,
+    ingest: Ingest,
+    progress: ProgressSink,
+) -> list[str]:
+    """Route the run's requests before any call; a learned route decides its first round here (the plan shows
+    it). Returns what the plan should say about it."""
     routing = spec.routing
     store.mark_routed(run_id, ingest.own_model)
     all_prices = {**ingest.prices, **{m: setup.catalog.lookup(m, provider) for m in routing.models}}
     budget = spec.money.budget_usd
     left = None if budget is None else budget - store.run_spend(run_id)
     assign(store, run_id, list(routing.models), all_prices, routing.policy, endpoint, left)
+    router = learned_router(spec, store, run_id, all_prices, endpoint, setup.acceptance, progress)
+    if router is None:
+        return []
+    rounds = router.start()
+    first = router.decide_next()
+    if first is None:
+        return []
+    more = f" (the other {rounds - 1} rounds are decided as checks arrive)" if rounds > 1 else ""
+    return [first.note + more]
 
 
 def _notes(setup: Setup, store: Store, run_id: str) -> list[str]:

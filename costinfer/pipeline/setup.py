@@ -48,7 +48,7 @@ def load_setup(spec: RunSpec) -> Setup:
     for model in [*routing.named_models, *([spec.money.compare_with] if spec.money.compare_with else [])]:
         catalog.lookup(model, cls.name)  # an unknown model fails before anything is read or sent
     acceptance = None
-    if routing.routed and routing.policy == "cascade":
+    if routing.checks:
         a = routing.accept
         acceptance = Acceptance(a.regex, a.json_schema, a.nonempty, a.cmd)
     size = 0 if inp.from_stdin else inp.path.stat().st_size

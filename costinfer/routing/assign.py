@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from costinfer.pricing.catalog import ModelPrice
 from costinfer.reading.keys import KeyMaker
-from costinfer.store.faces import Routing
+from costinfer.store.faces import LearnedRoutes, Routing
 
 
 @dataclass
@@ -139,32 +141,32 @@ def _apply(
     stats: RouteStats,
 ) -> None:
     moved = [r for r in rows if r["key"] in level and candidates[level[r["key"]]] != r["model"]]
-    if not moved:
-        return
-    bodies = store.request_bodies([r["key"] for r in moved])
-    keys = KeyMaker(endpoint)
-    changes = []
     for row in moved:
         model = candidates[level[row["key"]]]
-        body = {**bodies[row["key"]], "model": model}
+        stats.moved[model] = stats.moved.get(model, 0) + 1
+    send_to(store, run_id, [(r["key"], candidates[level[r["key"]]], reason[r["key"]]) for r in moved], endpoint)
+
+
+def send_to(store: Routing | LearnedRoutes, run_id: str, moves: list[tuple[str, str, str]], endpoint: str) -> None:
+    """(key, model, why): send each request as ``model``'s own request from now on (tier 'routed')."""
+    if not moves:
+        return
+    bodies = store.request_bodies([key for key, _, _ in moves])
+    keys = KeyMaker(endpoint)
+    changes = []
+    for key, model, why in moves:
+        body = {**bodies[key], "model": model}
         new_key, norm_key, group_key = keys.keys(body)
         changes.append(
             {
-                "key": row["key"],
+                "key": key,
                 "new_key": new_key,
                 "model": model,
-                "body": _json(body),
+                "body": orjson.dumps(body).decode(),
                 "norm_key": norm_key,
                 "group_key": group_key,
                 "tier": "routed",
-                "route": reason[row["key"]],
+                "route": why,
             }
         )
-        stats.moved[model] = stats.moved.get(model, 0) + 1
     store.reroute(run_id, changes)
-
-
-def _json(body: dict[str, Any]) -> str:
-    import orjson
-
-    return orjson.dumps(body).decode()

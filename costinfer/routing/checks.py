@@ -16,6 +16,7 @@ of its first round (at least ``PROBE // 2`` answers the other checks accepted) s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -40,6 +41,7 @@ _REFUSAL = re.compile(
     re.IGNORECASE,
 )
 CMD_TIMEOUT_S = 60.0
+CHECKS_VERSION = "1"  # the built-in checks (cut answers, refusals): a change of them starts a router's history anew
 PROBE = 16  # the first round of --accept-cmd: answers checked before any escalation rests on its word
 MAX_CHECK_FAILURES = 3  # after the first round: crashes of the command that stop the run
 
@@ -82,6 +84,13 @@ class Acceptance:
             self._validator = _load_schema(self.json_schema)
         if self.cmd is not None:
             self._argv = _resolve_command(self.cmd)
+
+    def fingerprint(self) -> str:
+        """What identifies these checks (the schema by its content): a learned router learns only from answers
+        that the same checks judged."""
+        schema = self.json_schema.read_bytes() if self.json_schema is not None else b""
+        parts = [CHECKS_VERSION, self.regex or "", hashlib.sha256(schema).hexdigest(), str(self.nonempty), self.cmd]
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
     def reasons(self, answers: Iterable[Answer]) -> list[str | None]:
         """For each answer: None to accept it, else why it is escalated. The user's command runs for the answers

@@ -237,7 +237,8 @@ class Simulator:
             await asyncio.sleep(self.cfg.faults.slow_s)
         reasoning = protocol == "openai" and is_reasoning_model(str(chat["model"]), {})
         text, completion_tokens, finish, thinking = answer_for(chat, self.cfg, reasoning)
-        if self.cfg.answers.bad_answers and answers_badly(chat, self.cfg):
+        bad = bool(self.cfg.answers.bad_answers) and answers_badly(chat, self.cfg)
+        if bad:
             text, completion_tokens, finish, thinking = BAD_ANSWER, BAD_ANSWER_TOKENS, "stop", 0
         delay = self.cfg.latency_ms + (random.uniform(-1, 1) * self.cfg.jitter_ms if self.cfg.jitter_ms else 0.0)
         await self._generate(delay)
@@ -273,7 +274,7 @@ class Simulator:
             return resp
         if fault != "timeout":
             self.requests += 1
-            self._record(received, digest, body, 200, protocol, payload.get("usage"))
+            self._record(received, digest, body, 200, protocol, payload.get("usage"), bad)
         return web.Response(body=raw, content_type="application/json", headers=limit_headers)
 
     async def _generate(self, delay_ms: float) -> None:
@@ -306,12 +307,16 @@ class Simulator:
         status: int | str,
         protocol: str,
         usage: dict[str, Any] | None = None,
+        bad: bool = False,
     ) -> None:
-        """One logged request; an answer delivered (status 200) carries the usage it was billed for, as sent."""
+        """One logged request; an answer delivered (status 200) carries the usage it was billed for, as sent, and
+        ``bad`` when it was answered badly as told (``--bad-answers``, ``--bad-prompts``)."""
         if self._log is not None:
             line = {"t": t, "digest": digest, "model": body.get("model"), "status": status, "protocol": protocol}
             if usage is not None:
                 line["usage"] = usage
+            if bad:
+                line["bad"] = True
             self._log.write(orjson.dumps(line) + b"\n")
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:

@@ -66,7 +66,7 @@ class RunsPart(Part):
 class IngestPart(Part):
     def reset_ingest(self, run_id: str) -> None:
         """Forget a half-ingested run's rows so that ingestion can start over; responses and calls are kept."""
-        for table in ("items", "rejects", "run_keys"):
+        for table in ("items", "rejects", "run_keys", "route_learned"):
             self._con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
 
     def add_chunk(self, run_id: str, items: pa.Table, requests: pa.Table | None, rejects: pa.Table | None) -> None:

@@ -39,9 +39,10 @@ KEYS: dict[str, tuple[str, ...]] = {
     "batches": ("local_id",),
     "batch_items": ("local_id", "key"),
     "budget_pools": ("name",),
+    "route_learned": ("run_id", "key"),
 }
 # a run's working set: written whole when the run settles its account (replacing what an earlier attempt wrote)
-PER_RUN = ("items", "rejects", "run_keys", "run_sources")
+PER_RUN = ("items", "rejects", "run_keys", "run_sources", "route_learned")
 _TYPES = {
     "VARCHAR": "text",
     "JSON": "text",  # kept byte for byte (jsonb would reorder keys)

@@ -228,6 +228,23 @@ def _m14_budget_pools(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _m15_learned_routing(con: duckdb.DuckDBPyConnection) -> None:
+    # --route learned: each routed request the cheapest candidate would answer gets a round (rounds of rows in input
+    # order, decided one after the other as checks arrive) and, once decided, the predicted chance that the cheap
+    # answer fails the check (fail_p), the threshold in force, the checked answers it learned from and the decision:
+    # 'cheap' (the cascade as usual), 'strong' (straight to the next candidate), 'explore' (predicted to fail, sent
+    # to the cheap model anyway so that the router keeps learning) or 'cascade' (too little history to predict).
+    # runs.route_check names the checks a run's answers passed or failed: a router learns from the same checks only.
+    con.execute(
+        """
+        CREATE TABLE route_learned (
+            run_id VARCHAR NOT NULL, key VARCHAR NOT NULL, round INTEGER NOT NULL, fail_p DOUBLE,
+            threshold DOUBLE, history INTEGER, decision VARCHAR, decided_at TIMESTAMPTZ);
+        ALTER TABLE runs ADD COLUMN route_check VARCHAR;
+        """
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     (1, "initial schema: runs, items, rejects, requests, run_keys, responses, calls", _m1_initial),
     (2, "requests.input_bound for the budget's worst case; row priority", _m2_bounds_and_priority),
@@ -243,5 +260,10 @@ MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] =
     (12, "runs.rehearsal: runs whose provider pays nothing (the simulator)", _m12_rehearsals),
     (13, "runs.options replaced by columns: models, notes, plan, results_path, server_batch and more", _m13_run_record),
     (14, "budget pools shared by runs (budget_pools, runs.budget_pool)", _m14_budget_pools),
+    (
+        15,
+        "learned routing: route_learned (each request's predicted failure and decision), runs.route_check",
+        _m15_learned_routing,
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]

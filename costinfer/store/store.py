@@ -25,6 +25,7 @@ from costinfer.store.cache import CachePart
 from costinfer.store.dataset import IngestPart, RunsPart
 from costinfer.store.gpu_time import GpuPart
 from costinfer.store.history import HistoryPart
+from costinfer.store.learned_routes import LearnedRoutesPart
 from costinfer.store.live import (
     FIRST_COPY_S,
     MAX_AGE_S,
@@ -54,6 +55,7 @@ class Store(
     IngestPart,
     ReusePart,
     RoutingPart,
+    LearnedRoutesPart,
     PlanningPart,
     OutcomesPart,
     ResultsPart,
