@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from costinfer.accounting.waterfall import price_sources, reference_model, savings_by_lever
+from costinfer.accounting.waterfall import learned_skipped_usd, price_sources, reference_model, savings_by_lever
 from costinfer.errors import ExitCode
 from costinfer.pricing.catalog import ModelPrice
 from costinfer.store.faces import History
@@ -109,4 +109,4 @@ def savings(store: History, run_id: str, prices: dict[str, ModelPrice]) -> dict[
     summary, the report and ``costinfer analyze`` read one account, with or without a report."""
     sources = price_sources(store.result_groups(run_id), prices, reference_model(store.run(run_id) or {}))
     store.save_run_sources(run_id, sources)
-    return savings_by_lever(sources, store.run_spend(run_id))
+    return savings_by_lever(sources, store.run_spend(run_id), learned_skipped_usd(store, run_id, prices))

@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from costinfer.pricing.catalog import ModelPrice
+from costinfer.store.faces import History
 
 ZERO = Decimal(0)
 # The levers, in the order the waterfall shows them, with what each means to a reader
@@ -21,6 +22,8 @@ LEVERS = {
     "normalized": "the normalized tier (the same text up to case and spaces)",
     "semantic": "the semantic tier (near-duplicate questions)",
     "routing": "routing (cheaper candidate models, escalations included)",
+    "learned_routing": "learned routing (the cheap calls a cascade would have made and it skipped, at their expected "
+    "cost; routing's step is what is left)",
     "fallback": "the fallback model (answered while the provider failed)",
     "batch": "batch pricing (the provider's batch API, results within 24 hours)",
     "prompt_cache": "the provider's prompt cache (shared prefixes billed at the cached rate)",
@@ -80,10 +83,24 @@ def price_sources(
     return list(out.values())
 
 
-def waterfall(sources: list[dict[str, Any]], actual_usd: Decimal) -> dict[str, Any]:
+def learned_skipped_usd(store: History, run_id: str, prices: dict[str, ModelPrice]) -> Decimal:
+    """What the cheap calls a learned route skipped would have cost: their counted input and the cheap model's mean
+    answer length in the run, at its list price. Zero for any other run."""
+    models = (store.run(run_id) or {}).get("models") or []
+    if not models or models[0] not in prices:
+        return ZERO
+    outcomes = store.learned_outcomes(run_id, str(models[0]))
+    n, tokens, _, _ = outcomes["by_decision"].get("strong", (0, 0, 0, 0))
+    if not n:
+        return ZERO
+    return prices[models[0]].cost(tokens, round(float(outcomes["cheap_output_mean"] or 0) * n))
+
+
+def waterfall(sources: list[dict[str, Any]], actual_usd: Decimal, learned_usd: Decimal = ZERO) -> dict[str, Any]:
     """From the naive cost down to the actual cost (the ledger's): one step per lever that saved something (a
     negative step is a lever that cost more, such as escalations). ``other`` is what the levers do not explain
-    (billed tokens against counted ones); it is zero on a simulated run."""
+    (billed tokens against counted ones); it is zero on a simulated run. ``learned_usd``: the cheap calls a learned
+    route skipped, shown as a step of its own and taken from routing's."""
     naive = sum((Decimal(s["naive_usd"]) for s in sources), ZERO)
     steps: list[dict[str, Any]] = []
     for lever in REUSED:
@@ -97,6 +114,9 @@ def waterfall(sources: list[dict[str, Any]], actual_usd: Decimal) -> dict[str, A
                 (Decimal(s["naive_usd"]) - Decimal(s["cost_usd"]) - Decimal(s["cache_saved_usd"]) for s in answered),
                 ZERO,
             )
+            if lever == "routing" and learned_usd:
+                steps.append({"lever": "learned_routing", "label": LEVERS["learned_routing"], "saved_usd": learned_usd})
+                saved -= learned_usd
             steps.append({"lever": lever, "label": LEVERS[lever], "saved_usd": saved})
     cached = sum((Decimal(s.get("cache_saved_usd") or 0) for s in sources), ZERO)
     if cached:
@@ -107,7 +127,9 @@ def waterfall(sources: list[dict[str, Any]], actual_usd: Decimal) -> dict[str, A
     return {"naive_usd": naive, "steps": steps, "actual_usd": actual_usd}
 
 
-def savings_by_lever(sources: list[dict[str, Any]], actual_usd: Decimal) -> dict[str, Decimal]:
+def savings_by_lever(
+    sources: list[dict[str, Any]], actual_usd: Decimal, learned_usd: Decimal = ZERO
+) -> dict[str, Decimal]:
     """The waterfall's steps as {lever: dollars saved}."""
-    steps: list[dict[str, Any]] = waterfall(sources, actual_usd)["steps"]
+    steps: list[dict[str, Any]] = waterfall(sources, actual_usd, learned_usd)["steps"]
     return {str(s["lever"]): Decimal(s["saved_usd"]) for s in steps}

@@ -68,6 +68,32 @@ def _rates(group: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def router_figures(counts: dict[str, int]) -> dict[str, Any]:
+    """A learned run's router against the checks: accuracy on the cheap answers judged, precision of "will fail"
+    on the explored ones (predicted to fail, sent to the cheap model anyway), and the failures it caught (skipped
+    requests counted as failures at that precision) against those it let through."""
+    out: dict[str, Any] = dict(counts)
+    checked, explored = counts["checked"], counts["predicted_fail"]
+    out["accuracy"] = round(counts["correct"] / checked, 4) if checked else None
+    precision = counts["caught"] / explored if explored else None
+    out["precision"] = round(precision, 4) if precision is not None else None
+    missed = counts["failed"] - counts["caught"]
+    caught = counts["skipped"] * (precision if precision is not None else 1.0) + counts["caught"]
+    out["recall"] = round(caught / (caught + missed), 4) if caught + missed else None
+    return out
+
+
+def router_text(f: dict[str, Any]) -> str:
+    def pct(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.0%}"
+
+    return (
+        f"learned routing skipped {f['skipped']} cheap calls; its predictions were right for {pct(f['accuracy'])} "
+        f'of {f["checked"]} checked cheap answers; "will fail" precision {pct(f["precision"])} (on '
+        f"{f['predicted_fail']} explored), recall {pct(f['recall'])}"
+    )
+
+
 def _money(value: Decimal) -> str:
     text = format(value.quantize(Decimal("1e-12")).normalize(), "f")
     return "0" if text in ("0", "-0") else text
@@ -107,10 +133,13 @@ def analyze(
         with open_for_reading(store) as st:
             run = _one_run(st, run_id) if run_id else None
             totals, groups = st.analyze(by, start, run, include_rehearsals)
+            routers = st.router_accuracy([str(g["run"]) for g in groups]) if by == "run" else {}
         totals = _rates(totals)
         rows = [_rates(g) for g in groups]
         for g in rows:
             g[by] = str(g[by]) if g[by] is not None else None
+            if by == "run" and g["run"] in routers:
+                g["learned_routing"] = router_figures(routers[g["run"]])
         if json_out:
             typer.echo(json.dumps({"since": start.isoformat(), "by": by, "totals": totals, "groups": rows}))
         elif csv_out:
@@ -122,6 +151,9 @@ def analyze(
             writer.writerows(rows)
         else:
             out_console.print(_table(by, rows, totals, start), soft_wrap=False)
+            for g in rows:
+                if g.get("learned_routing"):
+                    _say(f"run {str(g['run'])[:8]}: {router_text(g['learned_routing'])}")
             if totals.get("rehearsal_runs"):
                 _say(
                     f"{totals['rehearsal_runs']} of these runs are rehearsals (provider simulate): their amounts are "

@@ -110,6 +110,7 @@ COMMAND_MODULES = {
     "prices": "costinfer.cli.prices",
     "report": "costinfer.cli.analyze",
     "runs": "costinfer.cli.analyze",
+    "route": "costinfer.cli.route",
     "run": "costinfer.cli.run",
     "simulate": "costinfer.cli.simulate",
     "store": "costinfer.cli.store_copy",

@@ -147,6 +147,7 @@ SAVED_NAMES = {
     "normalized": "the normalized tier",
     "semantic": "the semantic tier",
     "routing": "routing",
+    "learned_routing": "learned routing (cheap calls skipped)",
     "fallback": "the fallback model",
     "batch": "batch pricing",
     "prompt_cache": "the prompt cache",
@@ -307,6 +308,15 @@ def _routing_text(plan: dict[str, Any]) -> str:
     )
     if routing.get("escalation_basis"):
         text += f"; {routing['expected_escalations']} escalations expected ({routing['escalation_basis']})"
+    learned = routing.get("learned")
+    if learned:
+        text += (
+            f". Learned routing skips {learned['skipped_cheap_calls']} cheap calls predicted to fail (and sends "
+            f"{learned['explored']} of those predicted to fail to the cheap model anyway, to keep learning; "
+            f"{learned['undecided']} requests are decided in later rounds or by the cascade): expected "
+            f"{usd(learned['expected_usd'])}, against {usd(learned['cascade_usd'])} for the plain cascade and "
+            f"{usd(routing['without_routing_usd'])} for {routing['candidates'][-1]} alone"
+        )
     return text + "."
 
 

@@ -1,7 +1,10 @@
 """What the plan expects each lever to save against the naive cost (every row sent as a call of its own): the reuse
 tiers, routing, the provider's prompt cache and batch pricing. And, for ``--route cascade``, the escalations the plan
 expects: the share of cheap answers that failed the check in earlier runs of the dataset (10 checked answers or
-more), else an assumed ``ASSUMED_ESCALATION`` of them, said as such.
+more), else an assumed ``ASSUMED_ESCALATION`` of them, said as such. For ``--route learned``, the requests its first
+round sent straight to the strong model (the cheap calls it skips), the escalations its predictions expect among the
+rest (the cascade's share for rounds not decided yet), and its expected cost against the plain cascade and the strong
+model alone.
 """
 
 from __future__ import annotations
@@ -83,9 +86,11 @@ def _routing(
         by_model[model] = by_model.get(model, 0) + n
         with_routing += expected.cost(model, max_tokens, n, counted)
         without += expected.cost(strongest, max_tokens, n, counted)
-        if routing.policy != "cascade" or model == strongest or model not in candidates:
+        if routing.policy not in ("cascade", "learned") or model == strongest or model not in candidates:
             continue
         share, share_note = _escalation_share(store, input_path, model, run_id)
+        if routing.policy == "learned" and model == candidates[0]:
+            share, share_note = _learned_share(store, run_id, share, share_note)
         stronger = candidates[candidates.index(model) + 1]
         moved = ceil_tokens(share * n)
         cost = expected.cost(stronger, max_tokens, moved, ceil_tokens(counted * share))
@@ -104,7 +109,9 @@ def _routing(
         line.expected_batch_cost_usd += cost
         line.worst_cost_usd += price.worst_case(bound, n * max_tokens)  # every cheap answer may fail the check
     plan.models.extend(escalations.values())
+    learned = _learned(store, run_id, expected, candidates, with_routing) if routing.policy == "learned" else None
     return {
+        **({"learned": learned} if learned else {}),
         "policy": routing.policy,
         "candidates": candidates,
         "requests_by_model": by_model,
@@ -113,6 +120,40 @@ def _routing(
         "with_routing_usd": with_routing,
         "without_routing_usd": without,
         "saved_usd": without - with_routing,
+    }
+
+
+def _learned_share(store: Planning, run_id: str, share: Decimal, basis: str) -> tuple[Decimal, str]:
+    """The share of the cheap model's requests expected to fail: the predicted chances of those decided; for later
+    rounds, the mean chance predicted for the first (a cascade's share where there was too little history)."""
+    decided = store.learned_plan(run_id)
+    predicted = [decided[d] for d in ("cheap", "explore") if d in decided]
+    if not predicted:
+        return share, basis
+    all_predicted = [decided[d] for d in ("cheap", "explore", "strong") if d in decided]
+    mean = Decimal(str(sum(p[1] for p in all_predicted) / sum(p[0] for p in all_predicted)))
+    later, cascade = decided.get("undecided", (0,))[0], decided.get("cascade", (0,))[0]
+    n = sum(p[0] for p in predicted) + later + cascade
+    expected = Decimal(str(sum(p[1] for p in predicted))) + mean * later + share * cascade
+    note = f"predicted by the learned router for {n - later - cascade} requests"
+    if later:
+        note += f", {mean:.0%} (the first round's mean prediction) for the {later} of later rounds"
+    return expected / n, note
+
+
+def _learned(
+    store: Planning, run_id: str, expected: Expected, candidates: list[str], with_routing: Decimal
+) -> dict[str, Any]:
+    """What the learned route expects against the plain cascade: the cheap calls it skips, at their expected cost."""
+    decided = store.learned_plan(run_id)
+    skipped, _, tokens, max_tokens = decided.get("strong", (0, 0.0, 0, 0))
+    skipped_usd = expected.cost(candidates[0], max_tokens // skipped, skipped, tokens) if skipped else ZERO
+    return {
+        "skipped_cheap_calls": skipped,
+        "explored": decided.get("explore", (0,))[0],
+        "undecided": decided.get("undecided", (0,))[0] + decided.get("cascade", (0,))[0],
+        "expected_usd": with_routing,
+        "cascade_usd": with_routing + skipped_usd,
     }
 
 

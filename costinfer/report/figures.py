@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from costinfer.accounting.waterfall import ZERO, price_sources, reference_model, waterfall
+from costinfer.accounting.waterfall import ZERO, learned_skipped_usd, price_sources, reference_model, waterfall
 from costinfer.pricing.catalog import ModelPrice
 from costinfer.store.faces import History
 
@@ -44,7 +44,7 @@ def build(store: History, run_id: str, prices: dict[str, ModelPrice]) -> dict[st
         "rows_by_source": rows_by_source,
         "unanswered": rows_by_source.get("failed", 0) + rows_by_source.get("not_run", 0),
         "cost_usd": actual,
-        "waterfall": waterfall(sources, actual),
+        "waterfall": waterfall(sources, actual, learned_skipped_usd(store, run_id, prices)),
         "sources": sources,
         "models": calls["models"],
         "tags": calls["tags"],

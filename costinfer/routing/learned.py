@@ -150,15 +150,11 @@ class LearnedRouter:
         self, result: RoundDecision, requests: list[dict[str, Any]], history: list[dict[str, Any]]
     ) -> RoundDecision:
         assert self.embed is not None
-        known = self._features(history)
-        failed = np.array([1.0 if h["failed"] else 0.0 for h in history])
-        out = np.array([float(h["billed_output"] or h["max_tokens"] / 2) for h in history])
-        tokens = np.array([float(h["input_tokens"]) for h in history])
-        cheap = tokens * float(self.cheap_price.input) + out * float(self.cheap_price.output)
-        strong = tokens * float(self.strong_price.input) + out * float(self.strong_price.output)
+        known = features(self.embed, history)
+        failed, cheap, strong = history_costs(history, self.cheap_price, self.strong_price)
         threshold, share = best_threshold(fail_chance(known, failed, known, leave_one_out=True), failed, cheap, strong)
         result.threshold = threshold
-        chance = fail_chance(known, failed, self._features(requests, history)) if requests else np.zeros(0)
+        chance = fail_chance(known, failed, features(self.embed, requests, history)) if requests else np.zeros(0)
         decisions: list[tuple[str, float | None, float | None, int, str]] = []
         moves: list[tuple[str, str, str]] = []
         for request, p in zip(requests, chance, strict=True):
@@ -189,19 +185,36 @@ class LearnedRouter:
             )
         return result
 
-    def _features(self, rows: list[dict[str, Any]], reference: list[dict[str, Any]] | None = None) -> np.ndarray:
-        """Unit vectors: the embedding of each request's last message, with its length and max_tokens (z-scored on
-        the history) when they vary."""
-        assert self.embed is not None
-        vectors = self.embed([str(r["text"] or "") for r in rows])
-        base = reference if reference is not None else rows
-        extra = []
-        for name in ("input_tokens", "max_tokens"):
-            ref = np.log1p(np.array([float(r[name]) for r in base]))
-            if ref.std() > 0:
-                values = np.log1p(np.array([float(r[name]) for r in rows]))
-                extra.append(0.15 * (values - ref.mean()) / ref.std())
-        if extra:
-            vectors = np.hstack([vectors, np.stack(extra, axis=1)])
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return np.asarray(vectors / np.where(norms > 0, norms, 1.0), dtype=np.float32)
+
+def features(
+    embed: Callable[[list[str]], np.ndarray], rows: list[dict[str, Any]], reference: list[dict[str, Any]] | None = None
+) -> np.ndarray:
+    """Unit vectors: the embedding of each request's last message, with its length and max_tokens (z-scored on
+    ``reference``, the history, else on ``rows``) when they vary."""
+    vectors = embed([str(r["text"] or "") for r in rows])
+    base = reference if reference is not None else rows
+    extra = []
+    for name in ("input_tokens", "max_tokens"):
+        ref = np.log1p(np.array([float(r[name]) for r in base]))
+        if ref.std() > 0:
+            values = np.log1p(np.array([float(r[name]) for r in rows]))
+            extra.append(0.15 * (values - ref.mean()) / ref.std())
+    if extra:
+        vectors = np.hstack([vectors, np.stack(extra, axis=1)])
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.asarray(vectors / np.where(norms > 0, norms, 1.0), dtype=np.float32)
+
+
+def history_costs(
+    history: list[dict[str, Any]], cheap: ModelPrice, strong: ModelPrice
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(failed, cheap cost, strong cost) of checked answers: each request's counted input and the cheap answer's
+    billed output (half of max_tokens when unknown) at each model's list price."""
+    failed = np.array([1.0 if h["failed"] else 0.0 for h in history])
+    out = np.array([float(h["billed_output"] or h["max_tokens"] / 2) for h in history])
+    tokens = np.array([float(h["input_tokens"]) for h in history])
+    return (
+        failed,
+        tokens * float(cheap.input) + out * float(cheap.output),
+        tokens * float(strong.input) + out * float(strong.output),
+    )

@@ -65,12 +65,13 @@ class LearnedRoutesPart(Part):
     def check_history(self, cheap: str, check: str, run_id: str, before_round: int) -> list[dict[str, Any]]:
         """Every distinct request whose answer from ``cheap`` was judged by the checks ``check``: in other runs, and
         in this run's rounds before ``before_round`` (so that a resumed run learns from what the uninterrupted one
-        would have). Sorted by key: the same store gives the same history."""
+        would have); with the dataset of the run that judged it last. Sorted by key: the same store gives the same
+        history."""
         rel = self._con.execute(
             f"""
-            SELECT key, text, input_tokens, max_tokens, failed, billed_output FROM (
+            SELECT key, text, input_tokens, max_tokens, failed, billed_output, input_path FROM (
                 SELECT DISTINCT ON (q.key) q.key, {_TEXT} AS text, q.input_tokens, q.max_tokens,
-                       {_FAILED} AS failed, r.output_tokens AS billed_output
+                       {_FAILED} AS failed, r.output_tokens AS billed_output, ru.input_path
                 FROM run_keys rk JOIN runs ru ON ru.run_id = rk.run_id JOIN requests q ON q.key = rk.key
                 LEFT JOIN responses r ON r.key = rk.key
                 WHERE rk.routed AND q.model = $cheap AND ru.route_check = $check AND ({_PASSED} OR {_FAILED})
@@ -107,6 +108,19 @@ class LearnedRoutesPart(Part):
                 [run_id],
             )
 
+    def learned_plan(self, run_id: str) -> dict[str, tuple[int, float, int, int]]:
+        """For the plan: the run's learned requests by decision ('undecided' for later rounds): requests, the sum of
+        their predicted chances of failing, their counted input tokens and their max_tokens."""
+        rows = self._con.execute(
+            """
+            SELECT coalesce(l.decision, 'undecided'), count(*), coalesce(sum(l.fail_p), 0), sum(q.input_tokens),
+                   sum(q.max_tokens)
+            FROM route_learned l JOIN requests q ON q.key = l.key WHERE l.run_id = ? GROUP BY ALL
+            """,
+            [run_id],
+        ).fetchall()
+        return {str(d): (int(n), float(p), int(t or 0), int(m or 0)) for d, n, p, t, m in rows}
+
     def learned_outcomes(self, run_id: str, cheap: str) -> dict[str, Any]:
         """What a learned run decided and how its predictions fared against the checks: requests by decision, the
         input tokens and output estimate of those sent straight to the strong model (the cheap calls not made), and
@@ -130,3 +144,31 @@ class LearnedRoutesPart(Part):
             [run_id, cheap],
         ).fetchone()
         return {"by_decision": by, "cheap_output_mean": float(out_row[0]) if out_row and out_row[0] else None}
+
+    def router_accuracy(self, run_ids: list[str]) -> dict[str, dict[str, int]]:
+        """Per learned run: requests sent straight to the strong model (``skipped``), predicted to fail but explored,
+        and for the cheap answers the check judged, how the prediction (chance at or above the threshold in force,
+        0.5 where none paid) compares with the check: ``checked``, ``correct``, ``failed``, ``predicted_fail``,
+        ``caught`` (predicted to fail and failed)."""
+        wanted = pa.table({"run_id": pa.array(run_ids, pa.string())})
+        with registered(self._con, "accuracy_runs", wanted):
+            rows = self._con.execute(
+                f"""
+                WITH judged AS (
+                    SELECT l.run_id, l.decision, l.fail_p >= coalesce(l.threshold, 0.5) AS predicted,
+                           CASE WHEN {_FAILED} THEN true WHEN {_PASSED} THEN false END AS failed
+                    FROM route_learned l JOIN run_keys rk ON rk.run_id = l.run_id AND rk.key = l.key
+                    JOIN runs ru ON ru.run_id = l.run_id
+                    WHERE l.run_id IN (SELECT run_id FROM accuracy_runs) AND l.decision IS NOT NULL)
+                SELECT run_id, count(*) FILTER (WHERE decision = 'strong'),
+                       count(*) FILTER (WHERE decision = 'explore'),
+                       count(*) FILTER (WHERE predicted IS NOT NULL AND failed IS NOT NULL),
+                       count(*) FILTER (WHERE predicted = failed),
+                       count(*) FILTER (WHERE failed AND predicted IS NOT NULL),
+                       count(*) FILTER (WHERE predicted AND failed IS NOT NULL),
+                       count(*) FILTER (WHERE predicted AND failed)
+                FROM judged GROUP BY run_id
+                """.replace("$cheap", "ru.models[1]")
+            ).fetchall()
+        names = ("skipped", "explored", "checked", "correct", "failed", "predicted_fail", "caught")
+        return {str(r[0]): dict(zip(names, (int(v) for v in r[1:]), strict=True)) for r in rows}

@@ -40,6 +40,26 @@ class SharedParts(Store):
         super().add_embeddings(table)
         push(self.pg, "embeddings", ["model", "text_hash", "vector"], (list(r.values()) for r in table.to_pylist()))
 
+    # --- a learned route learns from every run of the team
+
+    def check_history(self, cheap: str, check: str, run_id: str, before_round: int) -> list[dict[str, Any]]:
+        judged = (
+            "SELECT rk.key FROM run_keys rk JOIN runs ru ON ru.run_id = rk.run_id WHERE ru.route_check = %s "
+            "AND rk.routed AND (rk.route_checked OR rk.tier = 'escalated') AND rk.run_id <> %s"
+        )
+        with self.pg.tx() as cur, self._cursor() as local:
+            pull_into_duck(self.pg, local, "runs", "route_check = %s", [check], cur=cur)
+            pull_into_duck(
+                self.pg, local, "run_keys",
+                "(run_id, key) IN (SELECT rk.run_id, rk.key FROM run_keys rk JOIN runs ru ON ru.run_id = rk.run_id "
+                "WHERE ru.route_check = %s AND rk.routed AND (rk.route_checked OR rk.tier = 'escalated') "
+                "AND rk.run_id <> %s)",
+                [check, run_id], cur=cur,
+            )  # fmt: skip
+            pull_into_duck(self.pg, local, "requests", f"key IN ({judged})", [check, run_id], cur=cur)
+            pull_into_duck(self.pg, local, "responses", f"key IN ({judged})", [check, run_id], cur=cur)
+        return super().check_history(cheap, check, run_id, before_round)
+
     # --- provider batch jobs: found again from any machine
 
     def add_batch(self, local_id: str, run_id: str, provider: str, endpoint: str, reserved: dict[str, Decimal]) -> int:

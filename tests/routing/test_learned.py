@@ -168,6 +168,31 @@ def test_a_learned_route_skips_the_doomed_cheap_calls_of_a_topic_it_has_seen_fai
     assert learned["billed"] < cascade["billed"], (learned["billed"], cascade["billed"])
     assert Decimal(learned["summary"]["run_cost_usd"]) == learned["billed"]
     assert "learned routing: from" in " ".join(learned["summary"]["notes"])
+    # the summary's savings show the cheap calls skipped as a step of their own
+    assert Decimal(learned["summary"]["saved_usd"]["learned_routing"]) > 0
+    # analyze: the router's predictions against the checks, per run
+    done = _cli("analyze", "--store", learned["store"], "--include-rehearsals", "--json")
+    router = next(g["learned_routing"] for g in json.loads(done.stdout)["groups"] if g.get("learned_routing"))
+    assert router["skipped"] > 300 and router["checked"] > 1000 and router["accuracy"] > 0.8
+    # the plan of the same rows on the history alone: the cheap calls its first round skips, against the cascade
+    planned = tmp_path / "planned.duckdb"
+    shutil.copy(tmp_path / "history.duckdb", planned)
+    done = _cli("plan", second, "--store", planned, "--provider", "simulate", "--models", MODELS, "--route",
+                "learned", "--json")  # fmt: skip
+    plan = json.loads(done.stdout)["routing"]["learned"]
+    assert plan["skipped_cheap_calls"] > 50 and Decimal(plan["cascade_usd"]) > Decimal(plan["expected_usd"])
+    # route evaluate: the first dataset's checked answers, part held out
+    done = _cli("route", "evaluate", first, "--models", MODELS, "--store", tmp_path / "history.duckdb", "--json")
+    figures = json.loads(done.stdout)
+    chosen = figures["chosen"]
+    assert figures["held_out"] > 200 and chosen["threshold"] is not None
+    assert chosen["precision"] > 0.8 and chosen["recall"] > 0.5 and chosen["saved_usd"] > 0
+
+
+def _cli(*args: object) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, env=ENV, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
 
 
 @needs_data
@@ -180,6 +205,9 @@ def test_a_learned_route_costs_no_more_than_the_cascade_where_failures_are_rando
     assert cascade["doomed"] > 400
     assert learned["billed"] <= cascade["billed"] * Decimal("1.05"), (learned["billed"], cascade["billed"])
     assert all(r["error"] is None for r in learned["results"])
+    # nothing to learn: the replay finds no threshold that pays, or one that saves next to nothing
+    done = _cli("route", "evaluate", first, "--models", MODELS, "--store", tmp_path / "history.duckdb", "--json")
+    assert json.loads(done.stdout)["chosen"]["saved_share"] < 0.02
 
 
 def _decisions(store: Path) -> dict[str, tuple[str, float | None]]:
@@ -212,3 +240,23 @@ def test_a_learned_run_killed_and_resumed_makes_the_same_choices(tmp_path: Path)
         _run(second, killed, url, "learned", "-c", "8")
     assert _decisions(killed) == _decisions(whole)
     assert {d for d, _ in _decisions(whole).values()} >= {"strong", "cheap"}
+
+
+@needs_data
+def test_on_a_shared_store_the_router_learns_from_another_process_run(tmp_path: Path, pg_url: str) -> None:
+    first, second, bad = _datasets(tmp_path)
+    part = tmp_path / "part.jsonl"
+    part.write_text("".join(second.read_text().splitlines(keepends=True)[:600]))
+    log = tmp_path / "sim.log"
+
+    def run(data: Path, route: str) -> dict[str, Any]:
+        done = _cli("run", data, "--store", pg_url, "--provider", "simulate", "--base-url", url, "--models", MODELS,
+                    "--route", route, "-o", data.with_suffix(".out.jsonl"), "--json", "-q")  # fmt: skip
+        return dict(json.loads(done.stdout))
+
+    with simulator(log, "--bad-answers", "gpt-4.1-mini=0", "--bad-prompts", str(bad)) as url:
+        run(first, "cascade")
+        learned = run(part, "learned")
+    notes = " ".join(learned["notes"])
+    assert "learned routing: from 99" in notes or "learned routing: from 1000" in notes, notes
+    assert learned["routed"] > 50 and learned["failed"] == 0 and learned["not_run"] == 0
