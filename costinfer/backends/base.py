@@ -12,7 +12,7 @@ import os
 from abc import ABC
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -36,6 +36,7 @@ class BackendConfig:
     timeout_s: float = 60.0
     concurrency: int = 16
     identity: str | None = None  # names the server in the request key instead of base_url (servers started per run)
+    settings: Mapping[str, Any] = field(default_factory=dict)  # the provider's [providers.NAME] in costinfer.toml
 
 
 class Backend(ABC):
@@ -57,6 +58,7 @@ class Backend(ABC):
     # no --provider calls the provider of its models
     model_names: ClassVar[str | None] = None
     ray_servable: ClassVar[bool] = False  # --ray-serve can start servers that speak this protocol
+    catalog_prefix: ClassVar[str | None] = None  # its models' prefix in LiteLLM's names (together_ai/..., azure/...)
 
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
@@ -140,13 +142,21 @@ class Backend(ABC):
         payload = self.translate(body)
         if cache_prefix:
             payload = self.mark_prefix(payload)
-        raw, headers = await self.transport.post(f"{self.base_url}{self.path}", payload)
+        raw, headers = await self.post(self.url_for(body), payload)
         try:
             done = self.parse(raw)
         except BackendError as exc:  # a body that is not an answer may echo the key, like an error's
             raise self.transport.redacted(exc) from exc
         done.headers = headers
         return done
+
+    def url_for(self, body: dict[str, Any]) -> str:
+        """Where a request is posted: one path under the base URL, or a path naming the model (Gemini, Azure)."""
+        return f"{self.base_url}{self.path}"
+
+    async def post(self, url: str, payload: dict[str, Any]) -> tuple[bytes, dict[str, str] | None]:
+        """One request on the wire (a protocol that signs each request, such as Bedrock's, adds its headers)."""
+        return await self.transport.post(url, payload)
 
     # --- what a server tells about itself (``exact_counts``, ``reports_load``) --------------------------------------
 

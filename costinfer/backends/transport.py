@@ -33,7 +33,9 @@ class HttpTransport:
 
     async def start(self, headers: dict[str, str]) -> None:
         self._secrets = tuple(
-            v.split(" ", 1)[-1] for k, v in headers.items() if k.lower() in ("authorization", "x-api-key", "api-key")
+            v.split(" ", 1)[-1]
+            for k, v in headers.items()
+            if k.lower() in ("authorization", "x-api-key", "api-key", "x-goog-api-key")
         )
         # a few connections beyond the calls in flight: a server's /metrics and /tokenize must not queue behind them
         connector = aiohttp.TCPConnector(limit=max(self.concurrency, 1) + 4, ttl_dns_cache=300)
@@ -149,10 +151,20 @@ def http_error(status: int, raw: bytes, retry_after: float | None) -> BackendErr
         err = orjson.loads(raw).get("error")
         if isinstance(err, dict) and err.get("message"):
             message = str(err["message"])
-            code = str(err.get("code") or (err.get("details") or {}).get("error_code") or "")
+            details = err.get("details")
+            code = str(err.get("code") or (details.get("error_code") if isinstance(details, dict) else "") or "")
+            if retry_after is None and isinstance(details, list):  # Google's RetryInfo: {"retryDelay": "30s"}
+                delay = next(
+                    (d.get("retryDelay") for d in details if isinstance(d, dict) and d.get("retryDelay")), None
+                )
+                retry_after = float(str(delay).rstrip("s")) if delay else None
+            if isinstance(details, list) and any(
+                isinstance(d, dict) and d.get("reason") == "API_KEY_INVALID" for d in details
+            ):  # Google answers a rejected key with a 400
+                return AuthError(f"HTTP {status}: {message}", status=status)
         elif isinstance(err, str):
             message = err
-    except (orjson.JSONDecodeError, AttributeError):
+    except (orjson.JSONDecodeError, AttributeError, ValueError):
         pass
     if status in (401, 403):
         return AuthError(f"HTTP {status}: {message}", status=status)

@@ -308,6 +308,8 @@ def _routing_text(plan: dict[str, Any]) -> str:
     )
     if routing.get("escalation_basis"):
         text += f"; {routing['expected_escalations']} escalations expected ({routing['escalation_basis']})"
+    if routing.get("alone_usd"):
+        text += "; each candidate alone: " + ", ".join(f"{m} {usd(v)}" for m, v in routing["alone_usd"].items())
     learned = routing.get("learned")
     if learned:
         text += (

@@ -47,6 +47,9 @@ def serve(
     bad_prompts: Optional[Path] = typer.Option(
         None, help="A file of prompts, one per line, that the --bad-answers models always answer badly."
     ),
+    api_key: Optional[str] = typer.Option(
+        None, "--api-key", help="Accept only this key (each protocol's own error for any other); default: any key."
+    ),
     max_running: Optional[int] = typer.Option(
         None, help="Like vLLM: requests answered at once (the running batch); the rest wait (see /metrics)."
     ),
@@ -87,6 +90,7 @@ def serve(
             prompt_cache=not no_prompt_cache,
             max_running=max_running,
             max_model_len=max_model_len,
+            api_key=api_key,
         )
         if limit_mode not in LIMIT_MODES:
             raise ConfigError(f"--limit-mode must be one of {', '.join(LIMIT_MODES)}, got '{limit_mode}'")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 from costinfer.accounting.output_files import remove_stale
 from costinfer.accounting.summary import RunSummary
@@ -40,10 +41,13 @@ def plan(spec: RunSpec, progress: ProgressSink | None = None) -> Prepared:
     """
     progress = progress or NullProgress()
     clock = Stopwatch()
-    setup = load_setup(spec)
+    setup = load_setup(spec, planning=True)
     identity = ray_identity(spec.ray.serve)  # --ray-serve's servers start with the run, not with its plan
     base_url = spec.execution.base_url
-    backend = setup.backend_cls(BackendConfig(base_url=base_url or "http://plan.invalid", identity=identity))
+    settings = setup.config.providers.get(setup.backend_cls.name, {})
+    backend = setup.backend_cls(
+        BackendConfig(base_url=base_url or "http://plan.invalid", identity=identity, settings=settings)
+    )
     with (
         open_source(spec.input.path, setup.fmt) as source,
         _open_store(spec, progress) as store,
@@ -86,7 +90,10 @@ def run(
             progress.note(f"--ray-serve: {len(urls)} server(s) up: {', '.join(map(str, urls))}")
         elif execution.base_url is None and (server := setup.backend_cls.local_server(sim)):
             urls[0] = stack.enter_context(server)  # the provider serves itself (the simulator): its URL for this run
-        backend = _backend(setup.backend_cls, urls, execution.timeout_s, in_flight, ray_identity(spec.ray.serve))
+        settings = setup.config.providers.get(setup.backend_cls.name, {})
+        backend = _backend(
+            setup.backend_cls, urls, execution.timeout_s, in_flight, ray_identity(spec.ray.serve), settings
+        )
         backend.api_key()  # a missing key fails now, naming its variable
         store = stack.enter_context(_open_store(spec, progress))
         counter = backend if backend.exact_counts else None
@@ -103,10 +110,18 @@ def run(
 
 
 def _backend(
-    cls: type[Backend], urls: list[str | None], timeout_s: float, in_flight: int, identity: str | None = None
+    cls: type[Backend],
+    urls: list[str | None],
+    timeout_s: float,
+    in_flight: int,
+    identity: str | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> Backend:
-    """The provider, or with several --base-url the replicas of one model behind one backend."""
-    config = partial(BackendConfig, timeout_s=timeout_s, concurrency=in_flight, identity=identity)
+    """The provider, or with several --base-url the replicas of one model behind one backend; ``settings``: its
+    table in costinfer.toml (``[providers.NAME]``)."""
+    config = partial(
+        BackendConfig, timeout_s=timeout_s, concurrency=in_flight, identity=identity, settings=settings or {}
+    )
     return connect(cls, [config(base_url=u) for u in urls])
 
 

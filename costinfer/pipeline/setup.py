@@ -33,12 +33,15 @@ class Setup:
     acceptance: Acceptance | None = None  # --route cascade: the check an answer must pass
 
 
-def load_setup(spec: RunSpec) -> Setup:
-    """Everything checked before anything is read or sent: an unknown model, provider or file fails here."""
+def load_setup(spec: RunSpec, planning: bool = False) -> Setup:
+    """Everything checked before anything is read or sent: an unknown model, provider or file fails here. A plan may
+    price models of several providers side by side (``planning``); a run calls one."""
     config = Config.load(spec.money.config)
     routing, inp = spec.routing, spec.input
     catalog = Catalog.load(spec.money.prices, config)
-    provider = spec.execution.provider or choose_provider(None, routing.named_models, catalog, registry())
+    provider = spec.execution.provider or choose_provider(
+        None, routing.named_models, catalog, registry(), several=planning
+    )
     cls = backend_class(provider)
     check(spec, cls)
     file_format = None if inp.format in BATCH_SHAPES else inp.format  # batch files are JSONL

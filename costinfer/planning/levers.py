@@ -82,8 +82,11 @@ def _routing(
     with_routing = without = ZERO
     escalations: dict[str, ModelLine] = {}
     share_note = None
+    alone = dict.fromkeys(candidates, ZERO)  # every routed request on one candidate, for each candidate
     for model, max_tokens, n, counted, bound in store.routed_pending(run_id):
         by_model[model] = by_model.get(model, 0) + n
+        for candidate in candidates:
+            alone[candidate] += expected.cost(candidate, max_tokens, n, counted)
         with_routing += expected.cost(model, max_tokens, n, counted)
         without += expected.cost(strongest, max_tokens, n, counted)
         if routing.policy not in ("cascade", "learned") or model == strongest or model not in candidates:
@@ -119,6 +122,7 @@ def _routing(
         "escalation_basis": share_note,
         "with_routing_usd": with_routing,
         "without_routing_usd": without,
+        "alone_usd": alone,
         "saved_usd": without - with_routing,
     }
 

@@ -90,6 +90,14 @@ def _self_hosted(provider: str) -> bool:
     return bool(cls is not None and cls.self_hosted)
 
 
+def _catalog_prefix(provider: str) -> str | None:
+    """The prefix of a provider's models in LiteLLM's names, as its class declares (``Backend.catalog_prefix``)."""
+    from costinfer.backends.base import registry
+
+    cls = registry().get(provider)
+    return None if cls is None else cls.catalog_prefix
+
+
 def parse_catalog(text: str, source: str) -> dict[str, dict[str, Any]]:
     """Parse and check a catalog in LiteLLM's format: an object of model name to an object of prices."""
     try:
@@ -214,7 +222,12 @@ class Catalog:
         return self._entries.get(model)
 
     def lookup(self, model: str, provider: str) -> ModelPrice:
-        entry = self._entries.get(model) or self._entries.get(f"{provider}/{model}")
+        # the provider's own entry first (azure/gpt-4o-mini is Azure's price of gpt-4o-mini), under its prefix in
+        # LiteLLM's names (together_ai/..., azure/...); then the name itself; then the one entry ending with it
+        # (gemini-2.5-flash-lite is gemini/gemini-2.5-flash-lite)
+        prefix = _catalog_prefix(provider)
+        entry = self._entries.get(f"{prefix}/{model}") if prefix and not model.startswith(f"{prefix}/") else None
+        entry = entry or self._entries.get(model) or self._entries.get(f"{provider}/{model}") or self._suffixed(model)
         if entry is None:
             if _self_hosted(provider):  # the user's own hardware: a model missing from the catalog costs nothing
                 return ModelPrice(model, provider, ZERO, ZERO, ZERO, ZERO, ZERO, ZERO, None, None)
@@ -241,6 +254,10 @@ class Catalog:
             gpu_hour_usd=_dec(entry, "gpu_hour_usd") if entry.get("gpu_hour_usd") is not None else None,
             gpus=int(entry.get("gpus") or 1),
         )
+
+    def _suffixed(self, model: str) -> dict[str, Any] | None:
+        found = [e for name, e in self._entries.items() if name.endswith(f"/{model}")]
+        return found[0] if len(found) == 1 else None
 
     def _did_you_mean(self, model: str) -> str:
         import difflib

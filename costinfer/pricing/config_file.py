@@ -20,6 +20,10 @@ Found at ``--config PATH``, else ``$COSTINFER_CONFIG``, else ``./costinfer.toml`
     output_tokens_per_second = 1500
     input_tokens_per_second = 15000    # optional; default 10 x the output rate
 
+    [providers.azure]                  # a provider's own settings (Azure OpenAI: its API version, deployments)
+    api_version = "2024-10-21"
+    deployments = { "gpt-4o-mini" = "mini-prod" }
+
     [routing]                          # the defaults of --models, --route and the cascade's checks
     models = ["gpt-4o-mini", "gpt-4o"] # tiers, cheapest first
     route = "cascade"
@@ -48,6 +52,7 @@ class Config:
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     max_age_days: int = DEFAULT_MAX_AGE_DAYS
     routing: dict[str, Any] = field(default_factory=dict)  # [routing]: defaults of the routing options
+    providers: dict[str, dict[str, Any]] = field(default_factory=dict)  # [providers.NAME]: a provider's settings
 
     @classmethod
     def load(cls, path: Path | None = None) -> Config:
@@ -74,7 +79,11 @@ class Config:
         age = (data.get("catalog") or {}).get("max_age_days", DEFAULT_MAX_AGE_DAYS)
         if not isinstance(age, int) or age < 1:
             raise ConfigError(f"{path}: [catalog] max_age_days must be a whole number of days, got {age!r}")
-        return cls(path=path, models=models, max_age_days=age, routing=_routing(path, data.get("routing") or {}))
+        providers = data.get("providers") or {}
+        if not isinstance(providers, dict) or not all(isinstance(v, dict) for v in providers.values()):
+            raise ConfigError(f"{path}: [providers.NAME] must be tables of a provider's settings")
+        routing = _routing(path, data.get("routing") or {})
+        return cls(path=path, models=models, max_age_days=age, routing=routing, providers=providers)
 
 
 _ROUTING_KEYS: dict[str, type] = {

@@ -41,6 +41,7 @@ class SimulatorConfig:
     limit_mode: str = "window"  # how rpm/tpm are enforced: window (sliding minute), bucket, second (see faults.py)
     down_models: tuple[str, ...] = ()  # models in an outage: every request for them gets a 503 (529 on Anthropic's)
     seed: int | None = None  # the batch items' failures (and the bad answers) are drawn with it
+    api_key: str | None = None  # the one key accepted (the provider's own error for any other); None: any key
     prompt_cache: bool = True  # report cached prompt tokens for repeated prefixes, as each provider does
     # vLLM's side: requests answered at once (the running batch; the rest wait), and the context length /v1/models and
     # /tokenize report; /metrics gives the queue in vLLM's names

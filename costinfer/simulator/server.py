@@ -35,21 +35,21 @@ from costinfer.simulator.answers import (
 )
 from costinfer.simulator.batch_server import BatchApi
 from costinfer.simulator.config import SimulatorConfig
+from costinfer.simulator.endpoints import ProtocolEndpoints, VllmEndpoints
 from costinfer.simulator.faults import rate_meter
 from costinfer.simulator.messages import anthropic_prefix, messages_as_chat
 from costinfer.simulator.prefix_cache import PromptCache
-
-DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1-nano")
+from costinfer.simulator.protocols import GEMINI_THINKING, error_body, gemini_answer
 
 
 def _error(
     status: int, kind: str, message: str, protocol: str = "openai", headers: dict[str, str] | None = None
 ) -> web.Response:
-    """An error in the protocol's shape: OpenAI's {"error": {...}} or Anthropic's {"type": "error", "error": {...}}."""
-    if protocol == "anthropic":
-        payload: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": message}}
-    else:
-        payload = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    """An error in the protocol's shape (``protocols.error_body``)."""
+    retry_s = float(headers["retry-after"]) if headers and protocol == "gemini" and "retry-after" in headers else None
+    payload = error_body(protocol, status, kind, message, retry_s)
+    if protocol == "gemini" and headers:  # Google says how long to wait in the body, not in a header
+        headers = {k: v for k, v in headers.items() if not k.startswith("retry-after")}
     return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json", headers=headers)
 
 
@@ -57,7 +57,7 @@ def _retry_after(seconds: float) -> dict[str, str]:
     return {"retry-after": str(max(1, math.ceil(seconds))), "retry-after-ms": str(max(1, math.ceil(seconds * 1000)))}
 
 
-class Simulator:
+class Simulator(ProtocolEndpoints, VllmEndpoints):
     def __init__(self, cfg: SimulatorConfig | None = None) -> None:
         self.cfg = cfg or SimulatorConfig()
         self.counter = TokenCounter()
@@ -86,6 +86,8 @@ class Simulator:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self.chat_completions)
         app.router.add_post("/v1/messages", self.messages)
+        app.router.add_post("/v1beta/models/{model}:generateContent", self.gemini)
+        app.router.add_post("/openai/deployments/{deployment}/chat/completions", self.azure)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/health", self.health)
         app.router.add_post("/tokenize", self.tokenize)
@@ -130,37 +132,9 @@ class Simulator:
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    async def models(self, request: web.Request) -> web.Response:
-        data = [
-            {"id": m, "object": "model", "owned_by": "costinfer-simulator", "max_model_len": self.cfg.max_model_len}
-            for m in DEFAULT_MODELS
-        ]
-        return web.json_response({"object": "list", "data": data})
-
-    async def tokenize(self, request: web.Request) -> web.Response:
-        """vLLM's POST /tokenize for a chat request: the prompt tokens the chat endpoint bills for it."""
-        try:
-            body = orjson.loads(await request.read())
-            count = self.counter.count_body({"model": body.get("model") or "gpt-4o-mini", "messages": body["messages"]})
-        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
-            return _error(400, "invalid_request_error", f"bad request: {exc}")
-        return web.json_response({"count": count, "max_model_len": self.cfg.max_model_len or 128000, "tokens": []})
-
-    async def metrics(self, request: web.Request) -> web.Response:
-        """vLLM's queue gauges in Prometheus's text format."""
-        capacity = self.cfg.max_running or 0
-        kv = self.running / capacity if capacity else 0.0
-        lines = [
-            "# TYPE vllm:num_requests_running gauge",
-            f'vllm:num_requests_running{{model_name="sim"}} {self.running}',
-            "# TYPE vllm:num_requests_waiting gauge",
-            f'vllm:num_requests_waiting{{model_name="sim"}} {self.waiting}',
-            "# TYPE vllm:kv_cache_usage_perc gauge",
-            f'vllm:kv_cache_usage_perc{{model_name="sim"}} {kv}',
-        ]
-        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
-
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        if self.cfg.api_key is not None and not self._key_ok(request.headers.get("authorization", "")[7:]):
+            return _error(401, "invalid_request_error", "Incorrect API key provided.")
         try:
             body = orjson.loads(await request.read())
             if not isinstance(body, dict) or not body.get("model") or not isinstance(body.get("messages"), list):
@@ -175,20 +149,6 @@ class Simulator:
                 self._record(time.time(), body_digest(body), body, 400, "openai")
                 return _error(400, "invalid_request_error", refusal)
         return await self._serve(request, body, body, prompt_tokens, "openai")
-
-    async def messages(self, request: web.Request) -> web.StreamResponse:
-        """Anthropic's Messages API: x-api-key and anthropic-version headers, top-level system, required max_tokens."""
-        if not request.headers.get("x-api-key"):
-            return _error(401, "authentication_error", "x-api-key header is required", "anthropic")
-        if not request.headers.get("anthropic-version"):
-            return _error(400, "invalid_request_error", "anthropic-version header is required", "anthropic")
-        try:
-            body = orjson.loads(await request.read())
-            as_chat = messages_as_chat(body)
-            prompt_tokens = self.counter.count_body(as_chat)
-        except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            return _error(400, "invalid_request_error", str(exc), "anthropic")
-        return await self._serve(request, body, as_chat, prompt_tokens, "anthropic")
 
     async def _serve(
         self, request: web.Request, body: dict[str, Any], chat: dict[str, Any], prompt_tokens: int, protocol: str
@@ -235,7 +195,10 @@ class Simulator:
         if fault == "timeout":
             self._record(received, digest, body, "timeout", protocol)
             await asyncio.sleep(self.cfg.faults.slow_s)
-        reasoning = protocol == "openai" and is_reasoning_model(str(chat["model"]), {})
+        model = str(chat["model"])
+        reasoning = (protocol in ("openai", "azure") and is_reasoning_model(model, {})) or (
+            protocol == "gemini" and GEMINI_THINKING.match(model) is not None
+        )
         text, completion_tokens, finish, thinking = answer_for(chat, self.cfg, reasoning)
         bad = bool(self.cfg.answers.bad_answers) and answers_badly(chat, self.cfg)
         if bad:
@@ -249,6 +212,9 @@ class Simulator:
             payload = anthropic_message(
                 digest, chat["model"], text, finish, prompt_tokens, completion_tokens, read, written
             )
+        elif protocol == "gemini":
+            cached = self.prompt_cache.openai(chat) if self.cfg.prompt_cache else 0
+            payload = gemini_answer(digest, model, text, finish, prompt_tokens, completion_tokens, thinking, cached)
         else:
             cached = self.prompt_cache.openai(chat) if self.cfg.prompt_cache else 0
             payload = chat_completion(
@@ -274,7 +240,8 @@ class Simulator:
             return resp
         if fault != "timeout":
             self.requests += 1
-            self._record(received, digest, body, 200, protocol, payload.get("usage"), bad)
+            usage = payload.get("usageMetadata") if protocol == "gemini" else payload.get("usage")
+            self._record(received, digest, body, 200, protocol, usage, bad)
         return web.Response(body=raw, content_type="application/json", headers=limit_headers)
 
     async def _generate(self, delay_ms: float) -> None:
