@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from costinfer.backends.redact import redact
 from costinfer.errors import AuthError, BackendError
@@ -76,7 +77,7 @@ class HttpTransport:
         return redact(text, self._secrets)
 
     async def send(
-        self, method: str, url: str, data: Any = None, headers: dict[str, str] | None = None
+        self, method: str, url: str | URL, data: Any = None, headers: dict[str, str] | None = None
     ) -> tuple[bytes, dict[str, str] | None]:
         """Any request (a GET, a JSON body, a multipart form), with the same error mapping as ``post``."""
         assert self._session is not None, "start() the transport first"
@@ -148,7 +149,10 @@ def http_error(status: int, raw: bytes, retry_after: float | None) -> BackendErr
     message = raw[:300].decode("utf-8", "replace")
     code = ""
     try:
-        err = orjson.loads(raw).get("error")
+        data = orjson.loads(raw)
+        err = data.get("error")
+        if err is None and isinstance(data.get("message"), str):  # AWS's {"message": ...} (x-amzn-ErrorType)
+            message = data["message"]
         if isinstance(err, dict) and err.get("message"):
             message = str(err["message"])
             details = err.get("details")

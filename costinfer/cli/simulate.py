@@ -50,6 +50,9 @@ def serve(
     api_key: Optional[str] = typer.Option(
         None, "--api-key", help="Accept only this key (each protocol's own error for any other); default: any key."
     ),
+    aws_key: Optional[str] = typer.Option(
+        None, "--aws-key", help="Bedrock: ACCESS_KEY_ID:SECRET, the one key pair whose SigV4 signatures are accepted."
+    ),
     max_running: Optional[int] = typer.Option(
         None, help="Like vLLM: requests answered at once (the running batch); the rest wait (see /metrics)."
     ),
@@ -91,6 +94,7 @@ def serve(
             max_running=max_running,
             max_model_len=max_model_len,
             api_key=api_key,
+            aws_key=_key_pair(aws_key),
         )
         if limit_mode not in LIMIT_MODES:
             raise ConfigError(f"--limit-mode must be one of {', '.join(LIMIT_MODES)}, got '{limit_mode}'")
@@ -108,3 +112,12 @@ def serve(
             raise ConfigError(
                 f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port (0 picks a free one)"
             ) from None
+
+
+def _key_pair(text: str | None) -> tuple[str, str] | None:
+    if text is None:
+        return None
+    key_id, _, secret = text.partition(":")
+    if not key_id or not secret:
+        raise ConfigError("--aws-key must be ACCESS_KEY_ID:SECRET")
+    return key_id, secret

@@ -42,6 +42,7 @@ class SimulatorConfig:
     down_models: tuple[str, ...] = ()  # models in an outage: every request for them gets a 503 (529 on Anthropic's)
     seed: int | None = None  # the batch items' failures (and the bad answers) are drawn with it
     api_key: str | None = None  # the one key accepted (the provider's own error for any other); None: any key
+    aws_key: tuple[str, str] | None = None  # Bedrock: the (access key id, secret) whose signatures are accepted
     prompt_cache: bool = True  # report cached prompt tokens for repeated prefixes, as each provider does
     # vLLM's side: requests answered at once (the running batch; the rest wait), and the context length /v1/models and
     # /tokenize report; /metrics gives the queue in vLLM's names

@@ -12,14 +12,21 @@ from aiohttp import web
 from costinfer.reading.tokens import TokenCounter
 from costinfer.simulator.config import SimulatorConfig
 from costinfer.simulator.messages import messages_as_chat
-from costinfer.simulator.protocols import error_body, gemini_as_chat
+from costinfer.simulator.protocols import (
+    bedrock_error_type,
+    converse_as_chat,
+    error_body,
+    gemini_as_chat,
+    sigv4_problem,
+)
 
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1-nano")
 
 
 def _error(status: int, kind: str, message: str, protocol: str = "openai") -> web.Response:
     payload = error_body(protocol, status, kind, message)
-    return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json")
+    headers = {"x-amzn-ErrorType": bedrock_error_type(status, kind)} if protocol == "bedrock" else None
+    return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json", headers=headers)
 
 
 class ProtocolEndpoints:
@@ -80,6 +87,22 @@ class ProtocolEndpoints:
         except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
             return _error(400, "invalid_request_error", f"bad request: {exc}", "azure")
         return await self._serve(request, chat, chat, prompt_tokens, "azure")
+
+    async def bedrock(self, request: web.Request) -> web.StreamResponse:
+        """Bedrock's Converse: Signature Version 4 checked (``protocols.sigv4_problem``), the model in the path."""
+        raw = await request.read()
+        url = f"{request.scheme}://{request.host}{request.raw_path}"
+        problem = sigv4_problem(request.method, url, request.headers, raw, self.cfg.aws_key)
+        if problem is not None:
+            kind, message = problem.split(": ", 1)
+            return _error(403, kind, message, "bedrock")
+        try:
+            body = orjson.loads(raw)
+            as_chat = converse_as_chat(body, request.match_info["model"])
+            prompt_tokens = self.counter.count_body(as_chat)
+        except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            return _error(400, "ValidationException", str(exc), "bedrock")
+        return await self._serve(request, {**body, "model": as_chat["model"]}, as_chat, prompt_tokens, "bedrock")
 
 
 class VllmEndpoints:

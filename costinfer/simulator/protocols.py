@@ -7,6 +7,12 @@
   ``cachedContentTokenCount``) out; errors as ``{"error": {"code", "message", "status", "details"}}``: a bad key is a
   400 ``INVALID_ARGUMENT`` with reason ``API_KEY_INVALID``, a rate limit a 429 ``RESOURCE_EXHAUSTED`` with a
   ``RetryInfo`` delay.
+- AWS Bedrock's Converse (https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html):
+  ``POST /model/{modelId}/converse`` signed with Signature Version 4 (checked against the one key pair the simulator
+  was given, ``--aws-key``, or for a well-formed signature of any key); ``messages`` of content blocks in,
+  ``output.message``, ``stopReason`` and ``usage`` (``inputTokens``, ``outputTokens``, ``totalTokens``) out; errors as
+  ``{"message": ...}`` with their type in ``x-amzn-ErrorType`` (a 429 ``ThrottlingException``, a 403
+  ``UnrecognizedClientException`` or ``InvalidSignatureException``).
 - Azure OpenAI (https://learn.microsoft.com/azure/ai-services/openai/reference):
   ``POST /openai/deployments/{deployment}/chat/completions?api-version=...`` with ``api-key`` (or a bearer token);
   OpenAI's request and answer; a missing ``api-version`` is a 404 ``Resource not found``, a bad key a 401 with code
@@ -30,6 +36,8 @@ def error_body(protocol: str, status: int, kind: str, message: str, retry_s: flo
     """An error in the protocol's shape: OpenAI's (Azure's too), Anthropic's or Google's."""
     if protocol == "anthropic":
         return {"type": "error", "error": {"type": kind, "message": message}}
+    if protocol == "bedrock":
+        return {"message": message}
     if protocol == "gemini":
         details: list[dict[str, Any]] = []
         if kind == "API_KEY_INVALID":
@@ -94,3 +102,72 @@ def gemini_answer(
         "modelVersion": model,
         "responseId": f"sim-{digest[:24]}",
     }
+
+
+_BEDROCK_TYPES = {400: "ValidationException", 403: "AccessDeniedException", 404: "ResourceNotFoundException",
+                  429: "ThrottlingException", 500: "InternalServerException", 502: "InternalServerException",
+                  503: "ServiceUnavailableException"}  # fmt: skip
+
+
+def bedrock_error_type(status: int, kind: str) -> str:
+    """Bedrock's error type, as its ``x-amzn-ErrorType`` header names it."""
+    return kind if kind.endswith("Exception") else _BEDROCK_TYPES.get(status, "InternalServerException")
+
+
+def converse_as_chat(body: Any, model: str) -> dict[str, Any]:
+    """A Converse request checked as the API checks it, in OpenAI's chat shape (for counting and answers)."""
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
+        raise ValueError("1 validation error detected: Value at 'messages' failed to satisfy constraint")
+    chat: list[dict[str, Any]] = []
+    if body.get("system"):
+        chat.append({"role": "system", "content": text_of(body["system"])})
+    for message in body["messages"]:
+        if message.get("role") not in ("user", "assistant"):
+            raise ValueError("A conversation must alternate between user and assistant roles")
+        chat.append({"role": message["role"], "content": text_of(message.get("content") or [])})
+    out: dict[str, Any] = {"model": model, "messages": chat}
+    limit = (body.get("inferenceConfig") or {}).get("maxTokens")
+    if limit:
+        out["max_tokens"] = int(limit)
+    return out
+
+
+def converse_answer(text: str, finish: str, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    return {
+        "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
+        "stopReason": "max_tokens" if finish == "length" else "end_turn",
+        "usage": {"inputTokens": prompt_tokens, "outputTokens": completion_tokens,
+                  "totalTokens": prompt_tokens + completion_tokens},
+        "metrics": {"latencyMs": 1},
+    }  # fmt: skip
+
+
+def sigv4_problem(method: str, url: str, headers: Any, body: bytes, keys: tuple[str, str] | None) -> str | None:
+    """Why a request's Signature Version 4 does not hold, or None when it does: the header's form, the key's id,
+    the service (bedrock), and, with the key pair known, the signature itself, recomputed over the same canonical
+    request (botocore's implementation of AWS's algorithm)."""
+    auth = headers.get("authorization") or ""
+    match = re.match(r"AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/([^/]+)/aws4_request, "
+                     r"SignedHeaders=([^,]+), Signature=([0-9a-f]{64})$", auth)  # fmt: skip
+    if not match or not headers.get("x-amz-date"):
+        return "UnrecognizedClientException: missing or malformed Signature Version 4 authorization"
+    key_id, _, region, service, signed, signature = match.groups()
+    if service != "bedrock":
+        return f"InvalidSignatureException: Credential should be scoped to correct service: 'bedrock' (got {service})"
+    if keys is None:
+        return None
+    if key_id != keys[0]:
+        return "UnrecognizedClientException: The security token included in the request is invalid."
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    kept = {h: headers[h] for h in signed.split(";") if h != "host" and h in headers}
+    request = AWSRequest(method=method, url=url, data=body, headers=kept)
+    request.context["timestamp"] = headers["x-amz-date"]
+    signer = SigV4Auth(Credentials(keys[0], keys[1]), service, region)
+    expected = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
+    if expected != signature:
+        return ("InvalidSignatureException: The request signature we calculated does not match the signature you "
+                "provided. Check your AWS Secret Access Key and signing method.")  # fmt: skip
+    return None

@@ -39,7 +39,13 @@ from costinfer.simulator.endpoints import ProtocolEndpoints, VllmEndpoints
 from costinfer.simulator.faults import rate_meter
 from costinfer.simulator.messages import anthropic_prefix, messages_as_chat
 from costinfer.simulator.prefix_cache import PromptCache
-from costinfer.simulator.protocols import GEMINI_THINKING, error_body, gemini_answer
+from costinfer.simulator.protocols import (
+    GEMINI_THINKING,
+    bedrock_error_type,
+    converse_answer,
+    error_body,
+    gemini_answer,
+)
 
 
 def _error(
@@ -50,6 +56,8 @@ def _error(
     payload = error_body(protocol, status, kind, message, retry_s)
     if protocol == "gemini" and headers:  # Google says how long to wait in the body, not in a header
         headers = {k: v for k, v in headers.items() if not k.startswith("retry-after")}
+    if protocol == "bedrock":
+        headers = {**(headers or {}), "x-amzn-ErrorType": bedrock_error_type(status, kind)}
     return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json", headers=headers)
 
 
@@ -88,6 +96,7 @@ class Simulator(ProtocolEndpoints, VllmEndpoints):
         app.router.add_post("/v1/messages", self.messages)
         app.router.add_post("/v1beta/models/{model}:generateContent", self.gemini)
         app.router.add_post("/openai/deployments/{deployment}/chat/completions", self.azure)
+        app.router.add_post("/model/{model}/converse", self.bedrock)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/health", self.health)
         app.router.add_post("/tokenize", self.tokenize)
@@ -212,6 +221,8 @@ class Simulator(ProtocolEndpoints, VllmEndpoints):
             payload = anthropic_message(
                 digest, chat["model"], text, finish, prompt_tokens, completion_tokens, read, written
             )
+        elif protocol == "bedrock":
+            payload = converse_answer(text, finish, prompt_tokens, completion_tokens)
         elif protocol == "gemini":
             cached = self.prompt_cache.openai(chat) if self.cfg.prompt_cache else 0
             payload = gemini_answer(digest, model, text, finish, prompt_tokens, completion_tokens, thinking, cached)

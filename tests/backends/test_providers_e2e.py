@@ -27,6 +27,7 @@ from costinfer.pricing.config_file import Config
 
 CLI = [sys.executable, "-m", "costinfer"]
 KEY = "sim-key-1234567890"
+AKID = "AKIDSIMULATOR0000001"
 CATALOG = Catalog.load(None, Config.load(None))
 
 
@@ -38,10 +39,19 @@ class Provider:
     entry: str  # the catalog entry that prices it
     path: str = "/v1"  # the base URL's path on the simulator
 
+    def env(self, key: str) -> dict[str, str]:
+        """The environment a run of this provider gets its credentials from."""
+        if self.name != "bedrock":
+            return {**os.environ, self.key_env: key}
+        # AWS's chain, and nothing from this machine's own files: the simulator accepts the pair (AKID_SIM, KEY)
+        return {**os.environ, "AWS_ACCESS_KEY_ID": AKID, "AWS_SECRET_ACCESS_KEY": key, "AWS_REGION": "us-east-1",
+                "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}  # fmt: skip
+
 
 PROVIDERS = [
     Provider("gemini", "GEMINI_API_KEY", "gemini-2.5-flash", "gemini/gemini-2.5-flash", ""),
     Provider("azure", "AZURE_OPENAI_API_KEY", "gpt-4o-mini", "azure/gpt-4o-mini", ""),
+    Provider("bedrock", "AWS_ACCESS_KEY_ID", "amazon.nova-lite-v1:0", "amazon.nova-lite-v1:0", ""),
     Provider("deepseek", "DEEPSEEK_API_KEY", "deepseek/deepseek-chat", "deepseek/deepseek-chat"),
     Provider(
         "together",
@@ -65,7 +75,11 @@ def _price(entry: str, usage: dict[str, Any]) -> Decimal:
     """What a logged answer costs at the catalog entry's prices, from the usage as the protocol reported it."""
     e = CATALOG.entry(entry)
     assert e is not None, entry
-    if "promptTokenCount" in usage:  # Gemini: thinking is billed as output; cached prompt tokens at the cached rate
+    if "inputTokens" in usage:  # Bedrock's Converse: inputTokens leaves out the prompt cache's reads and writes
+        prompt = int(usage["inputTokens"]) + int(usage.get("cacheReadInputTokens") or 0)
+        prompt += int(usage.get("cacheWriteInputTokens") or 0)
+        cached, out = int(usage.get("cacheReadInputTokens") or 0), int(usage["outputTokens"])
+    elif "promptTokenCount" in usage:  # Gemini: thinking is billed as output; cached prompt tokens at the cached rate
         prompt, cached = int(usage["promptTokenCount"]), int(usage.get("cachedContentTokenCount") or 0)
         out = int(usage["candidatesTokenCount"]) + int(usage.get("thoughtsTokenCount") or 0)
     else:
@@ -87,7 +101,20 @@ def _billed(log: Path, entry: str) -> tuple[Decimal, dict[str, int]]:
 
 @contextmanager
 def simulator(log: Path, *extra: str) -> Iterator[str]:
-    serve = [*CLI, "simulate", "serve", "--port", "0", "--log", str(log), "--api-key", KEY, *extra]
+    serve = [
+        *CLI,
+        "simulate",
+        "serve",
+        "--port",
+        "0",
+        "--log",
+        str(log),
+        "--api-key",
+        KEY,
+        "--aws-key",
+        f"{AKID}:{KEY}",
+    ]
+    serve += extra
     with subprocess.Popen(serve, stdout=subprocess.PIPE, text=True) as server:
         try:
             assert server.stdout is not None
@@ -114,7 +141,7 @@ def _args(p: Provider, root: str, data: Path, store: Path, *extra: str) -> list[
 def _run(
     p: Provider, root: str, data: Path, store: Path, *extra: str, key: str = KEY
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, p.key_env: key}
+    env = p.env(key)
     return subprocess.run(_args(p, root, data, store, *extra), capture_output=True, text=True, env=env, timeout=180)
 
 
@@ -142,7 +169,7 @@ def test_the_main_job_on_each_provider_costs_what_its_server_billed(name: str, t
     assert p.key_env in bad.stderr and "wrong-key" not in bad.stderr
 
 
-@pytest.mark.parametrize("name", ["gemini", "azure", "deepseek"])
+@pytest.mark.parametrize("name", ["gemini", "azure", "bedrock", "deepseek"])
 def test_a_429_storm_is_ridden_out_and_billed_once(name: str, tmp_path: Path) -> None:
     p, log = BY_NAME[name], tmp_path / "sim.log"
     data = _data(tmp_path)
@@ -157,12 +184,12 @@ def test_a_429_storm_is_ridden_out_and_billed_once(name: str, tmp_path: Path) ->
     assert all(r["error"] is None for r in _results(tmp_path / "s.duckdb"))
 
 
-@pytest.mark.parametrize("name", ["gemini", "azure", "deepseek"])
+@pytest.mark.parametrize("name", ["gemini", "azure", "bedrock", "deepseek"])
 def test_killed_and_resumed_each_row_is_answered_and_little_is_paid_twice(name: str, tmp_path: Path) -> None:
     p, log = BY_NAME[name], tmp_path / "sim.log"
     data, store = _data(tmp_path), tmp_path / "s.duckdb"
     with simulator(log, "--latency-ms", "30") as root:
-        env = {**os.environ, p.key_env: KEY}
+        env = p.env(KEY)
         proc = subprocess.Popen(_args(p, root, data, store, "-c", "4"), env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)  # fmt: skip
         deadline = time.monotonic() + 60
@@ -230,3 +257,11 @@ def test_a_plan_prices_models_of_three_providers_and_routes_to_the_cheapest(tmp_
         )
         assert alone[model] == cost, (model, alone[model], cost)
     assert Decimal(plan["expected_cost_usd"]) == alone["gemini-2.5-flash-lite"]
+
+
+def test_bedrock_without_aws_credentials_stops_before_reading_naming_the_variables(tmp_path: Path) -> None:
+    p = BY_NAME["bedrock"]
+    env = {k: v for k, v in p.env(KEY).items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    args = _args(p, "http://127.0.0.1:9", _data(tmp_path, 5), tmp_path / "s.duckdb")
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 2 and "AWS_ACCESS_KEY_ID" in done.stderr and "Traceback" not in done.stderr
