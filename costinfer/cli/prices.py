@@ -66,8 +66,9 @@ _COLUMNS = (
     ("batch out", "output_cost_per_token_batches", False),
     ("context", "max_input_tokens", True),
 )
-# Below this width the table drops the provider and batch columns (``prices show`` and ``--json`` keep everything)
-WIDE = 100
+# Below this width (the catalog's provider names are long) the table drops the provider and batch columns
+# (``prices show`` and ``--json`` keep everything)
+WIDE = 150
 
 
 def prices_table(rows: list[tuple[str, dict[str, Any]]], source: str, width: int) -> Table:
@@ -76,20 +77,29 @@ def prices_table(rows: list[tuple[str, dict[str, Any]]], source: str, width: int
     columns = [c for c in _COLUMNS if c[2] or not narrow]
     title = f"$ per 1M tokens, {source}" if narrow else f"prices ({source}); $ per 1M tokens"
     table = Table(title=title, box=None if narrow else box.SIMPLE_HEAD, pad_edge=False)
-    for header, _, _ in columns:
-        left = header in ("model", "provider")
-        table.add_column(header, justify="left" if left else "right", no_wrap=True, overflow="fold")
-    for model, e in rows:
-        cells = []
-        for header, name, _ in columns:
-            if header == "model":
-                cells.append(model)
-            elif name in ("litellm_provider", "max_input_tokens"):
-                cells.append(str(e.get(name, "-")))
-            else:
-                cells.append(_per_million(e, name))
+    body = [[_cell(model, e, header, name) for header, name, _ in columns] for model, e in rows]
+    # Every column but the model's is as wide as its widest cell; a long model name (the catalog has names of
+    # 70 characters) folds onto a second line rather than squeezing the prices
+    widths = [max([len(header)] + [len(r[i]) for r in body]) for i, (header, _, _) in enumerate(columns)]
+    gaps = len(columns) - 1 + (0 if narrow else 2)
+    room = max(len("model"), width - gaps - sum(widths[1:]))
+    for i, (header, _, _) in enumerate(columns):
+        if header == "model":
+            table.add_column(header, justify="left", overflow="fold", max_width=room)
+        else:
+            left = header == "provider"
+            table.add_column(header, justify="left" if left else "right", no_wrap=True, min_width=widths[i])
+    for cells in body:
         table.add_row(*cells)
     return table
+
+
+def _cell(model: str, e: dict[str, Any], header: str, name: str) -> str:
+    if header == "model":
+        return model
+    if name in ("litellm_provider", "max_input_tokens"):
+        return str(e.get(name, "-"))
+    return _per_million(e, name)
 
 
 @prices_app.command("show")
