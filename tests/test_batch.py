@@ -42,6 +42,10 @@ def _log(path: Path) -> list[dict]:
 def _target(url: str, protocol: str) -> list[str]:
     if protocol == "anthropic":
         return ["--provider", "anthropic", "--base-url", url.removesuffix("/v1"), "--model", "claude-haiku-4-5"]
+    if protocol == "azure":  # Global Batch: OpenAI's Batch API under /openai, with an api-version
+        return ["--provider", "azure", "--base-url", url.removesuffix("/v1"), "--model", "gpt-4o-mini"]
+    if protocol == "gemini":  # Batch Mode: inline requests, an Operation polled
+        return ["--provider", "gemini", "--base-url", url.removesuffix("/v1"), "--model", "gemini-2.5-flash"]
     return ["--provider", "openai", "--base-url", url]
 
 
@@ -49,7 +53,18 @@ def _args(data: Path, store: Path, url: str, out: Path, protocol: str = "openai"
     return ["run", data, "--store", store, *_target(url, protocol), "--mode", "batch", "-o", out, "--batch-poll", "0.2"]
 
 
-ENVS = {"openai": {"OPENAI_API_KEY": "sk-test"}, "anthropic": {"ANTHROPIC_API_KEY": "sk-ant-test"}}
+ENVS = {
+    "openai": {"OPENAI_API_KEY": "sk-test"},
+    "anthropic": {"ANTHROPIC_API_KEY": "sk-ant-test"},
+    "azure": {"AZURE_OPENAI_API_KEY": "azure-test"},
+    "gemini": {"GEMINI_API_KEY": "gemini-test"},
+}
+MODELS = {
+    "openai": "gpt-4o-mini",
+    "anthropic": "claude-haiku-4-5",
+    "azure": "gpt-4o-mini",
+    "gemini": "gemini-2.5-flash",
+}
 
 
 def _ledger(store: Path) -> tuple[Decimal, int, int, int, set[str]]:
@@ -64,7 +79,7 @@ def _ledger(store: Path) -> tuple[Decimal, int, int, int, set[str]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+@pytest.mark.parametrize("protocol", ["openai", "anthropic", "azure", "gemini"])
 def test_a_batch_run_killed_after_submission_reattaches_and_submits_nothing_twice(
     tmp_path: Path, protocol: str
 ) -> None:
@@ -93,16 +108,57 @@ def test_a_batch_run_killed_after_submission_reattaches_and_submits_nothing_twic
     answered = Counter(e["digest"] for e in entries if e.get("kind") == "batch_item" and e["status"] == 200)
     assert len(answered) == 40 and set(answered.values()) == {1}  # every row answered once
     assert all(r["error"] is None and r["source"] == "fresh" for r in read_jsonl(out))
-    plan = subprocess_cli("plan", data, "--store", tmp_path / "p.duckdb", "--json", *_target(url, protocol))
+    plan = subprocess_cli("plan", data, "--store", tmp_path / "p.duckdb", "--json", *_target(url, protocol), env=env)
     planned = json.loads(plan.communicate(timeout=120)[0])  # the plan prices both modes
     assert Decimal(planned["expected_batch_cost_usd"]) * 2 == Decimal(planned["expected_cost_usd"])
     cost, tokens_in, tokens_out, ok, modes = _ledger(store)
-    price = Catalog.load().lookup("gpt-4o-mini" if protocol == "openai" else "claude-haiku-4-5", protocol)
+    price = Catalog.load().lookup(MODELS[protocol], protocol)  # Azure's: the catalog's azure/ entry
     assert ok == 40 and modes == {"batch"}
     assert price.batch_input * 2 == price.input  # batch prices: half the online ones
     assert cost == tokens_in * price.batch_input + tokens_out * price.batch_output
+    billed = [_tokens(e["usage"]) for e in entries if e.get("kind") == "batch_item" and e["status"] == 200]
+    # the tokens the server billed, each once
+    assert (tokens_in, tokens_out) == (sum(i for i, _ in billed), sum(o for _, o in billed))
     report = json.loads((tmp_path / "o.report.json").read_text())
     assert "batch" in {s["lever"] for s in report["waterfall"]["steps"]}
+
+
+def _tokens(usage: dict) -> tuple[int, int]:
+    """(input, output) tokens as each protocol's usage reports them: Gemini bills its thinking as output."""
+    if "promptTokenCount" in usage:
+        return usage["promptTokenCount"], usage["candidatesTokenCount"] + usage.get("thoughtsTokenCount", 0)
+    if "input_tokens" in usage:
+        return usage["input_tokens"], usage["output_tokens"]
+    return usage["prompt_tokens"], usage["completion_tokens"]
+
+
+def test_a_gemini_batch_run_sends_one_batch_per_model(tmp_path: Path) -> None:
+    """Gemini's Batch Mode names one model in its path: rows that name their own model go in a batch of their own."""
+    rows = [{**r, "model": "gemini-2.5-flash-lite"} if i % 3 == 0 else r for i, r in enumerate(ROWS)]
+    data, store, out, log = (
+        write_jsonl(tmp_path / "d.jsonl", rows),
+        tmp_path / "s.duckdb",
+        tmp_path / "o.jsonl",
+        tmp_path / "log.jsonl",
+    )
+    with _simulator(log, "--batch-delay", "0.3") as url:
+        done = subprocess_cli(*_args(data, store, url, out, "gemini"), "--json", env=ENVS["gemini"])
+        stdout, err = done.communicate(timeout=120)
+    assert done.returncode == 0, err
+    creates = [e for e in _log(log) if e.get("kind") == "batch_create"]
+    assert len(creates) == 2
+    results = read_jsonl(out)
+    assert len(results) == 40 and all(r["error"] is None for r in results)
+    assert Counter(r["model"] for r in results) == {"gemini-2.5-flash": 26, "gemini-2.5-flash-lite": 14}
+    catalog = Catalog.load()
+    with duckdb.connect(str(store), read_only=True) as con:
+        by_model = con.execute(
+            "SELECT model, sum(cost_usd), sum(input_tokens), sum(output_tokens) FROM calls GROUP BY model"
+        ).fetchall()
+    for model, cost, tokens_in, tokens_out in by_model:
+        price = catalog.lookup(model, "gemini")
+        assert Decimal(cost) == tokens_in * price.batch_input + tokens_out * price.batch_output
+    assert Decimal(json.loads(stdout)["run_cost_usd"]) == sum(Decimal(c) for _, c, _, _ in by_model)
 
 
 @pytest.mark.slow

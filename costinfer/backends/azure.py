@@ -7,8 +7,11 @@ costinfer.toml maps it (``[providers.azure] deployments = { "gpt-4o-mini" = "min
 ``[providers.azure] api_version``, else ``AZURE_OPENAI_API_VERSION``, else ``DEFAULT_API_VERSION`` (the GA version).
 The key goes in the ``api-key`` header (``AZURE_OPENAI_API_KEY``), or a Microsoft Entra token as a bearer
 (``AZURE_OPENAI_AD_TOKEN``). Prices are the catalog's ``azure/`` entries. Usage, errors and rate-limit headers
-(``x-ratelimit-remaining-requests``/``-tokens``, ``retry-after-ms``) are OpenAI's. Global Batch is not given here
-yet: a run with ``--mode batch`` on Azure is refused.
+(``x-ratelimit-remaining-requests``/``-tokens``, ``retry-after-ms``) are OpenAI's.
+
+Global Batch (``--mode batch``, at the catalog's ``azure/`` batch prices): OpenAI's Batch API under ``/openai/files``
+and ``/openai/batches`` with the same ``api-version``, each line's ``url`` ``/chat/completions`` and its ``model`` the
+deployment (a Global-Batch deployment of the model: map it in ``deployments``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import os
 from typing import Any, ClassVar
 
 from costinfer.backends.base import Backend, Completion
+from costinfer.backends.batch_api import BatchClient
 from costinfer.backends.openai import parse_chat_completion
+from costinfer.backends.openai_batch import OpenAIBatches
 from costinfer.errors import ConfigError
 
 DEFAULT_API_VERSION = "2024-10-21"
@@ -25,6 +30,7 @@ DEFAULT_API_VERSION = "2024-10-21"
 
 class AzureOpenAIBackend(Backend):
     name: ClassVar[str] = "azure"
+    supports_batch: ClassVar[bool] = True
     api_key_env: ClassVar[str | None] = "AZURE_OPENAI_API_KEY"
     key_required: ClassVar[bool] = True
     catalog_prefix: ClassVar[str | None] = "azure"
@@ -76,3 +82,23 @@ class AzureOpenAIBackend(Backend):
 
     def parse(self, raw: bytes) -> Completion:
         return parse_chat_completion(raw)
+
+    def batch_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {**self.translate(body), "model": self.deployment(str(body.get("model") or ""))}
+
+    def batches(self) -> BatchClient | None:
+        return AzureBatches(self)
+
+
+class AzureBatches(OpenAIBatches):
+    """OpenAI's Batch API as Azure serves it: under ``/openai``, with the ``api-version`` on every path."""
+
+    endpoint = "/chat/completions"
+
+    def __init__(self, backend: AzureOpenAIBackend) -> None:
+        super().__init__(backend)
+        self.azure = backend
+
+    def _url(self, path: str) -> str:
+        joiner = "&" if "?" in path else "?"
+        return f"{self.azure.base_url}/openai{path}{joiner}api-version={self.azure.api_version}"

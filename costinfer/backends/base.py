@@ -200,6 +200,11 @@ class Backend(ABC):
         """The provider-neutral request in this protocol's shape (OpenAI's chat shape is the neutral one)."""
         return body
 
+    def batch_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        """One request as this provider's batch API takes it: the translated request (Gemini and Azure name the
+        model in the line where the online path names it in the URL)."""
+        return self.translate(body)
+
     def mark_prefix(self, payload: dict[str, Any]) -> dict[str, Any]:
         """The translated request with a prompt-cache marker after its shared prefix; most protocols cache without
         one (OpenAI, vLLM)."""

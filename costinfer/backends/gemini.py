@@ -10,6 +10,8 @@ the cached rate: implicit caching reports it too) and, as output, ``candidatesTo
 ``thoughtsTokenCount`` (thinking is billed as output). A rejected key is a 400 ``API_KEY_INVALID`` there, an
 authentication error here; a 429 ``RESOURCE_EXHAUSTED`` is a rate limit, its ``RetryInfo.retryDelay`` the wait
 (both read by the transport, ``http_error``).
+
+Batch Mode (``--mode batch``, at the catalog's ``gemini/`` batch prices): ``backends/gemini_batch.py``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any, ClassVar
 import orjson
 
 from costinfer.backends.base import Backend, Completion
+from costinfer.backends.batch_api import BatchClient
+from costinfer.backends.gemini_batch import GeminiBatches
 from costinfer.backends.transport import MALFORMED, malformed
 
 _FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
@@ -32,6 +36,7 @@ _SENT = {"model", "messages", "max_tokens", "max_completion_tokens", "stop", "to
 
 class GeminiBackend(Backend):
     name: ClassVar[str] = "gemini"
+    supports_batch: ClassVar[bool] = True
     default_base_url: ClassVar[str | None] = "https://generativelanguage.googleapis.com"
     api_key_env: ClassVar[str | None] = "GEMINI_API_KEY"
     key_required: ClassVar[bool] = True
@@ -55,6 +60,14 @@ class GeminiBackend(Backend):
 
     def parse(self, raw: bytes) -> Completion:
         return parse_gemini(raw)
+
+    def batch_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A GenerateContentRequest naming its model (``models/...``), as Batch Mode's inline requests take it."""
+        model = str(body.get("model") or "").removeprefix("gemini/").removeprefix("models/")
+        return {"model": f"models/{model}", **gemini_request(body)}
+
+    def batches(self) -> BatchClient | None:
+        return GeminiBatches(self)
 
 
 def gemini_request(body: dict[str, Any]) -> dict[str, Any]:

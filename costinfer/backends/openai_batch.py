@@ -26,32 +26,32 @@ class OpenAIBatches:
 
     max_requests = MAX_REQUESTS
     max_bytes = MAX_BYTES
+    endpoint = "/v1/chat/completions"  # each line's url, and the batch's endpoint
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
 
-    @property
-    def _base(self) -> str:
-        return self.backend.base_url
+    def _url(self, path: str) -> str:
+        return f"{self.backend.base_url}{path}"
 
     async def _json(self, method: str, path: str, payload: Any = None) -> dict[str, Any]:
-        return await self.backend.transport.json(method, f"{self._base}{path}", payload)
+        return await self.backend.transport.json(method, self._url(path), payload)
 
     async def submit(self, items: list[tuple[str, dict[str, Any]]], metadata: dict[str, str]) -> BatchState:
         """Upload the items as a batch input file and create the batch; returns its state."""
         lines = b"".join(
-            orjson.dumps({"custom_id": cid, "method": "POST", "url": "/v1/chat/completions", "body": body}) + b"\n"
+            orjson.dumps({"custom_id": cid, "method": "POST", "url": self.endpoint, "body": body}) + b"\n"
             for cid, body in items
         )
         form = aiohttp.FormData()
         form.add_field("purpose", "batch")
         form.add_field("file", lines, filename="costinfer-batch.jsonl", content_type="application/jsonl")
-        raw, _ = await self.backend.transport.send("POST", f"{self._base}/files", form)
+        raw, _ = await self.backend.transport.send("POST", self._url("/files"), form)
         file_id = str(orjson.loads(raw)["id"])
         created = await self._json(
             "POST",
             "/batches",
-            {"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h",
+            {"input_file_id": file_id, "endpoint": self.endpoint, "completion_window": "24h",
              "metadata": metadata},
         )  # fmt: skip
         return _state(created)
@@ -83,7 +83,7 @@ class OpenAIBatches:
         for file_id in (state.output_file_id, state.error_file_id):
             if not file_id:
                 continue
-            raw, _ = await self.backend.transport.send("GET", f"{self._base}/files/{file_id}/content")
+            raw, _ = await self.backend.transport.send("GET", self._url(f"/files/{file_id}/content"))
             for line in raw.splitlines():
                 if line.strip():
                     out.append(_item(orjson.loads(line), self.backend))

@@ -179,18 +179,23 @@ class BatchExecutor(Outcomes):
         part: dict[str, Decimal] = {}
         items: list[tuple[str, dict[str, Any]]] = []
         size = 0
+        one_model = getattr(self.client, "one_model", False)  # Gemini's: a batch names its model in the path
+        if one_model:
+            pending = sorted(pending, key=lambda p: p.model)
+        model = None
         for item in pending:
             price = self.prices[item.model]
             worst = price.worst_case(item.input_bound, item.max_tokens, batch=True)
             line = len(orjson.dumps(item.body)) + 200
-            if len(items) >= max_requests or size + line > max_bytes:
+            if items and (len(items) >= max_requests or size + line > max_bytes or (one_model and item.model != model)):
                 await self._send(part, items)
                 part, items, size = {}, [], 0
+            model = item.model
             if not self.guard.try_reserve(worst):
                 self.stop_reason = "budget"
                 break
             part[item.key] = worst
-            items.append((item.key, self.backend.translate(item.body)))
+            items.append((item.key, self.backend.batch_body(item.body)))
             size += line
         if items:
             await self._send(part, items)

@@ -8,12 +8,14 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+from costinfer.simulator.gemini_batch import GeminiBatchEndpoints
 
 FINAL = ("completed", "failed", "expired", "cancelled")
 
@@ -68,6 +70,8 @@ class BatchApi:
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, _Batch] = {}
         self.created = 0  # batches created: what a test counts to prove nothing was submitted twice
+        self.api_key: str | None = None  # the one key Azure's and Gemini's accept (the simulator's --api-key)
+        self.gemini = GeminiBatchEndpoints(self)
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/files", self.upload)
@@ -76,12 +80,33 @@ class BatchApi:
         app.router.add_get("/v1/batches", self.list_batches)
         app.router.add_get("/v1/batches/{batch_id}", self.get)
         app.router.add_post("/v1/batches/{batch_id}/cancel", self.cancel)
+        # Azure OpenAI's Global Batch: the same API under /openai (its api-version and key checked)
+        app.router.add_post("/openai/files", self.azure(self.upload))
+        app.router.add_get("/openai/files/{file_id}/content", self.azure(self.content))
+        app.router.add_post("/openai/batches", self.azure(self.create))
+        app.router.add_get("/openai/batches", self.azure(self.list_batches))
+        app.router.add_get("/openai/batches/{batch_id}", self.azure(self.get))
+        app.router.add_post("/openai/batches/{batch_id}/cancel", self.azure(self.cancel))
         # Anthropic's Message Batches: the requests inline, results as JSONL behind results_url
         app.router.add_post("/v1/messages/batches", self.create_messages)
         app.router.add_get("/v1/messages/batches", self.list_messages)
         app.router.add_get("/v1/messages/batches/{batch_id}", self.get_messages)
         app.router.add_post("/v1/messages/batches/{batch_id}/cancel", self.cancel_messages)
         app.router.add_get("/v1/messages/batches/{batch_id}/results", self.messages_results)
+        self.gemini.routes(app)  # Gemini's Batch Mode
+
+    def azure(self, handler: Callable[[web.Request], Awaitable[web.Response]]) -> Callable[..., Any]:
+        """A batch endpoint as Azure serves it: an api-version, and the key the simulator wants (if any)."""
+
+        async def checked(request: web.Request) -> web.Response:
+            if not request.query.get("api-version"):
+                return _error(404, "Resource not found")
+            key = request.headers.get("api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
+            if not key or (self.api_key is not None and key != self.api_key):
+                return _error(401, "Access denied due to invalid subscription key or wrong API endpoint.")
+            return await handler(request)
+
+        return checked
 
     async def upload(self, request: web.Request) -> web.Response:
         form = await request.post()
@@ -106,8 +131,13 @@ class BatchApi:
         body = orjson.loads(await request.read())
         if body.get("input_file_id") not in self.files:
             return _error(400, "input_file_id: no such file")
-        if body.get("endpoint") != "/v1/chat/completions" or body.get("completion_window") != "24h":
-            return _error(400, "endpoint must be /v1/chat/completions and completion_window 24h")
+        azure = request.path.startswith("/openai/")
+        endpoint = "/chat/completions" if azure else "/v1/chat/completions"
+        if body.get("endpoint") != endpoint or body.get("completion_window") != "24h":
+            return _error(400, f"endpoint must be {endpoint} and completion_window 24h")
+        lines = [orjson.loads(raw) for raw in self.files[body["input_file_id"]].splitlines()]
+        if any(line.get("url") != endpoint for line in lines):
+            return _error(400, f"each line's url must be the batch's endpoint, {endpoint}")
         batch = _Batch(
             id=f"batch_sim{uuid.uuid4().hex[:20]}",
             input_file_id=body["input_file_id"],

@@ -45,6 +45,7 @@ from costinfer.simulator.protocols import (
     converse_answer,
     error_body,
     gemini_answer,
+    gemini_as_chat,
 )
 
 
@@ -89,6 +90,7 @@ class Simulator(ProtocolEndpoints, VllmEndpoints):
             self.cfg.batch.expire_rate,
             self.cfg.seed,
         )
+        self.batches.api_key = self.cfg.api_key
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -114,6 +116,15 @@ class Simulator(ProtocolEndpoints, VllmEndpoints):
             text, tokens, finish, _ = answer_for(chat, self.cfg)
             prompt = self.counter.count_body(chat)
             return 200, anthropic_message(body_digest(body), str(chat["model"]), text, finish, prompt, tokens)
+        if protocol == "gemini":
+            try:
+                chat = gemini_as_chat(body, str(body.get("model")))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                return 400, error_body("gemini", 400, "INVALID_ARGUMENT", str(exc))
+            thinks = GEMINI_THINKING.match(str(chat["model"])) is not None
+            text, tokens, finish, thinking = answer_for(chat, self.cfg, thinks)
+            prompt = self.counter.count_body(chat)
+            return 200, gemini_answer(body_digest(body), str(chat["model"]), text, finish, prompt, tokens, thinking, 0)
         model = str(body.get("model"))
         if is_reasoning_model(model, {}) and (refusal := reasoning_refusal(body)) is not None:
             return 400, {"error": {"message": refusal, "type": "invalid_request_error"}}
