@@ -411,6 +411,9 @@ CHAIN: list[dict[str, Any] | str] = [
 # the shared store (PostgreSQL) with the levers most likely to leave rows unanswered or paid twice
 @example(rows=[{"prompt": t} for t in POOL[:8]], lv=Levers(shared=True, kill=True, concurrency=4, rerun=True))
 @example(rows=CHAIN * 2, lv=Levers(shared=True, semantic=True, budget="tight", on_over="partial", mode="auto"))
+# a rerun on the shared store while the model is still out: the fallback answers the first run paid are in PostgreSQL,
+# not in the rerun's private copy, and are lent from there, not paid again
+@example(rows=[{"prompt": t} for t in POOL[:6]], lv=Levers(shared=True, fallback=True, concurrency=2, rerun=True))
 # a learned route killed and resumed, then run again on its own history
 @example(rows=[{"prompt": t} for t in POOL[:12]], lv=Levers(route="learned", kill=True, rerun=True, concurrency=1))
 @given(rows=datasets(), lv=levers())

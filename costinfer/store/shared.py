@@ -32,7 +32,7 @@ import duckdb
 from costinfer.errors import StoreError
 from costinfer.store.base import Outcome
 from costinfer.store.claims import lease_seconds
-from costinfer.store.outcomes import Writer
+from costinfer.store.outcomes import AnswerReader, Writer
 from costinfer.store.postgres import (
     KEYS,
     PER_RUN,
@@ -43,7 +43,7 @@ from costinfer.store.postgres import (
 )
 from costinfer.store.schema import SCHEMA_VERSION
 from costinfer.store.shared_claiming import Coordination
-from costinfer.store.shared_ledger import share_outcomes
+from costinfer.store.shared_ledger import SharedAnswerReader, share_outcomes
 from costinfer.store.shared_parts import SharedParts
 from costinfer.store.shared_pool import same_tx
 from costinfer.store.store import Store
@@ -273,6 +273,9 @@ class SharedStore(Coordination, SharedParts, Store):
 
     def writer(self, tagged: bool = False) -> Writer:
         return SharedWriter(self, super().writer(tagged))
+
+    def answer_reader(self) -> AnswerReader:
+        return SharedAnswerReader(self.pg, self._con.cursor())
 
     def share_outcomes(self, run_id: str, outcomes: list[Outcome], cur: Any = None) -> None:
         """What a group of outcomes paid, into PostgreSQL (ledger, cache, answered requests, claims done)."""

@@ -8,7 +8,24 @@ from typing import Any
 import duckdb
 
 from costinfer.store.base import Outcome, money
-from costinfer.store.postgres import Postgres, push
+from costinfer.store.outcomes import AnswerReader
+from costinfer.store.postgres import Postgres, pull_into_duck, push
+
+
+class SharedAnswerReader(AnswerReader):
+    """Whether the cache holds an answer, asked of this process's copy and then of the shared store: a fallback
+    request that another run (or this run's previous attempt, on another process) paid for is lent, not paid again.
+    An answer found only in PostgreSQL is copied into this process's copy, where the run's results read it."""
+
+    def __init__(self, pg: Postgres, cursor: duckdb.DuckDBPyConnection) -> None:
+        super().__init__(cursor)
+        self._pg = pg
+
+    def has_answer(self, key: str) -> bool:
+        if super().has_answer(key):
+            return True
+        with self._lock:
+            return pull_into_duck(self._pg, self._cursor, "responses", "key = %s", [key]) > 0
 
 
 def share_outcomes(
