@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -56,7 +57,9 @@ def evaluate_command(
         prices = {m: catalog.lookup(m, "openai") for m in names[:2]}
         check = Acceptance(accept_regex, accept_json_schema, accept_nonempty, accept_cmd).fingerprint()
         with open_for_reading(store) as st:
-            embed = Embedder(st, embedding_model).encode
+            embedder = Embedder(st, embedding_model)
+            # the runs' embeddings where the store has them (the learned runs stored them), computed otherwise
+            embed = partial(embedder.embed, keep=False)
             figures = evaluate(st, names, prices, check, str(dataset.resolve()), embed, holdout)
     if json_out:
         typer.echo(orjson.dumps(figures).decode())

@@ -122,8 +122,9 @@ class Embedder:
         out[order] = vectors
         return out.astype(np.float32, copy=False)
 
-    def embed(self, texts: list[str]) -> np.ndarray:
-        """Unit-length embeddings of ``texts``, from the store where it has them, computed and stored otherwise."""
+    def embed(self, texts: list[str], keep: bool = True) -> np.ndarray:
+        """Unit-length embeddings of ``texts``, from the store where it has them, computed (and stored, unless not
+        ``keep``: a reading command's store is read-only) otherwise."""
         hashes = [text_hash(t) for t in texts]
         unique = dict.fromkeys(hashes)
         known = self._stored(list(unique))
@@ -141,10 +142,10 @@ class Embedder:
                 pending.extend(done)
                 embedded += len(done)
                 self.progress.advance(embedded, Decimal(0))
-                if len(pending) >= SAVE_ROWS:  # stored as they arrive: an interrupted run keeps what it embedded
+                if keep and len(pending) >= SAVE_ROWS:  # stored as they arrive: a stopped run keeps what it embedded
                     self._save_known(pending, known)
                     pending = []
-            if pending:
+            if keep and pending:
                 self._save_known(pending, known)
         if not hashes:
             return np.zeros((0, 0), dtype=np.float32)

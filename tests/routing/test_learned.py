@@ -5,6 +5,11 @@ The data are banking77's customer messages (../shared/data). The simulator's che
 badly, with a refusal the cascade's built-in check catches, either every message of 19 of the 77 intents (about 25%
 of rows: a topic to learn) or a seeded 25% of all messages (nothing to learn). A first cascade run on 1,000 rows
 makes the history; the learned run and a plain cascade then run the same 2,000 other rows on copies of that store.
+
+Every store starts as a copy of one that holds the 3,000 messages' embeddings (``seed``, made once per test process
+with the real model, as a semantic tier run over them would have stored them): the learned runs, the plan and
+``route evaluate`` read them instead of embedding the same texts again in each test. A learned run that embeds its
+own texts is tested on the shared store below and in the invariant harness.
 """
 
 from __future__ import annotations
@@ -103,6 +108,30 @@ def _datasets(folder: Path) -> tuple[Path, Path, Path]:
     return paths[0], paths[1], prompts
 
 
+@pytest.fixture(scope="module")
+def seed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store holding the embeddings of every message of both datasets, and nothing else: made by the first test
+    process that asks, under a lock in the session's shared temporary folder, and read by the others."""
+    import fcntl
+
+    from costinfer.reuse.embeddings import Embedder
+    from costinfer.store import Store
+
+    shared = tmp_path_factory.getbasetemp().parent  # the same folder for every xdist worker of the session
+    done = shared / "learned-seed" / "seed.duckdb"
+    done.parent.mkdir(exist_ok=True)
+    with (shared / "learned-seed.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            folder = tmp_path_factory.mktemp("seed")
+            texts = [json.loads(line)["prompt"] for p in _datasets(folder)[:2] for line in p.read_text().splitlines()]
+            with Store.open(folder / "seed.duckdb") as store:
+                Embedder(store).embed(texts)
+            shutil.copy(folder / "seed.duckdb", done.with_suffix(".part"))
+            done.with_suffix(".part").rename(done)
+    return done
+
+
 def _run(data: Path, store: Path, url: str, route: str, *extra: str, timeout: float = 300) -> dict[str, Any]:
     args = [*CLI, "run", str(data), "--store", str(store), "--provider", "simulate", "--base-url", url]
     args += ["--models", MODELS, "--route", route, "-o", str(store.with_suffix(".results.jsonl")), "--json", "-q"]
@@ -133,10 +162,11 @@ def _lines(log: Path) -> int:
     return len(log.read_text().splitlines()) if log.exists() else 0
 
 
-def _cascade_then(folder: Path, url: str, log: Path, first: Path, second: Path) -> dict[str, Any]:
+def _cascade_then(folder: Path, url: str, log: Path, first: Path, second: Path, seed: Path) -> dict[str, Any]:
     """The first cascade run, then the second dataset on copies of its store: a plain cascade and a learned
     route; each one's calls from the simulator's log."""
     base = folder / "history.duckdb"
+    shutil.copy(seed, base)
     _run(first, base, url, "cascade")
     out: dict[str, Any] = {}
     for route in ("cascade", "learned"):
@@ -151,11 +181,11 @@ def _cascade_then(folder: Path, url: str, log: Path, first: Path, second: Path) 
 
 
 @needs_data
-def test_a_learned_route_skips_the_doomed_cheap_calls_of_a_topic_it_has_seen_fail(tmp_path: Path) -> None:
+def test_a_learned_route_skips_the_doomed_cheap_calls_of_a_topic_it_has_seen_fail(tmp_path: Path, seed: Path) -> None:
     first, second, bad = _datasets(tmp_path)
     log = tmp_path / "sim.log"
     with simulator(log, "--bad-answers", "gpt-4.1-mini=0", "--bad-prompts", str(bad)) as url:
-        runs = _cascade_then(tmp_path, url, log, first, second)
+        runs = _cascade_then(tmp_path, url, log, first, second, seed)
     cascade, learned = runs["cascade"], runs["learned"]
     # (a) no bad answer reaches the results: every row answered, none with the botched answer
     assert len(learned["results"]) == 2000
@@ -196,11 +226,11 @@ def _cli(*args: object) -> subprocess.CompletedProcess[str]:
 
 
 @needs_data
-def test_a_learned_route_costs_no_more_than_the_cascade_where_failures_are_random(tmp_path: Path) -> None:
+def test_a_learned_route_costs_no_more_than_the_cascade_where_failures_are_random(tmp_path: Path, seed: Path) -> None:
     first, second, _ = _datasets(tmp_path)
     log = tmp_path / "sim.log"
     with simulator(log, "--bad-answers", "gpt-4.1-mini=0.25", "--seed", "5") as url:
-        runs = _cascade_then(tmp_path, url, log, first, second)
+        runs = _cascade_then(tmp_path, url, log, first, second, seed)
     cascade, learned = runs["cascade"], runs["learned"]
     assert cascade["doomed"] > 400
     assert learned["billed"] <= cascade["billed"] * Decimal("1.05"), (learned["billed"], cascade["billed"])
@@ -217,19 +247,22 @@ def _decisions(store: Path) -> dict[str, tuple[str, float | None]]:
 
 
 @needs_data
-def test_a_learned_run_killed_and_resumed_makes_the_same_choices(tmp_path: Path) -> None:
-    first, second, bad = _datasets(tmp_path)
+def test_a_learned_run_killed_and_resumed_makes_the_same_choices(tmp_path: Path, seed: Path) -> None:
+    first, rest, bad = _datasets(tmp_path)
+    second = tmp_path / "second-part.jsonl"  # three rounds: 500, 500 and 200 rows
+    second.write_text("".join(rest.read_text().splitlines(keepends=True)[:1200]))
     log = tmp_path / "sim.log"
     with simulator(log, "--bad-answers", "gpt-4.1-mini=0", "--bad-prompts", str(bad), "--latency-ms", "40") as url:
         base = tmp_path / "history.duckdb"
+        shutil.copy(seed, base)
         _run(first, base, url, "cascade", "-c", "64")
         whole, killed = tmp_path / "whole.duckdb", tmp_path / "killed.duckdb"
         shutil.copy(base, whole)
         shutil.copy(base, killed)
-        _run(second, whole, url, "learned", "-c", "8")
+        _run(second, whole, url, "learned", "-c", "16")
         since = _lines(log)
         args = [*CLI, "run", str(second), "--store", str(killed), "--provider", "simulate", "--base-url", url]
-        args += ["--models", MODELS, "--route", "learned", "-o", str(tmp_path / "k.jsonl"), "-q", "-c", "8"]
+        args += ["--models", MODELS, "--route", "learned", "-o", str(tmp_path / "k.jsonl"), "-q", "-c", "16"]
         proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 240
         while _lines(log) - since < 700 and time.monotonic() < deadline and proc.poll() is None:
@@ -237,7 +270,7 @@ def test_a_learned_run_killed_and_resumed_makes_the_same_choices(tmp_path: Path)
         assert proc.poll() is None, "the run finished before it could be killed"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        _run(second, killed, url, "learned", "-c", "8")
+        _run(second, killed, url, "learned", "-c", "16")
     assert _decisions(killed) == _decisions(whole)
     assert {d for d, _ in _decisions(whole).values()} >= {"strong", "cheap"}
 
