@@ -53,7 +53,12 @@ def _error(
     status: int, kind: str, message: str, protocol: str = "openai", headers: dict[str, str] | None = None
 ) -> web.Response:
     """An error in the protocol's shape (``protocols.error_body``)."""
-    retry_s = float(headers["retry-after"]) if headers and protocol == "gemini" and "retry-after" in headers else None
+    retry_s = None
+    if headers and protocol == "gemini":  # a google.protobuf.Duration: fractions of a second are allowed ("0.05s")
+        if "retry-after-ms" in headers:
+            retry_s = float(headers["retry-after-ms"]) / 1000
+        elif "retry-after" in headers:
+            retry_s = float(headers["retry-after"])
     payload = error_body(protocol, status, kind, message, retry_s)
     if protocol == "gemini" and headers:  # Google says how long to wait in the body, not in a header
         headers = {k: v for k, v in headers.items() if not k.startswith("retry-after")}
