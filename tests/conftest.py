@@ -31,10 +31,15 @@ app = load_commands()
 # is the suite's tail, while started first it runs beside the many short ones.
 LONGEST_FIRST = (
     "tests/test_ray_engine.py",
+    "tests/routing/test_learned.py",
     "tests/test_invariants.py",
+    "tests/reuse/test_encoders.py",
+    "tests/store/test_shared.py",
     "tests/test_ray_serve.py",
     "tests/cli/test_mistakes.py",
     "tests/test_semantic.py",
+    "tests/backends/test_providers_e2e.py",
+    "tests/test_reports.py",
     "tests/test_hardening.py",
     "tests/test_faults.py",
     "tests/execution/test_rate_limits.py",
