@@ -39,9 +39,9 @@ PARALLEL_BYTES = 32 * 1024 * 1024
 # size also changes what is left to checkpoint when the store closes, in ways measured rather than derived: planning
 # 1,000,000 rows closed in 2.3 s with batches of 131,072, 1.0 s with 262,144 or 393,216, 0.08 s with 196,608.
 # What is held until written (the workers' results, as received) is most of this process's memory while it reads:
-# benchmarks/plan_scale.py at 1,000,000 rows (2026-12-06, with DuckDB bounded at 512 MB) planned in 21.7-22.8 s with
-# 98,304 rows and 21.7-22.3 s with 196,608, 24.9-25.5 s with 122,880; all its processes together peaked at 1,353 MB
-# with 98,304 against 1,485 MB with 196,608.
+# benchmarks/plan_scale.py at 1,000,000 rows (2026-12-06, DuckDB bounded at 512 MB) planned in 21.7-22.8 s with
+# 98,304 rows and 24.9-25.5 s with 122,880 (196,608 and 1 GB: 21.1-21.7 s); all its processes together peaked at
+# 1,353 MB with 98,304 against 1,485 MB with 196,608 (1,556 MB at 1 GB).
 WRITE_ROWS = 98304
 # Bytes of JSONL lines sent to a worker at once (about 30,000 short rows).
 BLOCK_BYTES = 4 << 20
