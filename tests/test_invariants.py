@@ -4,8 +4,8 @@ Hypothesis draws a dataset (exact duplicates, case and white-space variants, par
 reuse across tiers, rows naming their own model, tags, bad rows, different ``max_tokens``) and a combination of levers
 (the semantic tier and its threshold, routing with each policy, online/batch/auto mode, a fallback model, replicas,
 a budget with ``fail``/``partial`` and concurrency, faults and rate limits in the simulator, the store: the DuckDB
-file or a shared PostgreSQL database); it may kill the run with SIGKILL at a random point and rerun it. After every
-run it checks:
+file or a shared PostgreSQL database, the protocol: OpenAI's or Gemini's, with its Batch Mode); it may kill the run
+with SIGKILL at a random point and rerun it. After every run it checks:
 
 - rows in = result rows + rejects; every result row answered, or failed/not run with a reason and a non-zero exit;
 - every ``reused_from`` points at a row that has an answer, and it is that row's answer;
@@ -56,6 +56,9 @@ from tests.conftest import ROOT, SHARED_DATA, Cli, read_jsonl, subprocess_cli
 EXAMPLES = int(os.environ.get("COSTINFER_HARNESS_EXAMPLES", "6"))
 EXAMPLE_DB = DirectoryBasedExampleDatabase(str(ROOT / "tests" / "invariant-examples"))
 CHEAP, STRONG = "gpt-4o-mini", "gpt-4o"
+# the candidates each provider lever routes between: the simulator speaks OpenAI's protocol under --provider simulate
+# and Gemini's (generateContent, Batch Mode, usageMetadata, RetryInfo) under --provider gemini
+MODELS = {"simulate": (CHEAP, STRONG), "gemini": ("gemini-2.5-flash-lite", "gemini-2.5-flash")}
 CATALOG = Catalog.load(None, Config())
 
 # Question groups whose members are paraphrases (banking77's intents when ../shared/data is there, else a few
@@ -101,6 +104,7 @@ class Levers:
     rerun: bool = False
     bad_rows: bool = False
     shared: bool = False  # the store is a PostgreSQL database (--store postgresql://...), not the DuckDB file
+    provider: str = "simulate"  # or gemini: the same levers through another protocol (MODELS)
     args: list[str] = field(default_factory=list)
 
 
@@ -151,21 +155,25 @@ def levers(draw: st.DrawFn) -> Levers:
     lv.rerun = draw(st.booleans())
     lv.bad_rows = draw(st.integers(0, 3)) == 0
     lv.shared = PG_WHY is None and draw(st.integers(0, 3)) == 0
+    lv.provider = draw(st.sampled_from(["simulate", "simulate", "gemini"]))
     return lv
 
 
 def _arguments(lv: Levers, urls: list[str], store: Path | str, out: Path) -> list[str]:
-    args = ["--provider", "simulate", "--store", str(store), "-o", str(out), "--quiet", "--json"]
-    for url in urls:
-        args += ["--base-url", url]
+    cheap, strong = MODELS[lv.provider]
+    args = ["--provider", lv.provider, "--store", str(store), "-o", str(out), "--quiet", "--json"]
+    for url in urls:  # Gemini's base URL is the API's root: the backend adds /v1beta/models/...
+        args += ["--base-url", url.removesuffix("/v1") if lv.provider == "gemini" else url]
     args += ["--semantic", "--semantic-threshold", str(lv.threshold)] if lv.semantic else ["--no-semantic"]
     if lv.route:
-        args += ["--models", f"{CHEAP},{STRONG}", "--route", lv.route]
+        args += ["--models", f"{cheap},{strong}", "--route", lv.route]
+    else:
+        args += ["--model", cheap]
         if lv.route in ("cascade", "learned"):
             args += ["--accept-regex", "[a-z]{3}"]  # refusals fail the built-in check; most answers pass this one
     args += ["--mode", lv.mode, "--batch-poll", "0.2"]
     if lv.fallback:
-        args += ["--fallback-model", STRONG]
+        args += ["--fallback-model", strong]
     if lv.budget == "tight":
         args += ["--budget", "0.0004"]
     elif lv.budget == "ample":
@@ -188,9 +196,10 @@ def _write(path: Path, rows: list[dict[str, Any] | str], bad: bool) -> int:
     return len(lines)
 
 
-def _billed(logs: list[Path]) -> tuple[Decimal, dict[str, int]]:
+def _billed(logs: list[Path], provider: str = "simulate") -> tuple[Decimal, dict[str, int]]:
     """What the simulators billed: every answer they delivered, at the catalog's prices (batch items at batch
-    prices), and how often each distinct request body was answered."""
+    prices), and how often each distinct request body was answered. Gemini's usage: thinking billed as output,
+    cached prompt tokens at the cached rate (https://ai.google.dev/api/generate-content#UsageMetadata)."""
     total, seen = Decimal(0), {}
     for log in logs:
         if not log.exists():
@@ -200,12 +209,14 @@ def _billed(logs: list[Path]) -> tuple[Decimal, dict[str, int]]:
             usage = entry.get("usage")
             if entry.get("status") != 200 or usage is None:
                 continue
-            price = CATALOG.lookup(str(entry["model"]), "simulate")
-            cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
-            total += price.cost(
-                int(usage["prompt_tokens"]), int(usage["completion_tokens"]), cached,
-                batch=entry.get("kind") == "batch_item",
-            )  # fmt: skip
+            price = CATALOG.lookup(str(entry["model"]).removeprefix("models/"), provider)
+            if "promptTokenCount" in usage:
+                prompt, cached = int(usage["promptTokenCount"]), int(usage.get("cachedContentTokenCount") or 0)
+                output = int(usage.get("candidatesTokenCount") or 0) + int(usage.get("thoughtsTokenCount") or 0)
+            else:
+                prompt, output = int(usage["prompt_tokens"]), int(usage["completion_tokens"])
+                cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+            total += price.cost(prompt, output, cached, batch=entry.get("kind") == "batch_item")
             seen[entry["digest"]] = seen.get(entry["digest"], 0) + 1
     return total, seen
 
@@ -239,6 +250,7 @@ _CLUSTER = _Cluster()
 PG_WHY = pgserver.unavailable()
 # a killed run's claims on the shared store lapse in 3 s, not 30: its rerun takes them over within the example's time
 os.environ.setdefault("COSTINFER_CLAIM_LEASE_S", "3")
+os.environ.setdefault("GEMINI_API_KEY", "sim-gemini-key")  # the gemini lever: the simulator takes any key
 
 
 def _check(
@@ -279,7 +291,8 @@ def _check(
     if budget is not None:
         assert spent <= Decimal(budget), (spent, budget)
         if lv.on_over == "partial" and summary["stop_reason"] == "budget" and lv.route is None and lv.mode == "online":
-            _nothing_affordable_left(store, run_id, Decimal(budget) - spent, STRONG if lv.fallback else None)
+            fallback = MODELS[lv.provider][1] if lv.fallback else None
+            _nothing_affordable_left(store, run_id, Decimal(budget) - spent, fallback, lv.provider)
     # the waterfall, the summary, the report and analyze: one account
     report = json.loads(out.with_name(f"{out.stem}.report.json").read_text())
     steps = report["waterfall"]["steps"]
@@ -294,7 +307,9 @@ def _check(
     assert Decimal(analyzed["totals"]["saved_usd"]) == naive - paid, (analyzed["totals"], report["waterfall"])
 
 
-def _nothing_affordable_left(store: Path | str, run_id: str, left: Decimal, fallback: str | None) -> None:
+def _nothing_affordable_left(
+    store: Path | str, run_id: str, left: Decimal, fallback: str | None, provider: str = "simulate"
+) -> None:
     """With --on-over-budget partial: no request left unsent whose worst case the money left would have paid. With
     a fallback model, a call may go to it: the budget holds the dearer of the two worst cases."""
     pending = _store(
@@ -309,7 +324,7 @@ def _nothing_affordable_left(store: Path | str, run_id: str, left: Decimal, fall
     )
     for model, bound, max_tokens in pending:
         models = [str(model), *([fallback] if fallback else [])]
-        worst = max(CATALOG.lookup(m, "simulate").worst_case(int(bound), int(max_tokens)) for m in models)
+        worst = max(CATALOG.lookup(m, provider).worst_case(int(bound), int(max_tokens)) for m in models)
         assert worst > left, f"a request with worst case ${worst} was left unsent with ${left} left"
 
 
@@ -335,7 +350,7 @@ def _harness(rows: list[dict[str, Any] | str], lv: Levers, tmp: Path) -> None:
     logs = [tmp / "sim-a.jsonl", tmp / "sim-b.jsonl"]
     faults = parse_faults(lv.faults, 7) if lv.faults else None
     base = {"latency_ms": 60.0 if lv.kill else 0.0, "rpm": lv.rpm, "seed": 7, "batch": BatchBehaviour(delay_s=0.3)}
-    down = (CHEAP,) if lv.fallback else ()
+    down = (MODELS[lv.provider][0],) if lv.fallback else ()
     configs = [
         SimulatorConfig(log_path=log, down_models=down, **base, **({"faults": faults} if faults else {}))
         for log in logs
@@ -358,7 +373,7 @@ def _harness(rows: list[dict[str, Any] | str], lv: Levers, tmp: Path) -> None:
                 return
             _check(lv, cli, data, lines, out, store, result.exit_code, summary)
         ledger = Decimal(str(_store(store, "SELECT coalesce(sum(cost_usd), 0) FROM calls")[0][0]))
-        billed, answered = _billed(logs)
+        billed, answered = _billed(logs, lv.provider)
         twice = {d: n for d, n in answered.items() if n > 1}
         if lv.kill:  # calls in flight at the kill, and answers not yet committed, were billed and are asked again
             assert ledger <= billed
@@ -415,6 +430,10 @@ CHAIN: list[dict[str, Any] | str] = [
 # a rerun on the shared store while the model is still out: the fallback answers the first run paid are in PostgreSQL,
 # not in the rerun's private copy, and are lent from there, not paid again
 @example(rows=[{"prompt": t} for t in POOL[:6]], lv=Levers(shared=True, fallback=True, concurrency=2, rerun=True))
+# the levers through Gemini's protocol: its Batch Mode killed and run again, a cascade with faults, the fallback
+@example(rows=[{"prompt": t} for t in POOL[:8]], lv=Levers(provider="gemini", mode="batch", kill=True, rerun=True))
+@example(rows=CHAIN * 2, lv=Levers(provider="gemini", route="cascade", faults="429=0.1", concurrency=4, rerun=True))
+@example(rows=[{"prompt": t} for t in POOL[:6]], lv=Levers(provider="gemini", fallback=True, rerun=True, shared=True))
 # a learned route killed and resumed, then run again on its own history
 @example(rows=[{"prompt": t} for t in POOL[:12]], lv=Levers(route="learned", kill=True, rerun=True, concurrency=1))
 @given(rows=datasets(), lv=levers())
