@@ -439,3 +439,38 @@ CHAIN: list[dict[str, Any] | str] = [
 @given(rows=datasets(), lv=levers())
 def test_invariants_hold_across_levers(rows: list[dict[str, Any] | str], lv: Levers, tmp_path: Path) -> None:
     _harness(rows, lv, tmp_path)
+
+
+# Found by the harness on 2026-12-06 and not yet fixed (reported on issue 27): through Gemini's protocol, with a
+# fallback model and a row naming an OpenAI model (gpt-4o), `analyze` gives a run's savings 0.000189 lower than the
+# report's waterfall (naive - paid), the report's "billing differences" step; openai's protocol with the same levers
+# agrees. Strict: once fixed it fails here, and the case moves to the explicit examples above.
+_REFUND, _APP = (
+    "The refund isn't showing up on my account.",
+    "I have received my card, can you help me put it in the app?",
+)
+KNOWN_GEMINI_FALLBACK: list[dict[str, Any] | str] = [
+    *[{"prompt": _REFUND}] * 2,
+    {"prompt": _REFUND, "metadata": {"team": "search"}},
+    {"prompt": _REFUND},
+    {"prompt": "My refund is missing from my statement."},
+    *[{"prompt": "Where is my new card?"}] * 2,
+    *[{"prompt": "Who accepts this card?"}] * 4,
+    {"prompt": "I ordered a card but it has not arrived. Help please!"},
+    *[{"prompt": "I requested a refund, and never received it. What can I do?"}] * 3,
+    {"prompt": "How can I top-up my card?"},
+    *[{"prompt": "I made a transaction but did it to the wrong account."}] * 3,
+    *[{"prompt": _APP}] * 2,
+    {"prompt": _APP, "model": "gpt-4o"},
+    {"prompt": _APP},
+    {"prompt": "Tell me about the team seats."},
+]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="analyze and the report disagree on a Gemini run's savings (see the comment)",
+)
+def test_known_gemini_fallback_savings_disagree(tmp_path: Path) -> None:
+    _harness(KNOWN_GEMINI_FALLBACK, Levers(fallback=True, rerun=True, bad_rows=True, provider="gemini"), tmp_path)
