@@ -104,6 +104,20 @@ def sim_log(server: Simulator) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def billed_tokens(usage: dict[str, Any]) -> tuple[int, int, int]:
+    """(prompt, cached prompt, output) tokens an answer was billed for, from the usage as its protocol reports it:
+    OpenAI's (and the hosts'), Gemini's (thinking billed as output) or Bedrock Converse's (whose inputTokens leave out
+    the prompt cache's reads and writes)."""
+    if "inputTokens" in usage:
+        cached, written = int(usage.get("cacheReadInputTokens") or 0), int(usage.get("cacheWriteInputTokens") or 0)
+        return int(usage["inputTokens"]) + cached + written, cached, int(usage["outputTokens"])
+    if "promptTokenCount" in usage:
+        output = int(usage.get("candidatesTokenCount") or 0) + int(usage.get("thoughtsTokenCount") or 0)
+        return int(usage["promptTokenCount"]), int(usage.get("cachedContentTokenCount") or 0), output
+    cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    return int(usage["prompt_tokens"]), cached, int(usage["completion_tokens"])
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 

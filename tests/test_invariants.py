@@ -51,7 +51,7 @@ from costinfer.simulator.config import BatchBehaviour
 from costinfer.simulator.faults import parse_faults
 from costinfer.store.copying import copy_store
 from tests import pgserver
-from tests.conftest import ROOT, SHARED_DATA, Cli, read_jsonl, subprocess_cli
+from tests.conftest import ROOT, SHARED_DATA, Cli, billed_tokens, read_jsonl, subprocess_cli
 
 EXAMPLES = int(os.environ.get("COSTINFER_HARNESS_EXAMPLES", "6"))
 EXAMPLE_DB = DirectoryBasedExampleDatabase(str(ROOT / "tests" / "invariant-examples"))
@@ -210,12 +210,7 @@ def _billed(logs: list[Path], provider: str = "simulate") -> tuple[Decimal, dict
             if entry.get("status") != 200 or usage is None:
                 continue
             price = CATALOG.lookup(str(entry["model"]).removeprefix("models/"), provider)
-            if "promptTokenCount" in usage:
-                prompt, cached = int(usage["promptTokenCount"]), int(usage.get("cachedContentTokenCount") or 0)
-                output = int(usage.get("candidatesTokenCount") or 0) + int(usage.get("thoughtsTokenCount") or 0)
-            else:
-                prompt, output = int(usage["prompt_tokens"]), int(usage["completion_tokens"])
-                cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+            prompt, cached, output = billed_tokens(usage)
             total += price.cost(prompt, output, cached, batch=entry.get("kind") == "batch_item")
             seen[entry["digest"]] = seen.get(entry["digest"], 0) + 1
     return total, seen

@@ -24,6 +24,7 @@ import pytest
 
 from costinfer.pricing.catalog import Catalog
 from costinfer.pricing.config_file import Config
+from tests.conftest import billed_tokens
 
 CLI = [sys.executable, "-m", "costinfer"]
 KEY = "sim-key-1234567890"
@@ -75,16 +76,7 @@ def _price(entry: str, usage: dict[str, Any]) -> Decimal:
     """What a logged answer costs at the catalog entry's prices, from the usage as the protocol reported it."""
     e = CATALOG.entry(entry)
     assert e is not None, entry
-    if "inputTokens" in usage:  # Bedrock's Converse: inputTokens leaves out the prompt cache's reads and writes
-        prompt = int(usage["inputTokens"]) + int(usage.get("cacheReadInputTokens") or 0)
-        prompt += int(usage.get("cacheWriteInputTokens") or 0)
-        cached, out = int(usage.get("cacheReadInputTokens") or 0), int(usage["outputTokens"])
-    elif "promptTokenCount" in usage:  # Gemini: thinking is billed as output; cached prompt tokens at the cached rate
-        prompt, cached = int(usage["promptTokenCount"]), int(usage.get("cachedContentTokenCount") or 0)
-        out = int(usage["candidatesTokenCount"]) + int(usage.get("thoughtsTokenCount") or 0)
-    else:
-        prompt, out = int(usage["prompt_tokens"]), int(usage["completion_tokens"])
-        cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    prompt, cached, out = billed_tokens(usage)
     cached_price = e.get("cache_read_input_token_cost", e["input_cost_per_token"])
     return (prompt - cached) * e["input_cost_per_token"] + cached * cached_price + out * e["output_cost_per_token"]
 
