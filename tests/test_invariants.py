@@ -391,6 +391,28 @@ CHAIN: list[dict[str, Any] | str] = [
 ]
 
 
+_REFUND, _APP = (
+    "The refund isn't showing up on my account.",
+    "I have received my card, can you help me put it in the app?",
+)
+TWO_MODELS_ONE_FALLBACK: list[dict[str, Any] | str] = [
+    *[{"prompt": _REFUND}] * 2,
+    {"prompt": _REFUND, "metadata": {"team": "search"}},
+    {"prompt": _REFUND},
+    {"prompt": "My refund is missing from my statement."},
+    *[{"prompt": "Where is my new card?"}] * 2,
+    *[{"prompt": "Who accepts this card?"}] * 4,
+    {"prompt": "I ordered a card but it has not arrived. Help please!"},
+    *[{"prompt": "I requested a refund, and never received it. What can I do?"}] * 3,
+    {"prompt": "How can I top-up my card?"},
+    *[{"prompt": "I made a transaction but did it to the wrong account."}] * 3,
+    *[{"prompt": _APP}] * 2,
+    {"prompt": _APP, "model": "gpt-4o"},
+    {"prompt": _APP},
+    {"prompt": "Tell me about the team seats."},
+]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120 + 20 * EXAMPLES)
 @settings(
@@ -429,43 +451,13 @@ CHAIN: list[dict[str, Any] | str] = [
 @example(rows=[{"prompt": t} for t in POOL[:8]], lv=Levers(provider="gemini", mode="batch", kill=True, rerun=True))
 @example(rows=CHAIN * 2, lv=Levers(provider="gemini", route="cascade", faults="429=0.1", concurrency=4, rerun=True))
 @example(rows=[{"prompt": t} for t in POOL[:6]], lv=Levers(provider="gemini", fallback=True, rerun=True, shared=True))
+# one prompt asked of two models (the second when the provider's breaker is open), both falling back to the same
+# third: one call, paid once (found by the harness: the cost was on both rows, and analyze's savings fell short of
+# the waterfall's by its 'billing differences' step)
+@example(rows=TWO_MODELS_ONE_FALLBACK, lv=Levers(fallback=True, rerun=True, bad_rows=True, provider="gemini"))
+@example(rows=TWO_MODELS_ONE_FALLBACK, lv=Levers(fallback=True, concurrency=1, shared=True, provider="gemini"))
 # a learned route killed and resumed, then run again on its own history
 @example(rows=[{"prompt": t} for t in POOL[:12]], lv=Levers(route="learned", kill=True, rerun=True, concurrency=1))
 @given(rows=datasets(), lv=levers())
 def test_invariants_hold_across_levers(rows: list[dict[str, Any] | str], lv: Levers, tmp_path: Path) -> None:
     _harness(rows, lv, tmp_path)
-
-
-# Found by the harness on 2026-12-06 and not yet fixed (reported on issue 27): through Gemini's protocol, with a
-# fallback model and a row naming an OpenAI model (gpt-4o), `analyze` gives a run's savings 0.000189 lower than the
-# report's waterfall (naive - paid), the report's "billing differences" step; openai's protocol with the same levers
-# agrees. Strict: once fixed it fails here, and the case moves to the explicit examples above.
-_REFUND, _APP = (
-    "The refund isn't showing up on my account.",
-    "I have received my card, can you help me put it in the app?",
-)
-KNOWN_GEMINI_FALLBACK: list[dict[str, Any] | str] = [
-    *[{"prompt": _REFUND}] * 2,
-    {"prompt": _REFUND, "metadata": {"team": "search"}},
-    {"prompt": _REFUND},
-    {"prompt": "My refund is missing from my statement."},
-    *[{"prompt": "Where is my new card?"}] * 2,
-    *[{"prompt": "Who accepts this card?"}] * 4,
-    {"prompt": "I ordered a card but it has not arrived. Help please!"},
-    *[{"prompt": "I requested a refund, and never received it. What can I do?"}] * 3,
-    {"prompt": "How can I top-up my card?"},
-    *[{"prompt": "I made a transaction but did it to the wrong account."}] * 3,
-    *[{"prompt": _APP}] * 2,
-    {"prompt": _APP, "model": "gpt-4o"},
-    {"prompt": _APP},
-    {"prompt": "Tell me about the team seats."},
-]
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="analyze and the report disagree on a Gemini run's savings (see the comment)",
-)
-def test_known_gemini_fallback_savings_disagree(tmp_path: Path) -> None:
-    _harness(KNOWN_GEMINI_FALLBACK, Levers(fallback=True, rerun=True, bad_rows=True, provider="gemini"), tmp_path)

@@ -10,10 +10,15 @@ from costinfer.store.base import ANSWER_AT, LENDER, Part, copy_atomically, one_d
 
 # The result row: what answered it (fresh, duplicate, cache, normalized, semantic, fallback), what it cost (on the row
 # that paid), and the error of its last call. ``not_run`` marks a row nothing answered and no call failed for.
+# Requests that differ only in their model share one routed or fallback answer (the same prompt asked of two models,
+# both falling back to the same third): the first row to ask for that answer pays for it, the others are duplicates.
 RESULT_ROWS = f"""
     WITH last_error AS (
         SELECT key, arg_max(error_class || ': ' || coalesce(error_message, ''), finished_at) AS error
         FROM calls WHERE run_id = $run AND status = 'error' GROUP BY key),
+    answer_first AS (
+        SELECT answer_key, min(first_idx) AS first_idx FROM run_keys
+        WHERE run_id = $run AND tier IN ('routed', 'escalated', 'fallback') GROUP BY answer_key),
     rows AS (
         SELECT i.row_idx, i.row_id, i.line, i.key, i.metadata, i.tag, rk.first_idx, rk.tier, rk.similarity,
                rk.answer_key, rk.routed, rk.route, q.model AS requested_model, r.run_id AS answered_by, r.response,
@@ -25,10 +30,12 @@ RESULT_ROWS = f"""
                     ELSE r.cost_usd END AS cost_usd,
                -- an escalated row also paid for the answer that failed the check, when this run paid for it
                CASE WHEN rk.tier = 'escalated' AND own.run_id = $run THEN own.cost_usd ELSE 0 END AS checked_cost_usd,
-               r.latency_ms, e.error
+               r.latency_ms, e.error,
+               coalesce(af.first_idx < rk.first_idx, false) AS answer_shared
         FROM items i
         JOIN run_keys rk ON rk.run_id = i.run_id AND rk.key = i.key
         JOIN requests q ON q.key = i.key
+        LEFT JOIN answer_first af ON af.answer_key = rk.answer_key AND rk.tier IN ('routed', 'escalated', 'fallback')
         {LENDER}
         LEFT JOIN responses r ON r.key = {ANSWER_AT}
         LEFT JOIN responses own ON own.key = i.key AND rk.tier = 'escalated'
@@ -44,8 +51,12 @@ RESULT_ROWS = f"""
            provider,
            CASE WHEN answered_by IS NULL THEN NULL
                 WHEN tier IN ('routed', 'escalated') THEN
-                    CASE WHEN answered_by <> $run THEN 'cache' WHEN row_idx = first_idx THEN tier ELSE 'duplicate' END
+                    CASE WHEN answered_by <> $run THEN 'cache'
+                         -- an escalated row paid for its own checked answer, even when the strong one was shared
+                         WHEN row_idx = first_idx AND (NOT answer_shared OR tier = 'escalated') THEN tier
+                         ELSE 'duplicate' END
                 WHEN tier = 'fallback' AND answered_by <> $run THEN 'cache'  -- an earlier run paid the fallback
+                WHEN tier = 'fallback' AND answer_shared THEN 'duplicate'  -- an earlier row's fallback answered it
                 WHEN tier IS NOT NULL THEN tier
                 WHEN answered_by <> $run THEN 'cache'
                 WHEN row_idx = first_idx THEN 'fresh' ELSE 'duplicate' END AS source,
@@ -53,7 +64,7 @@ RESULT_ROWS = f"""
            CASE WHEN answered_by IS NULL THEN NULL
                 WHEN row_idx <> first_idx THEN 0
                 WHEN answered_by = $run AND coalesce(tier, 'fallback') IN ('fallback', 'routed', 'escalated')
-                THEN cost_usd + checked_cost_usd
+                THEN CASE WHEN answer_shared THEN 0 ELSE cost_usd END + checked_cost_usd
                 ELSE checked_cost_usd END::DECIMAL(38,12) AS cost_usd,
            CASE WHEN answered_by = $run AND coalesce(tier, 'fallback') IN ('fallback', 'routed', 'escalated')
                 THEN latency_ms
