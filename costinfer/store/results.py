@@ -56,7 +56,8 @@ RESULT_ROWS = f"""
                          WHEN row_idx = first_idx AND (NOT answer_shared OR tier = 'escalated') THEN tier
                          ELSE 'duplicate' END
                 WHEN tier = 'fallback' AND answered_by <> $run THEN 'cache'  -- an earlier run paid the fallback
-                WHEN tier = 'fallback' AND answer_shared THEN 'duplicate'  -- an earlier row's fallback answered it
+                -- an earlier row's fallback call answered it (the same request, or another model's)
+                WHEN tier = 'fallback' AND (answer_shared OR row_idx <> first_idx) THEN 'duplicate'
                 WHEN tier IS NOT NULL THEN tier
                 WHEN answered_by <> $run THEN 'cache'
                 WHEN row_idx = first_idx THEN 'fresh' ELSE 'duplicate' END AS source,
