@@ -4,7 +4,7 @@
 
 1. The same real texts (banking77 train) are embedded by a bare sentence-transformers torch
    `model.encode(texts, batch_size=64)` and by costinfer's Embedder with a fresh store (its encoder, chosen by
-   COSTINFER_ENCODER: OpenVINO int8 by default where installed; hashing, length-sorted batches, storing the vectors in
+   COSTINFER_ENCODER: OpenVINO fp32 by default where installed; hashing, length-sorted batches, storing the vectors in
    DuckDB). Prints `embedding throughput ratio = costinfer / bare` (issue 25: target >= 3.0) and the encoder's
    agreement with the bare vectors (lowest cosine, target >= 0.99). `benchmarks/encoders.py` compares the encoders'
    reuse decisions and precision.
