@@ -181,7 +181,7 @@ def signals_held() -> Iterator[None]:
             if callable(handler):
                 handler(caught[0], None)
             else:  # the default action (or none set from Python): as if the signal came now
-                os.kill(os.getpid(), caught[0])
+                signal.raise_signal(caught[0])  # to this thread, now (os.kill could reach another thread later)
 
 
 def unknown_fields_warning(unknown: dict[str, int], spec: RowSpec, kind: str = "line") -> str:
