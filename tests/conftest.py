@@ -96,12 +96,20 @@ def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("pg_url"))
 
 
+def logged(path: Path) -> list[dict[str, Any]]:
+    """The entries of a JSON-lines log a server may be writing at this moment: only whole lines. Each entry is one
+    write, but a reader can see a write half done (a test once read '{"t":...,"digest":"1a82' and failed)."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    whole = data[: data.rfind(b"\n") + 1]
+    return [json.loads(line) for line in whole.splitlines() if line.strip()]
+
+
 def sim_log(server: Simulator) -> list[dict[str, Any]]:
     path = server.cfg.log_path
     assert path is not None
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return logged(path)
 
 
 def billed_tokens(usage: dict[str, Any]) -> tuple[int, int, int]:

@@ -18,7 +18,7 @@ import duckdb
 import pytest
 
 from costinfer.pricing.catalog import Catalog
-from tests.conftest import Cli, read_jsonl, subprocess_cli, write_jsonl
+from tests.conftest import Cli, logged, read_jsonl, subprocess_cli, write_jsonl
 
 ROWS = [{"id": f"b{i}", "prompt": f"Batch question number {i}"} for i in range(40)]
 ENV = {"OPENAI_API_KEY": "sk-test"}
@@ -36,7 +36,7 @@ def _simulator(log: Path, *extra: str) -> Iterator[str]:
 
 
 def _log(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return logged(path)  # polled while the simulator writes: whole lines only
 
 
 def _target(url: str, protocol: str) -> list[str]:

@@ -13,7 +13,7 @@ import pytest
 
 from costinfer.errors import ExitCode
 from costinfer.simulator import SimulatorConfig, body_digest, running_in_thread
-from tests.conftest import provider_args, read_jsonl, subprocess_cli, write_jsonl
+from tests.conftest import logged, provider_args, read_jsonl, subprocess_cli, write_jsonl
 
 N = 400
 OPENAI_ENV = {"OPENAI_API_KEY": "sk-test"}
@@ -26,9 +26,7 @@ def dataset(tmp_path: Path) -> Path:
 
 
 def log_digests(path: Path) -> list[str]:
-    if not path.exists():
-        return []
-    return [json.loads(line)["digest"] for line in path.read_text().splitlines() if line.strip()]
+    return [entry["digest"] for entry in logged(path)]  # read while the simulator writes: whole lines only
 
 
 def wait_for_log(path: Path, n: int, proc: object, timeout: float = 60) -> None:
