@@ -4,10 +4,10 @@
 
 1. The same real texts (banking77 train) are embedded by a bare sentence-transformers torch
    `model.encode(texts, batch_size=64)` and by costinfer's Embedder with a fresh store (its encoder, chosen by
-   COSTINFER_ENCODER: OpenVINO fp32 by default where installed; hashing, length-sorted batches, storing the vectors in
-   DuckDB). Prints `embedding throughput ratio = costinfer / bare` (issue 25: target >= 3.0) and the encoder's
-   agreement with the bare vectors (lowest cosine, target >= 0.99). `benchmarks/encoders.py` compares the encoders'
-   reuse decisions and precision.
+   COSTINFER_ENCODER: OpenVINO by default where installed, the fp32 model, computed in bf16 on CPUs with AMX;
+   hashing, length-sorted batches, storing the vectors in DuckDB). Prints `embedding throughput ratio = costinfer /
+   bare` (issue 25: target >= 3.0) and the encoder's agreement with the bare vectors (lowest cosine, target >=
+   0.99). `benchmarks/encoders.py` compares the encoders' reuse decisions and precision.
    Then the whole semantic tier on the same texts as a run's prompts (`dedupe.resolve` on a fresh store: embedding,
    storing, search, and every guard on every candidate pair, the word guards' lemmatizing and word embeddings
    included), best of --repeat runs against the best of as many bare encodes (the first tier run also loads the

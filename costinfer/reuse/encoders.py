@@ -1,12 +1,14 @@
 """The encoders behind the semantic tier: the same sentence-transformers model, run by the fastest runtime installed
 that agrees with it.
 
-Measured on this project's 2-core CPU (``benchmarks/encoders.py``: banking77's 13,083 utterances, against
-sentence-transformers on torch in the same invocation): OpenVINO fp32 2.2-2.4x with the same vectors (lowest cosine
-0.9999 on banking77, STS-B and MRPC; no reuse decision differs on the STS-B and MRPC pairs); OpenVINO int8 (NNCF
-post-training quantization, the feed-forward output layers kept in fp32) 2.9-3.2x, but its lowest cosine on STS-B
-sentences is 0.959 (19 of 2,552 below 0.99), so it is not the default; ONNX Runtime fp32 1.2-1.5x; ONNX Runtime
-dynamic int8 2.6x with a lowest cosine of 0.978.
+Measured on this project's 2-core CPUs (``benchmarks/encoders.py``: banking77's 13,083 utterances, against
+sentence-transformers on torch in the same invocation): OpenVINO with the fp32 model 2.2-2.4x with the same vectors
+(lowest cosine 0.9999 on banking77, STS-B and MRPC; no reuse decision differs on the STS-B and MRPC pairs), 1.3x on
+an AVX2 AMD EPYC, 3.8x on an Intel Xeon with AMX, where OpenVINO computes in bf16 by its own default (its CPU plugin
+does so wherever the CPU has bf16 instructions) and the vectors still agree (lowest cosine 0.9999; 1 of the 3,103
+STS-B and MRPC pair decisions differs); OpenVINO int8 (NNCF post-training quantization, the feed-forward output layers
+kept in fp32) 2.9-3.2x, but its lowest cosine on STS-B sentences is 0.959 (19 of 2,552 below 0.99), so it is not the
+default; ONNX Runtime fp32 1.2-1.5x; ONNX Runtime dynamic int8 2.6x with a lowest cosine of 0.978.
 
 ``COSTINFER_ENCODER`` chooses: ``auto`` (the default: OpenVINO fp32 where openvino is installed, else torch),
 ``openvino``, ``openvino-int8`` (faster, approximate: where it passed its agreement check, else fp32), ``torch``. A
