@@ -115,7 +115,7 @@ def test_a_bad_worker_count_is_a_configuration_error(cli: Cli, tmp_path: Path, m
 
 
 _HELD = """
-import signal, sys
+import signal
 from costinfer.reading.ingest import signals_held
 try:
     with signals_held():
