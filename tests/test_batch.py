@@ -35,10 +35,6 @@ def _simulator(log: Path, *extra: str) -> Iterator[str]:
             server.terminate()
 
 
-def _log(path: Path) -> list[dict]:
-    return logged(path)  # polled while the simulator writes: whole lines only
-
-
 def _target(url: str, protocol: str) -> list[str]:
     if protocol == "anthropic":
         return ["--provider", "anthropic", "--base-url", url.removesuffix("/v1"), "--model", "claude-haiku-4-5"]
@@ -93,7 +89,7 @@ def test_a_batch_run_killed_after_submission_reattaches_and_submits_nothing_twic
         env = ENVS[protocol]
         proc = subprocess_cli(*_args(data, store, url, out, protocol), env=env)
         deadline = time.monotonic() + 60
-        while not any(e.get("kind") == "batch_create" for e in _log(log)) and time.monotonic() < deadline:
+        while not any(e.get("kind") == "batch_create" for e in logged(log)) and time.monotonic() < deadline:
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)  # right after the server created the batch
         proc.communicate(timeout=30)
@@ -103,7 +99,7 @@ def test_a_batch_run_killed_after_submission_reattaches_and_submits_nothing_twic
         assert json.loads(stdout)["resumed"] is True
         # killed after the store learned the batch's id ("re-attached"), or before (found on the server)
         assert "re-attached" in err or "found on the server" in err, err
-    entries = _log(log)
+    entries = logged(log)
     assert sum(e.get("kind") == "batch_create" for e in entries) == 1  # exactly one batch on the server
     answered = Counter(e["digest"] for e in entries if e.get("kind") == "batch_item" and e["status"] == 200)
     assert len(answered) == 40 and set(answered.values()) == {1}  # every row answered once
@@ -145,7 +141,7 @@ def test_a_gemini_batch_run_sends_one_batch_per_model(tmp_path: Path) -> None:
         done = subprocess_cli(*_args(data, store, url, out, "gemini"), "--json", env=ENVS["gemini"])
         stdout, err = done.communicate(timeout=120)
     assert done.returncode == 0, err
-    creates = [e for e in _log(log) if e.get("kind") == "batch_create"]
+    creates = [e for e in logged(log) if e.get("kind") == "batch_create"]
     assert len(creates) == 2
     results = read_jsonl(out)
     assert len(results) == 40 and all(r["error"] is None for r in results)
@@ -182,7 +178,7 @@ def test_only_failed_or_expired_items_are_resubmitted(tmp_path: Path) -> None:
         ).fetchone()
     assert failed_first is not None and failed_first[0] > 0
     assert parts[0][1] == 40 and parts[1][1] == failed_first[0]  # the second batch holds exactly the failures
-    answered = Counter(e["digest"] for e in _log(log) if e.get("kind") == "batch_item" and e["status"] == 200)
+    answered = Counter(e["digest"] for e in logged(log) if e.get("kind") == "batch_item" and e["status"] == 200)
     assert len(answered) == 40 and set(answered.values()) == {1}
     assert all(r["error"] is None for r in read_jsonl(out))
 
@@ -208,7 +204,7 @@ def test_no_wait_submits_and_a_later_run_collects_even_if_the_id_never_reached_t
         stdout, err = second.communicate(timeout=120)
         assert second.returncode == 0, err
         assert json.loads(stdout)["stop_reason"] is None
-    assert sum(e.get("kind") == "batch_create" for e in _log(log)) == 1  # found by its metadata, not submitted again
+    assert sum(e.get("kind") == "batch_create" for e in logged(log)) == 1  # found by its metadata, not submitted again
     assert all(r["error"] is None for r in read_jsonl(out)) and len(read_jsonl(out)) == 40
 
 
@@ -228,7 +224,7 @@ def test_batches_wait_collects_and_cancel_returns_requests_to_pending(tmp_path: 
         stdout, err = again.communicate(timeout=120)
         assert again.returncode == 0, err
         assert json.loads(stdout)["calls"] == 0 and all(r["error"] is None for r in read_jsonl(out))
-    assert sum(e.get("kind") == "batch_create" for e in _log(log)) == 1
+    assert sum(e.get("kind") == "batch_create" for e in logged(log)) == 1
     # cancel: a slow batch is cancelled on the server and its requests go in the next batch
     other, log2 = write_jsonl(tmp_path / "e.jsonl", ROWS[:10]), tmp_path / "log2.jsonl"
     with _simulator(log2, "--batch-delay", "30") as url:
@@ -301,7 +297,7 @@ def test_past_the_deadline_or_after_every_round_failed_the_rest_goes_online(tmp_
         stdout, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         assert "past --deadline, cancelled" in err and json.loads(stdout)["calls"] == 12
-    entries = _log(log)
+    entries = logged(log)
     assert sum(e.get("kind") == "batch_create" for e in entries) == 1
     assert len({e["digest"] for e in entries if "kind" not in e and e["status"] == 200}) == 12  # answered online
     assert all(r["error"] is None for r in read_jsonl(tmp_path / "o.jsonl"))
@@ -314,5 +310,5 @@ def test_past_the_deadline_or_after_every_round_failed_the_rest_goes_online(tmp_
         proc = subprocess_cli(*args, env=ENV)
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
-    assert sum(e.get("kind") == "batch_create" for e in _log(log2)) == 3  # the first batch and two resubmissions
+    assert sum(e.get("kind") == "batch_create" for e in logged(log2)) == 3  # the first batch and two resubmissions
     assert all(r["error"] is None for r in read_jsonl(tmp_path / "p.jsonl"))

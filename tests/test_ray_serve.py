@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Cli, read_jsonl, subprocess_cli, write_jsonl
+from tests.conftest import Cli, logged, read_jsonl, subprocess_cli, write_jsonl
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("ray") is None, reason="the ray extra is not installed (pip install 'costinfer[ray]')"
@@ -33,8 +33,7 @@ def server_command(logs: Path, *extra: str) -> str:
 def answered(logs: Path) -> Counter[str]:
     found: Counter[str] = Counter()
     for path in logs.glob("sim-*.jsonl"):
-        for line in path.read_text().splitlines():
-            entry = json.loads(line)
+        for entry in logged(path):  # polled while the servers write: whole lines only
             if entry.get("status") == 200 and "kind" not in entry:
                 found[entry["digest"]] += 1
     return found
