@@ -14,7 +14,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from costinfer.store.base import Part, copy_atomically, one_dict, registered, sql_str, transaction
+from costinfer.store.base import Part, copy_atomically, one_dict, registered, sql_str, transaction, widen_memory
 
 _NEW_REQUEST_COLUMNS = "key, endpoint, model, body, input_tokens, max_tokens, input_bound, norm_key, group_key"
 
@@ -112,8 +112,9 @@ class IngestPart(Part):
 
     def finish_ingest(self, run_id: str, id_field: str = "id") -> dict[str, int]:
         """Settle what spans chunks: a row repeating an earlier row's id becomes a reject; then the run's distinct
-        requests (``run_keys``) and its counts."""
+        requests (``run_keys``) and its counts. Reading is over: DuckDB may use more memory from here on."""
         con = self._con
+        widen_memory(con)
         with transaction(con):
             repeated = con.execute(
                 "SELECT count(*) - count(DISTINCT row_id) FROM items WHERE run_id = ?", [run_id]

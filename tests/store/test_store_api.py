@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from costinfer.pricing.catalog import Catalog
 from costinfer.reading.chunks import ChunkJob, ChunkProcessor
@@ -64,3 +65,29 @@ def test_a_writer_commits_from_its_own_cursor(tmp_path: Path) -> None:
         thread.join()
         writer.close()
         assert store.plan_counts("r")["pending_keys"] == 0
+
+
+def test_duckdb_memory_is_bounded_while_reading_and_wider_after(tmp_path: Path, monkeypatch: Any) -> None:
+    """512 MB while ingestion's workers share the machine, 1 GB once reading is over; a bound the user set holds
+    throughout."""
+    job = ChunkJob(RowSpec(model="gpt-4o-mini", max_tokens=16), "simulate", "simulate", Catalog.load())
+    chunk = ChunkProcessor(job).process([RawRow(1, {"prompt": "a"})])
+
+    def bound(store: Store) -> str:
+        row = store._con.execute("SELECT current_setting('memory_limit')").fetchone()
+        assert row is not None
+        return str(row[0])
+
+    monkeypatch.delenv("COSTINFER_DUCKDB_MEMORY", raising=False)
+    with Store.open(tmp_path / "s.duckdb") as store:
+        store.create_run("r1", "fingerprint", {"model": "gpt-4o-mini"})
+        while_reading = bound(store)
+        store.add_chunk("r1", chunk.items, chunk.requests, None)
+        store.finish_ingest("r1")
+        assert (while_reading, bound(store)) == ("488.2 MiB", "953.6 MiB")  # DuckDB shows 512MB and 1GB so
+    monkeypatch.setenv("COSTINFER_DUCKDB_MEMORY", "300MB")
+    with Store.open(tmp_path / "s.duckdb") as store:
+        store.create_run("r2", "fingerprint", {"model": "gpt-4o-mini"})
+        store.add_chunk("r2", chunk.items, chunk.requests, None)
+        store.finish_ingest("r2")
+        assert bound(store) == "286.1 MiB"
