@@ -18,6 +18,7 @@ import contextlib
 import glob
 import os
 import re
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -32,6 +33,9 @@ FIRST_COPY_S = 1.0  # a command that holds the store for less writes no copy
 MAX_AGE_S = 5.0
 TICK_S = 0.2  # how often the holder looks for a reader's request of a run's rows
 ROWS_WAIT_S = 30.0  # how long a reader waits for them
+# A copy is written only where the disk keeps this much free beside it, and room for the store to grow as large again:
+# on a nearly full disk the copy must not take the room the run's own answers need
+COPY_MARGIN_BYTES = 64 << 20
 # the history the reading commands ask about: the rest (rows, request bodies, answers) stays in the store
 TABLES = ("schema_migrations", "runs", "calls", "run_sources", "batches", "batch_items", "budget_pools")
 # one run's rows, and the requests and answers they name (its own, and those its rows borrow), written when asked
@@ -93,8 +97,7 @@ class LiveStatus:
     def write_run(self, run_id: str) -> None:
         target = rows_path(self._store, run_id)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        _discard(tmp)
         cur = self._con.cursor()
         try:
             cur.execute(f"ATTACH {sql_str(str(tmp))} AS run_copy")
@@ -107,12 +110,18 @@ class LiveStatus:
             finally:
                 cur.execute("DETACH run_copy")
             os.replace(tmp, target)
+        except BaseException:
+            _discard(tmp)
+            raise
         finally:
             cur.close()
 
     def write(self) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         cur = self._con.cursor()
         try:
+            if not self.room_for_copy():
+                return
             mark = cur.execute(
                 "SELECT (SELECT count(*) FROM calls), (SELECT max(finished_at) FROM calls), "
                 "(SELECT count(*) FROM runs), (SELECT max(coalesce(finished_at, started_at)) FROM runs), "
@@ -121,9 +130,7 @@ class LiveStatus:
             if mark == self._seen and self.path.exists():
                 os.utime(self.path)  # nothing changed: the copy is still true, and says how fresh it is
                 return
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+            _discard(tmp)
             cur.execute(f"ATTACH {sql_str(str(tmp))} AS live_copy")
             try:
                 for table in TABLES:
@@ -141,8 +148,18 @@ class LiveStatus:
                 cur.execute("DETACH live_copy")
             os.replace(tmp, self.path)
             self._seen = mark
+        except BaseException:
+            _discard(tmp)  # a copy that failed half-way (a full disk) holds no room
+            raise
         finally:
             cur.close()
+
+    def room_for_copy(self) -> bool:
+        """Whether the disk has room for a copy: the store's size again and ``COPY_MARGIN_BYTES`` free."""
+        try:
+            return shutil.disk_usage(self._store.parent).free >= self._store.stat().st_size + COPY_MARGIN_BYTES
+        except OSError:
+            return False
 
     def close(self) -> None:
         self._stop.set()
@@ -188,3 +205,8 @@ def fresh_copy(store: Path, wait_s: float = 0.0) -> tuple[Path, float] | None:
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.1)
+
+
+def _discard(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from costinfer.pricing.catalog import Catalog
@@ -91,3 +92,24 @@ def test_duckdb_memory_is_bounded_while_reading_and_wider_after(tmp_path: Path, 
         store.add_chunk("r2", chunk.items, chunk.requests, None)
         store.finish_ingest("r2")
         assert bound(store) == "286.1 MiB"
+
+
+def test_the_live_copy_gives_way_on_a_nearly_full_disk(tmp_path: Path, monkeypatch: Any) -> None:
+    """The copy a run keeps beside the store is written only while the disk has room for it and more: on a nearly
+    full disk it must not take the room the run's own answers need."""
+    from costinfer.store import live as live_module
+
+    path = tmp_path / "s.duckdb"
+    with Store.open(path) as store:
+        live = live_module.LiveStatus(store._con, path)
+        try:
+            live.write()
+            assert live.path.exists()  # room enough: written
+            live.path.unlink()
+            # the disk's free space, faked (a full disk cannot be made without root): less than the store again
+            monkeypatch.setattr(live_module.shutil, "disk_usage", lambda _: SimpleNamespace(free=path.stat().st_size))
+            store.create_run("r1", "fingerprint", {"model": "gpt-4o-mini"})  # something new to copy
+            live.write()
+            assert not live.path.exists() and not list(tmp_path.glob(".*tmp"))
+        finally:
+            live.close()
