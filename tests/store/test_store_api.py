@@ -113,3 +113,15 @@ def test_the_live_copy_gives_way_on_a_nearly_full_disk(tmp_path: Path, monkeypat
             assert not live.path.exists() and not list(tmp_path.glob(".*tmp"))
         finally:
             live.close()
+
+
+def test_the_models_of_a_run_are_found_by_hash_joins_not_a_nested_loop(tmp_path: Path) -> None:
+    """Picking up a planned run of a million requests asks for its models: joined ``ON key = a OR key = b``, DuckDB
+    planned a nested-loop join that had not finished after ten minutes."""
+    from costinfer.store.dataset import RUN_MODELS
+
+    with Store.open(tmp_path / "s.duckdb") as store:
+        store.create_run("r1", "fingerprint", {"model": "gpt-4o-mini"})
+        plan = "\n".join(str(row[1]) for row in store._con.execute(f"EXPLAIN {RUN_MODELS}", ["r1"]).fetchall())
+    assert "Hash Join" in plan or "HASH_JOIN" in plan, plan
+    assert not any(loop in plan.upper() for loop in ("NL JOIN", "NESTED_LOOP", "NESTED LOOP", "PIECEWISE")), plan
