@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from costinfer.store.base import ANSWER_AT, LENDER, Part, copy_atomically, one_dict, sql_str
+from costinfer.store.base import ANSWER_AT, BORROW_TIERS, Part, copy_atomically, one_dict, sql_str
 
 # The result row: what answered it (fresh, duplicate, cache, normalized, semantic, fallback), what it cost (on the row
 # that paid), and the error of its last call. ``not_run`` marks a row nothing answered and no call failed for.
@@ -19,14 +19,21 @@ RESULT_ROWS = f"""
     answer_first AS (
         SELECT answer_key, min(first_idx) AS first_idx FROM run_keys
         WHERE run_id = $run AND tier IN ('routed', 'escalated', 'fallback') GROUP BY answer_key),
+    -- the routed answers a row of this run asked for itself, and the requests the reuse tiers' borrowers name: small
+    -- sets, joined below instead of the run's whole run_keys (a million rows' hash tables did not fit in 512 MB)
+    asked AS (
+        SELECT DISTINCT key FROM run_keys WHERE run_id = $run AND key IN (
+            SELECT answer_key FROM run_keys WHERE run_id = $run AND tier IN ('routed', 'escalated', 'fallback'))),
+    ln AS (
+        SELECT key, tier, answer_key FROM run_keys WHERE run_id = $run AND key IN (
+            SELECT answer_key FROM run_keys WHERE run_id = $run AND tier IN {BORROW_TIERS})),
     rows AS (
         SELECT i.row_idx, i.row_id, i.line, i.key, i.metadata, i.tag, rk.first_idx, rk.tier, rk.similarity,
                rk.answer_key, rk.routed, rk.route, q.model AS requested_model, r.run_id AS answered_by, r.response,
                r.model, r.provider, r.finish_reason, r.input_tokens, r.output_tokens, r.reasoning_tokens,
                r.cached_tokens, r.cache_write_tokens,
                -- a routed (or fallback) answer is paid on the row, unless a row of this run asked that request itself
-               CASE WHEN rk.tier IN ('routed', 'escalated', 'fallback') AND EXISTS (
-                        SELECT 1 FROM run_keys x WHERE x.run_id = $run AND x.key = rk.answer_key) THEN 0
+               CASE WHEN rk.tier IN ('routed', 'escalated', 'fallback') AND asked.key IS NOT NULL THEN 0
                     ELSE r.cost_usd END AS cost_usd,
                -- an escalated row also paid for the answer that failed the check, when this run paid for it
                CASE WHEN rk.tier = 'escalated' AND own.run_id = $run THEN own.cost_usd ELSE 0 END AS checked_cost_usd,
@@ -36,7 +43,8 @@ RESULT_ROWS = f"""
         JOIN run_keys rk ON rk.run_id = i.run_id AND rk.key = i.key
         JOIN requests q ON q.key = i.key
         LEFT JOIN answer_first af ON af.answer_key = rk.answer_key AND rk.tier IN ('routed', 'escalated', 'fallback')
-        {LENDER}
+        LEFT JOIN asked ON asked.key = rk.answer_key AND rk.tier IN ('routed', 'escalated', 'fallback')
+        LEFT JOIN ln ON ln.key = rk.answer_key AND rk.tier IN {BORROW_TIERS}
         LEFT JOIN responses r ON r.key = {ANSWER_AT}
         LEFT JOIN responses own ON own.key = i.key AND rk.tier = 'escalated'
         LEFT JOIN last_error e ON e.key = {ANSWER_AT}
@@ -44,7 +52,7 @@ RESULT_ROWS = f"""
     lenders AS (  -- the row whose answer a reused row got: in this run, else in the run that paid
         SELECT rk.key, min_by(i.row_id, i.row_idx) AS row_id
         FROM run_keys rk JOIN items i ON i.run_id = rk.run_id AND i.key = rk.key
-        WHERE rk.key IN (SELECT answer_key FROM rows WHERE answer_key IS NOT NULL)
+        WHERE rk.key IN (SELECT answer_key FROM run_keys WHERE run_id = $run AND answer_key IS NOT NULL)
           AND (rk.run_id = $run OR rk.run_id = (SELECT run_id FROM responses WHERE responses.key = rk.key))
         GROUP BY rk.key)
     SELECT rows.row_id AS id, row_idx AS "row", response, coalesce(model, requested_model) AS model,
