@@ -17,12 +17,12 @@ from costinfer.errors import CostinferError, StoreError, WriteError
 
 ENV_STORE = "COSTINFER_STORE"
 ENV_MEMORY = "COSTINFER_DUCKDB_MEMORY"
-# DuckDB's memory bound (past it, it spills to disk) while a dataset is read, when ingestion's worker processes share
-# the machine: 1 GB then gave a plan of 1,000,000 rows no speed and 400 MB more
-DEFAULT_MEMORY = "512MB"
-# ... and once reading is over (the workers have exited, and what they held is free): the normalized tier's join over
-# a million requests took 1.1-1.2 s at 512 MB, 0.95-1.03 s at 768 MB, 0.59-0.64 s at 1 GB (2026-12-07)
-SETTLED_MEMORY = "1GB"
+# DuckDB's memory bound (past it, it spills to disk). 1 GB, and 512 MB while a dataset is read, when ingestion's worker
+# processes share the machine (1 GB then gave a plan of 1,000,000 rows no speed and 400 MB more). Once reading is
+# over, the normalized tier's join over a million requests took 1.1-1.2 s at 512 MB, 0.95-1.03 s at 768 MB, 0.59-0.64 s
+# at 1 GB (2026-12-07)
+DEFAULT_MEMORY = "1GB"
+READING_MEMORY = "512MB"
 MONEY = pa.decimal128(38, 12)
 _QUANTUM = Decimal("1e-12")
 # Every DuckDB database file has these bytes at offset 8 (its header's magic number)
@@ -173,11 +173,11 @@ def copy_atomically(con: duckdb.DuckDBPyConnection, query: str, path: Path, opti
             tmp.unlink()
 
 
-def widen_memory(con: duckdb.DuckDBPyConnection) -> None:
-    """Reading is over: the store may use ``SETTLED_MEMORY`` rather than ``DEFAULT_MEMORY``, unless the user set the
-    bound (``COSTINFER_DUCKDB_MEMORY``)."""
+def bound_memory(con: duckdb.DuckDBPyConnection, reading: bool) -> None:
+    """``READING_MEMORY`` while a dataset is read, ``DEFAULT_MEMORY`` otherwise; a bound the user set
+    (``COSTINFER_DUCKDB_MEMORY``) holds throughout."""
     if not os.environ.get(ENV_MEMORY):
-        con.execute(f"SET memory_limit = {sql_str(SETTLED_MEMORY)}")
+        con.execute(f"SET memory_limit = {sql_str(READING_MEMORY if reading else DEFAULT_MEMORY)}")
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from costinfer.store.base import Part, copy_atomically, one_dict, registered, sql_str, transaction, widen_memory
+from costinfer.store.base import Part, bound_memory, copy_atomically, one_dict, registered, sql_str, transaction
 
 _NEW_REQUEST_COLUMNS = "key, endpoint, model, body, input_tokens, max_tokens, input_bound, norm_key, group_key"
 # The models a run's requests name or were sent to. Not a join ``ON q.key = rk.key OR q.key = rk.answer_key``: DuckDB
@@ -69,7 +69,9 @@ class RunsPart(Part):
 
 class IngestPart(Part):
     def reset_ingest(self, run_id: str) -> None:
-        """Forget a half-ingested run's rows so that ingestion can start over; responses and calls are kept."""
+        """Forget a half-ingested run's rows so that ingestion can start over; responses and calls are kept. Reading
+        starts: DuckDB's memory is bounded lower until ``finish_ingest``, as the ingest workers need room too."""
+        bound_memory(self._con, reading=True)
         for table in ("items", "rejects", "run_keys", "route_learned"):
             self._con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
 
@@ -116,9 +118,9 @@ class IngestPart(Part):
 
     def finish_ingest(self, run_id: str, id_field: str = "id") -> dict[str, int]:
         """Settle what spans chunks: a row repeating an earlier row's id becomes a reject; then the run's distinct
-        requests (``run_keys``) and its counts. Reading is over: DuckDB may use more memory from here on."""
+        requests (``run_keys``) and its counts. Reading is over: DuckDB's memory bound is widened again."""
         con = self._con
-        widen_memory(con)
+        bound_memory(con, reading=False)
         with transaction(con):
             repeated = con.execute(
                 "SELECT count(*) - count(DISTINCT row_id) FROM items WHERE run_id = ?", [run_id]
