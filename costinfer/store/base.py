@@ -45,7 +45,13 @@ BORROW_TIERS = "('normalized', 'semantic')"
 # Where a run key's answer lives (the key of its response, or of its last failed call), through any reuse: a
 # borrower's is its lender's, followed once more when the lender is a request of this run that was routed, escalated
 # or answered by the fallback model since. Needs ``LENDER`` joined as ``ln``.
-LENDER = f"LEFT JOIN run_keys ln ON ln.run_id = rk.run_id AND ln.key = rk.answer_key AND rk.tier IN {BORROW_TIERS}"
+# Joined as a small set, the requests some borrower names, not all of run_keys: at a million rows the whole table's
+# hash table did not fit in DuckDB's 512 MB beside the query's others
+LENDER = (
+    f"LEFT JOIN (SELECT run_id, key, tier, answer_key FROM run_keys WHERE key IN "
+    f"(SELECT answer_key FROM run_keys WHERE tier IN {BORROW_TIERS})) ln "
+    f"ON ln.run_id = rk.run_id AND ln.key = rk.answer_key AND rk.tier IN {BORROW_TIERS}"
+)
 ANSWER_AT = (
     f"CASE WHEN rk.tier IN {BORROW_TIERS} THEN "
     f"CASE WHEN ln.key IS NULL OR ln.tier IS NULL THEN rk.answer_key ELSE ln.answer_key END "

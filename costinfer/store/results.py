@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from costinfer.store.base import ANSWER_AT, BORROW_TIERS, Part, copy_atomically, one_dict, sql_str
+from costinfer.store.base import ANSWER_AT, LENDER, Part, copy_atomically, one_dict, sql_str
 
 # The result row: what answered it (fresh, duplicate, cache, normalized, semantic, fallback), what it cost (on the row
 # that paid), and the error of its last call. ``not_run`` marks a row nothing answered and no call failed for.
@@ -19,14 +19,11 @@ RESULT_ROWS = f"""
     answer_first AS (
         SELECT answer_key, min(first_idx) AS first_idx FROM run_keys
         WHERE run_id = $run AND tier IN ('routed', 'escalated', 'fallback') GROUP BY answer_key),
-    -- the routed answers a row of this run asked for itself, and the requests the reuse tiers' borrowers name: small
-    -- sets, joined below instead of the run's whole run_keys (a million rows' hash tables did not fit in 512 MB)
+    -- the routed answers a row of this run asked for itself: a small set, joined below instead of the run's whole
+    -- run_keys (at a million rows, its hash table did not fit in 512 MB beside the others)
     asked AS (
         SELECT DISTINCT key FROM run_keys WHERE run_id = $run AND key IN (
             SELECT answer_key FROM run_keys WHERE run_id = $run AND tier IN ('routed', 'escalated', 'fallback'))),
-    ln AS (
-        SELECT key, tier, answer_key FROM run_keys WHERE run_id = $run AND key IN (
-            SELECT answer_key FROM run_keys WHERE run_id = $run AND tier IN {BORROW_TIERS})),
     rows AS (
         SELECT i.row_idx, i.row_id, i.line, i.key, i.metadata, i.tag, rk.first_idx, rk.tier, rk.similarity,
                rk.answer_key, rk.routed, rk.route, q.model AS requested_model, r.run_id AS answered_by, r.response,
@@ -44,7 +41,7 @@ RESULT_ROWS = f"""
         JOIN requests q ON q.key = i.key
         LEFT JOIN answer_first af ON af.answer_key = rk.answer_key AND rk.tier IN ('routed', 'escalated', 'fallback')
         LEFT JOIN asked ON asked.key = rk.answer_key AND rk.tier IN ('routed', 'escalated', 'fallback')
-        LEFT JOIN ln ON ln.key = rk.answer_key AND rk.tier IN {BORROW_TIERS}
+        {LENDER}
         LEFT JOIN responses r ON r.key = {ANSWER_AT}
         LEFT JOIN responses own ON own.key = i.key AND rk.tier = 'escalated'
         LEFT JOIN last_error e ON e.key = {ANSWER_AT}
