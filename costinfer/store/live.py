@@ -91,8 +91,7 @@ class LiveStatus:
             run_id = want.name.rpartition(".live.want-")[2]
             if _RUN_ID.fullmatch(run_id):
                 self.write_run(run_id)
-            with contextlib.suppress(OSError):
-                want.unlink()
+            _discard(want)
 
     def write_run(self, run_id: str) -> None:
         target = rows_path(self._store, run_id)
@@ -164,8 +163,7 @@ class LiveStatus:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
-        with contextlib.suppress(OSError):
-            self.path.unlink()
+        _discard(self.path)
 
 
 def ask_for_run(store: Path, run_id: str, wait_s: float = ROWS_WAIT_S) -> Path | None:
@@ -174,8 +172,7 @@ def ask_for_run(store: Path, run_id: str, wait_s: float = ROWS_WAIT_S) -> Path |
     if not _RUN_ID.fullmatch(run_id):
         return None
     target = rows_path(store, run_id)
-    with contextlib.suppress(OSError):
-        target.unlink()  # an answer to an earlier reader: ask for today's rows
+    _discard(target)  # an answer to an earlier reader: ask for today's rows
     want = want_path(store, run_id)
     want.write_text(f"{os.getpid()}\n")
     deadline = time.monotonic() + wait_s
@@ -186,8 +183,7 @@ def ask_for_run(store: Path, run_id: str, wait_s: float = ROWS_WAIT_S) -> Path |
             time.sleep(0.05)
         return None
     finally:
-        with contextlib.suppress(OSError):
-            want.unlink()
+        _discard(want)
 
 
 def fresh_copy(store: Path, wait_s: float = 0.0) -> tuple[Path, float] | None:
