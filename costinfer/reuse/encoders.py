@@ -54,6 +54,9 @@ class Encoder(Protocol):
 
     def encode(self, texts: list[str], batch: int = BATCH) -> np.ndarray: ...  # unit vectors, in the order given
 
+    # the same vectors a batch at a time as they are computed: (positions in ``texts``, their vectors)
+    def stream(self, texts: list[str], batch: int = BATCH) -> Iterator[tuple[list[int], np.ndarray]]: ...
+
 
 def runtime_choice() -> str:
     value = os.environ.get(ENV, "auto").strip().lower() or "auto"
@@ -126,6 +129,13 @@ class TorchEncoder:
         )
         return np.asarray(vectors, dtype=np.float32)
 
+    def stream(self, texts: list[str], batch: int = BATCH) -> Iterator[tuple[list[int], np.ndarray]]:
+        """Eight batches to a call, shortest texts first (sentence-transformers sorts within a call)."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for start in range(0, len(order), batch * 8):
+            indexes = order[start : start + batch * 8]
+            yield indexes, self.encode([texts[i] for i in indexes], batch)
+
 
 class OpenVinoEncoder:
     """The model converted to OpenVINO (fp32, or int8 where it agrees with torch), fed by the model's own fast
@@ -179,36 +189,52 @@ class OpenVinoEncoder:
         }
 
     def encode(self, texts: list[str], batch: int = BATCH) -> np.ndarray:
-        out = np.zeros((len(texts), 0), dtype=np.float32)
         if not texts:
-            return out
+            return np.zeros((len(texts), 0), dtype=np.float32)
+        parts = list(self.stream(texts, batch))
+        vectors = np.empty((len(texts), parts[0][1].shape[1]), dtype=np.float32)
+        for indexes, part in parts:
+            vectors[indexes] = part
+        return vectors
+
+    def stream(self, texts: list[str], batch: int = BATCH) -> Iterator[tuple[list[int], np.ndarray]]:
+        """Batches of like lengths (shortest first), two inference requests in turn: one runs while the next batch is
+        tokenized and while the caller handles the last one's vectors, so the cores stay busy across all of
+        ``texts`` (a caller encoding 512 at a time drained the pipeline at each call: 0.2-0.3 s of 2.4 s on 4,000
+        texts)."""
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # batches of like lengths pad least
-        results: dict[int, np.ndarray] = {}
-        # two requests in turn, no Python callback: OpenVINO's threads never wait for the GIL (a callback did, and a
-        # compiled model dropped while one was pending deadlocked its destructor)
+        # no Python callback: OpenVINO's threads never wait for the GIL (a callback did, and a compiled model dropped
+        # while one was pending deadlocked its destructor)
         requests = [self.compiled.create_infer_request() for _ in range(2)]
-        pending: list[tuple[Any, int, np.ndarray] | None] = [None, None]
+        pending: list[tuple[list[int], np.ndarray] | None] = [None, None]
 
-        def collect(slot: int) -> None:
-            entry = pending[slot]
-            if entry is not None:
-                request, start, mask = entry
-                request.wait()
-                results[start] = _mean_pooled(request.get_output_tensor(0).data, mask)
-                pending[slot] = None
+        def collect(slot: int) -> tuple[list[int], np.ndarray] | None:
+            entry, pending[slot] = pending[slot], None
+            if entry is None:
+                return None
+            indexes, mask = entry
+            requests[slot].wait()
+            return indexes, _mean_pooled(requests[slot].get_output_tensor(0).data, mask)
 
-        for n, start in enumerate(range(0, len(order), batch)):
-            slot = n % 2
-            feeds = self._feeds([texts[i] for i in order[start : start + batch]])  # while the other slot runs
-            collect(slot)
-            requests[slot].start_async(feeds)
-            pending[slot] = (requests[slot], start, feeds["attention_mask"])
-        for slot in (0, 1):
-            collect(slot)
-        vectors = np.concatenate([results[s] for s in sorted(results)])
-        out = np.empty_like(vectors)
-        out[order] = vectors
-        return out
+        n = 0
+        try:
+            for n, start in enumerate(range(0, len(order), batch)):
+                slot = n % 2
+                indexes = order[start : start + batch]
+                feeds = self._feeds([texts[i] for i in indexes])  # while the other slot runs
+                done = collect(slot)
+                requests[slot].start_async(feeds)
+                pending[slot] = (indexes, feeds["attention_mask"])
+                if done is not None:
+                    yield done
+            for slot in ((n + 1) % 2, n % 2):  # the older request first
+                done = collect(slot)
+                if done is not None:
+                    yield done
+        finally:  # a caller that stops early: no request is left running into a dropped model
+            for slot in (0, 1):
+                if pending[slot] is not None:
+                    requests[slot].wait()
 
 
 def _mean_pooled(tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -105,3 +105,28 @@ def test_int8_is_kept_only_with_its_agreement_figures(model_copy: Path, monkeypa
         _, check = encoders.calibration_texts()
         cosines = (encoder.encode(check) * TorchEncoder(str(model_copy)).encode(check)).sum(axis=1)
         assert cosines.min() >= encoders.AGREEMENT_MIN - 1e-4
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "torch"])
+def test_streamed_batches_give_every_text_once_with_encodes_vectors(
+    runtime: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Embedder takes vectors a batch at a time as they are computed (progress, saving), over all its texts at
+    once, so the encoder's two requests stay busy across them: each text comes once, shortest batches first, with
+    the vectors ``encode`` gives; a caller that stops early leaves the encoder usable."""
+    monkeypatch.setenv(encoders.ENV, runtime)
+    encoder = load_encoder(model_source(DEFAULT_MODEL))
+    assert encoder.name == runtime
+    whole = encoder.encode(TEXTS)
+    parts = list(encoder.stream(TEXTS, batch=2))
+    seen = [i for indexes, _ in parts for i in indexes]
+    assert sorted(seen) == list(range(len(TEXTS)))
+    assert [len(TEXTS[i]) for i in seen] == sorted(len(t) for t in TEXTS)  # shortest first: batches pad least
+    for indexes, vectors in parts:
+        assert vectors.shape == (len(indexes), 384)
+        assert np.allclose(vectors, whole[indexes], atol=2e-3)  # bf16 on AMX: padding moves the last digits
+    stopped = encoder.stream(TEXTS, batch=1)
+    next(stopped)
+    stopped.close()  # requests still in flight are waited for, not left running
+    assert np.allclose(encoder.encode(TEXTS), whole, atol=2e-3)
+    assert list(encoder.stream([])) == []
