@@ -13,7 +13,7 @@ from costinfer.reuse.guards import conflict
 from costinfer.reuse.tiers import strip_shared
 from costinfer.simulator import Simulator
 from costinfer.spec import DEFAULT_THRESHOLD
-from tests.conftest import SHARED_DATA, Cli, read_jsonl, write_jsonl
+from tests.conftest import SHARED_DATA, Cli, read_jsonl, sim_log, write_jsonl
 
 # Only the tests that embed need the semantic extra; the guard and template tests are pure and always run
 needs_embeddings = pytest.mark.skipif(
@@ -281,3 +281,41 @@ def test_a_run_that_stops_on_a_bad_row_embeds_nothing(cli: Cli, sim: Simulator, 
     assert skipped.exit_code == 0, skipped.stderr
     with duckdb.connect(str(store), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM embeddings").fetchone() == (20,)
+
+
+@needs_embeddings
+def test_a_run_stopped_while_the_semantic_tier_embeds_makes_its_reuses_when_resumed(
+    cli: Cli, sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped while the semantic tier embeds (Ctrl-C during the minutes a million texts take), a run resumed with
+    the same command makes the reuses it would have made: it used to find the run read and go straight to calling,
+    with no semantic reuse at all, paying for every near-duplicate. The rows' opt-outs are known only while the
+    dataset is read, so the resumed run reads it again."""
+    from costinfer.errors import ExitCode
+    from costinfer.reuse.embeddings import Embedder
+
+    rows = [
+        {"id": "q1", "prompt": "What is your refund policy?"},
+        {"id": "q2", "prompt": "what is  your REFUND policy?"},
+        {"id": "q3", "prompt": "What's your refund policy?"},
+        {"id": "q4", "prompt": "How do I close my account?"},
+        {"id": "q5", "prompt": "What is the refund policy?", "semantic": False},
+    ]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    store = tmp_path / "s.duckdb"
+    embed = Embedder.embed
+
+    def stopped(self: Embedder, texts: list[str], keep: bool = True) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Embedder, "embed", stopped)
+    first = cli("run", data, "--base-url", sim.url, "--store", store, "-o", tmp_path / "o.jsonl", "--semantic")
+    assert first.exit_code == ExitCode.INTERRUPTED, first.stderr
+    assert sim_log(sim) == []  # stopped before any call
+    monkeypatch.setattr(Embedder, "embed", embed)
+    summary, results = run(cli, sim, data, store)
+    by_id = {r["id"]: r for r in results}
+    assert by_id["q3"]["source"] == "semantic" and by_id["q3"]["reused_from"] == "q1"
+    assert by_id["q2"]["source"] == "normalized" and by_id["q5"]["source"] == "fresh"  # its opt-out still holds
+    assert summary["semantic"] == 1 and summary["normalized"] == 1 and summary["calls"] == 3
+    assert len(sim_log(sim)) == 3

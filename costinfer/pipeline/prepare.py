@@ -89,11 +89,17 @@ def prepare(
         counts = store.finish_ingest(run_id, spec.input.id_field)
         store.set_tags(run_id, list(spec.input.tag_by), dict(spec.input.tags))
         # a run that stops on its bad rows (below) stops before the semantic tier loads a model and routing prices
-        if not (counts["rejects"] and spec.input.on_bad_row == "fail" and not planning):
+        prepared = not (counts["rejects"] and spec.input.on_bad_row == "fail" and not planning)
+        if prepared:
             reuse = resolve_reuse(spec.reuse, spec.ray, store, run_id, progress, ingest.semantic_opt_out)
             if spec.routing.routed:
                 route_notes = _route(spec, setup, store, run_id, provider, endpoint, ingest, progress)
-        store.set_run(run_id, notes=[*ingest.notes(), *route_notes], semantic_note=reuse.semantic_note)
+        # ``ingested``: read, reused and routed. A run stopped before (Ctrl-C while a million texts embed) reads its
+        # dataset again when resumed, to make its reuses and routes whole: the rows' opt-outs and own models they
+        # need are known only while reading; embeddings already stored are not computed again.
+        store.set_run(
+            run_id, notes=[*ingest.notes(), *route_notes], semantic_note=reuse.semantic_note, ingested=prepared
+        )
     else:
         row = store.run(run_id) or {}
         counts = {"rows": int(row["rows"]), "rejects": int(row["rejects"]), "distinct": int(row["distinct_keys"])}

@@ -118,7 +118,9 @@ class IngestPart(Part):
 
     def finish_ingest(self, run_id: str, id_field: str = "id") -> dict[str, int]:
         """Settle what spans chunks: a row repeating an earlier row's id becomes a reject; then the run's distinct
-        requests (``run_keys``) and its counts. Reading is over: DuckDB's memory bound is widened again."""
+        requests (``run_keys``) and its counts. Reading is over: DuckDB's memory bound is widened again. The run is
+        marked ``ingested`` only once its reuse and routing are made too (``set_run(..., ingested=True)``): a run
+        stopped before then reads its dataset again when resumed."""
         con = self._con
         bound_memory(con, reading=False)
         with transaction(con):
@@ -159,7 +161,7 @@ class IngestPart(Part):
             assert counts is not None
             rows, rejects, distinct = (int(c) for c in counts)
             con.execute(
-                "UPDATE runs SET rows = ?, rejects = ?, distinct_keys = ?, ingested = true WHERE run_id = ?",
+                "UPDATE runs SET rows = ?, rejects = ?, distinct_keys = ?, ingested = false WHERE run_id = ?",
                 [rows, rejects, distinct, run_id],
             )
         return {"rows": rows, "rejects": rejects, "distinct": distinct}
