@@ -123,15 +123,13 @@ def match_group(
         )
     lenders: list[int] = list(answered)
     lending: set[int] = set(lenders)
+    deeper = _Lenders(vectors, len(answered) + len(members))
     out: list[tuple[int, int, float]] = []
     for pos in members:
         match = None
         hits = [(sim, e) for sim, e in near.get(pos, []) if e in lending][:TOP_K]
         if pos in truncated and len(hits) < TOP_K and lenders:  # more lenders above the threshold than listed
-            index = _Index(vectors.shape[1], len(lenders))  # rare (many near-duplicates): search the lenders
-            index.add(vectors[lenders])
-            sims, found = index.search(vectors[pos : pos + 1], min(TOP_K, len(lenders)))
-            hits = [(float(s), lenders[h]) for s, h in zip(sims[0], found[0], strict=True) if h >= 0 and s >= threshold]
+            hits = [(s, e) for s, e in deeper.search(lenders, pos, TOP_K) if s >= threshold]
         for sim, lender in hits:
             reason = conflict(texts[pos], texts[lender], similar)
             if reason is None:
@@ -178,6 +176,32 @@ def _rows(vectors: np.ndarray, positions: list[int]) -> np.ndarray:
     if positions and positions[-1] - positions[0] == len(positions) - 1 and positions == sorted(positions):
         return vectors[positions[0] : positions[-1] + 1]
     return vectors[positions]
+
+
+class _Lenders:
+    """A group's lenders to search past a member's listed neighbours (rare: many near-duplicates crowd them): one
+    index, made on first need and extended as lenders are added. Made afresh for each such member, as before, it cost
+    minutes per member at 1,000,000 rows (an HNSW index of every lender each time), and a run of a million
+    near-duplicate-rich rows did not finish."""
+
+    ADD_ROWS = 65_536  # vectors copied into the index at a time (a bounded transient copy)
+
+    def __init__(self, vectors: np.ndarray, most: int) -> None:
+        self.vectors = vectors
+        self.most = most  # the most lenders the group can have: flat or HNSW is chosen for that size
+        self.index: _Index | None = None
+        self.ids: list[int] = []  # position of each indexed vector, in the order added
+
+    def search(self, lenders: list[int], pos: int, k: int) -> list[tuple[float, int]]:
+        """The ``k`` lenders nearest ``pos``, most similar first (``lenders`` only grows: its new tail is added)."""
+        if self.index is None:
+            self.index = _Index(self.vectors.shape[1], self.most)
+        for start in range(len(self.ids), len(lenders), self.ADD_ROWS):
+            new = lenders[start : start + self.ADD_ROWS]
+            self.index.add(_rows(self.vectors, new))
+            self.ids.extend(new)
+        sims, found = self.index.search(self.vectors[pos : pos + 1], min(k, len(self.ids)))
+        return [(float(s), self.ids[h]) for s, h in zip(sims[0], found[0], strict=True) if h >= 0]
 
 
 def strip_shared(texts: list[str]) -> list[str]:

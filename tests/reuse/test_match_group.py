@@ -51,3 +51,50 @@ def test_a_guard_objection_moves_on_to_the_next_lender_and_is_counted() -> None:
     matched = match_group(vectors, texts, [0, 1], [2], 0.95, None, stats, refused=set())
     assert [(pos, lender) for pos, lender, _ in matched] == [(2, 1)]  # 0 is nearer but its number differs
     assert stats.semantic_vetoed == 1 and stats.vetoes == {"numbers differ": 1}
+
+
+def test_the_search_past_crowded_neighbours_builds_one_lender_index_for_the_whole_group(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Three clusters of near-duplicates, each behind an earlier answer: most members find their lender only past
+    their listed neighbours. The lenders' index is made once and extended (made afresh for each such member, it cost
+    minutes a member at a million rows), and every member still takes the lender an exact search of the lenders at
+    its turn gives."""
+    from costinfer.reuse import tiers
+
+    made: list[int] = []
+
+    class Counted(tiers._Index):
+        def __init__(self, dim: int, expected: int) -> None:
+            made.append(expected)
+            super().__init__(dim, expected)
+
+    monkeypatch.setattr(tiers, "_Index", Counted)
+    rng = np.random.default_rng(1)
+    n = 3 * TOP_K
+    rows, answered, members, cluster_of = [], [], [], {}
+    for c in range(3):
+        answered.append(len(rows))
+        rows.append((1.0, *(0.25 * (d == c) for d in range(3))))
+        cluster_of[answered[-1]] = c
+    for i in range(3 * n):  # the three clusters' members, interleaved
+        c = i % 3
+        jitter = rng.uniform(-1e-3, 1e-3, 4)
+        members.append(len(rows))
+        cluster_of[members[-1]] = c
+        rows.append(tuple(float(1.0 + jitter[0] if d == 0 else 0.05 * (d == c + 1) + jitter[d]) for d in range(4)))
+    vectors = unit(*rows)
+    texts = ["what is the refund policy"] * len(rows)
+    matched = match_group(vectors, texts, answered, members, 0.9, None, DedupeStats(), refused=set())
+    # the reference: each member in turn, an exact search of the lenders so far
+    lenders, expected = list(answered), []
+    for pos in members:
+        sims = vectors[lenders] @ vectors[pos]
+        best = int(np.argmax(sims))
+        if sims[best] >= 0.9:
+            expected.append((pos, lenders[best]))
+        else:
+            lenders.append(pos)
+    assert [(pos, lender) for pos, lender, _ in matched] == expected
+    assert all(cluster_of[pos] == cluster_of[lender] for pos, lender in expected) and len(expected) == 3 * n
+    assert len(made) == 2  # the group's index, and one index of its lenders for every member that needed it
