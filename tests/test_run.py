@@ -287,3 +287,41 @@ def test_json_summary_is_alone_on_stdout(cli: Cli, tmp_path: Path, store_path: P
     summary = json.loads(result.stdout)
     assert {"rows", "calls", "cost_usd"} <= set(summary)
     assert "calling:" in result.stderr
+
+
+def test_result_rows_built_a_slice_at_a_time_are_the_rows_built_at_once(
+    cli: Cli, sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A big run's result rows are built a slice of rows at a time (one statement ran out of DuckDB's memory at a
+    million rows): duplicates, reuses and the budget's unsent rows come out the same, row for row, in input order,
+    whatever slice their first row fell in."""
+    from costinfer.store import results
+
+    rows = write_jsonl(
+        tmp_path / "d.jsonl",
+        [
+            {"id": "a", "prompt": "What is the capital of France?"},
+            {"id": "b", "prompt": "Name a prime number."},
+            {"id": "c", "prompt": "what is the capital of  FRANCE?"},  # the normalized tier, from a's answer
+            {"id": "d", "prompt": "Name a prime number."},  # a duplicate of b, in another slice
+            {"id": "e", "prompt": "Spell 'cat' backwards."},
+            {"id": "f", "prompt": "What is the capital of France?"},
+            {"id": "g", "prompt": "Write a very long essay about everything. " * 40, "max_tokens": 4000},
+        ],
+    )
+
+    def results_of(store: str, slice_rows: int) -> tuple[int, list[dict]]:
+        monkeypatch.setattr(results, "RESULT_SLICE_ROWS", slice_rows)
+        out = tmp_path / f"{store}.jsonl"
+        code, _, _ = run_json(
+            cli, rows, "--base-url", sim.url, "--store", tmp_path / f"{store}.duckdb", "-o", out, "--no-semantic",
+            "--budget", "0.001", "--on-over-budget", "partial",
+        )  # fmt: skip
+        return code, [{k: v for k, v in r.items() if k != "latency_ms"} for r in read_jsonl(out)]
+
+    code_whole, whole = results_of("whole", 1_000)
+    code_sliced, sliced = results_of("sliced", 2)
+    assert code_whole == code_sliced == ExitCode.BUDGET  # g's worst case does not fit
+    assert sliced == whole and [r["id"] for r in sliced] == list("abcdefg")
+    assert [r["source"] for r in sliced] == ["fresh", "fresh", "normalized", "duplicate", "fresh", "duplicate", None]
+    assert sliced[2]["reused_from"] == "a" and sliced[6]["error"] is not None
