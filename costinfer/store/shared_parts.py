@@ -28,7 +28,7 @@ class SharedParts(Store):
 
     # --- embeddings: computed once for the team
 
-    def embeddings(self, model: str, hashes: list[str]) -> Any:
+    def embeddings(self, model: str, hashes: list[str]) -> Iterator[pa.RecordBatch]:
         with self.pg.tx() as cur, self._cursor() as local:
             for part in _chunks(hashes):
                 pull_into_duck(

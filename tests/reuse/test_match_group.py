@@ -53,23 +53,27 @@ def test_a_guard_objection_moves_on_to_the_next_lender_and_is_counted() -> None:
     assert stats.semantic_vetoed == 1 and stats.vetoes == {"numbers differ": 1}
 
 
-def test_the_search_past_crowded_neighbours_builds_one_lender_index_for_the_whole_group(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("index", ["flat", "hnsw"])
+def test_the_search_past_crowded_neighbours_searches_the_group_index_for_its_lenders(
+    monkeypatch: pytest.MonkeyPatch, index: str
 ) -> None:
     """Three clusters of near-duplicates, each behind an earlier answer: most members find their lender only past
-    their listed neighbours. The lenders' index is made once and extended (made afresh for each such member, it cost
-    minutes a member at a million rows), and every member still takes the lender an exact search of the lenders at
-    its turn gives."""
+    their listed neighbours. The group's one index is searched again, restricted to the lenders so far (a second
+    index of the lenders cost minutes at a million rows; one per such member, before that, never finished), and
+    every member still takes the lender an exact search of the lenders at its turn gives, with the exact cosine,
+    whether the index is flat or HNSW over half-precision vectors."""
     from costinfer.reuse import tiers
 
     made: list[int] = []
 
     class Counted(tiers._Index):
-        def __init__(self, dim: int, expected: int) -> None:
+        def __init__(self, vectors: np.ndarray, expected: int) -> None:
             made.append(expected)
-            super().__init__(dim, expected)
+            super().__init__(vectors, expected)
 
     monkeypatch.setattr(tiers, "_Index", Counted)
+    if index == "hnsw":
+        monkeypatch.setattr(tiers, "EXACT_SEARCH_LIMIT", 0)
     rng = np.random.default_rng(1)
     n = 3 * TOP_K
     rows, answered, members, cluster_of = [], [], [], {}
@@ -92,9 +96,10 @@ def test_the_search_past_crowded_neighbours_builds_one_lender_index_for_the_whol
         sims = vectors[lenders] @ vectors[pos]
         best = int(np.argmax(sims))
         if sims[best] >= 0.9:
-            expected.append((pos, lenders[best]))
+            expected.append((pos, lenders[best], float(sims[best])))
         else:
             lenders.append(pos)
-    assert [(pos, lender) for pos, lender, _ in matched] == expected
-    assert all(cluster_of[pos] == cluster_of[lender] for pos, lender in expected) and len(expected) == 3 * n
-    assert len(made) == 2  # the group's index, and one index of its lenders for every member that needed it
+    assert [(pos, lender) for pos, lender, _ in matched] == [(pos, lender) for pos, lender, _ in expected]
+    assert [sim for _, _, sim in matched] == pytest.approx([sim for _, _, sim in expected], abs=1e-6)
+    assert all(cluster_of[pos] == cluster_of[lender] for pos, lender, _ in expected) and len(expected) == 3 * n
+    assert made == [len(answered) + len(members)]  # the group's index, and no other
