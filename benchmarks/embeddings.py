@@ -14,11 +14,11 @@
    lemmatizer's lexicon, once per process: all runs are printed). Prints `semantic tier throughput
    ratio = tier / bare` (issue 15: >= 0.9 with the guards on) and how many pairs the guards checked.
 2. Lookup: --stored random unit vectors (384 dimensions) in an exact inner-product index (faiss IndexFlatIP), in
-   HNSW over float32 vectors (M=32, efSearch=64: the tier's index until stop 37), and in the tier's own index above
-   EXACT_SEARCH_LIMIT vectors in a group (HNSW over half-precision vectors, the same M and efSearch). Prints
-   milliseconds per query for each, each HNSW's build time, its size (vectors and links), and its recall@1 against
-   exact search, at several sizes. Random vectors have no near-duplicates: the tier's decisions at scale are
-   compared on real prompts in the notes of issue 25.
+   HNSW over float32 vectors (M=32, efSearch=64: the tier's index before it kept half-precision copies), and in the
+   tier's own index above EXACT_SEARCH_LIMIT vectors in a group (HNSW over half-precision vectors, the same M and
+   efSearch). Prints milliseconds per query for each, each HNSW's build time, its size (vectors and links), and its
+   recall@1 against exact search, at several sizes. Random vectors have no near-duplicates: the tier's decisions at
+   scale were compared on real prompts (CHANGELOG).
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def lookup(stored: int, queries: int = 200) -> None:
         _, truth = flat.search(q, 1)
         del flat
         line = [f"{size:>9} stored: exact {flat_ms:7.3f} ms/query"]
-        hnsw_f32 = faiss.IndexHNSWFlat(dim, tiers.HNSW_M, faiss.METRIC_INNER_PRODUCT)  # the tier's index until stop 37
+        hnsw_f32 = faiss.IndexHNSWFlat(dim, tiers.HNSW_M, faiss.METRIC_INNER_PRODUCT)  # the tier's index before fp16
         tier_index = tiers._Index(base, tiers.EXACT_SEARCH_LIMIT + 1)  # what the tier builds above the limit: fp16
         for name, index in (("HNSW float32", hnsw_f32), ("the tier's HNSW fp16", tier_index.index)):
             t0 = time.perf_counter()
