@@ -4,7 +4,8 @@ A vLLM server runs a batch of requests at once and queues the rest. Too few requ
 part empty; too many build a queue that only adds latency and, on a crash, work to redo. The controller reads the
 server's gauges (running, waiting, KV-cache use) four times a second until requests first wait, then every two
 seconds (rendering /metrics costs the server CPU), and keeps the running batch full with a short queue behind it:
-while nothing waits and the KV cache has room, it doubles the calls in flight (if they are all in use); once more
+while nothing waits and the KV cache has room, it doubles the calls in flight (if they are all in use and all
+running on the server: calls still on their way, on a busy client, are no sign of room); once more
 requests wait than half of the batch (at least ``MARGIN``), it sets them to the batch plus that queue, the batch
 being the most requests ever seen running at once. ``--concurrency`` is its ceiling.
 
@@ -68,7 +69,11 @@ class LoadControl:
         queue = max(MARGIN, QUEUE_SHARE * self.batch)
         if waiting > queue:
             target = math.ceil(self.batch + queue)
-        elif waiting == 0 and (kv_cache is None or kv_cache < KV_FULL) and self.in_flight >= 0.9 * self.limit:
+        elif (
+            waiting == 0
+            and (kv_cache is None or kv_cache < KV_FULL)
+            and min(self.in_flight, running) >= 0.9 * self.limit
+        ):
             target = self.limit * 2
         else:
             return

@@ -16,6 +16,18 @@ def test_it_doubles_while_nothing_waits_and_every_call_is_in_use() -> None:
     assert control.limit == 2 * START
 
 
+def test_calls_in_use_but_not_yet_running_on_the_server_are_no_sign_of_room() -> None:
+    """A server that runs 8 at once, 12 calls in flight: a reading between one answer and the next call (a busy
+    client) shows nothing waiting. Doubling then sent 24 and queued 16 (seen in CI under load)."""
+    control = LoadControl(ceiling=256, start=LoadControl.start_for(8))
+    assert control.limit == 12
+    control.in_flight = 12
+    control.observe(running=8, waiting=0, kv_cache=0.1)
+    assert control.limit == 12
+    control.observe(running=12, waiting=0, kv_cache=0.1)  # every call running and none waiting: room
+    assert control.limit == 24
+
+
 def test_it_keeps_the_largest_batch_seen_plus_half_once_requests_queue() -> None:
     control = LoadControl(ceiling=256, start=256)
     control.observe(running=128, waiting=128, kv_cache=0.02)
