@@ -103,3 +103,37 @@ def test_the_search_past_crowded_neighbours_searches_the_group_index_for_its_len
     assert [sim for _, _, sim in matched] == pytest.approx([sim for _, _, sim in expected], abs=1e-6)
     assert all(cluster_of[pos] == cluster_of[lender] for pos, lender, _ in expected) and len(expected) == 3 * n
     assert made == [len(answered) + len(members)]  # the group's index, and no other
+
+
+@pytest.mark.parametrize("index", ["flat", "hnsw"])
+def test_members_sent_before_and_after_the_first_search_past_the_crowd_are_found_as_lenders(
+    monkeypatch: pytest.MonkeyPatch, index: str
+) -> None:
+    """The first member is sent (nothing to borrow from) before any search past the crowd; a member that opted out
+    is sent after the first such search. Both must be found by it: the later near-duplicates take the opted-out one,
+    which is nearer, and none takes an answer from a member that did not lend."""
+    from costinfer.reuse import tiers
+
+    if index == "hnsw":
+        monkeypatch.setattr(tiers, "EXACT_SEARCH_LIMIT", 0)
+    rng = np.random.default_rng(2)
+    rows = [(1.0, 0.3, 0.0, 0.0)]  # the head: cosine 0.958 with the crowd
+    for _ in range(4 * TOP_K):
+        jitter = rng.uniform(-1e-3, 1e-3, 3)
+        rows.append((1.0, float(jitter[0]), float(jitter[1]), float(jitter[2])))
+    vectors = unit(*rows)
+    texts = ["what is the refund policy"] * len(rows)
+    members = list(range(len(rows)))
+    opted_out = 2 * TOP_K + 4  # well after the first search past the crowd
+    matched = match_group(vectors, texts, [], members, 0.95, None, DedupeStats(), refused={opted_out})
+    lenders, expected = [], []
+    for pos in members:
+        sims = vectors[lenders] @ vectors[pos] if lenders else np.array([])
+        best = int(np.argmax(sims)) if lenders else -1
+        if pos != opted_out and lenders and sims[best] >= 0.95:
+            expected.append((pos, lenders[best]))
+        else:
+            lenders.append(pos)
+    assert lenders == [0, opted_out]
+    assert [(pos, lender) for pos, lender, _ in matched] == expected
+    assert {lender for _, lender, _ in matched} == {0, opted_out}
