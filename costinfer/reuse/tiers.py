@@ -219,7 +219,7 @@ class _Lenders:
         self.bits = np.zeros((len(self.entries) + 7) // 8, dtype=np.uint8)
         self.bits[: self.answered // 8] = 0xFF
         for i in [*range(self.answered // 8 * 8, self.answered), *self.sent]:
-            self.bits[i >> 3] |= np.uint8(1 << (i & 7))
+            self.lend(i)
         self._positions = np.asarray(self.entries, dtype=np.int64)
         selector = faiss.IDSelectorBitmap(len(self.entries), faiss.swig_ptr(self.bits))  # reads ``bits`` live
         self._params = index.params(selector, self.EF_SEARCH)
