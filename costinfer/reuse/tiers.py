@@ -168,7 +168,7 @@ def _neighbours(
     for start in range(0, len(members), SEARCH_ROWS):
         part = members[start : start + SEARCH_ROWS]
         sims, hits = index.search(_rows(vectors, part), k)
-        positions = np.where(hits >= 0, ids[np.maximum(hits, 0)], -1)
+        positions = _positions_of(ids, hits)
         sims, full = index.exact(np.asarray(part, dtype=np.int64), positions, sims, threshold)
         for pos, row_sims, row_hits, is_full in zip(part, sims, positions, full, strict=True):
             listed = _most_similar(row_sims, row_hits, threshold)
@@ -233,9 +233,14 @@ class _Lenders:
             self._start(self.index)
         assert self._positions is not None
         sims, hits = self.index.search(vectors[pos : pos + 1], k, self._params)
-        found = np.where(hits >= 0, self._positions[np.maximum(hits, 0)], -1)
+        found = _positions_of(self._positions, hits)
         sims, _ = self.index.exact(np.array([pos], dtype=np.int64), found, sims, threshold)
         return _most_similar(sims[0], found[0], threshold)
+
+
+def _positions_of(ids: np.ndarray, hits: np.ndarray) -> np.ndarray:
+    """The positions (in ``vectors``) of the index ids a search found; -1 where it found none."""
+    return np.where(hits >= 0, ids[np.maximum(hits, 0)], -1)
 
 
 def _most_similar(sims: np.ndarray, positions: np.ndarray, threshold: float) -> list[tuple[float, int]]:
