@@ -50,6 +50,31 @@ def test_a_run_through_the_store_api(tmp_path: Path) -> None:
         assert store.run_models("r1") == ["gpt-4o-mini"]
 
 
+def test_a_batch_stores_each_new_request_once(tmp_path: Path) -> None:
+    """A batch of chunks may list a key twice (two chunks share it) and may hold keys an earlier batch stored: each
+    key is stored once, with its own body and counts, and the rest of the batch is stored whole."""
+    import pyarrow as pa
+
+    job = ChunkJob(RowSpec(model="gpt-4o-mini", max_tokens=16), "simulate", "simulate", Catalog.load())
+    processor = ChunkProcessor(job)
+    first = processor.process([RawRow(i + 1, {"prompt": p}) for i, p in enumerate(["a", "b"])])
+    second = processor.process([RawRow(i + 1, {"prompt": p}) for i, p in enumerate(["b", "c", "d"])])
+    third = processor.process([RawRow(i + 1, {"prompt": p}) for i, p in enumerate(["a", "d", "e"])])
+    assert first.requests is not None and second.requests is not None and third.requests is not None
+    with Store.open(tmp_path / "s.duckdb") as store:
+        store.create_run("r1", "fingerprint", {"model": "gpt-4o-mini"})
+        store.add_chunk("r1", first.items.slice(0, 0), first.requests, None)  # a and b stored by an earlier batch
+        batch = pa.concat_tables([second.requests, third.requests])  # b and a stored; d twice; c and e new
+        store.add_chunk("r1", first.items.slice(0, 0), batch, None)
+        stored = store._con.execute("SELECT key, body, input_tokens, norm_key FROM requests").fetchall()
+    given = {}
+    for table in (first.requests, batch):
+        for row in table.select(["key", "body", "input_tokens", "norm_key"]).to_pylist():
+            given.setdefault(row["key"], tuple(row.values()))
+    assert len(stored) == len(given) == 5
+    assert sorted(stored) == sorted(given.values())
+
+
 def test_a_writer_commits_from_its_own_cursor(tmp_path: Path) -> None:
     import threading
 
@@ -70,7 +95,7 @@ def test_a_writer_commits_from_its_own_cursor(tmp_path: Path) -> None:
 
 def test_duckdb_memory_is_bounded_while_reading_and_wider_after(tmp_path: Path, monkeypatch: Any) -> None:
     """1 GB, but 512 MB while a dataset is read (ingestion's workers share the machine); a bound the user set holds
-    throughout."""
+    throughout. Strings are written zstd-compressed while reading, and as DuckDB chooses after."""
     job = ChunkJob(RowSpec(model="gpt-4o-mini", max_tokens=16), "simulate", "simulate", Catalog.load())
     chunk = ChunkProcessor(job).process([RawRow(1, {"prompt": "a"})])
 
@@ -86,8 +111,10 @@ def test_duckdb_memory_is_bounded_while_reading_and_wider_after(tmp_path: Path, 
         store.reset_ingest("r1")
         reading = bound(store)
         store.add_chunk("r1", chunk.items, chunk.requests, None)
+        assert store._con.execute("SELECT current_setting('force_compression')").fetchone() == ("zstd",)
         store.finish_ingest("r1")
         assert (opened, reading, bound(store)) == ("953.6 MiB", "488.2 MiB", "953.6 MiB")  # 1GB, 512MB as DuckDB says
+        assert store._con.execute("SELECT current_setting('force_compression')").fetchone() == ("auto",)
     monkeypatch.setenv("COSTINFER_DUCKDB_MEMORY", "300MB")
     with Store.open(tmp_path / "s.duckdb") as store:
         store.create_run("r2", "fingerprint", {"model": "gpt-4o-mini"})
