@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from costinfer.errors import ConfigError
 from costinfer.pricing.catalog import Catalog, ModelPrice
+from costinfer.reading.allocator import keep_freed_memory
 from costinfer.reading.formats import RawRow, jsonl_block_rows
 from costinfer.reading.keys import KeyMaker
 from costinfer.reading.provider_files import BadLine, as_row
@@ -315,6 +316,7 @@ def start_worker(job: ChunkJob, parent: int | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if parent is not None:
         _follow_parent(parent)
+    keep_freed_memory()  # each block allocates and frees what the one before did
     _WORKER = ChunkProcessor(job)
 
 

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from costinfer.errors import ConfigError, InputError
 from costinfer.pricing.catalog import Catalog, ModelPrice
 from costinfer.progress import ProgressSink
+from costinfer.reading.allocator import keep_freed_memory
 from costinfer.reading.chunks import ChunkJob, ChunkProcessor, ChunkResult, start_worker, worker_jsonl_block
 from costinfer.reading.formats import jsonl_blocks, read_chunks, row_kind
 from costinfer.reading.rows import RowSpec, did_you_mean
@@ -126,6 +127,7 @@ class Ingest:
 
     def _pooled(self, job: ChunkJob, workers: int) -> Iterator[ChunkResult]:
         """Blocks of lines to worker processes, results back in input order, a few blocks in flight."""
+        keep_freed_memory()  # the results, as received, are the same sizes block after block
         context = multiprocessing.get_context("spawn")  # no fork: this process runs DuckDB's threads
         pool = ProcessPoolExecutor(workers, mp_context=context, initializer=start_worker, initargs=(job, os.getpid()))
         try:
