@@ -147,7 +147,7 @@ def _load_quicktok(name: str) -> _Loaded | None:
         return None
 
     def count_many(texts: list[str]) -> list[int]:
-        return [int(n) for n in quicktok.count_batch(enc, texts, threads=0)] if texts else []
+        return quicktok.count_batch(enc, texts, threads=0).tolist() if texts else []  # numpy int64 -> ints
 
     return (name, lambda text: len(enc.encode_ordinary(text)), count_many)
 
