@@ -128,6 +128,7 @@ class Ingest:
     def _pooled(self, job: ChunkJob, workers: int) -> Iterator[ChunkResult]:
         """Blocks of lines to worker processes, results back in input order, a few blocks in flight."""
         keep_freed_memory()  # the results, as received, are the same sizes block after block
+        self.store.share_cores(workers)
         context = multiprocessing.get_context("spawn")  # no fork: this process runs DuckDB's threads
         pool = ProcessPoolExecutor(workers, mp_context=context, initializer=start_worker, initargs=(job, os.getpid()))
         try:

@@ -196,6 +196,8 @@ def reading_mode(con: duckdb.DuckDBPyConnection, reading: bool) -> None:
     if not os.environ.get(ENV_MEMORY):
         con.execute(f"SET memory_limit = {sql_str(READING_MEMORY if reading else DEFAULT_MEMORY)}")
     con.execute(f"SET force_compression = {sql_str(READING_COMPRESSION if reading else 'auto')}")
+    if not reading:
+        con.execute("RESET threads")  # all the machine's cores again (``IngestPart.share_cores`` took some)
 
 
 @contextlib.contextmanager

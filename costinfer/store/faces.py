@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 class Dataset(Protocol):
     """What reading writes: a run's rows, request bodies and rejects, chunk by chunk."""
 
+    def share_cores(self, processes: int) -> None: ...
+
     def add_chunk(self, run_id: str, items: pa.Table, requests: pa.Table | None, rejects: pa.Table | None) -> None: ...
 
 

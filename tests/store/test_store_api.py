@@ -95,7 +95,8 @@ def test_a_writer_commits_from_its_own_cursor(tmp_path: Path) -> None:
 
 def test_duckdb_memory_is_bounded_while_reading_and_wider_after(tmp_path: Path, monkeypatch: Any) -> None:
     """1 GB, but 512 MB while a dataset is read (ingestion's workers share the machine); a bound the user set holds
-    throughout. Strings are written zstd-compressed while reading, and as DuckDB chooses after."""
+    throughout. Strings are written zstd-compressed while reading, and as DuckDB chooses after; DuckDB leaves a core to
+    each ingest worker while they read, and has every core again after."""
     job = ChunkJob(RowSpec(model="gpt-4o-mini", max_tokens=16), "simulate", "simulate", Catalog.load())
     chunk = ChunkProcessor(job).process([RawRow(1, {"prompt": "a"})])
 
@@ -103,6 +104,11 @@ def test_duckdb_memory_is_bounded_while_reading_and_wider_after(tmp_path: Path, 
         row = store._con.execute("SELECT current_setting('memory_limit')").fetchone()
         assert row is not None
         return str(row[0])
+
+    def setting(store: Store, name: str) -> int:
+        row = store._con.execute(f"SELECT current_setting('{name}')").fetchone()
+        assert row is not None
+        return int(row[0])
 
     monkeypatch.delenv("COSTINFER_DUCKDB_MEMORY", raising=False)
     with Store.open(tmp_path / "s.duckdb") as store:
@@ -112,9 +118,13 @@ def test_duckdb_memory_is_bounded_while_reading_and_wider_after(tmp_path: Path, 
         reading = bound(store)
         store.add_chunk("r1", chunk.items, chunk.requests, None)
         assert store._con.execute("SELECT current_setting('force_compression')").fetchone() == ("zstd",)
+        all_cores = setting(store, "threads")
+        store.share_cores(1)  # one ingest worker beside this process: DuckDB leaves it a core (and keeps one)
+        assert setting(store, "threads") == max(1, all_cores - 1)
         store.finish_ingest("r1")
         assert (opened, reading, bound(store)) == ("953.6 MiB", "488.2 MiB", "953.6 MiB")  # 1GB, 512MB as DuckDB says
         assert store._con.execute("SELECT current_setting('force_compression')").fetchone() == ("auto",)
+        assert setting(store, "threads") == all_cores
     monkeypatch.setenv("COSTINFER_DUCKDB_MEMORY", "300MB")
     with Store.open(tmp_path / "s.duckdb") as store:
         store.create_run("r2", "fingerprint", {"model": "gpt-4o-mini"})
