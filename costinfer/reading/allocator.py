@@ -5,7 +5,7 @@ Reading a large dataset builds a block's rows (tens of megabytes of objects), fr
 block's. Left as it is, glibc gives the freed top of its heap back to the kernel (past a threshold of 128 KB, raised
 to at most 64 MB as it goes), and the next block takes the pages again, each zeroed by the kernel on first touch: a
 process that builds and frees 30 MB of 1 KB objects ten times takes 75,000 page faults, against 7,800 with these
-settings (``tests/test_allocator.py``). Planning 1,000,000 rows (``benchmarks/plan_scale.py``) took 1.7 million
+settings (``tests/reading/test_allocator.py``). Planning 1,000,000 rows (``benchmarks/plan_scale.py``) took 1.7 million
 page faults over its processes, 4.8-6.4 s of system time; with these settings 1.1-1.2 million and 3.7-4.3 s, for
 40-70 MB more resident at the peak (2026-12-07).
 

@@ -81,8 +81,7 @@ class IngestPart(Part):
         parallel while the workers wanted the same cores: a plan of 1,000,000 rows on 2 cores with 2 workers spent
         0.5-0.6 CPU-s more in this process for a slower plan (13.6-13.8 s against 12.9-13.2 s, 2026-12-07)."""
         if processes:
-            con = self._con
-            con.execute(f"SET threads = {max(1, (os.cpu_count() or 1) - processes)}")
+            self._con.execute(f"SET threads = {max(1, (os.cpu_count() or 1) - processes)}")
 
     def add_chunk(self, run_id: str, items: pa.Table, requests: pa.Table | None, rejects: pa.Table | None) -> None:
         """Store chunks of rows in one transaction: their items, the request bodies not stored yet, their rejects.
