@@ -210,9 +210,10 @@ def _insert_new_requests(con: Any) -> None:
     if not found:
         con.execute(f"INSERT INTO requests ({_NEW_REQUEST_COLUMNS}) SELECT {_NEW_REQUEST_COLUMNS} FROM chunk_requests")
         return
+    named = {key for key, _ in found}
     stored = {key for key, was_stored in found if was_stored}
-    left_out = pa.table({"key": pa.array(sorted({key for key, _ in found}), pa.string())})
-    once = pa.table({"key": pa.array(sorted({key for key, _ in found} - stored), pa.string())})
+    left_out = pa.table({"key": pa.array(sorted(named), pa.string())})
+    once = pa.table({"key": pa.array(sorted(named - stored), pa.string())})
     with registered(con, "left_out", left_out), registered(con, "once", once):
         con.execute(
             f"INSERT INTO requests ({_NEW_REQUEST_COLUMNS}) SELECT {_NEW_REQUEST_COLUMNS} FROM chunk_requests "
