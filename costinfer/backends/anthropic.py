@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import orjson
 
 from costinfer.backends.base import Backend, Completion
+from costinfer.backends.completion import MALFORMED, malformed
 from costinfer.backends.prompt_cache import BREAKPOINT, PromptCache
-from costinfer.backends.transport import MALFORMED, malformed
 from costinfer.errors import BackendError
 
 if TYPE_CHECKING:

@@ -14,12 +14,11 @@ from abc import ABC
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from costinfer.backends.completion import Completion, ServerLoad
+from costinfer.backends.completion import MALFORMED, Completion, ServerLoad, malformed
 from costinfer.backends.prompt_cache import PromptCache
-from costinfer.backends.transport import MALFORMED, HttpTransport, malformed
 from costinfer.errors import BackendError, ConfigError
 
 if TYPE_CHECKING:
@@ -62,6 +61,8 @@ class Backend(ABC):
     catalog_prefix: ClassVar[str | None] = None  # its models' prefix in LiteLLM's names (together_ai/..., azure/...)
 
     def __init__(self, config: BackendConfig) -> None:
+        from costinfer.backends.transport import HttpTransport  # aiohttp: loaded by what calls, not by what reads
+
         self.config = config
         self.transport = HttpTransport(config.timeout_s, config.concurrency)
         self.reasoning_models: frozenset[str] = frozenset()
@@ -225,16 +226,28 @@ def registry() -> dict[str, type[Backend]]:
 
 @functools.cache
 def _registry() -> dict[str, type[Backend]]:
-    found: dict[str, type[Backend]] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            cls = ep.load()
-        except Exception as exc:  # a broken plugin must not pass for a working one
-            raise ConfigError(f"the provider plugin '{ep.name}' ({ep.value}) cannot be loaded: {exc}") from exc
-        if not (isinstance(cls, type) and issubclass(cls, Backend)):
-            raise ConfigError(f"the provider plugin '{ep.name}' ({ep.value}) is not a costinfer Backend class")
-        found[ep.name] = cls
-    return found
+    return {ep.name: _provider(ep) for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+@functools.cache
+def provider_class(name: str) -> type[Backend] | None:
+    """One provider's class, or None for a name no installed provider has. Only that provider's module is loaded
+    (``registry`` loads every provider's, aiohttp and the simulator's server with them): what reading a dataset asks
+    of a provider (what its protocol refuses, its prefix in the price catalog) needs no other."""
+    if _registry.cache_info().currsize:
+        return _registry().get(name)
+    found = [_provider(ep) for ep in entry_points(group=ENTRY_POINT_GROUP, name=name)]
+    return found[-1] if found else None  # as in ``registry``: of two plugins of one name, the last
+
+
+def _provider(ep: EntryPoint) -> type[Backend]:
+    try:
+        cls = ep.load()
+    except Exception as exc:  # a broken plugin must not pass for a working one
+        raise ConfigError(f"the provider plugin '{ep.name}' ({ep.value}) cannot be loaded: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise ConfigError(f"the provider plugin '{ep.name}' ({ep.value}) is not a costinfer Backend class")
+    return cls
 
 
 def backend_class(name: str) -> type[Backend]:

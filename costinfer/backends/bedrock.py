@@ -24,7 +24,7 @@ from urllib.parse import quote
 import orjson
 
 from costinfer.backends.base import Backend, Completion
-from costinfer.backends.transport import MALFORMED, malformed
+from costinfer.backends.completion import MALFORMED, malformed
 from costinfer.errors import ConfigError
 
 _STOP = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import orjson
+
+from costinfer.backends.redact import redact
+from costinfer.errors import BackendError
+
+# What parsing an answer raises when the body is not the protocol's shape
+MALFORMED = (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError, AttributeError)
+
 
 @dataclass(slots=True)
 class Completion:
@@ -26,3 +34,11 @@ class ServerLoad:
     running: float
     waiting: float
     kv_cache: float | None  # share of the KV cache in use, 0 to 1
+
+
+def malformed(raw: bytes, exc: Exception) -> BackendError:
+    """A body that is not the protocol's answer (a proxy's error page, a cut body): retryable."""
+    snippet = redact(raw[:120].decode("utf-8", "replace"))
+    return BackendError(
+        f"malformed answer ({exc.__class__.__name__}): {snippet!r}", error_class="malformed_response", retryable=True
+    )

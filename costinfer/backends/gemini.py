@@ -22,8 +22,8 @@ import orjson
 
 from costinfer.backends.base import Backend, Completion
 from costinfer.backends.batch_api import BatchClient
+from costinfer.backends.completion import MALFORMED, malformed
 from costinfer.backends.gemini_batch import GeminiBatches
-from costinfer.backends.transport import MALFORMED, malformed
 
 _FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
            "PROHIBITED_CONTENT": "content_filter", "BLOCKLIST": "content_filter", "SPII": "content_filter",

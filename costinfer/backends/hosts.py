@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 import orjson
 
 from costinfer.backends.base import Backend, Completion
+from costinfer.backends.completion import MALFORMED, malformed
 from costinfer.backends.openai import parse_chat_completion
-from costinfer.backends.transport import MALFORMED, malformed
 
 
 class OpenAICompatibleHost(Backend):

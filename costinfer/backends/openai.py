@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import orjson
 
 from costinfer.backends.base import Backend, Completion
+from costinfer.backends.completion import MALFORMED, malformed
 from costinfer.backends.prompt_cache import AUTOMATIC_PREFIX, PromptCache
-from costinfer.backends.transport import MALFORMED, malformed
 
 if TYPE_CHECKING:
     from costinfer.backends.batch_api import BatchClient

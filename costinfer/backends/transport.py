@@ -15,14 +15,13 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from costinfer.backends.completion import MALFORMED, malformed
 from costinfer.backends.redact import redact
 from costinfer.errors import AuthError, BackendError
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 QUOTA_CODES = frozenset({"insufficient_quota", "enforced_spend_limit_reached", "billing_hard_limit_reached"})
 _JSON = {"content-type": "application/json"}
-# What parsing an answer raises when the body is not the protocol's shape
-MALFORMED = (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError, AttributeError)
 
 
 class HttpTransport:
@@ -109,14 +108,6 @@ class HttpTransport:
             error.headers = headers
             raise error
         return raw, headers
-
-
-def malformed(raw: bytes, exc: Exception) -> BackendError:
-    """A body that is not the protocol's answer (a proxy's error page, a cut body): retryable."""
-    snippet = redact(raw[:120].decode("utf-8", "replace"))
-    return BackendError(
-        f"malformed answer ({exc.__class__.__name__}): {snippet!r}", error_class="malformed_response", retryable=True
-    )
 
 
 def rate_headers(headers: Any) -> dict[str, str] | None:

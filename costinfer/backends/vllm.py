@@ -14,9 +14,9 @@ from typing import Any, ClassVar
 import anyio
 
 from costinfer.backends.base import ServerLoad
+from costinfer.backends.completion import MALFORMED, malformed
 from costinfer.backends.openai import OpenAIBackend
 from costinfer.backends.prompt_cache import PromptCache
-from costinfer.backends.transport import MALFORMED, malformed
 from costinfer.errors import BackendError
 
 

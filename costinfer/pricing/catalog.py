@@ -84,17 +84,17 @@ def is_reasoning_model(model: str, entry: dict[str, Any]) -> bool:
 @functools.cache
 def _self_hosted(provider: str) -> bool:
     """Whether a provider runs models on the user's own hardware, as its class declares (``Backend.self_hosted``)."""
-    from costinfer.backends.base import registry
+    from costinfer.backends.base import provider_class
 
-    cls = registry().get(provider)
+    cls = provider_class(provider)
     return bool(cls is not None and cls.self_hosted)
 
 
 def _catalog_prefix(provider: str) -> str | None:
     """The prefix of a provider's models in LiteLLM's names, as its class declares (``Backend.catalog_prefix``)."""
-    from costinfer.backends.base import registry
+    from costinfer.backends.base import provider_class
 
-    cls = registry().get(provider)
+    cls = provider_class(provider)
     return None if cls is None else cls.catalog_prefix
 
 
