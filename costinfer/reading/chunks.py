@@ -11,8 +11,10 @@ id has ``row_id`` null and takes its position as its identity when stored.
 from __future__ import annotations
 
 import gc
+import importlib.abc
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -60,9 +62,9 @@ class ChunkResult:
 
 def protocol_of(provider: str) -> Any:
     """The provider's backend class (``refuses``, ``drops``), or None for a provider not installed here."""
-    from costinfer.backends.base import registry
+    from costinfer.backends.base import provider_class
 
-    return registry().get(provider)
+    return provider_class(provider)
 
 
 class ChunkProcessor:
@@ -324,7 +326,18 @@ def start_worker(job: ChunkJob, parent: int | None = None) -> None:
     if parent is not None:
         _follow_parent(parent)
     keep_freed_memory()  # each block allocates and frees what the one before did
+    sys.meta_path.insert(0, _NoPandas())
     _WORKER = ChunkProcessor(job)
+
+
+class _NoPandas(importlib.abc.MetaPathFinder):
+    """pandas is not imported in a worker. pyarrow imports it (0.15 s of a worker's start) on a process's first
+    ``pa.array`` only to ask whether the input is a pandas object; a worker builds its tables from lists."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
+        if fullname.partition(".")[0] == "pandas":
+            raise ModuleNotFoundError("costinfer's ingest workers do not import pandas", name=fullname)
+        return None
 
 
 def _follow_parent(parent: int) -> None:

@@ -146,3 +146,53 @@ def test_a_signal_while_a_worker_is_spawned_is_handled_right_after_not_during(na
     else:  # the default action, taken once the block is over: the process ends, killed by SIGTERM
         assert done.returncode == -signal.SIGTERM, done.stderr[-2000:]
         assert lines[1:] == []
+
+
+# A worker process as the pool starts one: the job unpickled, ``start_worker``, then a block of lines. It prints the
+# block's result (pickled, hex) and whether pandas or aiohttp were imported on the way.
+_WORKER = """
+import pickle, sys
+from costinfer.reading.chunks import start_worker, worker_jsonl_block
+job, block = pickle.loads(bytes.fromhex(sys.stdin.read()))
+start_worker(job)
+result = worker_jsonl_block(1, block)
+print(pickle.dumps(result).hex())
+print("pandas" in sys.modules, "aiohttp" in sys.modules)
+"""
+
+
+def test_a_worker_applies_the_providers_protocol_without_loading_what_it_does_not_use() -> None:
+    """The worker gets the provider's protocol with its job (what the Messages API refuses, what it does not send),
+    so it rejects the rows the inline reader rejects; and it loads neither pandas nor aiohttp, which a worker that
+    only reads never uses (0.3 s of each worker's start)."""
+    import pickle
+    import subprocess
+    import sys
+
+    from costinfer.pricing.catalog import Catalog
+    from costinfer.reading.chunks import ChunkJob, ChunkProcessor
+    from costinfer.reading.rows import RowSpec
+
+    job = ChunkJob(RowSpec(model="claude-haiku-4-5", max_tokens=16), "anthropic", "anthropic", Catalog.load())
+    rows = [
+        {"id": "a", "prompt": "Which card should I order?"},
+        {"id": "b", "prompt": "Reply in JSON", "response_format": {"type": "json_object"}},  # the API has none
+        {"id": "c", "prompt": "Say hi", "frequency_penalty": 0.5},  # not sent: the run says so
+    ]
+    block = b"".join(json.dumps(row).encode() + b"\n" for row in rows)
+    done = subprocess.run(
+        [sys.executable, "-c", _WORKER],
+        input=pickle.dumps((job, block)).hex(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    out, loaded = done.stdout.splitlines()
+    pooled = pickle.loads(bytes.fromhex(out))
+    inline = ChunkProcessor(job).jsonl_block(1, block)
+    assert pooled == inline
+    assert pooled.rejects.column("field").to_pylist() == ["response_format"]
+    assert pooled.items.column("row_id").to_pylist() == ["a", "c"]
+    assert any("frequency_penalty" in note for note in pooled.notes)
+    assert loaded == "False False"
