@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from costinfer.errors import ConfigError
-from costinfer.reuse import encoders
+from costinfer.reuse import encoder_export, encoders
 from costinfer.reuse.embeddings import DEFAULT_MODEL, model_source
-from costinfer.reuse.encoders import OpenVinoEncoder, TorchEncoder, export_dir, load_encoder
+from costinfer.reuse.encoder_export import export_dir
+from costinfer.reuse.encoders import OpenVinoEncoder, TorchEncoder, load_encoder
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("sentence_transformers") is None or importlib.util.find_spec("openvino") is None,
@@ -83,8 +84,10 @@ def test_a_model_folder_that_cannot_be_written_converts_into_the_users_cache(
     model_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # this suite may run as root, for whom every folder is writable: os.access is made to say "no" for the model
-    real_access = encoders.os.access
-    monkeypatch.setattr(encoders.os, "access", lambda p, mode: False if Path(p) == model_copy else real_access(p, mode))
+    real_access = encoder_export.os.access
+    monkeypatch.setattr(
+        encoder_export.os, "access", lambda p, mode: False if Path(p) == model_copy else real_access(p, mode)
+    )
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     target = export_dir(model_copy)
     assert target.is_relative_to(tmp_path / "cache" / "costinfer" / "encoders")
@@ -98,13 +101,13 @@ def test_int8_is_kept_only_with_its_agreement_figures(model_copy: Path, monkeypa
     monkeypatch.setenv(encoders.ENV, "openvino-int8")
     encoder = load_encoder(str(model_copy))
     figures = json.loads((export_dir(model_copy) / "agreement.json").read_text())
-    assert figures["check_texts"] == len(encoders.calibration_texts()[1]) > 100
-    assert figures["accepted"] == (figures["min_cosine"] >= encoders.AGREEMENT_MIN)
+    assert figures["check_texts"] == len(encoder_export.calibration_texts()[1]) > 100
+    assert figures["accepted"] == (figures["min_cosine"] >= encoder_export.AGREEMENT_MIN)
     assert encoder.name == ("openvino-int8" if figures["accepted"] else "openvino")
     if figures["accepted"]:
-        _, check = encoders.calibration_texts()
+        _, check = encoder_export.calibration_texts()
         cosines = (encoder.encode(check) * TorchEncoder(str(model_copy)).encode(check)).sum(axis=1)
-        assert cosines.min() >= encoders.AGREEMENT_MIN - 1e-4
+        assert cosines.min() >= encoder_export.AGREEMENT_MIN - 1e-4
 
 
 @pytest.mark.parametrize("runtime", ["openvino", "torch"])
