@@ -21,9 +21,12 @@ import numpy as np
 import pyarrow as pa
 
 from costinfer.errors import ConfigError
+from costinfer.reuse.encoders import TOKENIZE_TEXTS
 
-BLOCK_ROWS = 1024  # texts per Ray Data block: enough blocks to keep every worker busy, few enough to schedule
-BATCH_ROWS = 256  # texts per model call in a worker
+# Texts per Ray Data block and per model call in a worker (enough blocks to keep every worker busy, few enough to
+# schedule): the encoder's window, so that a worker forms the batches the local engine forms of the same texts, and
+# computes the same vectors (batches of other texts give vectors that differ in the fourth decimal, computed in bf16).
+BLOCK_ROWS = BATCH_ROWS = TOKENIZE_TEXTS
 
 
 def missing_ray(address: str | None = None) -> str | None:
