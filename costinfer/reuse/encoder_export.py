@@ -28,7 +28,7 @@ _CALIBRATION = Path(__file__).with_name("calibration_texts.txt")
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
+def quiet() -> Iterator[None]:
     """NNCF's and the converter's logs and progress bars are not costinfer's output (-q, --json)."""
     import logging
     import warnings
@@ -63,7 +63,7 @@ def export_dir(folder: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _export_lock(folder: Path) -> Iterator[Path]:
+def export_lock(folder: Path) -> Iterator[Path]:
     target = export_dir(folder)
     target.mkdir(parents=True, exist_ok=True)
     with (target / ".lock").open("a") as lock:
@@ -81,7 +81,7 @@ def _torch_model(folder: Path) -> Any:
     return SentenceTransformer(str(folder), device="cpu")
 
 
-def _convert(folder: Path, target: Path) -> None:
+def convert(folder: Path, target: Path) -> None:
     """torch -> OpenVINO, written into a temporary folder and moved into place (a kill leaves no half model)."""
     import openvino as ov
     import torch
@@ -124,7 +124,7 @@ def calibration_texts() -> tuple[list[str], list[str]]:
     return texts[0::2], texts[1::2]
 
 
-def _quantize(folder: Path, fp32: Path, target: Path, agreement: Path, openvino: Any, torch: Any) -> None:
+def quantize(folder: Path, fp32: Path, target: Path, agreement: Path, openvino: Any, torch: Any) -> None:
     """NNCF post-training int8 quantization, calibrated on packaged texts; kept only if it agrees with torch.
     ``openvino`` and ``torch``: the encoder classes (``encoders.py``) that feed the model and judge it."""
     import nncf

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from costinfer.errors import ConfigError
-from costinfer.reuse.encoder_export import _convert, _export_lock, _quantize, _quiet
+from costinfer.reuse.encoder_export import convert, export_lock, quantize, quiet
 
 ENV = "COSTINFER_ENCODER"
 RUNTIMES = ("auto", "openvino-int8", "openvino", "torch")
@@ -157,19 +157,19 @@ class OpenVinoEncoder:
     def prepare(
         cls, folder: Path, int8: bool, note: Callable[[str], None] | None = None, threads: int | None = None
     ) -> OpenVinoEncoder:
-        with _export_lock(folder) as target:
+        with export_lock(folder) as target:
             fp32 = target / "fp32.xml"
             agreement = target / "agreement.json"
             int8 = int8 and importlib.util.find_spec("nncf") is not None
             if note is not None and (not fp32.exists() or (int8 and not agreement.exists())):
                 note(f"converting the embedding model for OpenVINO, once (seconds; int8 about 20 s), into {target}")
             if not fp32.exists():
-                with _quiet():
-                    _convert(folder, fp32)
+                with quiet():
+                    convert(folder, fp32)
             if int8:
                 if not agreement.exists():
-                    with _quiet():
-                        _quantize(folder, fp32, target / "int8.xml", agreement, cls, TorchEncoder)
+                    with quiet():
+                        quantize(folder, fp32, target / "int8.xml", agreement, cls, TorchEncoder)
                 if json.loads(agreement.read_text()).get("accepted"):
                     return cls(folder, target / "int8.xml", "openvino-int8", threads)
         return cls(folder, fp32, "openvino", threads)
