@@ -234,8 +234,6 @@ def provider_class(name: str) -> type[Backend] | None:
     """One provider's class, or None for a name no installed provider has. Only that provider's module is loaded
     (``registry`` loads every provider's, aiohttp and the simulator's server with them): what reading a dataset asks
     of a provider (what its protocol refuses, its prefix in the price catalog) needs no other."""
-    if _registry.cache_info().currsize:
-        return _registry().get(name)
     found = [_provider(ep) for ep in entry_points(group=ENTRY_POINT_GROUP, name=name)]
     return found[-1] if found else None  # as in ``registry``: of two plugins of one name, the last
 
