@@ -11,12 +11,14 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import duckdb
 import pytest
 
+from costinfer.backends.batch_api import server_time
 from costinfer.pricing.catalog import Catalog
 from tests.conftest import Cli, logged, read_jsonl, subprocess_cli, write_jsonl
 
@@ -184,7 +186,10 @@ def test_only_failed_or_expired_items_are_resubmitted(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_no_wait_submits_and_a_later_run_collects_even_if_the_id_never_reached_the_store(tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", ["openai", "anthropic", "azure", "gemini"])
+def test_no_wait_submits_and_a_later_run_collects_even_if_the_id_never_reached_the_store(
+    tmp_path: Path, protocol: str
+) -> None:
     data, store, out, log = (
         write_jsonl(tmp_path / "d.jsonl", ROWS),
         tmp_path / "s.duckdb",
@@ -192,7 +197,7 @@ def test_no_wait_submits_and_a_later_run_collects_even_if_the_id_never_reached_t
         tmp_path / "log.jsonl",
     )
     with _simulator(log, "--batch-delay", "1") as url:
-        first = subprocess_cli(*_args(data, store, url, out), "--no-wait", "--json", env=ENV)
+        first = subprocess_cli(*_args(data, store, url, out, protocol), "--no-wait", "--json", env=ENVS[protocol])
         stdout, err = first.communicate(timeout=120)
         assert first.returncode == 0, err
         assert json.loads(stdout)["stop_reason"] == "submitted"
@@ -200,9 +205,10 @@ def test_no_wait_submits_and_a_later_run_collects_even_if_the_id_never_reached_t
         with duckdb.connect(str(store)) as con:
             con.execute("UPDATE batches SET state = 'preparing', server_id = NULL")
         time.sleep(1.2)
-        second = subprocess_cli(*_args(data, store, url, out), "--json", env=ENV)
+        second = subprocess_cli(*_args(data, store, url, out, protocol), "--json", env=ENVS[protocol])
         stdout, err = second.communicate(timeout=120)
         assert second.returncode == 0, err
+        assert "found on the server" in err, err
         assert json.loads(stdout)["stop_reason"] is None
     assert sum(e.get("kind") == "batch_create" for e in logged(log)) == 1  # found by its metadata, not submitted again
     assert all(r["error"] is None for r in read_jsonl(out)) and len(read_jsonl(out)) == 40
@@ -312,3 +318,12 @@ def test_past_the_deadline_or_after_every_round_failed_the_rest_goes_online(tmp_
         assert proc.returncode == 0, err
     assert sum(e.get("kind") == "batch_create" for e in logged(log2)) == 3  # the first batch and two resubmissions
     assert all(r["error"] is None for r in read_jsonl(tmp_path / "p.jsonl"))
+
+
+def test_provider_times_with_nanoseconds_keep_their_zone() -> None:
+    """Google writes RFC 3339 with 9 fractional digits and a Z: read as UTC, comparable with the store's times."""
+    utc = UTC
+    assert server_time("2026-12-07T21:00:00.123456789Z") == datetime(2026, 12, 7, 21, 0, 0, 123456, tzinfo=utc)
+    assert server_time("2026-12-07T23:00:00.5+02:00") == datetime(2026, 12, 7, 21, 0, 0, 500000, tzinfo=utc)
+    assert server_time("2026-12-07T21:00:00Z") == datetime(2026, 12, 7, 21, tzinfo=utc)
+    assert server_time("") is None

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from costinfer.backends.base import Backend
-from costinfer.backends.batch_api import BatchState, ItemResult
+from costinfer.backends.batch_api import BatchState, ItemResult, server_time
 
 MAX_REQUESTS = 100_000
 MAX_BYTES = 256 * 1024 * 1024
@@ -44,9 +44,11 @@ class AnthropicBatches:
         page = await self._json("GET", "/v1/messages/batches?limit=100")
         found = []
         for item in page.get("data") or []:
-            created = datetime.fromisoformat(str(item.get("created_at")).replace("Z", "+00:00"))
+            created = server_time(item.get("created_at"))
             total = sum(int(v) for v in (item.get("request_counts") or {}).values())
-            if (created_after is None or created >= created_after) and (requests is None or total == requests):
+            if (created_after is None or created is None or created >= created_after) and (
+                requests is None or total == requests
+            ):
                 found.append(_state(item))
         return found
 

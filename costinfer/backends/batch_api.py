@@ -5,12 +5,21 @@ status, find a batch the store never recorded the id of, cancel it, read its ite
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from costinfer.backends.completion import Completion
 
 FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+
+
+def server_time(value: Any) -> datetime | None:
+    """A provider's RFC 3339 time (Gemini's with 9 fractional digits) as an aware datetime, UTC when it names no
+    zone, so it compares with the store's ``TIMESTAMPTZ`` values; None when absent."""
+    if not value:
+        return None
+    moment = datetime.fromisoformat(str(value))  # 3.11: a Z, and any number of fractional digits
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from costinfer.backends.base import Backend
-from costinfer.backends.batch_api import BatchState, ItemResult
+from costinfer.backends.batch_api import BatchState, ItemResult, server_time
 from costinfer.errors import BackendError
 
 MAX_BYTES = 20 * 1024 * 1024  # inline requests: the whole batch request under 20 MB
@@ -64,7 +64,7 @@ class GeminiBatches:
             page = await self._json("GET", "batches?pageSize=100" + (f"&pageToken={token}" if token else ""))
             for op in page.get("operations") or []:
                 batch = op.get("metadata") or {}
-                created = _time(batch.get("createTime"))
+                created = server_time(batch.get("createTime"))
                 recent = created_after is None or created is None or created >= created_after
                 if batch.get("displayName") == display_name(metadata) and recent:
                     found.append(_state(op))
@@ -99,17 +99,6 @@ class GeminiBatches:
 
 def display_name(metadata: dict[str, str]) -> str:
     return f"costinfer-{metadata.get('costinfer_run')}-part{metadata.get('costinfer_part')}"
-
-
-def _time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    text = str(value).replace("Z", "+00:00")
-    if "." in text:  # RFC 3339 with up to 9 fractional digits: Python takes 6
-        head, _, rest = text.partition(".")
-        digits = "".join(c for c in rest if c.isdigit())
-        text = f"{head}.{digits[:6]}{rest[len(digits) :]}"
-    return datetime.fromisoformat(text)
 
 
 def _state(op: dict[str, Any]) -> BatchState:
