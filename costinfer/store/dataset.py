@@ -15,6 +15,7 @@ import orjson
 import pyarrow as pa
 
 from costinfer.store.base import Part, copy_atomically, one_dict, reading_mode, registered, sql_str, transaction
+from costinfer.store.known_keys import KnownKeys, Lookup, digests
 
 _NEW_REQUEST_COLUMNS = "key, endpoint, model, body, input_tokens, max_tokens, input_bound, norm_key, group_key"
 # The models a run's requests name or were sent to. Not a join ``ON q.key = rk.key OR q.key = rk.answer_key``: DuckDB
@@ -68,10 +69,13 @@ class RunsPart(Part):
 
 
 class IngestPart(Part):
+    _known: KnownKeys | None = None  # the stored requests' keys, while a dataset is read (``add_chunk``)
+
     def reset_ingest(self, run_id: str) -> None:
         """Forget a half-ingested run's rows so that ingestion can start over; responses and calls are kept. Reading
         starts: DuckDB's memory is bounded lower until ``finish_ingest``, as the ingest workers need room too."""
         reading_mode(self._con, reading=True)
+        self._known = None
         for table in ("items", "rejects", "run_keys", "route_learned"):
             self._con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
 
@@ -90,6 +94,16 @@ class IngestPart(Part):
         chunks of a batch); it is stored once, and a key already stored (by an earlier batch or run) is not stored
         again."""
         con = self._con
+        if requests is not None and requests.num_rows and self._known is None:
+            # one read of the stored keys for the whole dataset; DuckDB lets no other process write this file
+            cursor = con.cursor()  # a connection of its own: a result left open on this one would refuse the read
+            try:
+                reader = cursor.sql("SELECT key FROM requests").to_arrow_reader(1 << 16)
+                assert reader is not None
+                self._known = KnownKeys.of(batch.column(0) for batch in reader)
+            finally:
+                cursor.close()
+        added = None
         with transaction(con):
             if items.num_rows:
                 with registered(con, "chunk_items", items):
@@ -100,8 +114,9 @@ class IngestPart(Part):
                         [run_id],
                     )
             if requests is not None and requests.num_rows:
+                assert self._known is not None
                 with registered(con, "chunk_requests", requests):
-                    _insert_new_requests(con)
+                    added = _insert_new_requests(con, requests, self._known)
             if rejects is not None and rejects.num_rows:
                 with registered(con, "chunk_rejects", rejects):
                     con.execute(
@@ -110,6 +125,8 @@ class IngestPart(Part):
                         "field, reason FROM chunk_rejects",
                         [run_id],
                     )
+        if added is not None and self._known is not None:  # committed: held from now on
+            self._known.add(*added.new())
 
     def finish_ingest(self, run_id: str, id_field: str = "id") -> dict[str, int]:
         """Settle what spans chunks: a row repeating an earlier row's id becomes a reject; then the run's distinct
@@ -118,6 +135,7 @@ class IngestPart(Part):
         stopped before then reads its dataset again when resumed."""
         con = self._con
         reading_mode(con, reading=False)
+        self._known = None
         with transaction(con):
             repeated = con.execute(
                 "SELECT count(*) - count(DISTINCT row_id) FROM items WHERE run_id = ?", [run_id]
@@ -193,28 +211,25 @@ class IngestPart(Part):
         return self.rejects_count(run_id)
 
 
-def _insert_new_requests(con: Any) -> None:
-    """Add the requests of ``chunk_requests`` that are not stored yet, each key once.
+def _insert_new_requests(con: Any, requests: pa.Table, known: KnownKeys) -> Lookup:
+    """Add the requests of ``chunk_requests`` (``requests``) that are not stored yet, each key once; returns what
+    ``known`` found, for it to hold the keys added once the transaction commits.
 
     Chunks list a key once each, but two chunks of a batch may share one, and an earlier batch or run may have stored
-    it: such keys are few, so they are found first (two hash passes in DuckDB) and the rest is inserted as it is. A
-    key listed twice is inserted once, from either row: a key is the hash of its body, so both rows are the same
-    request, counted the same. (Dropping the few from the Arrow table instead copied every column of the batch, and
-    finding the repeats in Python took 0.1 s a batch: 1.4 s in all at 1,000,000 rows, against 0.35 s for both
-    passes here.) A plain insert for the rest: with an anti-join or DISTINCT inside the INSERT, DuckDB spent a third
-    more CPU and twice as long checkpointing (benchmarks/plan_scale.py)."""
-    found = con.execute(
-        "SELECT key, true AS stored FROM requests WHERE key IN (SELECT key FROM chunk_requests) "
-        "UNION ALL SELECT key, false FROM chunk_requests GROUP BY key HAVING count(*) > 1"
-    ).fetchall()
-    if not found:
+    it: such keys are few, so they are found first, in memory (``known``: the stored keys, looked up without reading
+    ``requests``), and the rest is inserted as it is. A key listed twice is inserted once, from either row: a key is
+    the hash of its body, so both rows are the same request, counted the same. A plain insert for the rest: with an
+    anti-join or DISTINCT inside the INSERT, DuckDB spent a third more CPU and twice as long checkpointing
+    (benchmarks/plan_scale.py)."""
+    found = known.lookup(digests(requests["key"]))
+    stored, twice = found.stored, found.twice
+    if not (stored.any() or twice.any()):
         con.execute(f"INSERT INTO requests ({_NEW_REQUEST_COLUMNS}) SELECT {_NEW_REQUEST_COLUMNS} FROM chunk_requests")
-        return
-    named = {key for key, _ in found}
-    stored = {key for key, was_stored in found if was_stored}
-    left_out = pa.table({"key": pa.array(sorted(named), pa.string())})
-    once = pa.table({"key": pa.array(sorted(named - stored), pa.string())})
-    with registered(con, "left_out", left_out), registered(con, "once", once):
+        return found
+    keys = requests["key"].combine_chunks()
+    named = pa.table({"key": keys.filter(pa.array(stored | twice)).unique()})
+    once = pa.table({"key": keys.filter(pa.array(twice & ~stored)).unique()})
+    with registered(con, "left_out", named), registered(con, "once", once):
         con.execute(
             f"INSERT INTO requests ({_NEW_REQUEST_COLUMNS}) SELECT {_NEW_REQUEST_COLUMNS} FROM chunk_requests "
             f"WHERE key NOT IN (SELECT key FROM left_out)"
@@ -223,3 +238,4 @@ def _insert_new_requests(con: Any) -> None:
             f"INSERT INTO requests ({_NEW_REQUEST_COLUMNS}) SELECT DISTINCT ON (key) {_NEW_REQUEST_COLUMNS} "
             f"FROM chunk_requests WHERE key IN (SELECT key FROM once)"
         )
+    return found
