@@ -11,12 +11,18 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from costinfer.store.base import Part, copy_atomically, one_dict, reading_mode, registered, sql_str, transaction
-from costinfer.store.known_keys import KnownKeys, Lookup, digests
+from costinfer.store.known_keys import KnownKeys, digests
 
+# A dataset's first writes find the keys already stored with a scan of ``requests`` each; later ones look them up in
+# memory, in the keys read once (``known_keys``). A scan and the read cost about the same, so a small dataset beside
+# a large store reads no more than two scans' worth, and a large one reads the store once, not once a write.
+SCANNED_WRITES = 2
 _NEW_REQUEST_COLUMNS = "key, endpoint, model, body, input_tokens, max_tokens, input_bound, norm_key, group_key"
 # The models a run's requests name or were sent to. Not a join ``ON q.key = rk.key OR q.key = rk.answer_key``: DuckDB
 # runs an OR of equalities as a nested-loop join, which had not finished after 10 minutes (20 CPU-minutes) on a run of
@@ -70,12 +76,13 @@ class RunsPart(Part):
 
 class IngestPart(Part):
     _known: KnownKeys | None = None  # the stored requests' keys, while a dataset is read (``add_chunk``)
+    _scans = 0  # the writes of this dataset that found stored keys by a scan
 
     def reset_ingest(self, run_id: str) -> None:
         """Forget a half-ingested run's rows so that ingestion can start over; responses and calls are kept. Reading
         starts: DuckDB's memory is bounded lower until ``finish_ingest``, as the ingest workers need room too."""
         reading_mode(self._con, reading=True)
-        self._known = None
+        self._known, self._scans = None, 0
         for table in ("items", "rejects", "run_keys", "route_learned"):
             self._con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
 
@@ -94,16 +101,9 @@ class IngestPart(Part):
         chunks of a batch); it is stored once, and a key already stored (by an earlier batch or run) is not stored
         again."""
         con = self._con
-        if requests is not None and requests.num_rows and self._known is None:
-            # one read of the stored keys for the whole dataset; DuckDB lets no other process write this file
-            cursor = con.cursor()  # a connection of its own: a result left open on this one would refuse the read
-            try:
-                reader = cursor.sql("SELECT key FROM requests").to_arrow_reader(1 << 16)
-                assert reader is not None
-                self._known = KnownKeys.of(batch.column(0) for batch in reader)
-            finally:
-                cursor.close()
-        added = None
+        if requests is not None and requests.num_rows and self._known is None and self._scans >= SCANNED_WRITES:
+            self._known = _read_known_keys(con)
+        found = None
         with transaction(con):
             if items.num_rows:
                 with registered(con, "chunk_items", items):
@@ -114,9 +114,14 @@ class IngestPart(Part):
                         [run_id],
                     )
             if requests is not None and requests.num_rows:
-                assert self._known is not None
                 with registered(con, "chunk_requests", requests):
-                    added = _insert_new_requests(con, requests, self._known)
+                    if self._known is None:
+                        stored, twice = _scan_for_known_keys(con, requests)
+                        self._scans += 1
+                    else:
+                        found = self._known.lookup(digests(requests["key"]))
+                        stored, twice = found.stored, found.twice
+                    _insert_new_requests(con, requests, stored, twice)
             if rejects is not None and rejects.num_rows:
                 with registered(con, "chunk_rejects", rejects):
                     con.execute(
@@ -125,8 +130,8 @@ class IngestPart(Part):
                         "field, reason FROM chunk_rejects",
                         [run_id],
                     )
-        if added is not None and self._known is not None:  # committed: held from now on
-            self._known.add(*added.new())
+        if found is not None and self._known is not None:  # committed: held from now on
+            self._known.add(*found.new())
 
     def finish_ingest(self, run_id: str, id_field: str = "id") -> dict[str, int]:
         """Settle what spans chunks: a row repeating an earlier row's id becomes a reject; then the run's distinct
@@ -135,7 +140,7 @@ class IngestPart(Part):
         stopped before then reads its dataset again when resumed."""
         con = self._con
         reading_mode(con, reading=False)
-        self._known = None
+        self._known, self._scans = None, 0
         with transaction(con):
             repeated = con.execute(
                 "SELECT count(*) - count(DISTINCT row_id) FROM items WHERE run_id = ?", [run_id]
@@ -211,21 +216,42 @@ class IngestPart(Part):
         return self.rejects_count(run_id)
 
 
-def _insert_new_requests(con: Any, requests: pa.Table, known: KnownKeys) -> Lookup:
-    """Add the requests of ``chunk_requests`` (``requests``) that are not stored yet, each key once; returns what
-    ``known`` found, for it to hold the keys added once the transaction commits.
+def _read_known_keys(con: Any) -> KnownKeys:
+    """The stored requests' keys, read once for the rest of a dataset. DuckDB lets no other process write the file, and
+    only ``add_chunk`` adds requests while a dataset is read, so they stay true until ``finish_ingest``."""
+    cursor = con.cursor()  # a connection of its own: a result left open on this one would refuse the read
+    try:
+        reader = cursor.sql("SELECT key FROM requests").to_arrow_reader(1 << 16)
+        assert reader is not None
+        return KnownKeys.of(batch.column(0) for batch in reader)
+    finally:
+        cursor.close()
+
+
+def _scan_for_known_keys(con: Any, requests: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Which keys of ``chunk_requests`` are stored, and which it lists twice: a semi-join over all of ``requests``."""
+    rows = con.execute(
+        "SELECT key, true AS stored FROM requests WHERE key IN (SELECT key FROM chunk_requests) "
+        "UNION ALL SELECT key, false FROM chunk_requests GROUP BY key HAVING count(*) > 1"
+    ).fetchall()
+    keys = requests["key"]
+    stored = pc.is_in(keys, value_set=pa.array([k for k, was in rows if was], pa.string()))
+    twice = pc.is_in(keys, value_set=pa.array([k for k, was in rows if not was], pa.string()))
+    return stored.to_numpy(zero_copy_only=False), twice.to_numpy(zero_copy_only=False)
+
+
+def _insert_new_requests(con: Any, requests: pa.Table, stored: np.ndarray, twice: np.ndarray) -> None:
+    """Add the requests of ``chunk_requests`` (``requests``) that are not stored yet (``stored``: a boolean per row),
+    each key once (``twice``: the rows whose key the table lists more than once).
 
     Chunks list a key once each, but two chunks of a batch may share one, and an earlier batch or run may have stored
-    it: such keys are few, so they are found first, in memory (``known``: the stored keys, looked up without reading
-    ``requests``), and the rest is inserted as it is. A key listed twice is inserted once, from either row: a key is
-    the hash of its body, so both rows are the same request, counted the same. A plain insert for the rest: with an
-    anti-join or DISTINCT inside the INSERT, DuckDB spent a third more CPU and twice as long checkpointing
-    (benchmarks/plan_scale.py)."""
-    found = known.lookup(digests(requests["key"]))
-    stored, twice = found.stored, found.twice
+    it: such keys are few, so they are found first and the rest is inserted as it is. A key listed twice is inserted
+    once, from either row: a key is the hash of its body, so both rows are the same request, counted the same. A plain
+    insert for the rest: with an anti-join or DISTINCT inside the INSERT, DuckDB spent a third more CPU and twice as
+    long checkpointing (benchmarks/plan_scale.py)."""
     if not (stored.any() or twice.any()):
         con.execute(f"INSERT INTO requests ({_NEW_REQUEST_COLUMNS}) SELECT {_NEW_REQUEST_COLUMNS} FROM chunk_requests")
-        return found
+        return
     keys = requests["key"].combine_chunks()
     named = pa.table({"key": keys.filter(pa.array(stored | twice)).unique()})
     once = pa.table({"key": keys.filter(pa.array(twice & ~stored)).unique()})
@@ -238,4 +264,3 @@ def _insert_new_requests(con: Any, requests: pa.Table, known: KnownKeys) -> Look
             f"INSERT INTO requests ({_NEW_REQUEST_COLUMNS}) SELECT DISTINCT ON (key) {_NEW_REQUEST_COLUMNS} "
             f"FROM chunk_requests WHERE key IN (SELECT key FROM once)"
         )
-    return found

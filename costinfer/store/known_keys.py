@@ -7,8 +7,11 @@ search in each level, and a hit is compared on all 32 bytes, so the answer is ex
 their own, merged with the level before while that one is at most twice as large (a log-structured merge): adding n
 keys costs O(n log n) in all, and a lookup searches O(log n) levels. 48 bytes a key: 48 MB at 1,000,000.
 
-Before this, each batch found its stored keys with a semi-join over all of ``requests``: 0.016 s for the first batch
-of a 1,000,000-row plan and 0.074 s for its last, growing with the store, so about 35 s in all at 10,000,000 rows."""
+Before this, each write found its stored keys with a semi-join over all of ``requests``: 0.016 s for the first of a
+1,000,000-row plan and 0.074 s for its last, growing with the store, so about 35 s in all at 10,000,000 rows. Reading
+the keys costs about what a scan does (0.3-0.4 s a million keys, with the sort), so a dataset's first writes still
+scan (``dataset.SCANNED_WRITES``) and only a larger dataset reads them: a small dataset beside a large store costs no
+more than before, and holds no memory for it."""
 
 from __future__ import annotations
 
@@ -63,10 +66,11 @@ class KnownKeys:
         self._digests = np.empty(0, _DIGEST)  # every key held, in the order added (with room to grow)
         self._held = 0
         self._levels: list[tuple[np.ndarray, np.ndarray]] = []  # (sorted prefixes, their keys' places), largest first
-        if stored is not None and len(stored):
+        if stored is not None and len(stored):  # sorted by place, not moved: 32-byte gathers cost more than the sort
             prefix = _prefixes(stored)
             order = np.argsort(prefix)
-            self.add(prefix[order], stored[order])
+            self._digests, self._held = stored, len(stored)  # full: the first key added copies it to a larger one
+            self._join(prefix[order], order.astype(np.int64, copy=False))
 
     @classmethod
     def of(cls, keys: Iterable[pa.Array]) -> KnownKeys:
@@ -110,8 +114,10 @@ class KnownKeys:
     def add(self, prefix: np.ndarray, digest: np.ndarray) -> None:
         """Hold these keys too (not held yet, sorted by prefix: ``Lookup.new``). A level holds each key's prefix and
         its place among the digests, so that merging levels moves 16 bytes a key, not 40."""
-        if not len(digest):
-            return
+        if len(digest):
+            self._join(prefix, self._append(digest))
+
+    def _append(self, digest: np.ndarray) -> np.ndarray:
         start, end = self._held, self._held + len(digest)
         if end > len(self._digests):
             grown = np.empty(max(end, 2 * len(self._digests)), _DIGEST)
@@ -119,7 +125,10 @@ class KnownKeys:
             self._digests = grown
         self._digests[start:end] = digest
         self._held = end
-        level = (prefix, np.arange(start, end, dtype=np.int64))
+        return np.arange(start, end, dtype=np.int64)
+
+    def _join(self, prefix: np.ndarray, place: np.ndarray) -> None:
+        level = (prefix, place)
         while self._levels and len(self._levels[-1][0]) <= 2 * len(level[0]):
             below = self._levels.pop()  # two sorted runs: the stable sort (a merge sort) joins them in linear time
             joined = np.concatenate([below[0], level[0]])

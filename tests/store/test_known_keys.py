@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 
 from costinfer.reading.keys import request_key
+from costinfer.store import dataset
 from costinfer.store.known_keys import KnownKeys, digests
 from costinfer.store.store import Store
 
@@ -84,7 +85,12 @@ def _requests(keys: list[str]) -> pa.Table:
     )
 
 
-def test_a_store_keeps_each_request_once_across_batches_runs_and_reopening(tmp_path: Path) -> None:
+@pytest.mark.parametrize("scanned", [0, 1, 2, 9])
+def test_a_store_keeps_each_request_once_across_batches_runs_and_reopening(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scanned: int
+) -> None:
+    """However many writes find stored keys by a scan before the keys are read into memory."""
+    monkeypatch.setattr(dataset, "SCANNED_WRITES", scanned)
     path = tmp_path / "s.duckdb"
     keys = [request_key({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": str(i)}]}, "chat")
             for i in range(500)]  # fmt: skip
@@ -94,13 +100,16 @@ def test_a_store_keeps_each_request_once_across_batches_runs_and_reopening(tmp_p
         store.reset_ingest("r1")
         store.add_chunk("r1", empty.slice(0, 0), _requests(keys[:200] + keys[:50]), None)  # a key twice in a batch
         store.add_chunk("r1", empty.slice(0, 0), _requests(keys[150:300]), None)  # overlaps the batch before
+        store.add_chunk("r1", empty.slice(0, 0), _requests(keys[280:320] + keys[300:310]), None)
         store.finish_ingest("r1")
     finally:
         store.close()
     store = Store.open(path)  # a later run: what is stored is read again
     try:
         store.reset_ingest("r2")
-        store.add_chunk("r2", empty.slice(0, 0), _requests(keys[250:500] + keys[:10]), None)
+        store.add_chunk("r2", empty.slice(0, 0), _requests(keys[250:400] + keys[:10]), None)
+        store.add_chunk("r2", empty.slice(0, 0), _requests(keys[390:450]), None)
+        store.add_chunk("r2", empty.slice(0, 0), _requests(keys[440:500] + keys[5:15] + keys[499:500]), None)
         store.finish_ingest("r2")
     finally:
         store.close()
