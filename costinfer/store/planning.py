@@ -39,12 +39,22 @@ class PlanningPart(Part):
     def pending_groups(self, run_id: str) -> list[tuple[str, int, int, int, int, int]]:
         """(model, max_tokens, requests, counted input tokens, input bound, longest prompt) of the run's unanswered
         requests."""
+        # A run key is sent as itself or, routed, as its answer key; only the latter can name one request twice, so
+        # only they are made distinct (a DISTINCT over all of them took 0.4-0.5 s of 0.55 at 1,000,000 requests)
         rows = self._con.execute(
             f"""
+            WITH own AS (
+                SELECT rk.key FROM run_keys rk
+                WHERE rk.run_id = $1 AND rk.answer_key IS NULL AND coalesce(rk.tier NOT IN {ROUTED_TIERS}, true)
+                  AND NOT EXISTS (SELECT 1 FROM responses r WHERE r.key = rk.key)),
+            routed AS (
+                SELECT DISTINCT rk.answer_key AS key FROM run_keys rk
+                WHERE rk.run_id = $1 AND rk.tier IN {ROUTED_TIERS}
+                  AND NOT EXISTS (SELECT 1 FROM responses r WHERE r.key = rk.answer_key)),
+            sent AS (SELECT key FROM own UNION ALL SELECT key FROM routed WHERE key NOT IN (SELECT key FROM own))
             SELECT q.model, q.max_tokens, count(*), sum(q.input_tokens), sum(coalesce(q.input_bound, q.input_tokens)),
                    max(q.input_tokens)
-            FROM (SELECT DISTINCT {SENT} AS sent FROM run_keys rk WHERE rk.run_id = ? AND {UNANSWERED}) p
-            JOIN requests q ON q.key = p.sent
+            FROM sent p JOIN requests q ON q.key = p.key
             GROUP BY ALL ORDER BY 1, 2
             """,
             [run_id],

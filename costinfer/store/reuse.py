@@ -17,13 +17,18 @@ _SEM_TEXT = "coalesce(q.sem_text, json_extract_string(q.body, '$.messages[#-1].c
 class ReusePart(Part):
     def normalized_matches(self, run_id: str) -> list[tuple[str, str]]:
         """(key, answer key) for each unanswered request of the run whose normalized form another request has: an
-        earlier run's answer (the earliest) wins, else the run's first request of that form is sent and lends."""
+        earlier run's answer (the earliest) wins, else the run's first request of that form is sent and lends.
+
+        Only forms two stored requests share are looked at: one counting pass over ``requests`` instead of joining
+        every request of the run to its form (at 1,000,000 distinct requests, 0.34 s against 0.65-0.87 s)."""
         rows = self._con.execute(
             f"""
-            WITH cand AS (
+            WITH shared_forms AS (  -- a form one stored request alone has can lend nothing: most, skipped first
+                SELECT norm_key FROM requests WHERE norm_key IS NOT NULL GROUP BY norm_key HAVING count(*) > 1),
+            cand AS (
                 SELECT rk.key, rk.first_idx, q.norm_key
                 FROM run_keys rk JOIN requests q ON q.key = rk.key
-                WHERE rk.run_id = $1 AND q.norm_key IS NOT NULL AND {UNANSWERED}),
+                WHERE rk.run_id = $1 AND q.norm_key IN (SELECT norm_key FROM shared_forms) AND {UNANSWERED}),
             earlier AS (  -- normalized forms an earlier run answered: the earliest answer lends
                 SELECT q.norm_key, arg_min(q.key, r.created_at) AS key
                 FROM requests q JOIN responses r ON r.key = q.key

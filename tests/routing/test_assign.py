@@ -43,3 +43,13 @@ def test_budget_upgrades_rows_to_the_stronger_model_while_the_worst_case_fits(tm
     generous = _routed(store, tmp_path, [{"prompt": f"r{i}"} for i in range(10)])
     assign(store, generous, MODELS, prices, "budget", "openai", Decimal(100))
     assert _models(store, generous) == {"gpt-4o": 10}  # every row upgraded when the budget allows it
+
+
+def test_a_row_routed_to_the_request_another_row_asks_for_is_counted_once(tmp_path: Path) -> None:
+    """Routed to gpt-4o, the first row's request is the second row's own: one request to send, not two."""
+    store = Store.memory()
+    rows: list[dict[str, object]] = [{"prompt": "same"}, {"prompt": "same", "model": "gpt-4o"}, {"prompt": "other"}]
+    run_id = _routed(store, tmp_path, rows)
+    assert _models(store, run_id) == {"gpt-4o-mini": 2, "gpt-4o": 1}
+    assign(store, run_id, MODELS, {m: price(m) for m in MODELS}, "budget", "openai", Decimal(100))
+    assert _models(store, run_id) == {"gpt-4o": 2}  # "same" on gpt-4o once, "other" on gpt-4o
