@@ -28,7 +28,7 @@ import pyarrow as pa
 from costinfer.errors import ConfigError
 from costinfer.pricing.catalog import Catalog, ModelPrice
 from costinfer.reading.allocator import keep_freed_memory
-from costinfer.reading.formats import RawRow, jsonl_block_rows
+from costinfer.reading.formats import RawRow, jsonl_block_rows, read_span
 from costinfer.reading.keys import KeyMaker
 from costinfer.reading.provider_files import BadLine, as_row
 from costinfer.reading.request import Reject, Request
@@ -354,3 +354,9 @@ def _follow_parent(parent: int) -> None:
 def worker_jsonl_block(first_line: int, block: bytes) -> ChunkResult:
     assert _WORKER is not None, "start_worker was not called in this process"
     return _WORKER.jsonl_block(first_line, block)
+
+
+def worker_jsonl_span(path: str, first_line: int, offset: int, length: int) -> ChunkResult:
+    """A block of an uncompressed file, read here: its bytes do not go through the parent and a pipe."""
+    assert _WORKER is not None, "start_worker was not called in this process"
+    return _WORKER.jsonl_block(first_line, read_span(path, offset, length))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +126,8 @@ def _jsonl_rows(path: Path) -> Iterator[RawRow]:
     with open_input(path) as fh:
         try:
             for lineno, raw in enumerate(fh, 1):
+                if lineno == 1 and raw.startswith(_BOM):  # as the blocks read it: not data
+                    raw = raw[len(_BOM) :]
                 row = jsonl_row(lineno, raw[:-1] if raw.endswith(b"\n") else raw)
                 if row is not None:
                     yield row
@@ -137,7 +140,29 @@ _BOM = b"\xef\xbb\xbf"  # UTF-8's byte-order mark
 
 def jsonl_blocks(path: Path, block_bytes: int = 4 << 20) -> Iterator[tuple[int, bytes]]:
     """(first line number, bytes) of consecutive whole-line blocks of a JSONL file, parsed a block at a time."""
-    line = 1
+    for line, _, block in _jsonl_blocks(path, block_bytes):
+        yield line, block
+
+
+def jsonl_spans(path: Path, block_bytes: int = 4 << 20) -> Iterator[tuple[int, int, int]]:
+    """(first line number, offset, length) of the blocks ``jsonl_blocks`` yields, for an uncompressed file: a reader
+    that can open the file reads its block itself (``read_span``) and the bytes are not sent it."""
+    assert compression_of(path) is None, "a compressed file's offsets are not its blocks'"
+    for line, offset, block in _jsonl_blocks(path, block_bytes):
+        yield line, offset, len(block)
+
+
+def read_span(path: str, offset: int, length: int) -> bytes:
+    """A block of ``jsonl_spans``, read from the file. Raises ``InputError`` when the file changed under the read."""
+    with open(path, "rb") as fh:
+        block = os.pread(fh.fileno(), length, offset)
+    if len(block) != length or (length and not block.endswith(b"\n") and os.path.getsize(path) != offset + length):
+        raise InputError(f"{path}: the file changed while it was read")
+    return block
+
+
+def _jsonl_blocks(path: Path, block_bytes: int) -> Iterator[tuple[int, int, bytes]]:
+    line, offset = 1, 0  # offset: of the block in the file (uncompressed files)
     carry = b""
     with open_input(path) as fh:
         while True:
@@ -147,18 +172,20 @@ def jsonl_blocks(path: Path, block_bytes: int = 4 << 20) -> Iterator[tuple[int, 
                 raise _bad_compressed(path, exc) from exc
             if not data:
                 break
-            if line == 1 and not carry and data.startswith(_BOM):  # Excel and PowerShell write one: not data
+            if line == 1 and not carry and offset == 0 and data.startswith(_BOM):  # Excel and PowerShell write one
                 data = data[len(_BOM) :]
+                offset = len(_BOM)
             data = carry + data
             cut = data.rfind(b"\n") + 1
             if cut == 0:
                 carry = data  # one line longer than a block: keep reading
                 continue
             block, carry = data[:cut], data[cut:]
-            yield line, block
+            yield line, offset, block
             line += block.count(b"\n")
+            offset += len(block)
     if carry:
-        yield line, carry
+        yield line, offset, carry
 
 
 def jsonl_block_rows(first_line: int, block: bytes) -> list[RawRow]:

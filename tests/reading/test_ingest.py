@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 
 import costinfer.reading.ingest as ingest_module
+from costinfer.errors import InputError
 from costinfer.pipeline.build import run_spec
 from costinfer.pipeline.run import plan
+from costinfer.reading.formats import jsonl_spans, read_span
 from costinfer.store import Store
 from tests.conftest import SAMPLE, Cli, read_jsonl
 
@@ -100,9 +102,26 @@ def test_blocks_of_lines_read_the_rows_the_line_reader_reads(tmp_path: Path) -> 
     with data.open("ab") as fh:
         fh.write(b"\n\n   \n" + b'{"prompt": "' + b"x" * 20000 + b'"}')  # blank lines, a long last line, no newline
     by_line = list(_jsonl_rows(data))
+    with_bom = tmp_path / "bom.jsonl"
+    with_bom.write_bytes(b"\xef\xbb\xbf" + data.read_bytes())  # as Excel and PowerShell write it
     for block_bytes in (64, 1000, 8192, 1 << 20):
         by_block = [row for first, block in jsonl_blocks(data, block_bytes) for row in jsonl_block_rows(first, block)]
         assert by_block == by_line, block_bytes
+        for path in (data, with_bom):  # a worker reads its block from the file: the same bytes
+            spans = [(first, read_span(str(path), offset, n)) for first, offset, n in jsonl_spans(path, block_bytes)]
+            assert spans == list(jsonl_blocks(path, block_bytes)), (path.name, block_bytes)
+    assert list(_jsonl_rows(with_bom)) == by_line
+
+
+def test_a_file_cut_while_workers_read_it_is_an_input_error(tmp_path: Path) -> None:
+    data = tmp_path / "rows.jsonl"
+    _dataset(data)
+    spans = list(jsonl_spans(data, 8192))
+    _, offset, n = spans[-1]
+    with data.open("r+b") as fh:
+        fh.truncate(offset + n // 2)
+    with pytest.raises(InputError, match="changed while it was read"):
+        read_span(str(data), offset, n)
 
 
 def test_a_bad_worker_count_is_a_configuration_error(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
