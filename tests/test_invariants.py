@@ -47,9 +47,11 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 
 from costinfer.pricing.catalog import Catalog
 from costinfer.pricing.config_file import Config
+from costinfer.reading import ingest as ingest_module
 from costinfer.simulator import SimulatorConfig, running_in_thread
 from costinfer.simulator.config import BatchBehaviour
 from costinfer.simulator.faults import parse_faults
+from costinfer.store import dataset as dataset_module
 from costinfer.store import results as result_rows
 from costinfer.store.copying import copy_store
 from tests import pgserver
@@ -462,6 +464,12 @@ TWO_MODELS_ONE_FALLBACK: list[dict[str, Any] | str] = [
 @example(rows=[{"prompt": t} for t in POOL[:12]], lv=Levers(route="learned", kill=True, rerun=True, concurrency=1))
 @given(rows=datasets(), lv=levers())
 def test_invariants_hold_across_levers(rows: list[dict[str, Any] | str], lv: Levers, tmp_path: Path) -> None:
-    # result rows built a few rows at a time, as a big run's are (RESULT_SLICE_ROWS), in every combination
-    with mock.patch.object(result_rows, "RESULT_SLICE_ROWS", 3):
+    # result rows built a few rows at a time, as a big run's are (RESULT_SLICE_ROWS), and the dataset read in blocks
+    # of a few lines, stored a few rows a write, the first write finding stored keys by a scan and the rest in memory
+    # (SCANNED_WRITES), as a big dataset is, in every combination (runs the harness kills are subprocesses: unpatched)
+    with ExitStack() as patches:
+        patches.enter_context(mock.patch.object(result_rows, "RESULT_SLICE_ROWS", 3))
+        patches.enter_context(mock.patch.object(ingest_module, "BLOCK_BYTES", 400))
+        patches.enter_context(mock.patch.object(ingest_module, "WRITE_ROWS", 3))
+        patches.enter_context(mock.patch.object(dataset_module, "SCANNED_WRITES", 1))
         _harness(rows, lv, tmp_path)
