@@ -32,7 +32,7 @@ _DUCKDB_MAGIC = b"DUCK"
 # A distinct request of a run (``rk``, a row of run_keys) that nothing answers yet: no reuse tier lends it an answer
 # and the cache holds none. What is left to send, to plan and to embed is this, everywhere.
 # A routed request (tier 'routed' or 'escalated') is sent as another model's request: ``SENT`` is the key its answer is
-# sent and cached under.
+# sent and cached under. ``PlanningPart.pending_groups`` writes this out for each kind of tier (faster): change both.
 ROUTED_TIERS = "('routed', 'escalated')"
 SENT = f"CASE WHEN rk.tier IN {ROUTED_TIERS} THEN rk.answer_key ELSE rk.key END"
 UNANSWERED = (

@@ -40,7 +40,9 @@ class PlanningPart(Part):
         """(model, max_tokens, requests, counted input tokens, input bound, longest prompt) of the run's unanswered
         requests."""
         # A run key is sent as itself or, routed, as its answer key; only the latter can name one request twice, so
-        # only they are made distinct (a DISTINCT over all of them took 0.4-0.5 s of 0.55 at 1,000,000 requests)
+        # only they are made distinct (a DISTINCT over all of them took 0.4-0.5 s of 0.55 at 1,000,000 requests).
+        # Each part is ``UNANSWERED`` with ``SENT`` resolved for its tiers: written with the shared CASE, the
+        # correlated NOT EXISTS ran 0.1 s slower (0.39-0.42 s against 0.24-0.36 s)
         rows = self._con.execute(
             f"""
             WITH own AS (
